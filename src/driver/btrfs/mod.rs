@@ -1,0 +1,223 @@
+//! `btrfs:/mountpoint/path` - one subvolume per image and per VM, clones by snapshot ioctl.
+//!
+//! Layout:
+//! ```text
+//! <root>/images/<uuid>-partial/disk.raw   import in progress (a writable subvolume)
+//! <root>/images/<uuid>/disk.raw           image (read-only subvolume)
+//! <root>/vms/<uuid>/disk.raw              VM disk: writable snapshot of the image, grown
+//! ```
+//! Images are kept raw (a qcow2 is expanded at import) so the snapshot is the whole clone.
+
+pub mod sys;
+
+use super::{StorageDriver, VmDisk};
+use crate::error::{Error, IoContext, Result};
+use crate::fsutil;
+use crate::image::{DiskFormat, Manifest};
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use uuid::Uuid;
+
+const DISK: &str = "disk.raw";
+
+fn name_field<const N: usize>(name: &str) -> Result<[u8; N]> {
+    let b = name.as_bytes();
+    if b.is_empty() || b.len() >= N || b.contains(&0) || b.contains(&b'/') {
+        return Err(Error::Internal(format!("bad subvolume name {name:?}")));
+    }
+    let mut out = [0u8; N];
+    out[..b.len()].copy_from_slice(b);
+    Ok(out)
+}
+
+fn open_dir(p: &Path) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(p)
+        .ctx(|| format!("opening {}", p.display()))
+}
+
+fn ioctl_err(what: &str, path: &Path, e: nix::errno::Errno) -> Error {
+    match e {
+        nix::errno::Errno::EEXIST => Error::AlreadyExists(format!("{} already exists", path.display())),
+        nix::errno::Errno::ENOSPC => Error::Io { context: format!("{what} {}", path.display()), source: e.into() },
+        _ => Error::Backend(format!("btrfs {what} {}: {e} ({})", path.display(), e.desc())),
+    }
+}
+
+/// Create an empty subvolume `parent/name`.
+pub fn subvol_create(parent: &Path, name: &str) -> Result<()> {
+    let dir = open_dir(parent)?;
+    let args = sys::btrfs_ioctl_vol_args { fd: 0, name: name_field(name)? };
+    unsafe { sys::btrfs_ioc_subvol_create(dir.as_raw_fd(), &args) }
+        .map(drop)
+        .map_err(|e| ioctl_err("subvolume create", &parent.join(name), e))
+}
+
+/// Snapshot subvolume `src` as `parent/name` (writable unless `readonly`).
+pub fn snapshot(src: &Path, parent: &Path, name: &str, readonly: bool) -> Result<()> {
+    let s = open_dir(src)?;
+    let dir = open_dir(parent)?;
+    let args = sys::btrfs_ioctl_vol_args_v2 {
+        fd: s.as_raw_fd() as i64,
+        transid: 0,
+        flags: if readonly { sys::BTRFS_SUBVOL_RDONLY } else { 0 },
+        unused: [0; 4],
+        name: name_field(name)?,
+    };
+    unsafe { sys::btrfs_ioc_snap_create_v2(dir.as_raw_fd(), &args) }
+        .map(drop)
+        .map_err(|e| ioctl_err("snapshot", &parent.join(name), e))
+}
+
+/// Delete subvolume `parent/name`; `Ok(false)` if it does not exist.
+pub fn subvol_destroy(parent: &Path, name: &str) -> Result<bool> {
+    if !parent.join(name).exists() {
+        return Ok(false);
+    }
+    let dir = open_dir(parent)?;
+    let args = sys::btrfs_ioctl_vol_args { fd: 0, name: name_field(name)? };
+    match unsafe { sys::btrfs_ioc_snap_destroy(dir.as_raw_fd(), &args) } {
+        Ok(_) => Ok(true),
+        Err(nix::errno::Errno::ENOENT) => Ok(false),
+        Err(e) => Err(ioctl_err("subvolume delete", &parent.join(name), e)),
+    }
+}
+
+/// Mark a subvolume read-only (or writable again).
+pub fn set_readonly(subvol: &Path, ro: bool) -> Result<()> {
+    let dir = open_dir(subvol)?;
+    let mut flags = 0u64;
+    unsafe { sys::btrfs_ioc_subvol_getflags(dir.as_raw_fd(), &mut flags) }
+        .map_err(|e| ioctl_err("get flags of", subvol, e))?;
+    flags = if ro { flags | sys::BTRFS_SUBVOL_RDONLY } else { flags & !sys::BTRFS_SUBVOL_RDONLY };
+    unsafe { sys::btrfs_ioc_subvol_setflags(dir.as_raw_fd(), &flags) }
+        .map(drop)
+        .map_err(|e| ioctl_err("set flags of", subvol, e))
+}
+
+/// Refuse a root that is not on btrfs (looking at the nearest existing ancestor).
+pub fn check_btrfs(root: &Path) -> Result<()> {
+    let mut p = root;
+    while !p.exists() {
+        p = p.parent().unwrap_or(Path::new("/"));
+    }
+    let magic = fsutil::fs_magic(p)?;
+    if magic != sys::BTRFS_SUPER_MAGIC {
+        return Err(Error::Unsupported(format!("btrfs: {} is not on a btrfs file system (f_type {magic:#x})", p.display())));
+    }
+    Ok(())
+}
+
+#[derive(Debug)]
+pub struct BtrfsDriver {
+    root: PathBuf,
+    images: PathBuf,
+    vms: PathBuf,
+}
+
+impl BtrfsDriver {
+    pub fn open(root: &Path) -> Result<Self> {
+        let d = BtrfsDriver { root: root.to_owned(), images: root.join("images"), vms: root.join("vms") };
+        fsutil::mkdirs(&d.images)?;
+        fsutil::mkdirs(&d.vms)?;
+        Ok(d)
+    }
+
+    fn staging(uuid: &Uuid) -> String {
+        format!("{uuid}-partial")
+    }
+}
+
+impl StorageDriver for BtrfsDriver {
+    fn kind(&self) -> &'static str {
+        "btrfs"
+    }
+
+    fn describe(&self) -> serde_json::Value {
+        serde_json::json!({ "root": self.root })
+    }
+
+    fn catalog_dir(&self) -> &Path {
+        &self.root
+    }
+
+    fn keeps(&self, format: DiskFormat) -> bool {
+        format == DiskFormat::Raw
+    }
+
+    fn image_stage(&self, uuid: &Uuid, _token: &str, _format: DiskFormat, size: u64) -> Result<File> {
+        let name = Self::staging(uuid);
+        subvol_create(&self.images, &name)?;
+        let path = self.images.join(&name).join(DISK);
+        let res = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&path)
+            .ctx(|| format!("creating {}", path.display()))
+            .and_then(|f| f.set_len(size).ctx(|| format!("sizing {}", path.display())).map(|_| f));
+        if res.is_err() {
+            let _ = subvol_destroy(&self.images, &name);
+        }
+        res
+    }
+
+    fn image_seal(&self, uuid: &Uuid, _token: &str, _format: DiskFormat) -> Result<String> {
+        let staged = self.images.join(Self::staging(uuid));
+        let fin = self.images.join(uuid.to_string());
+        set_readonly(&staged, true)?;
+        nix::fcntl::renameat2(None, &staged, None, &fin, nix::fcntl::RenameFlags::RENAME_NOREPLACE).map_err(|e| {
+            if e == nix::errno::Errno::EEXIST {
+                Error::AlreadyExists(format!("{} already exists", fin.display()))
+            } else {
+                Error::Io { context: format!("renaming {} to {}", staged.display(), fin.display()), source: e.into() }
+            }
+        })?;
+        fsutil::sync_dir(&self.images)?;
+        Ok(fin.join(DISK).to_string_lossy().into_owned())
+    }
+
+    fn image_discard(&self, uuid: &Uuid, _token: &str, _format: DiskFormat) -> Result<Vec<String>> {
+        // As in a dir store, the root is the store's; the caller discards only imports that
+        // never got a manifest.
+        let mut out = Vec::new();
+        for name in [Self::staging(uuid), uuid.to_string()] {
+            if subvol_destroy(&self.images, &name)? {
+                out.push(self.images.join(name).display().to_string());
+            }
+        }
+        Ok(out)
+    }
+
+    fn image_destroy(&self, uuid: &Uuid, _format: DiskFormat) -> Result<()> {
+        subvol_destroy(&self.images, &uuid.to_string()).map(drop)
+    }
+
+    fn vm_clone(&self, image: &Manifest, vm: &Uuid, size: u64) -> Result<VmDisk> {
+        let name = vm.to_string();
+        snapshot(&self.images.join(image.uuid.to_string()), &self.vms, &name, false)?;
+        let path = self.vms.join(&name).join(DISK);
+        let size = size.max(image.size_bytes);
+        let grown = (|| {
+            let f = OpenOptions::new().write(true).open(&path).ctx(|| format!("opening {}", path.display()))?;
+            if size > image.size_bytes {
+                f.set_len(size).ctx(|| format!("growing {}", path.display()))?;
+            }
+            f.sync_all().ctx(|| format!("syncing {}", path.display()))
+        })();
+        if let Err(e) = grown {
+            let _ = subvol_destroy(&self.vms, &name);
+            return Err(e);
+        }
+        Ok(VmDisk { path: path.to_string_lossy().into_owned(), format: DiskFormat::Raw, size_bytes: size, method: "btrfs-snapshot" })
+    }
+
+    fn vm_destroy(&self, vm: &Uuid, _image: &Uuid, _image_format: DiskFormat) -> Result<bool> {
+        subvol_destroy(&self.vms, &vm.to_string())
+    }
+}

@@ -1,0 +1,163 @@
+#![allow(non_camel_case_types, clippy::not_unsafe_ptr_arg_deref)]
+
+//! The C ABI (`include/vmpool.h`, generated from this module by cbindgen).
+//!
+//! Conventions, after rustls-ffi:
+//! - every function is `vmpool_<noun>_<verb>` and returns a [`vmpool_result`] (a few accessors
+//!   return static strings);
+//! - every pointer and string argument is checked before anything is done; outputs go
+//!   through `*_out` parameters written only on success;
+//! - no panic crosses the boundary: each entry point runs inside [`ffi_call!`], which turns a
+//!   panic into `VMPOOL_RESULT_PANIC`;
+//! - structured data crosses as JSON strings, owned by the caller and released with
+//!   `vmpool_string_free`;
+//! - the message of the last failure is per thread (like `errno`): `vmpool_last_error()`.
+
+mod images;
+mod store;
+mod vms;
+
+pub use images::*;
+pub use store::*;
+pub use vms::*;
+
+use crate::error::{vmpool_result, Error, Result};
+use std::cell::RefCell;
+use std::ffi::{c_char, c_int, CStr, CString};
+
+/// Longest path argument (PATH_MAX).
+pub const PATH_MAX: usize = 4096;
+/// Longest JSON argument.
+pub const JSON_MAX: usize = 1 << 20;
+/// Longest identifier argument (uuid, owner).
+pub const ID_MAX: usize = 256;
+
+thread_local! {
+    static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+}
+
+fn set_last_error(msg: &str) {
+    let c = CString::new(msg.replace('\0', "\\0")).unwrap_or_default();
+    LAST_ERROR.with(|l| *l.borrow_mut() = c);
+}
+
+/// Run an entry point's body: clear the thread's last error, contain panics, record the
+/// message of a failure, return its code.
+macro_rules! ffi_call {
+    ($body:block) => {{
+        $crate::ffi::begin_call();
+        let r = ::std::panic::catch_unwind(::std::panic::AssertUnwindSafe(|| -> $crate::error::Result<()> { $body }));
+        $crate::ffi::end_call(r)
+    }};
+}
+pub(crate) use ffi_call;
+
+#[doc(hidden)]
+pub fn begin_call() {
+    set_last_error("");
+}
+
+#[doc(hidden)]
+pub fn end_call(r: std::thread::Result<Result<()>>) -> vmpool_result {
+    match r {
+        Ok(Ok(())) => vmpool_result::VMPOOL_RESULT_OK,
+        Ok(Err(e)) => {
+            set_last_error(&e.to_string());
+            e.code()
+        }
+        Err(payload) => {
+            let what = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            let e = Error::Panic(what);
+            set_last_error(&e.to_string());
+            e.code()
+        }
+    }
+}
+
+/// A required string argument: not NULL, NUL-terminated within `max` bytes, UTF-8.
+pub(crate) fn arg_str<'a>(p: *const c_char, what: &'static str, max: usize) -> Result<&'a str> {
+    if p.is_null() {
+        return Err(Error::NullPointer(what));
+    }
+    opt_str(p, what, max).map(|s| s.unwrap_or_default())
+}
+
+/// An optional string argument: NULL means `None`.
+pub(crate) fn opt_str<'a>(p: *const c_char, what: &'static str, max: usize) -> Result<Option<&'a str>> {
+    if p.is_null() {
+        return Ok(None);
+    }
+    // Never read past max+1 bytes looking for the terminator.
+    let len = unsafe { libc::strnlen(p, max + 1) };
+    if len > max {
+        return Err(Error::StringTooLong { what, max });
+    }
+    let s = unsafe { CStr::from_ptr(p) };
+    s.to_str().map(Some).map_err(|_| Error::InvalidUtf8(what))
+}
+
+/// Check an output pointer up front, so a NULL is refused before any work is done.
+pub(crate) fn check_out<T>(p: *mut T, what: &'static str) -> Result<()> {
+    if p.is_null() {
+        Err(Error::NullPointer(what))
+    } else {
+        Ok(())
+    }
+}
+
+/// Hand a string to the caller through a checked `*_out`.
+pub(crate) fn put_string(out: *mut *mut c_char, s: String) -> Result<()> {
+    let c = CString::new(s).map_err(|_| Error::Internal("output contains a NUL byte".into()))?;
+    unsafe { *out = c.into_raw() };
+    Ok(())
+}
+
+pub(crate) fn put_json<T: serde::Serialize>(out: *mut *mut c_char, v: &T) -> Result<()> {
+    let s = serde_json::to_string(v).map_err(|e| Error::Internal(e.to_string()))?;
+    put_string(out, s)
+}
+
+/// The library version, e.g. `"0.1.0"`. Static; do not free.
+#[no_mangle]
+pub extern "C" fn vmpool_version() -> *const c_char {
+    concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
+}
+
+/// Message of the most recent failed `vmpool_*` call **on the calling thread**, or `""` if the
+/// most recent call succeeded. The pointer stays valid until the next `vmpool_*` call on the
+/// same thread; copy it if you need it longer. Never NULL; do not free.
+#[no_mangle]
+pub extern "C" fn vmpool_last_error() -> *const c_char {
+    LAST_ERROR.with(|l| l.borrow().as_ptr())
+}
+
+/// Symbolic name of a result code without its prefix (`"NOT_FOUND"`), or `"UNKNOWN"` for a
+/// number that is not a `vmpool_result`. Static; do not free.
+#[no_mangle]
+pub extern "C" fn vmpool_result_name(code: c_int) -> *const c_char {
+    let name = vmpool_result::ALL.iter().find(|r| **r as c_int == code).map_or("UNKNOWN", |r| r.name());
+    // Every name is a 'static literal; keep NUL-terminated copies alongside.
+    static NAMES: once_cell::sync::Lazy<Vec<(&'static str, CString)>> = once_cell::sync::Lazy::new(|| {
+        vmpool_result::ALL
+            .iter()
+            .map(|r| r.name())
+            .chain(["UNKNOWN"])
+            .map(|n| (n, CString::new(n).unwrap()))
+            .collect()
+    });
+    NAMES.iter().find(|(n, _)| *n == name).map_or(std::ptr::null(), |(_, c)| c.as_ptr())
+}
+
+/// Free a string returned through a `*_out` parameter. NULL is allowed and ignored. Freeing
+/// anything else, or twice, is undefined behaviour.
+#[no_mangle]
+pub extern "C" fn vmpool_string_free(s: *mut c_char) {
+    if s.is_null() {
+        return;
+    }
+    let _ = std::panic::catch_unwind(|| unsafe { drop(CString::from_raw(s)) });
+}

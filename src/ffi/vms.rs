@@ -1,0 +1,54 @@
+//! `vmpool_vm_*`: creating, listing and deleting VMs.
+
+use super::store::{store_ref, vmpool_store};
+use super::{arg_str, check_out, ffi_call, opt_str, put_json, ID_MAX, JSON_MAX};
+use crate::error::vmpool_result;
+use std::ffi::c_char;
+
+/// Create a VM from a JSON payload:
+/// `{"alias": "...", "owner": "...", "image_uuid": "...", "vcpus": 2, "ram_mib": 2048,
+/// "disk_gib": 20}` (`uuid` and `disk_gib` optional; unknown keys refused). The disk is a
+/// copy-on-write clone of the image, grown to `disk_gib` (never below the image size), made in
+/// time independent of the image size. On success `*vm_json_out` receives the VM record.
+#[no_mangle]
+pub extern "C" fn vmpool_vm_create(store: *const vmpool_store, payload_json: *const c_char, vm_json_out: *mut *mut c_char) -> vmpool_result {
+    ffi_call!({
+        let s = store_ref(store)?;
+        let payload = arg_str(payload_json, "payload_json", JSON_MAX)?;
+        check_out(vm_json_out, "vm_json_out")?;
+        put_json(vm_json_out, &s.create_vm(payload)?)
+    })
+}
+
+/// One VM's record as JSON; `VMPOOL_RESULT_NOT_FOUND` if there is none with `uuid`.
+#[no_mangle]
+pub extern "C" fn vmpool_vm_get(store: *const vmpool_store, uuid: *const c_char, json_out: *mut *mut c_char) -> vmpool_result {
+    ffi_call!({
+        let s = store_ref(store)?;
+        let uuid = arg_str(uuid, "uuid", ID_MAX)?;
+        check_out(json_out, "json_out")?;
+        put_json(json_out, &s.vm(uuid)?)
+    })
+}
+
+/// VM records as a JSON array, oldest first: all of them, or only those whose owner is
+/// `owner_or_null` when it is not NULL.
+#[no_mangle]
+pub extern "C" fn vmpool_vm_list(store: *const vmpool_store, owner_or_null: *const c_char, json_out: *mut *mut c_char) -> vmpool_result {
+    ffi_call!({
+        let s = store_ref(store)?;
+        let owner = opt_str(owner_or_null, "owner", ID_MAX)?;
+        check_out(json_out, "json_out")?;
+        put_json(json_out, &s.vms(owner)?)
+    })
+}
+
+/// Delete a VM: its record and its disk. `VMPOOL_RESULT_NOT_FOUND` for an unknown uuid.
+#[no_mangle]
+pub extern "C" fn vmpool_vm_delete(store: *const vmpool_store, uuid: *const c_char) -> vmpool_result {
+    ffi_call!({
+        let s = store_ref(store)?;
+        let uuid = arg_str(uuid, "uuid", ID_MAX)?;
+        s.delete_vm(uuid)
+    })
+}

@@ -1,0 +1,159 @@
+//! File-system helpers the stores share: atomic replacement, directory fsync, hole-aware reads.
+
+use crate::error::{Error, IoContext, Result};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+/// A short random token for temp names and ownership markers.
+pub fn token() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..12].to_string()
+}
+
+/// Prefix of every temp file the library writes; recovery removes stale ones.
+pub const TMP_PREFIX: &str = ".tmp-";
+
+/// Write `bytes` to `dir/name` so that readers see either the old file or the whole new one,
+/// and the new one survives a power cut once this returns: temp file, fsync, rename, fsync dir.
+pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    let tmp = dir.join(format!("{TMP_PREFIX}{}-{name}", token()));
+    let res = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&tmp)
+            .ctx(|| format!("creating {}", tmp.display()))?;
+        f.write_all(bytes).ctx(|| format!("writing {}", tmp.display()))?;
+        f.sync_all().ctx(|| format!("syncing {}", tmp.display()))?;
+        let dest = dir.join(name);
+        fs::rename(&tmp, &dest).ctx(|| format!("renaming {} to {}", tmp.display(), dest.display()))?;
+        sync_dir(dir)
+    })();
+    if res.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    res
+}
+
+/// Make a directory's entries (creations, renames, removals) durable.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .ctx(|| format!("syncing directory {}", dir.display()))
+}
+
+/// Create a directory and any missing parents, with mode 0755.
+pub fn mkdirs(dir: &Path) -> Result<()> {
+    fs::create_dir_all(dir).ctx(|| format!("creating directory {}", dir.display()))
+}
+
+/// Remove a file, treating "already gone" as success (another process may be cleaning too).
+pub fn remove_file_if_exists(path: &Path) -> Result<bool> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e).ctx(|| format!("removing {}", path.display())),
+    }
+}
+
+/// Read a whole small file; `None` when it does not exist.
+pub fn read_if_exists(path: &Path) -> Result<Option<Vec<u8>>> {
+    match fs::read(path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).ctx(|| format!("reading {}", path.display())),
+    }
+}
+
+/// Remove `.tmp-*` files older than `min_age` left in `dir` by crashed writers.
+pub fn remove_stale_temps(dir: &Path, min_age: std::time::Duration) -> Result<Vec<PathBuf>> {
+    let mut removed = Vec::new();
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(removed),
+        Err(e) => return Err(e).ctx(|| format!("listing {}", dir.display())),
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if !name.to_string_lossy().starts_with(TMP_PREFIX) {
+            continue;
+        }
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age >= min_age);
+        if old && remove_file_if_exists(&entry.path())? {
+            removed.push(entry.path());
+        }
+    }
+    Ok(removed)
+}
+
+/// Size in bytes of a regular file or a block device.
+pub fn byte_size(f: &File) -> Result<u64> {
+    let md = f.metadata().ctx(|| "stat of image source".into())?;
+    use std::os::unix::fs::FileTypeExt;
+    if md.file_type().is_block_device() {
+        let mut size: u64 = 0;
+        // BLKGETSIZE64 = _IOR(0x12, 114, size_t)
+        nix::ioctl_read!(blkgetsize64, 0x12, 114, u64);
+        unsafe { blkgetsize64(f.as_raw_fd(), &mut size) }.ctx(|| "BLKGETSIZE64".into())?;
+        Ok(size)
+    } else {
+        Ok(md.len())
+    }
+}
+
+/// Extents of data in a file, as (offset, length), found with SEEK_DATA/SEEK_HOLE so that a
+/// sparse file is read only where it has data. Falls back to one extent covering the file when
+/// the file system does not support hole seeking (or the file is a device).
+pub fn data_extents(f: &File, len: u64) -> Result<Vec<(u64, u64)>> {
+    use nix::unistd::{lseek, Whence};
+    let fd = f.as_raw_fd();
+    let mut out = Vec::new();
+    let mut pos: i64 = 0;
+    let end = len as i64;
+    while pos < end {
+        let data = match lseek(fd, pos, Whence::SeekData) {
+            Ok(d) => d,
+            Err(nix::errno::Errno::ENXIO) => break, // only a hole from here to the end
+            Err(nix::errno::Errno::EINVAL) if pos == 0 => return Ok(vec![(0, len)]),
+            Err(e) => return Err(e).ctx(|| "SEEK_DATA".into()),
+        };
+        if data >= end {
+            break;
+        }
+        let hole = lseek(fd, data, Whence::SeekHole).ctx(|| "SEEK_HOLE".into())?.min(end);
+        out.push((data as u64, (hole - data) as u64));
+        pos = hole;
+    }
+    Ok(out)
+}
+
+/// Whether a buffer is all zero bytes (such blocks are left as holes when copying).
+pub fn is_zero(buf: &[u8]) -> bool {
+    let (prefix, words, suffix) = unsafe { buf.align_to::<u128>() };
+    prefix.iter().all(|&b| b == 0) && words.iter().all(|&w| w == 0) && suffix.iter().all(|&b| b == 0)
+}
+
+/// `pread` until the buffer is full; a short file is reported as corruption by the caller.
+pub fn read_exact_at(f: &File, buf: &mut [u8], off: u64, what: &str) -> Result<()> {
+    f.read_exact_at(buf, off).map_err(|e| {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            Error::CorruptImage(format!("{what}: file ends before offset {}", off + buf.len() as u64))
+        } else {
+            Error::Io { context: format!("reading {what} at offset {off}"), source: e }
+        }
+    })
+}
+
+/// File-system magic of the file system holding `path` (statfs f_type).
+pub fn fs_magic(path: &Path) -> Result<i64> {
+    let st = nix::sys::statfs::statfs(path).ctx(|| format!("statfs {}", path.display()))?;
+    Ok(st.filesystem_type().0 as i64)
+}

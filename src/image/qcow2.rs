@@ -1,0 +1,331 @@
+//! The parts of qcow2 (QEMU's docs/interop/qcow2.txt) that vmpool needs, written here so that no
+//! `qemu-img` process is ever started:
+//! - reading an image: header checks, walking L1/L2 to validate it or expand it to raw
+//!   (back ends whose clones are block-level, btrfs and ZFS, store raw data);
+//! - writing an empty overlay whose backing file is an image: the O(1) clone on a directory
+//!   store without reflinks.
+
+use crate::error::{Error, IoContext, Result};
+use crate::fsutil::{self, read_exact_at};
+use crate::image::DiskFormat;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::Path;
+
+pub const MAGIC: [u8; 4] = *b"QFI\xfb";
+const OFFSET_MASK: u64 = 0x00ff_ffff_ffff_fe00;
+const L2_COMPRESSED: u64 = 1 << 62;
+const L2_ZERO: u64 = 1;
+
+// Incompatible feature bits.
+const INCOMPAT_DIRTY: u64 = 1 << 0;
+const INCOMPAT_CORRUPT: u64 = 1 << 1;
+const INCOMPAT_DATA_FILE: u64 = 1 << 2;
+const INCOMPAT_COMPRESSION: u64 = 1 << 3;
+const INCOMPAT_EXTL2: u64 = 1 << 4;
+
+/// Header extension naming the backing file's format.
+const EXT_BACKING_FORMAT: u32 = 0xE279_2ACA;
+
+#[derive(Debug, Clone)]
+pub struct Header {
+    pub version: u32,
+    pub backing_file_offset: u64,
+    pub cluster_bits: u32,
+    pub size: u64,
+    pub crypt_method: u32,
+    pub l1_size: u32,
+    pub l1_table_offset: u64,
+    pub refcount_table_offset: u64,
+    pub incompatible_features: u64,
+    pub header_length: u32,
+    pub compression_type: u8,
+}
+
+fn be32(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes(b[at..at + 4].try_into().unwrap())
+}
+fn be64(b: &[u8], at: usize) -> u64 {
+    u64::from_be_bytes(b[at..at + 8].try_into().unwrap())
+}
+
+impl Header {
+    /// Parse the header fields vmpool uses; only structural sanity is checked here.
+    pub fn parse(b: &[u8; 112]) -> Result<Header> {
+        if b[..4] != MAGIC {
+            return Err(Error::CorruptImage("not a qcow2 file (bad magic)".into()));
+        }
+        let version = be32(b, 4);
+        if !(2..=3).contains(&version) {
+            return Err(Error::UnsupportedFormat(format!("qcow2 version {version} is not supported (2 and 3 are)")));
+        }
+        let mut h = Header {
+            version,
+            backing_file_offset: be64(b, 8),
+            cluster_bits: be32(b, 20),
+            size: be64(b, 24),
+            crypt_method: be32(b, 32),
+            l1_size: be32(b, 36),
+            l1_table_offset: be64(b, 40),
+            refcount_table_offset: be64(b, 48),
+            incompatible_features: if version >= 3 { be64(b, 72) } else { 0 },
+            header_length: if version >= 3 { be32(b, 100) } else { 72 },
+            compression_type: 0,
+        };
+        if h.incompatible_features & INCOMPAT_COMPRESSION != 0 && h.header_length > 104 {
+            h.compression_type = b[104];
+        }
+        if !(9..=21).contains(&h.cluster_bits) {
+            return Err(Error::CorruptImage(format!("qcow2 cluster_bits {} is out of range", h.cluster_bits)));
+        }
+        Ok(h)
+    }
+
+    /// Refuse what an image to import must not have, saying why: vmpool reads these images
+    /// itself, so only self-contained, clean, unencrypted ones with standard L2 entries.
+    pub fn check_importable(&self) -> Result<()> {
+        let h = self;
+        if h.backing_file_offset != 0 {
+            return Err(Error::UnsupportedFormat(
+                "qcow2 image has a backing file; import a self-contained image (qemu-img convert it first)".into(),
+            ));
+        }
+        if h.crypt_method != 0 {
+            return Err(Error::UnsupportedFormat("encrypted qcow2 images are not supported".into()));
+        }
+        let inc = h.incompatible_features;
+        if inc & INCOMPAT_DIRTY != 0 {
+            return Err(Error::CorruptImage("qcow2 image is marked dirty (not closed cleanly); repair it with qemu-img check -r all".into()));
+        }
+        if inc & INCOMPAT_CORRUPT != 0 {
+            return Err(Error::CorruptImage("qcow2 image is marked corrupt".into()));
+        }
+        if inc & INCOMPAT_DATA_FILE != 0 {
+            return Err(Error::UnsupportedFormat("qcow2 images with an external data file are not supported".into()));
+        }
+        if inc & INCOMPAT_EXTL2 != 0 {
+            return Err(Error::UnsupportedFormat("qcow2 images with extended L2 entries are not supported".into()));
+        }
+        if h.compression_type != 0 {
+            return Err(Error::UnsupportedFormat("qcow2 images compressed with zstd are not supported (zlib is)".into()));
+        }
+        let unknown = inc & !(INCOMPAT_DIRTY | INCOMPAT_CORRUPT | INCOMPAT_DATA_FILE | INCOMPAT_COMPRESSION | INCOMPAT_EXTL2);
+        if unknown != 0 {
+            return Err(Error::UnsupportedFormat(format!("qcow2 image uses unknown incompatible features {unknown:#x}")));
+        }
+        let cluster = 1u64 << h.cluster_bits;
+        let per_l2 = cluster / 8;
+        let needed = h.size.div_ceil(cluster * per_l2);
+        if u64::from(h.l1_size) < needed {
+            return Err(Error::CorruptImage(format!("qcow2 L1 table has {} entries; {} GiB needs {needed}", h.l1_size, h.size >> 30)));
+        }
+        Ok(())
+    }
+
+    pub fn cluster_size(&self) -> u64 {
+        1 << self.cluster_bits
+    }
+}
+
+/// Where one guest cluster's data is.
+#[derive(Debug, Clone, Copy)]
+enum Cluster {
+    Zero,
+    Data(u64),
+    Compressed { offset: u64, len: u64 },
+}
+
+/// The header of a qcow2 file, e.g. to read an overlay's virtual size.
+pub fn read_header(file: &File) -> Result<Header> {
+    let mut buf = [0u8; 112];
+    let n = file.read_at(&mut buf, 0).ctx(|| "reading qcow2 header".into())?;
+    if n < 72 {
+        return Err(Error::CorruptImage(format!("qcow2 header is truncated ({n} bytes)")));
+    }
+    Header::parse(&buf)
+}
+
+/// An open qcow2 image that vmpool can read (see [`Header::check_importable`]).
+pub struct Image<'a> {
+    file: &'a File,
+    pub header: Header,
+    file_len: u64,
+}
+
+impl<'a> Image<'a> {
+    pub fn open(file: &'a File) -> Result<Self> {
+        let file_len = fsutil::byte_size(file)?;
+        let header = read_header(file)?;
+        header.check_importable()?;
+        if header.l1_table_offset + u64::from(header.l1_size) * 8 > file_len {
+            return Err(Error::CorruptImage(format!(
+                "truncated qcow2: L1 table at {} is past the end of the {file_len}-byte file",
+                header.l1_table_offset
+            )));
+        }
+        if header.refcount_table_offset >= file_len {
+            return Err(Error::CorruptImage("truncated qcow2: refcount table is past the end of the file".into()));
+        }
+        Ok(Image { file, header, file_len })
+    }
+
+    /// Visit every guest cluster that holds data or is explicitly zero, in guest order.
+    fn walk(&self, mut visit: impl FnMut(u64, Cluster) -> Result<()>) -> Result<()> {
+        let h = &self.header;
+        let cs = h.cluster_size();
+        let per_l2 = cs / 8;
+        let l1_entries = h.size.div_ceil(cs * per_l2) as usize;
+        let mut l1 = vec![0u8; l1_entries * 8];
+        read_exact_at(self.file, &mut l1, h.l1_table_offset, "qcow2 L1 table")?;
+        let mut l2 = vec![0u8; cs as usize];
+        let x = 62 - (h.cluster_bits - 8);
+        for (i, e) in l1.chunks_exact(8).enumerate() {
+            let l2_off = u64::from_be_bytes(e.try_into().unwrap()) & OFFSET_MASK;
+            if l2_off == 0 {
+                continue;
+            }
+            if l2_off + cs > self.file_len {
+                return Err(Error::CorruptImage(format!(
+                    "truncated qcow2: L2 table at offset {l2_off} is past the end of the {}-byte file",
+                    self.file_len
+                )));
+            }
+            read_exact_at(self.file, &mut l2, l2_off, "qcow2 L2 table")?;
+            for (j, e) in l2.chunks_exact(8).enumerate() {
+                let guest = (i as u64 * per_l2 + j as u64) * cs;
+                if guest >= h.size {
+                    break;
+                }
+                let e = u64::from_be_bytes(e.try_into().unwrap());
+                let c = if e & L2_COMPRESSED != 0 {
+                    let offset = e & ((1u64 << x) - 1);
+                    let sectors = ((e >> x) & ((1u64 << (h.cluster_bits - 8)) - 1)) + 1;
+                    Cluster::Compressed { offset, len: sectors * 512 - (offset & 511) }
+                } else if h.version >= 3 && e & L2_ZERO != 0 {
+                    Cluster::Zero
+                } else if e & OFFSET_MASK != 0 {
+                    Cluster::Data(e & OFFSET_MASK)
+                } else {
+                    continue;
+                };
+                let start = match c {
+                    Cluster::Data(o) | Cluster::Compressed { offset: o, .. } => o,
+                    Cluster::Zero => 0,
+                };
+                if start >= self.file_len {
+                    return Err(Error::CorruptImage(format!(
+                        "truncated qcow2: data of guest offset {guest} is at {start}, past the end of the {}-byte file",
+                        self.file_len
+                    )));
+                }
+                visit(guest, c)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Check that every table and cluster the image refers to lies inside the file.
+    pub fn check(&self) -> Result<()> {
+        self.walk(|_, _| Ok(()))
+    }
+
+    /// Write the guest-visible contents to `dst` (a new sparse file or an empty zvol) at their
+    /// guest offsets. All-zero clusters are skipped, so the target stays thin.
+    pub fn expand_to(&self, dst: &File, progress: &mut dyn FnMut(u64) -> Result<()>) -> Result<()> {
+        let cs = self.header.cluster_size();
+        let size = self.header.size;
+        let mut buf = vec![0u8; cs as usize];
+        let mut packed = Vec::new();
+        self.walk(|guest, c| {
+            let want = cs.min(size - guest) as usize;
+            let out = &mut buf[..want];
+            match c {
+                Cluster::Zero => return progress(guest + want as u64),
+                Cluster::Data(off) => {
+                    out.fill(0);
+                    let avail = (self.file_len - off).min(want as u64) as usize;
+                    read_exact_at(self.file, &mut out[..avail], off, "qcow2 data cluster")?;
+                }
+                Cluster::Compressed { offset, len } => {
+                    let len = len.min(self.file_len - offset) as usize;
+                    packed.resize(len, 0);
+                    read_exact_at(self.file, &mut packed, offset, "qcow2 compressed cluster")?;
+                    let mut full = vec![0u8; cs as usize];
+                    let mut z = flate2::Decompress::new(false);
+                    z.decompress(&packed, &mut full, flate2::FlushDecompress::Finish).map_err(|e| {
+                        Error::CorruptImage(format!("qcow2 compressed cluster at guest offset {guest} does not inflate: {e}"))
+                    })?;
+                    out.copy_from_slice(&full[..want]);
+                }
+            }
+            if !fsutil::is_zero(out) {
+                dst.write_all_at(out, guest).ctx(|| format!("writing guest offset {guest}"))?;
+            }
+            progress(guest + want as u64)
+        })
+    }
+}
+
+/// Create `path` (which must not exist) as an empty qcow2 v3 overlay of `size` bytes whose
+/// backing file is `backing` (stored as given: a path relative to the overlay's directory keeps
+/// the store relocatable). Nothing is read from the backing file, so this takes the same time
+/// for any image size.
+pub fn create_overlay(path: &Path, backing: &str, backing_format: DiskFormat, size: u64) -> Result<File> {
+    const CLUSTER_BITS: u32 = 16;
+    const CS: u64 = 1 << CLUSTER_BITS;
+    let per_l2 = CS / 8;
+    let l1_size = size.div_ceil(CS * per_l2).max(1);
+    let l1_clusters = (l1_size * 8).div_ceil(CS);
+    // Layout: cluster 0 header + extensions + backing name, 1 refcount table, 2 refcount
+    // block, 3.. L1 table (all zero: nothing allocated yet).
+    let (rt, rb, l1) = (CS, 2 * CS, 3 * CS);
+    let clusters = 3 + l1_clusters;
+    let fmt = backing_format.as_str().as_bytes();
+    let ext_len = 8 + fmt.len().div_ceil(8) * 8;
+    let name_off = 104 + ext_len + 8;
+    if backing.is_empty() || backing.len() > 1023 || name_off + backing.len() > CS as usize {
+        return Err(Error::invalid(format!("backing file name of {} bytes does not fit a qcow2 header", backing.len())));
+    }
+
+    let mut h = vec![0u8; name_off + backing.len()];
+    let put32 = |h: &mut [u8], at: usize, v: u32| h[at..at + 4].copy_from_slice(&v.to_be_bytes());
+    let put64 = |h: &mut [u8], at: usize, v: u64| h[at..at + 8].copy_from_slice(&v.to_be_bytes());
+    h[..4].copy_from_slice(&MAGIC);
+    put32(&mut h, 4, 3);
+    put64(&mut h, 8, name_off as u64);
+    put32(&mut h, 16, backing.len() as u32);
+    put32(&mut h, 20, CLUSTER_BITS);
+    put64(&mut h, 24, size);
+    put32(&mut h, 36, l1_size as u32);
+    put64(&mut h, 40, l1);
+    put64(&mut h, 48, rt);
+    put32(&mut h, 56, 1);
+    put32(&mut h, 96, 4); // refcount_order: 16-bit refcounts
+    put32(&mut h, 100, 104); // header_length
+    put32(&mut h, 104, EXT_BACKING_FORMAT);
+    put32(&mut h, 108, fmt.len() as u32);
+    h[112..112 + fmt.len()].copy_from_slice(fmt);
+    // The end-of-extensions marker (type 0, length 0) is already zero.
+    h[name_off..].copy_from_slice(backing.as_bytes());
+
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(path)
+        .ctx(|| format!("creating {}", path.display()))?;
+    let res = (|| {
+        f.write_all_at(&h, 0).ctx(|| format!("writing {}", path.display()))?;
+        f.write_all_at(&rb.to_be_bytes(), rt).ctx(|| format!("writing {}", path.display()))?;
+        let refcounts: Vec<u8> = (0..clusters).flat_map(|_| 1u16.to_be_bytes()).collect();
+        f.write_all_at(&refcounts, rb).ctx(|| format!("writing {}", path.display()))?;
+        f.set_len(clusters * CS).ctx(|| format!("sizing {}", path.display()))?;
+        Ok(())
+    })();
+    if let Err(e) = res {
+        let _ = std::fs::remove_file(path);
+        return Err(e);
+    }
+    Ok(f)
+}

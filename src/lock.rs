@@ -1,0 +1,86 @@
+//! Advisory locks between the processes that share a store (Puma workers, CLI runs, scripts).
+//!
+//! `flock(2)` locks belong to the open file description, so they are released by the kernel
+//! when a process dies: a lock that can be taken proves its previous holder is gone. That is
+//! what crash recovery relies on.
+
+use crate::error::{Error, IoContext, Result};
+use nix::fcntl::{Flock, FlockArg};
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+/// Shared (many readers / creators) or exclusive (one destroyer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Shared,
+    Exclusive,
+}
+
+/// A held lock; released on drop.
+#[derive(Debug)]
+pub struct Held {
+    _lock: Flock<File>,
+    pub path: PathBuf,
+}
+
+fn open_lock_file(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o644)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(path)
+        .ctx(|| format!("opening lock file {}", path.display()))
+}
+
+fn arg(mode: Mode, wait: bool) -> FlockArg {
+    match (mode, wait) {
+        (Mode::Shared, true) => FlockArg::LockShared,
+        (Mode::Shared, false) => FlockArg::LockSharedNonblock,
+        (Mode::Exclusive, true) => FlockArg::LockExclusive,
+        (Mode::Exclusive, false) => FlockArg::LockExclusiveNonblock,
+    }
+}
+
+/// Take a lock on a long-lived lock file (created if missing), waiting for it.
+pub fn lock(path: &Path, mode: Mode) -> Result<Held> {
+    let f = open_lock_file(path)?;
+    let lock = Flock::lock(f, arg(mode, true))
+        .map_err(|(_, e)| e)
+        .ctx(|| format!("locking {}", path.display()))?;
+    Ok(Held { _lock: lock, path: path.to_owned() })
+}
+
+/// Lock an existing file without waiting. `Ok(None)` when someone else holds it or when the
+/// file was unlinked in the meantime (its owner finished).
+pub fn try_lock_existing(path: &Path, mode: Mode) -> Result<Option<Flock<File>>> {
+    let f = match OpenOptions::new().read(true).custom_flags(libc::O_CLOEXEC).open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).ctx(|| format!("opening {}", path.display())),
+    };
+    match Flock::lock(f, arg(mode, false)) {
+        Ok(l) => {
+            // Still the file at `path`? If it was unlinked (or replaced) we locked a stale inode.
+            let ours = l.metadata().ctx(|| format!("stat {}", path.display()))?;
+            match std::fs::metadata(path) {
+                Ok(now) if now.ino() == ours.ino() && now.dev() == ours.dev() && ours.nlink() > 0 => Ok(Some(l)),
+                Ok(_) => Ok(None),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(e).ctx(|| format!("stat {}", path.display())),
+            }
+        }
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, e)) => Err(Error::Io { context: format!("locking {}", path.display()), source: e.into() }),
+    }
+}
+
+/// Lock a file we just created (before anyone else can see it).
+pub fn lock_new(f: File, path: &Path) -> Result<Flock<File>> {
+    Flock::lock(f, FlockArg::LockExclusiveNonblock)
+        .map_err(|(_, e)| e)
+        .ctx(|| format!("locking {}", path.display()))
+}

@@ -1,0 +1,176 @@
+//! Image operations of a store (imgadm's import, list, get, delete).
+
+use super::journal::Op;
+use super::Store;
+use crate::error::{Error, IoContext, Result};
+use crate::failpoint;
+use crate::image::{format, import, qcow2, DiskFormat, ImportRequest, Manifest};
+use crate::lock::Mode;
+use crate::validate;
+use sha2::{Digest, Sha256};
+use std::fs::File;
+use std::path::Path;
+
+/// Progress of a long call: `(bytes done, bytes total)`; return `false` to cancel.
+pub type Progress<'a> = &'a mut dyn FnMut(u64, u64) -> bool;
+
+impl Store {
+    /// Import the raw or qcow2 file at `path` as a read-only image. `manifest_json` may set
+    /// uuid, name, version, os, sha256 (verified), format, size_bytes (verified) and tags.
+    pub fn import_image(&self, path: &Path, manifest_json: Option<&str>, progress: Option<Progress>) -> Result<Manifest> {
+        let req = ImportRequest::from_json(manifest_json)?;
+        let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let v = req.validated(&stem)?;
+
+        let src = File::open(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::not_found("file", path.display().to_string()),
+            _ => Error::Io { context: format!("opening {}", path.display()), source: e },
+        })?;
+        let md = src.metadata().ctx(|| format!("stat {}", path.display()))?;
+        if md.is_dir() {
+            return Err(Error::invalid(format!("{} is a directory, not an image file", path.display())));
+        }
+        let probe = format::probe(&src, v.format)?;
+        self.limits.image_bytes(probe.virtual_size)?;
+        if let Some(expected) = v.size_bytes {
+            if expected != probe.virtual_size {
+                return Err(Error::CorruptImage(format!(
+                    "{} has a virtual size of {} bytes but the manifest says {expected} (truncated or the wrong file?)",
+                    path.display(),
+                    probe.virtual_size
+                )));
+            }
+        }
+        if probe.format == DiskFormat::Qcow2 {
+            qcow2::Image::open(&src)?.check()?;
+        }
+        let exists = |uuid| Error::AlreadyExists(format!("image {uuid} already exists"));
+        if self.catalog.image(&v.uuid)?.is_some() {
+            return Err(exists(v.uuid));
+        }
+
+        let stored = if self.driver.keeps(probe.format) { probe.format } else { DiskFormat::Raw };
+        let token = crate::fsutil::token();
+        let entry = self.begin(Op::ImageImport { uuid: v.uuid, token: token.clone(), format: stored }, |pid| {
+            Error::AlreadyExists(format!("image {} is being imported by process {pid}", v.uuid))
+        })?;
+        if self.catalog.image(&v.uuid)?.is_some() {
+            entry.finish()?;
+            return Err(exists(v.uuid));
+        }
+
+        let mut progress = progress;
+        let total = if stored == probe.format { probe.file_size } else { probe.file_size + probe.virtual_size };
+        let mut report = |done: u64| -> Result<()> {
+            match progress.as_mut() {
+                Some(p) => {
+                    if p(done.min(total), total) {
+                        Ok(())
+                    } else {
+                        Err(Error::Cancelled)
+                    }
+                }
+                None => Ok(()),
+            }
+        };
+
+        let stored_size = if stored == probe.format { probe.file_size } else { probe.virtual_size };
+        // As with VM disks: a staging name that was taken is not ours, so nothing to roll back.
+        let target = match self.driver.image_stage(&v.uuid, &token, stored, stored_size) {
+            Ok(t) => t,
+            Err(e) => {
+                entry.finish()?;
+                return Err(e);
+            }
+        };
+        let result = (|| {
+            failpoint::hit("import.staged")?;
+            let mut hasher = Sha256::new();
+            if stored == probe.format {
+                import::copy_sparse(&src, Some(&target), probe.file_size, &mut hasher, &mut report)?;
+            } else {
+                import::copy_sparse(&src, None, probe.file_size, &mut hasher, &mut report)?;
+                let base = probe.file_size;
+                qcow2::Image::open(&src)?.expand_to(&target, &mut |d| report(base + d))?;
+            }
+            failpoint::hit("import.copied")?;
+            let actual = import::hex(&hasher.finalize());
+            if let Some(expected) = &v.sha256 {
+                if *expected != actual {
+                    return Err(Error::ChecksumMismatch { expected: expected.clone(), actual });
+                }
+            }
+            target.sync_all().ctx(|| format!("syncing image {}", v.uuid))?;
+            drop(target);
+            let disk = self.driver.image_seal(&v.uuid, &token, stored)?;
+            failpoint::hit("import.sealed")?;
+            let manifest = Manifest {
+                uuid: v.uuid,
+                name: v.name.clone(),
+                version: v.version.clone(),
+                os: v.os.clone(),
+                format: probe.format,
+                size_bytes: probe.virtual_size,
+                sha256: actual,
+                created_at: crate::now_rfc3339(),
+                tags: v.tags.clone(),
+                disk_format: stored,
+                disk,
+            };
+            self.catalog.put_image(&manifest)?;
+            failpoint::hit("import.recorded")?;
+            Ok(manifest)
+        })();
+        match result {
+            Ok(m) => {
+                entry.finish()?;
+                Ok(m)
+            }
+            Err(e) => {
+                // Roll back exactly this import (we hold its uuid's journal key, so a manifest
+                // under that uuid is ours). If that fails too, the journal entry stays and the
+                // next open of the store finishes the job.
+                let _ = self.catalog.remove_image(&v.uuid);
+                if self.driver.image_discard(&v.uuid, &token, stored).is_ok() {
+                    let _ = entry.finish();
+                }
+                Err(e)
+            }
+        }
+    }
+
+    pub fn images(&self) -> Result<Vec<Manifest>> {
+        self.catalog.images()
+    }
+
+    pub fn image(&self, uuid: &str) -> Result<Manifest> {
+        let u = validate::uuid("image uuid", uuid)?;
+        self.catalog.image(&u)?.ok_or_else(|| Error::not_found("image", u.to_string()))
+    }
+
+    /// Delete an image. Refused while any VM's disk is a clone of it; the error names them.
+    pub fn delete_image(&self, uuid: &str) -> Result<()> {
+        let u = validate::uuid("image uuid", uuid)?;
+        // Exclusive: no VM can be created from (or deleted off) this image meanwhile.
+        let _excl = self.lock(Mode::Exclusive)?;
+        let m = self.catalog.image(&u)?.ok_or_else(|| Error::not_found("image", u.to_string()))?;
+        self.recover_locked()?;
+        let users = self.catalog.vms(None)?.into_iter().filter(|r| r.image_uuid == u).collect::<Vec<_>>();
+        if !users.is_empty() {
+            let names: Vec<String> = users.iter().take(20).map(|r| format!("{} ({})", r.uuid, r.alias)).collect();
+            let more = if users.len() > 20 { format!(" and {} more", users.len() - 20) } else { String::new() };
+            return Err(Error::InUse(format!(
+                "image {u} is used by {} VM(s): {}{more}; delete those VMs first",
+                users.len(),
+                names.join(", ")
+            )));
+        }
+        let entry = self.begin(Op::ImageDelete { uuid: u, format: m.disk_format }, |pid| {
+            Error::Busy(format!("image {u} is being changed by process {pid}"))
+        })?;
+        self.catalog.remove_image(&u)?;
+        failpoint::hit("image_delete.unlisted")?;
+        self.driver.image_destroy(&u, m.disk_format)?;
+        entry.finish()
+    }
+}

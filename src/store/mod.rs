@@ -1,0 +1,270 @@
+//! A store: one driver's volumes plus the catalog, journal and locks that make operations on
+//! them atomic, crash-safe and safe between processes.
+//!
+//! Catalog directory layout (the store root for `dir:`/`btrfs:`, the dataset's mountpoint for
+//! `zfs:`):
+//! ```text
+//! store.json          marks the directory as a store: format version and driver
+//! .lock               store lock: shared by VM create/delete, exclusive for image delete
+//! .journal/<key>.json intent of an operation in flight (see journal.rs)
+//! images/<uuid>.json  image manifests
+//! vms/<uuid>.json     VM records
+//! ```
+
+pub mod catalog;
+mod images;
+pub mod journal;
+pub mod uri;
+mod vms;
+
+use crate::driver::{self, StorageDriver};
+use crate::error::{Error, IoContext, Result};
+use crate::fsutil;
+use crate::lock::{self, Mode};
+use crate::validate::Limits;
+use catalog::Catalog;
+use journal::{Begin, Entry, Journal, Op};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use uri::Location;
+
+/// Version of the on-disk layout written into `store.json`.
+pub const LAYOUT_VERSION: u32 = 1;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Marker {
+    vmpool_store: u32,
+    driver: String,
+    created_at: String,
+}
+
+/// What the last recovery pass did.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Recovery {
+    /// Leftovers of dead operations that were removed (or deletions completed).
+    pub cleaned: Vec<String>,
+    /// Leftovers that could not be handled now; retried at the next open.
+    pub errors: Vec<String>,
+}
+
+/// An open store. Cheap to share: every method takes `&self` and is safe to call from many
+/// threads and processes at once.
+#[derive(Debug)]
+pub struct Store {
+    uri: String,
+    driver: Box<dyn StorageDriver>,
+    catalog: Catalog,
+    journal: Journal,
+    lock_path: PathBuf,
+    limits: Limits,
+    last_recovery: Mutex<Recovery>,
+}
+
+/// Directory entries that do not make a directory "in use" when it is first made a store.
+fn ignorable(name: &str) -> bool {
+    name == "lost+found" || name.starts_with(fsutil::TMP_PREFIX)
+}
+
+/// Make sure `dir` is a store of this `driver` kind, turning an empty or missing directory
+/// into one. A non-empty directory without a marker is refused: we never adopt (and later
+/// clean up in) a directory that holds someone else's files.
+fn claim(dir: &Path, driver: &str) -> Result<()> {
+    let marker = dir.join("store.json");
+    if let Some(bytes) = fsutil::read_if_exists(&marker)? {
+        let m: Marker = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::NotAStore(format!("{} is not a vmpool store marker: {e}", marker.display())))?;
+        if m.vmpool_store > LAYOUT_VERSION {
+            return Err(Error::Unsupported(format!(
+                "{} has store layout {}; this vmpool reads up to {LAYOUT_VERSION}",
+                dir.display(),
+                m.vmpool_store
+            )));
+        }
+        if m.driver != driver {
+            return Err(Error::NotAStore(format!("{} is a {} store, not {driver}", dir.display(), m.driver)));
+        }
+        return Ok(());
+    }
+    match std::fs::metadata(dir) {
+        Ok(md) if !md.is_dir() => return Err(Error::NotAStore(format!("{} is not a directory", dir.display()))),
+        Ok(_) => {
+            let rd = std::fs::read_dir(dir).ctx(|| format!("listing {}", dir.display()))?;
+            if let Some(e) = rd.flatten().find(|e| !ignorable(&e.file_name().to_string_lossy())) {
+                return Err(Error::NotAStore(format!(
+                    "{} is not empty (it has {:?}) and is not a vmpool store; refusing to take it over",
+                    dir.display(),
+                    e.file_name()
+                )));
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => fsutil::mkdirs(dir)?,
+        Err(e) => return Err(e).ctx(|| format!("stat {}", dir.display())),
+    }
+    let m = Marker { vmpool_store: LAYOUT_VERSION, driver: driver.to_owned(), created_at: crate::now_rfc3339() };
+    fsutil::write_atomic(dir, "store.json", &serde_json::to_vec_pretty(&m).map_err(|e| Error::Internal(e.to_string()))?)
+}
+
+impl Store {
+    /// Open the store named by `uri`, or the default store ([`uri::default_uri`]) for `None`.
+    /// Creates it when missing, and cleans up after operations whose process died.
+    pub fn open(uri: Option<&str>) -> Result<Store> {
+        let uri_s = uri.map(str::to_owned).unwrap_or_else(uri::default_uri);
+        let parsed = uri::parse(&uri_s)?;
+        let mut limits = Limits::default();
+        let mut rest = Vec::new();
+        for (k, v) in &parsed.options {
+            if !limits.set(k, v)? {
+                rest.push((k.as_str(), v.as_str()));
+            }
+        }
+        let unknown = |k: &str, scheme: &str| Error::invalid(format!("store option {k:?} is not known for {scheme}: stores"));
+        let driver: Box<dyn StorageDriver> = match &parsed.location {
+            Location::Dir(root) => {
+                let mut mode = driver::dir::CloneMode::Auto;
+                for (k, v) in rest {
+                    match k {
+                        "clone" => mode = driver::dir::CloneMode::parse(v)?,
+                        _ => return Err(unknown(k, "dir")),
+                    }
+                }
+                claim(root, "dir")?;
+                Box::new(driver::dir::DirDriver::open(root, mode)?)
+            }
+            Location::Btrfs(root) => {
+                if let Some((k, _)) = rest.first() {
+                    return Err(unknown(k, "btrfs"));
+                }
+                driver::btrfs::check_btrfs(root)?;
+                claim(root, "btrfs")?;
+                Box::new(driver::btrfs::BtrfsDriver::open(root)?)
+            }
+            Location::Zfs(ds) => {
+                let opts = driver::zfs::Options::parse(&rest)?;
+                let d = driver::zfs::ZfsDriver::open(ds, opts)?;
+                claim(d.catalog_dir(), "zfs")?;
+                d
+            }
+        };
+        let dir = driver.catalog_dir().to_owned();
+        let journal = Journal::new(dir.join(".journal"));
+        fsutil::mkdirs(journal.dir())?;
+        let store = Store {
+            uri: uri_s,
+            catalog: Catalog::open(&dir)?,
+            journal,
+            lock_path: dir.join(".lock"),
+            driver,
+            limits,
+            last_recovery: Mutex::new(Recovery::default()),
+        };
+        store.recover()?;
+        Ok(store)
+    }
+
+    pub fn uri(&self) -> &str {
+        &self.uri
+    }
+
+    pub fn driver(&self) -> &dyn StorageDriver {
+        &*self.driver
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    pub fn catalog_dir(&self) -> &Path {
+        self.driver.catalog_dir()
+    }
+
+    /// Store details as JSON (`vmpool_store_info`).
+    pub fn info(&self) -> serde_json::Value {
+        serde_json::json!({
+            "uri": self.uri,
+            "driver": self.driver.kind(),
+            "catalog": self.catalog_dir(),
+            "details": self.driver.describe(),
+            "limits": self.limits,
+            "last_recovery": *self.last_recovery.lock().unwrap_or_else(|p| p.into_inner()),
+            "version": crate::VERSION,
+        })
+    }
+
+    fn lock(&self, mode: Mode) -> Result<lock::Held> {
+        lock::lock(&self.lock_path, mode)
+    }
+
+    /// Start `op`: journal its intent. A dead predecessor on the same key is recovered first;
+    /// a live one makes this fail with `conflict(pid)`.
+    fn begin(&self, op: Op, conflict: impl Fn(u32) -> Error) -> Result<Entry> {
+        for _ in 0..3 {
+            match self.journal.begin(op.clone())? {
+                Begin::Started(e) => return Ok(e),
+                Begin::InFlight { pid } => return Err(conflict(pid)),
+                Begin::Abandoned(dead) => {
+                    self.undo(dead)?;
+                }
+            }
+        }
+        Err(conflict(0))
+    }
+
+    /// Finish what a dead process left: creations are rolled back, deletions completed.
+    fn undo(&self, entry: Entry) -> Result<Vec<String>> {
+        let mut done = Vec::new();
+        match &entry.op {
+            Op::ImageImport { uuid, token, format } => {
+                if self.catalog.image(uuid)?.is_none() {
+                    for what in self.driver.image_discard(uuid, token, *format)? {
+                        done.push(format!("removed {what} of an interrupted import of image {uuid} (pid {})", entry.pid));
+                    }
+                }
+            }
+            Op::ImageDelete { uuid, format } => {
+                self.catalog.remove_image(uuid)?;
+                self.driver.image_destroy(uuid, *format)?;
+                done.push(format!("completed an interrupted delete of image {uuid} (pid {})", entry.pid));
+            }
+            Op::VmCreate { uuid, image_uuid, image_format } => {
+                if self.catalog.vm(uuid)?.is_none() && self.driver.vm_destroy(uuid, image_uuid, *image_format)? {
+                    done.push(format!("removed the disk of an interrupted create of VM {uuid} (pid {})", entry.pid));
+                }
+            }
+            Op::VmDelete { uuid, image_uuid, image_format } => {
+                self.catalog.remove_vm(uuid)?;
+                self.driver.vm_destroy(uuid, image_uuid, *image_format)?;
+                done.push(format!("completed an interrupted delete of VM {uuid} (pid {})", entry.pid));
+            }
+        }
+        entry.finish()?;
+        Ok(done)
+    }
+
+    /// Clean up after operations whose process died. Runs at every open; safe to call at any
+    /// time from any process (live operations are never touched).
+    pub fn recover(&self) -> Result<Recovery> {
+        let _shared = self.lock(Mode::Shared)?;
+        self.recover_locked()
+    }
+
+    fn recover_locked(&self) -> Result<Recovery> {
+        let mut report = Recovery::default();
+        for entry in self.journal.abandoned()? {
+            let what = format!("{:?}", entry.op);
+            match self.undo(entry) {
+                Ok(done) => report.cleaned.extend(done),
+                Err(e) => report.errors.push(format!("{what}: {e}")),
+            }
+        }
+        let stale = std::time::Duration::from_secs(60);
+        let dirs = [self.catalog_dir(), self.journal.dir()];
+        for dir in dirs.into_iter().chain(self.catalog.dirs()) {
+            for p in fsutil::remove_stale_temps(dir, stale)? {
+                report.cleaned.push(format!("removed stale temp file {}", p.display()));
+            }
+        }
+        *self.last_recovery.lock().unwrap_or_else(|p| p.into_inner()) = report.clone();
+        Ok(report)
+    }
+}

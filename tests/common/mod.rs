@@ -1,0 +1,133 @@
+//! Helpers shared by the integration tests: scratch directories, generated images, the CLI.
+#![allow(dead_code)]
+
+use sha2::{Digest, Sha256};
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+pub use vmpool::ResultCode as Code;
+
+/// Where scratch stores and images go: `$VMPOOL_TEST_TMP`, else the system temp dir.
+pub fn scratch() -> tempfile::TempDir {
+    let base = std::env::var("VMPOOL_TEST_TMP").map(PathBuf::from).unwrap_or_else(|_| std::env::temp_dir());
+    tempfile::Builder::new().prefix("vmpool-test-").tempdir_in(base).expect("scratch dir")
+}
+
+/// A directory named by an environment variable that the test environment provides (a btrfs
+/// or XFS mount, see tests/env/setup). These tests are `#[ignore]`d by default and run by
+/// `make test`; run without the variable they fail, saying what is missing.
+pub fn env_dir(var: &str, what: &str) -> PathBuf {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => PathBuf::from(v),
+        _ => panic!("{var} is not set: it must name {what}. `make test` sets it up (tests/env/setup)."),
+    }
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// A sparse raw image of `size` bytes with pattern data written at each offset in `data`.
+pub fn make_raw(dir: &Path, name: &str, size: u64, data: &[(u64, usize)]) -> PathBuf {
+    let p = dir.join(name);
+    let f = OpenOptions::new().create(true).truncate(true).write(true).open(&p).unwrap();
+    f.set_len(size).unwrap();
+    for (i, (off, len)) in data.iter().enumerate() {
+        f.write_all_at(&pattern(i as u64 + 1, *len), *off).unwrap();
+    }
+    f.sync_all().unwrap();
+    p
+}
+
+/// A qcow2 image made by qemu-img (test set-up only; the library never runs qemu-img) from a
+/// raw image like [`make_raw`]'s, optionally with compressed clusters.
+pub fn make_qcow2(dir: &Path, name: &str, size: u64, data: &[(u64, usize)], compressed: bool) -> PathBuf {
+    let raw = make_raw(dir, &format!("{name}.src.raw"), size, data);
+    let p = dir.join(name);
+    let mut cmd = Command::new("qemu-img");
+    cmd.args(["convert", "-O", "qcow2"]);
+    if compressed {
+        cmd.arg("-c");
+    }
+    let st = cmd.arg(&raw).arg(&p).status().expect("qemu-img (package qemu-utils) is needed to make test images");
+    assert!(st.success());
+    std::fs::remove_file(raw).unwrap();
+    p
+}
+
+pub fn sha256_file(p: &Path) -> String {
+    let mut f = File::open(p).unwrap();
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h).unwrap();
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Bytes this thread read and wrote through syscalls so far (`rchar`, `wchar`).
+pub fn thread_io() -> (u64, u64) {
+    let s = std::fs::read_to_string("/proc/thread-self/io").unwrap();
+    let get = |k: &str| {
+        s.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .map(|v| v.trim().parse::<u64>().unwrap())
+            .unwrap()
+    };
+    (get("rchar:"), get("wchar:"))
+}
+
+/// Run vmpoolctl against a store.
+pub fn ctl(uri: &str, args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vmpoolctl"));
+    cmd.arg("--store").arg(uri).args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn vmpoolctl");
+    if let Some(input) = stdin {
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+pub fn payload(image: &uuid::Uuid, alias: &str, owner: &str, disk_gib: u64) -> String {
+    format!(r#"{{"alias":"{alias}","owner":"{owner}","image_uuid":"{image}","vcpus":2,"ram_mib":2048,"disk_gib":{disk_gib}}}"#)
+}
+
+/// Virtual size of a VM disk: the qcow2 header's size, or the file or device size.
+pub fn disk_size(path: &str, format: vmpool::DiskFormat) -> u64 {
+    let p = vmpool::driver::zfs::resolve_device(path).unwrap_or_else(|_| PathBuf::from(path));
+    let f = File::open(&p).unwrap_or_else(|e| panic!("open {}: {e}", p.display()));
+    match format {
+        vmpool::DiskFormat::Qcow2 => vmpool::image::qcow2::read_header(&f).unwrap().size,
+        vmpool::DiskFormat::Raw => vmpool::fsutil::byte_size(&f).unwrap(),
+    }
+}
+
+/// `qemu-img compare` (test tooling): same guest-visible content, a larger second image being
+/// zero past the first one's end.
+pub fn same_content(a: &Path, b: &str, b_format: vmpool::DiskFormat) -> bool {
+    let b = vmpool::driver::zfs::resolve_device(b).unwrap_or_else(|_| PathBuf::from(b));
+    let out = Command::new("qemu-img")
+        .args(["compare", "-F", b_format.as_str()])
+        .arg(a)
+        .arg(&b)
+        .output()
+        .expect("qemu-img");
+    if !out.status.success() {
+        eprintln!("qemu-img compare: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    }
+    out.status.success()
+}
