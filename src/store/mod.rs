@@ -141,9 +141,7 @@ impl Store {
             }
             Location::Zfs(ds) => {
                 let opts = driver::zfs::Options::parse(&rest)?;
-                let d = driver::zfs::ZfsDriver::open(ds, opts)?;
-                claim(d.catalog_dir(), "zfs")?;
-                d
+                driver::zfs::ZfsDriver::open(ds, opts, |catalog| claim(catalog, "zfs"))?
             }
         };
         let dir = driver.catalog_dir().to_owned();

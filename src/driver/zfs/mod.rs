@@ -1,16 +1,41 @@
-//! `zfs:pool/dataset` - images are zvols with a `@final` snapshot, VM disks are zvol clones.
-//! Placeholder until the libzfs driver lands.
+//! `zfs:pool/dataset` - images are zvols with a `@final` snapshot, VM disks are zvol clones,
+//! made through libzfs and libzfs_core calls (never a `zfs` or `zpool` process).
+//!
+//! Layout below the store's dataset `<ds>` (a filesystem, mounted: its mountpoint holds the
+//! catalog, journal and locks):
+//! ```text
+//! <ds>/images                    container, canmount=off
+//! <ds>/images/<uuid>-partial     zvol being written by an import, marked vmpool:import-<token>
+//! <ds>/images/<uuid>@final       image: zvol (readonly=on) and the snapshot clones come from
+//! <ds>/vms                       container, canmount=off
+//! <ds>/vms/<uuid>-disk0          VM disk: clone of an image's @final, volsize grown
+//! ```
+//! Manifests and VM records are JSON files in the catalog (the mounted `<ds>`), not user
+//! properties: a record write is a ZIL commit, while every property change costs a
+//! transaction-group sync, and a VM create is then exactly one sync (the clone) plus one more
+//! only when the disk is grown. Datasets are opened by name; nothing ever lists the pool.
 
 mod device;
+#[cfg(vmpool_zfs)]
+mod driver;
+#[cfg(vmpool_zfs)]
+pub mod libzfs;
+#[cfg(vmpool_zfs)]
+pub mod sys;
 
 pub use device::{resolve_device, zvol_device, zvol_path};
 
 use crate::error::{Error, Result};
 use std::path::PathBuf;
 
+/// Options of a zfs: store URI.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
+    /// `?thick=1`: VM disks reserve their full size (`refreservation`), like `zfs create -V`
+    /// without `-s`. Default thin.
     pub thick: bool,
+    /// `?catalog=/path`: keep the catalog in this directory instead of the dataset's
+    /// mountpoint (for datasets that cannot be mounted).
     pub catalog: Option<PathBuf>,
 }
 
@@ -19,8 +44,20 @@ impl Options {
         let mut o = Options::default();
         for (k, v) in opts {
             match *k {
-                "thick" => o.thick = matches!(*v, "1" | "true" | "yes" | "on"),
-                "catalog" => o.catalog = Some(PathBuf::from(v)),
+                "thick" => {
+                    o.thick = match *v {
+                        "1" | "true" | "yes" | "on" => true,
+                        "0" | "false" | "no" | "off" => false,
+                        _ => return Err(Error::invalid(format!("store option thick={v:?}: expected 1 or 0"))),
+                    }
+                }
+                "catalog" => {
+                    let p = PathBuf::from(v);
+                    if !p.is_absolute() {
+                        return Err(Error::invalid(format!("store option catalog={v:?} is not an absolute path")));
+                    }
+                    o.catalog = Some(p);
+                }
                 _ => return Err(Error::invalid(format!("store option {k:?} is not known for zfs: stores"))),
             }
         }
@@ -28,11 +65,22 @@ impl Options {
     }
 }
 
+#[cfg(vmpool_zfs)]
+pub use driver::ZfsDriver;
+
+/// Stand-in when the library was built without libzfs.
+#[cfg(not(vmpool_zfs))]
 #[derive(Debug)]
 pub struct ZfsDriver;
 
+#[cfg(not(vmpool_zfs))]
 impl ZfsDriver {
-    pub fn open(_ds: &str, _o: Options) -> Result<Box<dyn super::StorageDriver>> {
-        Err(Error::Unsupported("vmpool was built without ZFS support".into()))
+    pub fn open(ds: &str, _o: Options, _claim: impl FnOnce(&std::path::Path) -> Result<()>) -> Result<Box<dyn super::StorageDriver>> {
+        Err(Error::Unsupported(format!(
+            "zfs:{ds}: this vmpool was built without ZFS support (libzfs was not found at build time; install libzfslinux-dev or set VMPOOL_ZFS=1)"
+        )))
     }
 }
+
+/// Whether this build has the ZFS driver.
+pub const BUILT_WITH_ZFS: bool = cfg!(vmpool_zfs);

@@ -1,0 +1,226 @@
+//! The zfs: driver proper (see the module comment in mod.rs for the layout).
+
+use super::libzfs::{self, NvList};
+use super::{sys, zvol_device, zvol_path, Options};
+use crate::driver::{StorageDriver, VmDisk};
+use crate::error::{Error, IoContext, Result};
+use crate::image::{DiskFormat, Manifest};
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Volume sizes are rounded up to this (the largest default volblocksize), so any
+/// volblocksize divides them.
+const VOL_ALIGN: u64 = 128 << 10;
+
+/// How long to wait for a new zvol's device node (created asynchronously by the kernel).
+const DEVICE_WAIT: Duration = Duration::from_secs(30);
+
+fn align(size: u64) -> u64 {
+    size.div_ceil(VOL_ALIGN) * VOL_ALIGN
+}
+
+/// User property marking a staging volume as made by the import holding `token`. The
+/// information is in the name, so checking it needs no string values from libnvpair.
+fn import_marker(token: &str) -> String {
+    format!("vmpool:import-{token}")
+}
+
+#[derive(Debug)]
+pub struct ZfsDriver {
+    ds: String,
+    catalog: PathBuf,
+    thick: bool,
+}
+
+impl ZfsDriver {
+    /// Open (creating if needed) the store dataset `ds`. `claim` is called with the catalog
+    /// directory before anything is created inside the dataset, so a dataset that is not a
+    /// store is refused untouched.
+    pub fn open(ds: &str, o: Options, claim: impl FnOnce(&Path) -> Result<()>) -> Result<Box<dyn StorageDriver>> {
+        let catalog = libzfs::with(|lz| {
+            if !libzfs::exists(ds)? {
+                let parent = ds.rsplit_once('/').map(|(p, _)| p).unwrap_or(ds);
+                if !libzfs::exists(parent)? {
+                    return Err(Error::not_found("ZFS dataset or pool", parent));
+                }
+                match lz.create(ds, sys::ZFS_TYPE_FILESYSTEM, &NvList::new()?) {
+                    Ok(()) | Err(Error::AlreadyExists(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            let d = lz.open(ds, sys::ZFS_TYPE_FILESYSTEM | sys::ZFS_TYPE_VOLUME)?;
+            if d.kind() != sys::ZFS_TYPE_FILESYSTEM {
+                return Err(Error::NotAStore(format!("zfs:{ds} is a volume; a store needs a filesystem dataset")));
+            }
+            if let Some(c) = &o.catalog {
+                return Ok(c.clone());
+            }
+            if let Some(at) = d.mounted_at() {
+                return Ok(at);
+            }
+            d.mount()?;
+            d.mounted_at().ok_or_else(|| {
+                Error::Unsupported(format!(
+                    "zfs:{ds} cannot be mounted (mountpoint {}); mount it, or give ?catalog=/path",
+                    d.prop("mountpoint").ok().flatten().unwrap_or_default()
+                ))
+            })
+        })?;
+        claim(&catalog)?;
+        libzfs::with(|lz| {
+            for child in ["images", "vms"] {
+                let name = format!("{ds}/{child}");
+                if !libzfs::exists(&name)? {
+                    let props = NvList::new()?.string("canmount", "off")?;
+                    match lz.create(&name, sys::ZFS_TYPE_FILESYSTEM, &props) {
+                        Ok(()) | Err(Error::AlreadyExists(_)) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        Ok(Box::new(ZfsDriver { ds: ds.to_owned(), catalog, thick: o.thick }))
+    }
+
+    fn staging(&self, uuid: &Uuid) -> String {
+        format!("{}/images/{uuid}-partial", self.ds)
+    }
+
+    fn image(&self, uuid: &Uuid) -> String {
+        format!("{}/images/{uuid}", self.ds)
+    }
+
+    fn disk(&self, vm: &Uuid) -> String {
+        format!("{}/vms/{vm}-disk0", self.ds)
+    }
+
+    /// Destroy a volume and its @final snapshot if present.
+    fn destroy_volume(name: &str) -> Result<()> {
+        let snap = format!("{name}@final");
+        if libzfs::exists(&snap)? {
+            libzfs::destroy_snapshot(&snap).map_err(|e| match e {
+                Error::AlreadyExists(_) | Error::Busy(_) => Error::InUse(format!("{snap} has dependent clones")),
+                e => e,
+            })?;
+        }
+        match libzfs::destroy(name) {
+            Ok(()) | Err(Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl StorageDriver for ZfsDriver {
+    fn kind(&self) -> &'static str {
+        "zfs"
+    }
+
+    fn describe(&self) -> serde_json::Value {
+        serde_json::json!({ "dataset": self.ds, "thick": self.thick })
+    }
+
+    fn catalog_dir(&self) -> &Path {
+        &self.catalog
+    }
+
+    fn keeps(&self, format: DiskFormat) -> bool {
+        format == DiskFormat::Raw
+    }
+
+    fn image_stage(&self, uuid: &Uuid, token: &str, _format: DiskFormat, size: u64) -> Result<File> {
+        libzfs::ensure_init()?;
+        let name = self.staging(uuid);
+        let props = NvList::new()?.uint64("volsize", align(size))?.string(&import_marker(token), "1")?;
+        libzfs::create_volume(&name, &props)?;
+        let opened = zvol_device(&name, DEVICE_WAIT).and_then(|dev| {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_CLOEXEC)
+                .open(&dev)
+                .ctx(|| format!("opening {} ({name})", dev.display()))
+        });
+        if opened.is_err() {
+            let _ = libzfs::destroy(&name);
+        }
+        opened
+    }
+
+    fn image_seal(&self, uuid: &Uuid, _token: &str, _format: DiskFormat) -> Result<String> {
+        let staged = self.staging(uuid);
+        libzfs::snapshot(&format!("{staged}@final"))?;
+        libzfs::with(|lz| lz.open(&staged, sys::ZFS_TYPE_VOLUME)?.set_props(&NvList::new()?.string("readonly", "on")?))?;
+        let fin = self.image(uuid);
+        libzfs::rename(&staged, &fin)?;
+        Ok(format!("{fin}@final"))
+    }
+
+    fn image_discard(&self, uuid: &Uuid, token: &str, _format: DiskFormat) -> Result<Vec<String>> {
+        libzfs::ensure_init()?;
+        let marker = import_marker(token);
+        let mut out = Vec::new();
+        for name in [self.staging(uuid), self.image(uuid)] {
+            if !libzfs::exists(&name)? {
+                continue;
+            }
+            // Only what this import created carries its marker; anything else is not ours.
+            if !libzfs::with(|lz| lz.open(&name, sys::ZFS_TYPE_VOLUME)?.has_user_prop(&marker))? {
+                continue;
+            }
+            Self::destroy_volume(&name)?;
+            out.push(name);
+        }
+        Ok(out)
+    }
+
+    fn image_destroy(&self, uuid: &Uuid, _format: DiskFormat) -> Result<()> {
+        libzfs::ensure_init()?;
+        Self::destroy_volume(&self.image(uuid))
+    }
+
+    fn vm_clone(&self, image: &Manifest, vm: &Uuid, size: u64) -> Result<VmDisk> {
+        libzfs::ensure_init()?;
+        let name = self.disk(vm);
+        libzfs::clone(&name, &format!("{}@final", self.image(&image.uuid)))?;
+        let vsize = align(image.size_bytes);
+        if size > vsize || self.thick {
+            let grown = libzfs::with(|lz| {
+                let mut props = NvList::new()?;
+                if size > vsize {
+                    props = props.uint64("volsize", size)?;
+                }
+                if self.thick {
+                    props = props.string("refreservation", "auto")?;
+                }
+                lz.open(&name, sys::ZFS_TYPE_VOLUME)?.set_props(&props)
+            });
+            if let Err(e) = grown {
+                let _ = libzfs::destroy(&name);
+                return Err(e);
+            }
+        }
+        Ok(VmDisk { path: zvol_path(&name), format: DiskFormat::Raw, size_bytes: size.max(vsize), method: "zfs-clone" })
+    }
+
+    fn vm_destroy(&self, vm: &Uuid, image: &Uuid, _image_format: DiskFormat) -> Result<bool> {
+        libzfs::ensure_init()?;
+        let name = self.disk(vm);
+        if !libzfs::exists(&name)? {
+            return Ok(false);
+        }
+        let origin = format!("{}@final", self.image(image));
+        let actual = libzfs::with(|lz| lz.open(&name, sys::ZFS_TYPE_VOLUME)?.prop("origin"))?;
+        if actual.as_deref() != Some(origin.as_str()) {
+            return Err(Error::Backend(format!(
+                "{name} is not a clone of {origin} (origin {}); it was not made by this store, so it is left alone",
+                actual.unwrap_or_else(|| "none".into())
+            )));
+        }
+        libzfs::destroy(&name)?;
+        Ok(true)
+    }
+}
