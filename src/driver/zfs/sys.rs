@@ -29,7 +29,8 @@ pub type boolean_t = c_int;
 pub type zfs_type_t = c_int;
 pub type zfs_prop_t = c_int;
 pub type zprop_source_t = c_int;
-pub type lzc_dataset_type = c_int;
+/// `enum lzc_dataset_type` (the `enum_` prefix stands for the C tag).
+pub type enum_lzc_dataset_type = c_int;
 pub type uint_t = c_uint;
 
 pub const B_FALSE: boolean_t = 0;
@@ -64,7 +65,7 @@ extern "C" {
 extern "C" {
     // libzfs_core: thin ioctl wrappers that return an errno, safe to call from any thread.
     pub fn libzfs_core_init() -> c_int;
-    pub fn lzc_create(name: *const c_char, kind: lzc_dataset_type, props: *mut nvlist_t, wkeydata: *mut u8, wkeylen: uint_t) -> c_int;
+    pub fn lzc_create(name: *const c_char, kind: enum_lzc_dataset_type, props: *mut nvlist_t, wkeydata: *mut u8, wkeylen: uint_t) -> c_int;
     pub fn lzc_clone(name: *const c_char, origin: *const c_char, props: *mut nvlist_t) -> c_int;
     pub fn lzc_snapshot(snaps: *mut nvlist_t, props: *mut nvlist_t, errlist: *mut *mut nvlist_t) -> c_int;
     pub fn lzc_destroy_snaps(snaps: *mut nvlist_t, defer: boolean_t, errlist: *mut *mut nvlist_t) -> c_int;
@@ -83,4 +84,4 @@ extern "C" {
     pub fn nvlist_lookup_nvlist(nvl: *mut nvlist_t, name: *const c_char, val: *mut *mut nvlist_t) -> c_int;
 }
 
-pub const LZC_DATSET_TYPE_ZVOL: lzc_dataset_type = 3;
+pub const LZC_DATSET_TYPE_ZVOL: enum_lzc_dataset_type = 3;
