@@ -20,7 +20,10 @@ fn main() {
     }
 
     let want = env::var("VMPOOL_ZFS").unwrap_or_default();
-    let (force, off) = (matches!(want.as_str(), "1" | "on" | "yes"), matches!(want.as_str(), "0" | "off" | "no"));
+    let (force, off) = (
+        matches!(want.as_str(), "1" | "on" | "yes"),
+        matches!(want.as_str(), "0" | "off" | "no"),
+    );
     if off {
         return;
     }
@@ -35,7 +38,11 @@ fn main() {
             (Ok(_), Ok(_)) => true,
             (a, b) => {
                 if force {
-                    panic!("VMPOOL_ZFS=1 but libzfs was not found by pkg-config: {:?} {:?}", a.err(), b.err());
+                    panic!(
+                        "VMPOOL_ZFS=1 but libzfs was not found by pkg-config: {:?} {:?}",
+                        a.err(),
+                        b.err()
+                    );
                 }
                 println!("cargo:warning=libzfs not found by pkg-config: building without the zfs: driver");
                 false

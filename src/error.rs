@@ -202,7 +202,10 @@ impl Error {
     }
 
     pub fn not_found(kind: &'static str, id: impl Into<String>) -> Self {
-        Error::NotFound { kind, id: id.into() }
+        Error::NotFound {
+            kind,
+            id: id.into(),
+        }
     }
 
     /// Whether the underlying OS error is this errno (for callers that treat e.g. EEXIST or
@@ -219,12 +222,18 @@ pub trait IoContext<T> {
 
 impl<T> IoContext<T> for io::Result<T> {
     fn ctx(self, context: impl FnOnce() -> String) -> Result<T> {
-        self.map_err(|source| Error::Io { context: context(), source })
+        self.map_err(|source| Error::Io {
+            context: context(),
+            source,
+        })
     }
 }
 
 impl<T> IoContext<T> for nix::Result<T> {
     fn ctx(self, context: impl FnOnce() -> String) -> Result<T> {
-        self.map_err(|errno| Error::Io { context: context(), source: io::Error::from(errno) })
+        self.map_err(|errno| Error::Io {
+            context: context(),
+            source: io::Error::from(errno),
+        })
     }
 }

@@ -24,11 +24,20 @@ pub fn disarm_all() {
 }
 
 fn action(name: &str) -> Option<String> {
-    if let Some(a) = ARMED.with(|a| a.borrow().iter().find(|(n, _)| n == name).map(|(_, a)| a.clone())) {
+    if let Some(a) = ARMED.with(|a| {
+        a.borrow()
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, a)| a.clone())
+    }) {
         return Some(a);
     }
     let env = std::env::var("VMPOOL_FAILPOINTS").ok()?;
-    env.split(',').find_map(|p| p.split_once('=').filter(|(n, _)| *n == name).map(|(_, a)| a.to_owned()))
+    env.split(',').find_map(|p| {
+        p.split_once('=')
+            .filter(|(n, _)| *n == name)
+            .map(|(_, a)| a.to_owned())
+    })
 }
 
 /// Check the point `name`.
@@ -40,6 +49,8 @@ pub fn hit(name: &str) -> Result<()> {
             unsafe { libc::raise(libc::SIGKILL) };
             unreachable!("SIGKILL returned")
         }
-        Some(other) => Err(Error::Internal(format!("failpoint {name} has unknown action {other:?}"))),
+        Some(other) => Err(Error::Internal(format!(
+            "failpoint {name} has unknown action {other:?}"
+        ))),
     }
 }

@@ -26,10 +26,12 @@ pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
             .mode(0o644)
             .open(&tmp)
             .ctx(|| format!("creating {}", tmp.display()))?;
-        f.write_all(bytes).ctx(|| format!("writing {}", tmp.display()))?;
+        f.write_all(bytes)
+            .ctx(|| format!("writing {}", tmp.display()))?;
         f.sync_all().ctx(|| format!("syncing {}", tmp.display()))?;
         let dest = dir.join(name);
-        fs::rename(&tmp, &dest).ctx(|| format!("renaming {} to {}", tmp.display(), dest.display()))?;
+        fs::rename(&tmp, &dest)
+            .ctx(|| format!("renaming {} to {}", tmp.display(), dest.display()))?;
         sync_dir(dir)
     })();
     if res.is_err() {
@@ -128,7 +130,9 @@ pub fn data_extents(f: &File, len: u64) -> Result<Vec<(u64, u64)>> {
         if data >= end {
             break;
         }
-        let hole = lseek(fd, data, Whence::SeekHole).ctx(|| "SEEK_HOLE".into())?.min(end);
+        let hole = lseek(fd, data, Whence::SeekHole)
+            .ctx(|| "SEEK_HOLE".into())?
+            .min(end);
         out.push((data as u64, (hole - data) as u64));
         pos = hole;
     }
@@ -138,16 +142,24 @@ pub fn data_extents(f: &File, len: u64) -> Result<Vec<(u64, u64)>> {
 /// Whether a buffer is all zero bytes (such blocks are left as holes when copying).
 pub fn is_zero(buf: &[u8]) -> bool {
     let (prefix, words, suffix) = unsafe { buf.align_to::<u128>() };
-    prefix.iter().all(|&b| b == 0) && words.iter().all(|&w| w == 0) && suffix.iter().all(|&b| b == 0)
+    prefix.iter().all(|&b| b == 0)
+        && words.iter().all(|&w| w == 0)
+        && suffix.iter().all(|&b| b == 0)
 }
 
 /// `pread` until the buffer is full; a short file is reported as corruption by the caller.
 pub fn read_exact_at(f: &File, buf: &mut [u8], off: u64, what: &str) -> Result<()> {
     f.read_exact_at(buf, off).map_err(|e| {
         if e.kind() == io::ErrorKind::UnexpectedEof {
-            Error::CorruptImage(format!("{what}: file ends before offset {}", off + buf.len() as u64))
+            Error::CorruptImage(format!(
+                "{what}: file ends before offset {}",
+                off + buf.len() as u64
+            ))
         } else {
-            Error::Io { context: format!("reading {what} at offset {off}"), source: e }
+            Error::Io {
+                context: format!("reading {what} at offset {off}"),
+                source: e,
+            }
         }
     })
 }

@@ -51,13 +51,20 @@ pub fn lock(path: &Path, mode: Mode) -> Result<Held> {
     let lock = Flock::lock(f, arg(mode, true))
         .map_err(|(_, e)| e)
         .ctx(|| format!("locking {}", path.display()))?;
-    Ok(Held { _lock: lock, path: path.to_owned() })
+    Ok(Held {
+        _lock: lock,
+        path: path.to_owned(),
+    })
 }
 
 /// Lock an existing file without waiting. `Ok(None)` when someone else holds it or when the
 /// file was unlinked in the meantime (its owner finished).
 pub fn try_lock_existing(path: &Path, mode: Mode) -> Result<Option<Flock<File>>> {
-    let f = match OpenOptions::new().read(true).custom_flags(libc::O_CLOEXEC).open(path) {
+    let f = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(path)
+    {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).ctx(|| format!("opening {}", path.display())),
@@ -67,14 +74,21 @@ pub fn try_lock_existing(path: &Path, mode: Mode) -> Result<Option<Flock<File>>>
             // Still the file at `path`? If it was unlinked (or replaced) we locked a stale inode.
             let ours = l.metadata().ctx(|| format!("stat {}", path.display()))?;
             match std::fs::metadata(path) {
-                Ok(now) if now.ino() == ours.ino() && now.dev() == ours.dev() && ours.nlink() > 0 => Ok(Some(l)),
+                Ok(now)
+                    if now.ino() == ours.ino() && now.dev() == ours.dev() && ours.nlink() > 0 =>
+                {
+                    Ok(Some(l))
+                }
                 Ok(_) => Ok(None),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
                 Err(e) => Err(e).ctx(|| format!("stat {}", path.display())),
             }
         }
         Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
-        Err((_, e)) => Err(Error::Io { context: format!("locking {}", path.display()), source: e.into() }),
+        Err((_, e)) => Err(Error::Io {
+            context: format!("locking {}", path.display()),
+            source: e.into(),
+        }),
     }
 }
 

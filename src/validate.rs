@@ -15,7 +15,11 @@ pub const NAME_RULE: &str =
 
 /// Parse a uuid in its canonical 36-character hyphenated form (any case); returns it lowercase.
 pub fn uuid(field: &str, s: &str) -> Result<Uuid> {
-    let bad = || Error::invalid(format!("{field} {s:?} is not a uuid (expected 8-4-4-4-12 hex digits)"));
+    let bad = || {
+        Error::invalid(format!(
+            "{field} {s:?} is not a uuid (expected 8-4-4-4-12 hex digits)"
+        ))
+    };
     if s.len() != 36 {
         return Err(bad());
     }
@@ -24,7 +28,13 @@ pub fn uuid(field: &str, s: &str) -> Result<Uuid> {
 
 /// Validate an alias, owner or image name against [`NAME_RULE`].
 pub fn name(field: &str, s: &str) -> Result<()> {
-    token(field, s, NAME_MAX, |c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'), NAME_RULE)
+    token(
+        field,
+        s,
+        NAME_MAX,
+        |c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'),
+        NAME_RULE,
+    )
 }
 
 /// Image versions are a little wider than names: `+` is common in them (`12.1+20240101`).
@@ -49,8 +59,18 @@ pub fn os(s: &str) -> Result<()> {
     )
 }
 
-fn token(field: &str, s: &str, max: usize, allowed: impl Fn(char) -> bool, rule: &str) -> Result<()> {
-    let refuse = |why: String| Err(Error::invalid(format!("{field} {s:?} {why}; allowed: {rule}")));
+fn token(
+    field: &str,
+    s: &str,
+    max: usize,
+    allowed: impl Fn(char) -> bool,
+    rule: &str,
+) -> Result<()> {
+    let refuse = |why: String| {
+        Err(Error::invalid(format!(
+            "{field} {s:?} {why}; allowed: {rule}"
+        )))
+    };
     if s.is_empty() {
         return Err(Error::invalid(format!("{field} is empty; allowed: {rule}")));
     }
@@ -61,7 +81,11 @@ fn token(field: &str, s: &str, max: usize, allowed: impl Fn(char) -> bool, rule:
         return refuse("contains \"..\"".into());
     }
     if let Some(c) = s.chars().find(|&c| !allowed(c)) {
-        let shown = if c.is_control() || c == '\0' { format!("control character {:#04x}", c as u32) } else { format!("{c:?}") };
+        let shown = if c.is_control() || c == '\0' {
+            format!("control character {:#04x}", c as u32)
+        } else {
+            format!("{c:?}")
+        };
         return refuse(format!("contains {shown}"));
     }
     if !s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric()) {
@@ -92,7 +116,13 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_vcpus: 64, min_ram_mib: 32, max_ram_mib: 1 << 20, max_disk_gib: 16 << 10, max_image_gib: 16 << 10 }
+        Limits {
+            max_vcpus: 64,
+            min_ram_mib: 32,
+            max_ram_mib: 1 << 20,
+            max_disk_gib: 16 << 10,
+            max_image_gib: 16 << 10,
+        }
     }
 }
 
@@ -100,14 +130,17 @@ impl Limits {
     /// Apply one `key=value` store option; returns false when the key is not a limit.
     pub fn set(&mut self, key: &str, value: &str) -> Result<bool> {
         let n = || {
-            value
-                .parse::<u64>()
-                .ok()
-                .filter(|&v| v > 0)
-                .ok_or_else(|| Error::invalid(format!("store option {key}={value:?} is not a positive integer")))
+            value.parse::<u64>().ok().filter(|&v| v > 0).ok_or_else(|| {
+                Error::invalid(format!(
+                    "store option {key}={value:?} is not a positive integer"
+                ))
+            })
         };
         match key {
-            "max_vcpus" => self.max_vcpus = u32::try_from(n()?).map_err(|_| Error::invalid(format!("{key} is too large")))?,
+            "max_vcpus" => {
+                self.max_vcpus = u32::try_from(n()?)
+                    .map_err(|_| Error::invalid(format!("{key} is too large")))?
+            }
             "min_ram_mib" => self.min_ram_mib = n()?,
             "max_ram_mib" => self.max_ram_mib = n()?,
             "max_disk_gib" => self.max_disk_gib = n()?,
@@ -119,7 +152,10 @@ impl Limits {
 
     pub fn vcpus(&self, v: u64) -> Result<u32> {
         if v == 0 || v > u64::from(self.max_vcpus) {
-            return Err(Error::invalid(format!("vcpus {v} is out of range 1..={}", self.max_vcpus)));
+            return Err(Error::invalid(format!(
+                "vcpus {v} is out of range 1..={}",
+                self.max_vcpus
+            )));
         }
         Ok(v as u32)
     }
@@ -136,14 +172,19 @@ impl Limits {
 
     pub fn disk_gib(&self, v: u64) -> Result<u64> {
         if v == 0 || v > self.max_disk_gib {
-            return Err(Error::invalid(format!("disk_gib {v} is out of range 1..={}", self.max_disk_gib)));
+            return Err(Error::invalid(format!(
+                "disk_gib {v} is out of range 1..={}",
+                self.max_disk_gib
+            )));
         }
         Ok(v)
     }
 
     pub fn image_bytes(&self, v: u64) -> Result<u64> {
         if v == 0 {
-            return Err(Error::CorruptImage("image has a virtual size of 0 bytes".into()));
+            return Err(Error::CorruptImage(
+                "image has a virtual size of 0 bytes".into(),
+            ));
         }
         if v > self.max_image_gib << 30 {
             return Err(Error::invalid(format!(
@@ -162,7 +203,19 @@ mod tests {
     #[test]
     fn names() {
         assert!(name("alias", "web-01.prod_a").is_ok());
-        for bad in ["", "..", "a/b", "a@b", "a\0b", "a\nb", "-lead", ".hidden", "a..b", &"x".repeat(65), "é"] {
+        for bad in [
+            "",
+            "..",
+            "a/b",
+            "a@b",
+            "a\0b",
+            "a\nb",
+            "-lead",
+            ".hidden",
+            "a..b",
+            &"x".repeat(65),
+            "é",
+        ] {
             let e = name("alias", bad).unwrap_err();
             assert!(matches!(e, Error::InvalidArgument(_)), "{bad:?}");
         }
@@ -175,7 +228,12 @@ mod tests {
     fn uuids() {
         let u = uuid("uuid", "6F1C2B34-0d4e-4f8a-9b6c-1234567890ab").unwrap();
         assert_eq!(u.to_string(), "6f1c2b34-0d4e-4f8a-9b6c-1234567890ab");
-        for bad in ["", "6f1c2b340d4e4f8a9b6c1234567890ab", "../../etc/passwd-0000-0000-0000-00000", "{6f1c2b34-0d4e-4f8a-9b6c-1234567890ab}"] {
+        for bad in [
+            "",
+            "6f1c2b340d4e4f8a9b6c1234567890ab",
+            "../../etc/passwd-0000-0000-0000-00000",
+            "{6f1c2b34-0d4e-4f8a-9b6c-1234567890ab}",
+        ] {
             assert!(uuid("uuid", bad).is_err(), "{bad}");
         }
     }

@@ -4,131 +4,203 @@
 
 mod common;
 
-use common::*;
-use std::process::Command;
-use uuid::Uuid;
-use vmpool::Store;
+/// Named `zfs::...` so host runs can skip them with `--skip zfs::`.
+mod zfs {
+    use crate::common::*;
+    use std::process::Command;
+    use uuid::Uuid;
+    use vmpool::Store;
 
-const NEEDS: &str = "needs VMPOOL_TEST_ZFS_DATASET: runs in the guest harness (make test-zfs)";
+    const NEEDS: &str = "needs VMPOOL_TEST_ZFS_DATASET: runs in the guest harness (make test-zfs)";
 
-fn parent() -> String {
-    std::env::var("VMPOOL_TEST_ZFS_DATASET").expect(NEEDS)
-}
-
-fn new_ds(tag: &str) -> String {
-    format!("{}/{tag}-{}", parent(), &Uuid::new_v4().simple().to_string()[..8])
-}
-
-fn zfs(args: &[&str]) -> String {
-    let out = Command::new("zfs").args(args).output().expect("zfs command");
-    assert!(out.status.success(), "zfs {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
-fn prop(ds: &str, p: &str) -> u64 {
-    zfs(&["get", "-Hp", "-o", "value", p, ds]).parse().unwrap_or(0)
-}
-
-fn small_image(s: &Store) -> vmpool::Manifest {
-    let tmp = scratch();
-    let src = make_raw(tmp.path(), "i.raw", 64 << 20, &[(0, 1 << 20)]);
-    s.import_image(&src, None, None).unwrap()
-}
-
-#[test]
-#[ignore = "needs VMPOOL_TEST_ZFS_DATASET: runs in the guest harness (make test-zfs)"]
-fn thick_option_sets_refreservation() {
-    let thin = new_ds("thin");
-    let s = Store::open(Some(&format!("zfs:{thin}"))).unwrap();
-    let m = small_image(&s);
-    let vm = s.create_vm(&payload(&m.uuid, "thin", "t", 2)).unwrap();
-    let disk = format!("{thin}/vms/{}-disk0", vm.uuid);
-    assert_eq!(prop(&disk, "volsize"), 2 << 30);
-    assert_eq!(prop(&disk, "refreservation"), 0, "thin by default");
-
-    let thick = new_ds("thick");
-    let s = Store::open(Some(&format!("zfs:{thick}?thick=1"))).unwrap();
-    let m = small_image(&s);
-    let vm = s.create_vm(&payload(&m.uuid, "thick", "t", 2)).unwrap();
-    let disk = format!("{thick}/vms/{}-disk0", vm.uuid);
-    assert_eq!(prop(&disk, "volsize"), 2 << 30);
-    assert!(prop(&disk, "refreservation") >= 2 << 30, "thick reserves the whole volume");
-}
-
-#[test]
-#[ignore = "needs VMPOOL_TEST_ZFS_DATASET: runs in the guest harness (make test-zfs)"]
-fn clone_takes_no_space_whatever_the_image_size() {
-    let ds = new_ds("space");
-    let s = Store::open(Some(&format!("zfs:{ds}"))).unwrap();
-    let tmp = scratch();
-    for gib in [1u64, 64] {
-        let q = make_qcow2(tmp.path(), &format!("{gib}.qcow2"), gib << 30, &[(0, 4 << 20)], false);
-        let m = s.import_image(&q, None, None).unwrap();
-        let vm = s.create_vm(&payload(&m.uuid, "o1", "t", gib)).unwrap();
-        let disk = format!("{ds}/vms/{}-disk0", vm.uuid);
-        assert_eq!(prop(&disk, "volsize"), gib << 30);
-        assert!(prop(&disk, "used") < 1 << 20, "a fresh clone uses no space");
-        assert_eq!(zfs(&["get", "-H", "-o", "value", "origin", &disk]), format!("{ds}/images/{}@final", m.uuid));
+    fn parent() -> String {
+        std::env::var("VMPOOL_TEST_ZFS_DATASET").expect(NEEDS)
     }
-}
 
-/// Datasets that happen to carry the names vmpool would use, made by someone else, are
-/// refused and never touched: not by the failing call, not by crash recovery.
-#[test]
-#[ignore = "needs VMPOOL_TEST_ZFS_DATASET: runs in the guest harness (make test-zfs)"]
-fn colliding_foreign_datasets_are_never_touched() {
-    let ds = new_ds("foreign");
-    let uri = format!("zfs:{ds}");
-    let s = Store::open(Some(&uri)).unwrap();
-    let image = small_image(&s);
-    let (u_partial, u_final, v) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
-    let foreign = [
-        format!("{ds}/images/{u_partial}-partial"),
-        format!("{ds}/images/{u_final}"),
-        format!("{ds}/vms/{v}-disk0"),
-    ];
-    for f in &foreign {
-        zfs(&["create", "-s", "-V", "16M", f]);
+    fn new_ds(tag: &str) -> String {
+        format!(
+            "{}/{tag}-{}",
+            parent(),
+            &Uuid::new_v4().simple().to_string()[..8]
+        )
     }
-    let guids: Vec<String> = foreign.iter().map(|f| zfs(&["get", "-H", "-o", "value", "guid", f])).collect();
-    let tmp = scratch();
-    let src = make_raw(tmp.path(), "x.raw", 64 << 20, &[(0, 4096)]);
 
-    let e = s.import_image(&src, Some(&format!(r#"{{"uuid":"{u_partial}"}}"#)), None).unwrap_err();
-    assert_eq!(e.code(), Code::VMPOOL_RESULT_ALREADY_EXISTS, "{e}");
-    let e = s.import_image(&src, Some(&format!(r#"{{"uuid":"{u_final}"}}"#)), None).unwrap_err();
-    assert_eq!(e.code(), Code::VMPOOL_RESULT_ALREADY_EXISTS, "{e}");
-    let p = format!(r#"{{"uuid":"{v}","alias":"x","owner":"o","image_uuid":"{}","vcpus":1,"ram_mib":128}}"#, image.uuid);
-    let e = s.create_vm(&p).unwrap_err();
-    assert_eq!(e.code(), Code::VMPOOL_RESULT_ALREADY_EXISTS, "{e}");
+    fn zfs(args: &[&str]) -> String {
+        let out = Command::new("zfs")
+            .args(args)
+            .output()
+            .expect("zfs command");
+        assert!(
+            out.status.success(),
+            "zfs {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
 
-    // An import of the colliding uuid killed after it made its staging volume: recovery
-    // removes that volume and leaves the foreign one alone.
-    let out = ctl(&uri, &["image", "import", src.to_str().unwrap(), "--uuid", &u_final.to_string()], &[("VMPOOL_FAILPOINTS", "import.copied=kill")], None);
-    use std::os::unix::process::ExitStatusExt;
-    assert_eq!(out.status.signal(), Some(9));
-    let s = Store::open(Some(&uri)).unwrap();
-    let info = s.info();
-    assert_eq!(info["last_recovery"]["errors"].as_array().unwrap().len(), 0, "{info}");
-    assert!(!info["last_recovery"]["cleaned"].as_array().unwrap().is_empty(), "{info}");
-    assert!(!Command::new("zfs").args(["list", &format!("{ds}/images/{u_final}-partial")]).output().unwrap().status.success());
+    fn prop(ds: &str, p: &str) -> u64 {
+        zfs(&["get", "-Hp", "-o", "value", p, ds])
+            .parse()
+            .unwrap_or(0)
+    }
 
-    let now: Vec<String> = foreign.iter().map(|f| zfs(&["get", "-H", "-o", "value", "guid", f])).collect();
-    assert_eq!(guids, now, "foreign datasets were replaced");
-    assert_eq!(s.images().unwrap().len(), 1);
-    assert!(s.vms(None).unwrap().is_empty());
-}
+    fn small_image(s: &Store) -> vmpool::Manifest {
+        let tmp = scratch();
+        let src = make_raw(tmp.path(), "i.raw", 64 << 20, &[(0, 1 << 20)]);
+        s.import_image(&src, None, None).unwrap()
+    }
 
-#[test]
-#[ignore = "needs VMPOOL_TEST_ZFS_DATASET: runs in the guest harness (make test-zfs)"]
-fn store_on_a_non_store_dataset_is_refused() {
-    let ds = new_ds("occupied");
-    zfs(&["create", &ds]);
-    let mnt = zfs(&["get", "-H", "-o", "value", "mountpoint", &ds]);
-    std::fs::write(format!("{mnt}/somebody-elses-file"), b"data").unwrap();
-    let e = Store::open(Some(&format!("zfs:{ds}"))).unwrap_err();
-    assert_eq!(e.code(), Code::VMPOOL_RESULT_NOT_A_STORE, "{e}");
-    assert!(!Command::new("zfs").args(["list", &format!("{ds}/images")]).output().unwrap().status.success());
-    let e = Store::open(Some(&format!("zfs:{}/missing/child", parent()))).unwrap_err();
-    assert_eq!(e.code(), Code::VMPOOL_RESULT_NOT_FOUND, "{e}");
+    #[test]
+    #[ignore = "needs VMPOOL_TEST_ZFS_DATASET: runs in the guest harness (make test-zfs)"]
+    fn thick_option_sets_refreservation() {
+        let thin = new_ds("thin");
+        let s = Store::open(Some(&format!("zfs:{thin}"))).unwrap();
+        let m = small_image(&s);
+        let vm = s.create_vm(&payload(&m.uuid, "thin", "t", 2)).unwrap();
+        let disk = format!("{thin}/vms/{}-disk0", vm.uuid);
+        assert_eq!(prop(&disk, "volsize"), 2 << 30);
+        assert_eq!(prop(&disk, "refreservation"), 0, "thin by default");
+
+        let thick = new_ds("thick");
+        let s = Store::open(Some(&format!("zfs:{thick}?thick=1"))).unwrap();
+        let m = small_image(&s);
+        let vm = s.create_vm(&payload(&m.uuid, "thick", "t", 2)).unwrap();
+        let disk = format!("{thick}/vms/{}-disk0", vm.uuid);
+        assert_eq!(prop(&disk, "volsize"), 2 << 30);
+        assert!(
+            prop(&disk, "refreservation") >= 2 << 30,
+            "thick reserves the whole volume"
+        );
+    }
+
+    #[test]
+    #[ignore = "needs VMPOOL_TEST_ZFS_DATASET: runs in the guest harness (make test-zfs)"]
+    fn clone_takes_no_space_whatever_the_image_size() {
+        let ds = new_ds("space");
+        let s = Store::open(Some(&format!("zfs:{ds}"))).unwrap();
+        let tmp = scratch();
+        for gib in [1u64, 64] {
+            let q = make_qcow2(
+                tmp.path(),
+                &format!("{gib}.qcow2"),
+                gib << 30,
+                &[(0, 4 << 20)],
+                false,
+            );
+            let m = s.import_image(&q, None, None).unwrap();
+            let vm = s.create_vm(&payload(&m.uuid, "o1", "t", gib)).unwrap();
+            let disk = format!("{ds}/vms/{}-disk0", vm.uuid);
+            assert_eq!(prop(&disk, "volsize"), gib << 30);
+            assert!(prop(&disk, "used") < 1 << 20, "a fresh clone uses no space");
+            assert_eq!(
+                zfs(&["get", "-H", "-o", "value", "origin", &disk]),
+                format!("{ds}/images/{}@final", m.uuid)
+            );
+        }
+    }
+
+    /// Datasets that happen to carry the names vmpool would use, made by someone else, are
+    /// refused and never touched: not by the failing call, not by crash recovery.
+    #[test]
+    #[ignore = "needs VMPOOL_TEST_ZFS_DATASET: runs in the guest harness (make test-zfs)"]
+    fn colliding_foreign_datasets_are_never_touched() {
+        let ds = new_ds("foreign");
+        let uri = format!("zfs:{ds}");
+        let s = Store::open(Some(&uri)).unwrap();
+        let image = small_image(&s);
+        let (u_partial, u_final, v) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let foreign = [
+            format!("{ds}/images/{u_partial}-partial"),
+            format!("{ds}/images/{u_final}"),
+            format!("{ds}/vms/{v}-disk0"),
+        ];
+        for f in &foreign {
+            zfs(&["create", "-s", "-V", "16M", f]);
+        }
+        let guids: Vec<String> = foreign
+            .iter()
+            .map(|f| zfs(&["get", "-H", "-o", "value", "guid", f]))
+            .collect();
+        let tmp = scratch();
+        let src = make_raw(tmp.path(), "x.raw", 64 << 20, &[(0, 4096)]);
+
+        let e = s
+            .import_image(&src, Some(&format!(r#"{{"uuid":"{u_partial}"}}"#)), None)
+            .unwrap_err();
+        assert_eq!(e.code(), Code::VMPOOL_RESULT_ALREADY_EXISTS, "{e}");
+        let e = s
+            .import_image(&src, Some(&format!(r#"{{"uuid":"{u_final}"}}"#)), None)
+            .unwrap_err();
+        assert_eq!(e.code(), Code::VMPOOL_RESULT_ALREADY_EXISTS, "{e}");
+        let p = format!(
+            r#"{{"uuid":"{v}","alias":"x","owner":"o","image_uuid":"{}","vcpus":1,"ram_mib":128}}"#,
+            image.uuid
+        );
+        let e = s.create_vm(&p).unwrap_err();
+        assert_eq!(e.code(), Code::VMPOOL_RESULT_ALREADY_EXISTS, "{e}");
+
+        // An import of the colliding uuid killed after it made its staging volume: recovery
+        // removes that volume and leaves the foreign one alone.
+        let out = ctl(
+            &uri,
+            &[
+                "image",
+                "import",
+                src.to_str().unwrap(),
+                "--uuid",
+                &u_final.to_string(),
+            ],
+            &[("VMPOOL_FAILPOINTS", "import.copied=kill")],
+            None,
+        );
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(out.status.signal(), Some(9));
+        let s = Store::open(Some(&uri)).unwrap();
+        let info = s.info();
+        assert_eq!(
+            info["last_recovery"]["errors"].as_array().unwrap().len(),
+            0,
+            "{info}"
+        );
+        assert!(
+            !info["last_recovery"]["cleaned"]
+                .as_array()
+                .unwrap()
+                .is_empty(),
+            "{info}"
+        );
+        assert!(!Command::new("zfs")
+            .args(["list", &format!("{ds}/images/{u_final}-partial")])
+            .output()
+            .unwrap()
+            .status
+            .success());
+
+        let now: Vec<String> = foreign
+            .iter()
+            .map(|f| zfs(&["get", "-H", "-o", "value", "guid", f]))
+            .collect();
+        assert_eq!(guids, now, "foreign datasets were replaced");
+        assert_eq!(s.images().unwrap().len(), 1);
+        assert!(s.vms(None).unwrap().is_empty());
+    }
+
+    #[test]
+    #[ignore = "needs VMPOOL_TEST_ZFS_DATASET: runs in the guest harness (make test-zfs)"]
+    fn store_on_a_non_store_dataset_is_refused() {
+        let ds = new_ds("occupied");
+        zfs(&["create", &ds]);
+        let mnt = zfs(&["get", "-H", "-o", "value", "mountpoint", &ds]);
+        std::fs::write(format!("{mnt}/somebody-elses-file"), b"data").unwrap();
+        let e = Store::open(Some(&format!("zfs:{ds}"))).unwrap_err();
+        assert_eq!(e.code(), Code::VMPOOL_RESULT_NOT_A_STORE, "{e}");
+        assert!(!Command::new("zfs")
+            .args(["list", &format!("{ds}/images")])
+            .output()
+            .unwrap()
+            .status
+            .success());
+        let e = Store::open(Some(&format!("zfs:{}/missing/child", parent()))).unwrap_err();
+        assert_eq!(e.code(), Code::VMPOOL_RESULT_NOT_FOUND, "{e}");
+    }
 }

@@ -10,7 +10,11 @@ fn c_type(rust: &str) -> String {
     let t = rust.trim();
     if let Some(inner) = t.strip_prefix("*const ") {
         let inner = c_type(inner);
-        return if inner.ends_with('*') { format!("{inner} const *") } else { format!("const {inner} *") };
+        return if inner.ends_with('*') {
+            format!("{inner} const *")
+        } else {
+            format!("const {inner} *")
+        };
     }
     if let Some(inner) = t.strip_prefix("*mut ") {
         return format!("{} *", c_type(inner));
@@ -56,10 +60,18 @@ fn declarations(src: &str) -> Vec<(String, String, Vec<String>)> {
             continue;
         }
         let decl = std::mem::take(&mut item);
-        let decl = decl.trim().trim_end_matches(';').strip_prefix("pub fn ").expect("declarations are `pub fn ...;`");
+        let decl = decl
+            .trim()
+            .trim_end_matches(';')
+            .strip_prefix("pub fn ")
+            .expect("declarations are `pub fn ...;`");
         let (name, rest) = decl.split_once('(').unwrap();
         let (args, ret) = rest.rsplit_once(')').unwrap();
-        let ret = ret.trim().strip_prefix("->").map(str::trim).unwrap_or("c_void");
+        let ret = ret
+            .trim()
+            .strip_prefix("->")
+            .map(str::trim)
+            .unwrap_or("c_void");
         let args: Vec<String> = args
             .split(',')
             .map(str::trim)
@@ -74,32 +86,60 @@ fn declarations(src: &str) -> Vec<(String, String, Vec<String>)> {
 #[test]
 fn sys_declarations_match_installed_headers() {
     if !vmpool::driver::zfs::BUILT_WITH_ZFS {
-        eprintln!("skipped: this build has no ZFS driver (CI builds with VMPOOL_ZFS=1, so there it runs)");
+        eprintln!(
+            "skipped: this build has no ZFS driver (CI builds with VMPOOL_ZFS=1, so there it runs)"
+        );
         return;
     }
-    let src = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/driver/zfs/sys.rs")).unwrap();
+    let src = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/src/driver/zfs/sys.rs"
+    ))
+    .unwrap();
     let decls = declarations(&src);
-    assert!(decls.len() >= 20, "parsed only {} declarations", decls.len());
+    assert!(
+        decls.len() >= 20,
+        "parsed only {} declarations",
+        decls.len()
+    );
     let mut c = String::from("#define _LARGEFILE64_SOURCE\n#include <stdint.h>\n#include <stddef.h>\n#include <libzfs.h>\n#include <libzfs_core.h>\n#include <libnvpair.h>\n\n");
     for l in src.lines() {
         if let Some(rest) = l.trim().strip_prefix("pub type ") {
             let (name, ty) = rest.trim_end_matches(';').split_once('=').unwrap();
             let (name, ty) = (c_type(name), c_type(ty));
-            c.push_str(&format!("_Static_assert(sizeof({name}) == sizeof({ty}), \"{name} is not {ty}-sized\");\n"));
+            c.push_str(&format!(
+                "_Static_assert(sizeof({name}) == sizeof({ty}), \"{name} is not {ty}-sized\");\n"
+            ));
         }
     }
     for (name, ret, args) in &decls {
-        let args = if args.is_empty() { "void".to_string() } else { args.join(", ") };
+        let args = if args.is_empty() {
+            "void".to_string()
+        } else {
+            args.join(", ")
+        };
         c.push_str(&format!("{ret} (*check_{name})({args}) = {name};\n"));
     }
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("sys_check.c");
     std::fs::write(&file, &c).unwrap();
-    let flags = Command::new("pkg-config").args(["--cflags", "libzfs", "libzfs_core"]).output().expect("pkg-config");
-    assert!(flags.status.success(), "pkg-config does not know libzfs: install libzfslinux-dev");
+    let flags = Command::new("pkg-config")
+        .args(["--cflags", "libzfs", "libzfs_core"])
+        .output()
+        .expect("pkg-config");
+    assert!(
+        flags.status.success(),
+        "pkg-config does not know libzfs: install libzfslinux-dev"
+    );
     let flags = String::from_utf8(flags.stdout).unwrap();
     let out = Command::new("cc")
-        .args(["-c", "-std=gnu11", "-Wall", "-Werror", "-Wno-unused-variable"])
+        .args([
+            "-c",
+            "-std=gnu11",
+            "-Wall",
+            "-Werror",
+            "-Wno-unused-variable",
+        ])
         .args(flags.split_whitespace())
         .arg(&file)
         .arg("-o")

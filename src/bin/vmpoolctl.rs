@@ -11,7 +11,11 @@ use vmpool::{Error, Store};
 const EX_USAGE: i32 = 64;
 
 #[derive(Parser)]
-#[command(name = "vmpoolctl", version, about = "Images, copy-on-write clones and VMs in a vmpool store")]
+#[command(
+    name = "vmpoolctl",
+    version,
+    about = "Images, copy-on-write clones and VMs in a vmpool store"
+)]
 struct Cli {
     /// Store URI (dir:/path, btrfs:/path, zfs:pool/dataset); default $VMPOOL_STORE, else dir:$VMPOOL_HOME, else dir:/var/lib/vmpool
     #[arg(long, global = true, value_name = "URI")]
@@ -60,20 +64,30 @@ enum ImageCmd {
         tags: Vec<String>,
     },
     List,
-    Get { uuid: String },
-    Delete { uuid: String },
+    Get {
+        uuid: String,
+    },
+    Delete {
+        uuid: String,
+    },
 }
 
 #[derive(Subcommand)]
 enum VmCmd {
     /// Create a VM from a JSON payload file, or - for standard input
-    Create { file: String },
+    Create {
+        file: String,
+    },
     List {
         #[arg(long)]
         owner: Option<String>,
     },
-    Get { uuid: String },
-    Delete { uuid: String },
+    Get {
+        uuid: String,
+    },
+    Delete {
+        uuid: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -122,7 +136,10 @@ fn run(cli: Cli) -> vmpool::Result<()> {
             if json {
                 print_json(&info)?
             } else {
-                println!("{}", serde_json::to_string_pretty(&info).unwrap_or_default())
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&info).unwrap_or_default()
+                )
             }
         }
         Cmd::Store(StoreCmd::Recover) => {
@@ -141,7 +158,16 @@ fn run(cli: Cli) -> vmpool::Result<()> {
                 }
             }
         }
-        Cmd::Image(ImageCmd::Import { file, name, version, os, sha256, uuid, format, tags }) => {
+        Cmd::Image(ImageCmd::Import {
+            file,
+            name,
+            version,
+            os,
+            sha256,
+            uuid,
+            format,
+            tags,
+        }) => {
             let mut manifest = serde_json::Map::new();
             let mut put = |k: &str, v: Option<String>| {
                 if let Some(v) = v {
@@ -157,7 +183,9 @@ fn run(cli: Cli) -> vmpool::Result<()> {
             if !tags.is_empty() {
                 let mut t = serde_json::Map::new();
                 for kv in tags {
-                    let (k, v) = kv.split_once('=').ok_or_else(|| Error::invalid(format!("--tag {kv:?} is not KEY=VALUE")))?;
+                    let (k, v) = kv
+                        .split_once('=')
+                        .ok_or_else(|| Error::invalid(format!("--tag {kv:?} is not KEY=VALUE")))?;
                     t.insert(k.into(), v.into());
                 }
                 manifest.insert("tags".into(), t.into());
@@ -168,8 +196,13 @@ fn run(cli: Cli) -> vmpool::Result<()> {
             let mut progress = |done: u64, total: u64| {
                 if tty && (last.elapsed().as_millis() >= 200 || done == total) {
                     last = Instant::now();
-                    let pct = if total == 0 { 100 } else { done * 100 / total };
-                    eprint!("\rimporting {}: {pct:3}% ({} of {})", file.display(), human(done), human(total));
+                    let pct = (done * 100).checked_div(total).unwrap_or(100);
+                    eprint!(
+                        "\rimporting {}: {pct:3}% ({} of {})",
+                        file.display(),
+                        human(done),
+                        human(total)
+                    );
                     if done == total {
                         eprintln!();
                     }
@@ -230,11 +263,17 @@ fn run(cli: Cli) -> vmpool::Result<()> {
                 std::io::stdin()
                     .take(vmpool::vm::PAYLOAD_MAX as u64 + 1)
                     .read_to_string(&mut payload)
-                    .map_err(|e| Error::Io { context: "reading payload from stdin".into(), source: e })?;
+                    .map_err(|e| Error::Io {
+                        context: "reading payload from stdin".into(),
+                        source: e,
+                    })?;
             } else {
                 payload = std::fs::read_to_string(&file).map_err(|e| match e.kind() {
                     std::io::ErrorKind::NotFound => Error::not_found("file", file.clone()),
-                    _ => Error::Io { context: format!("reading {file}"), source: e },
+                    _ => Error::Io {
+                        context: format!("reading {file}"),
+                        source: e,
+                    },
                 })?;
             }
             let started = Instant::now();
@@ -264,7 +303,10 @@ fn run(cli: Cli) -> vmpool::Result<()> {
                 print_json(&list)?
             } else {
                 table(
-                    &["UUID", "ALIAS", "OWNER", "IMAGE", "VCPUS", "RAM", "DISK", "STATE", "CREATED"],
+                    &[
+                        "UUID", "ALIAS", "OWNER", "IMAGE", "VCPUS", "RAM", "DISK", "STATE",
+                        "CREATED",
+                    ],
                     list.iter()
                         .map(|r| {
                             vec![
@@ -275,7 +317,10 @@ fn run(cli: Cli) -> vmpool::Result<()> {
                                 r.vcpus.to_string(),
                                 format!("{} MiB", r.ram_mib),
                                 format!("{} GiB", r.disk_gib),
-                                serde_json::to_value(r.state).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
+                                serde_json::to_value(r.state)
+                                    .ok()
+                                    .and_then(|v| v.as_str().map(str::to_owned))
+                                    .unwrap_or_default(),
                                 r.created_at.clone(),
                             ]
                         })
@@ -298,7 +343,10 @@ fn show<T: serde::Serialize>(v: &T, json: bool) -> vmpool::Result<()> {
     if json {
         print_json(v)
     } else {
-        println!("{}", serde_json::to_string_pretty(v).map_err(|e| Error::Internal(e.to_string()))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(v).map_err(|e| Error::Internal(e.to_string()))?
+        );
         Ok(())
     }
 }
@@ -326,7 +374,11 @@ fn table(headers: &[&str], rows: Vec<Vec<String>>) {
         }
     }
     let line = |cells: Vec<&str>| {
-        let s: Vec<String> = cells.iter().enumerate().map(|(i, c)| format!("{c:<width$}", width = w[i])).collect();
+        let s: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<width$}", width = w[i]))
+            .collect();
         println!("{}", s.join("  ").trim_end());
     };
     line(headers.to_vec());

@@ -11,8 +11,8 @@
 use super::{reflink, StorageDriver, VmDisk};
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil;
-use crate::image::{DiskFormat, Manifest};
 use crate::image::qcow2;
+use crate::image::{DiskFormat, Manifest};
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -36,7 +36,9 @@ impl CloneMode {
             "auto" => Ok(CloneMode::Auto),
             "reflink" => Ok(CloneMode::Reflink),
             "qcow2" => Ok(CloneMode::Qcow2),
-            _ => Err(Error::invalid(format!("store option clone={s:?}: expected auto, reflink or qcow2"))),
+            _ => Err(Error::invalid(format!(
+                "store option clone={s:?}: expected auto, reflink or qcow2"
+            ))),
         }
     }
 }
@@ -61,7 +63,11 @@ impl DirDriver {
     pub fn open(root: &Path, mode: CloneMode) -> Result<Self> {
         fsutil::mkdirs(&root.join("images"))?;
         fsutil::mkdirs(&root.join("vms"))?;
-        Ok(DirDriver { root: root.to_owned(), mode, reflink: AtomicU8::new(REFLINK_UNKNOWN) })
+        Ok(DirDriver {
+            root: root.to_owned(),
+            mode,
+            reflink: AtomicU8::new(REFLINK_UNKNOWN),
+        })
     }
 
     fn image_path(&self, uuid: &Uuid, f: DiskFormat) -> PathBuf {
@@ -69,7 +75,9 @@ impl DirDriver {
     }
 
     fn staging_path(&self, uuid: &Uuid, f: DiskFormat) -> PathBuf {
-        self.root.join("images").join(format!("{uuid}-partial.{}", ext(f)))
+        self.root
+            .join("images")
+            .join(format!("{uuid}-partial.{}", ext(f)))
     }
 
     fn disk_path(&self, vm: &Uuid, f: DiskFormat) -> PathBuf {
@@ -106,9 +114,11 @@ impl DirDriver {
             }
             self.reflink.store(REFLINK_YES, Ordering::Relaxed);
             if size > image.size_bytes {
-                dst.set_len(size).ctx(|| format!("growing {}", dst_path.display()))?;
+                dst.set_len(size)
+                    .ctx(|| format!("growing {}", dst_path.display()))?;
             }
-            dst.sync_all().ctx(|| format!("syncing {}", dst_path.display()))?;
+            dst.sync_all()
+                .ctx(|| format!("syncing {}", dst_path.display()))?;
             Ok(true)
         })();
         match res {
@@ -141,7 +151,10 @@ fn create_new(path: &Path) -> Result<File> {
             if e.kind() == std::io::ErrorKind::AlreadyExists {
                 Error::AlreadyExists(format!("{} already exists", path.display()))
             } else {
-                Error::Io { context: format!("creating {}", path.display()), source: e }
+                Error::Io {
+                    context: format!("creating {}", path.display()),
+                    source: e,
+                }
             }
         })
 }
@@ -172,7 +185,13 @@ impl StorageDriver for DirDriver {
         true
     }
 
-    fn image_stage(&self, uuid: &Uuid, _token: &str, format: DiskFormat, size: u64) -> Result<File> {
+    fn image_stage(
+        &self,
+        uuid: &Uuid,
+        _token: &str,
+        format: DiskFormat,
+        size: u64,
+    ) -> Result<File> {
         let path = self.staging_path(uuid, format);
         let f = create_new(&path)?;
         if let Err(e) = f.set_len(size).ctx(|| format!("sizing {}", path.display())) {
@@ -185,13 +204,17 @@ impl StorageDriver for DirDriver {
     fn image_seal(&self, uuid: &Uuid, _token: &str, format: DiskFormat) -> Result<String> {
         let staged = self.staging_path(uuid, format);
         let fin = self.image_path(uuid, format);
-        fs::set_permissions(&staged, fs::Permissions::from_mode(0o444)).ctx(|| format!("chmod {}", staged.display()))?;
+        fs::set_permissions(&staged, fs::Permissions::from_mode(0o444))
+            .ctx(|| format!("chmod {}", staged.display()))?;
         // link + unlink instead of rename: link refuses to replace an existing file.
         fs::hard_link(&staged, &fin).map_err(|e| {
             if e.kind() == std::io::ErrorKind::AlreadyExists {
                 Error::AlreadyExists(format!("{} already exists", fin.display()))
             } else {
-                Error::Io { context: format!("linking {} to {}", staged.display(), fin.display()), source: e }
+                Error::Io {
+                    context: format!("linking {} to {}", staged.display(), fin.display()),
+                    source: e,
+                }
             }
         })?;
         fsutil::remove_file_if_exists(&staged)?;
@@ -203,7 +226,10 @@ impl StorageDriver for DirDriver {
         // Everything under the store's root is the store's; the caller only discards an import
         // whose manifest was never written, so a sealed file here is that import's.
         let mut out = Vec::new();
-        for p in [self.staging_path(uuid, format), self.image_path(uuid, format)] {
+        for p in [
+            self.staging_path(uuid, format),
+            self.image_path(uuid, format),
+        ] {
             if fsutil::remove_file_if_exists(&p)? {
                 out.push(p.display().to_string());
             }
@@ -224,17 +250,24 @@ impl StorageDriver for DirDriver {
         // Relative, so the store can be moved or mounted elsewhere.
         let backing = format!("../images/{}.{}", image.uuid, ext(image.disk_format));
         let size = size.max(image.size_bytes);
-        let f = qcow2::create_overlay(&path, &backing, image.disk_format, size).map_err(|e| match e {
-            Error::Io { source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists => {
-                Error::AlreadyExists(format!("{} already exists", path.display()))
-            }
-            e => e,
-        })?;
+        let f = qcow2::create_overlay(&path, &backing, image.disk_format, size).map_err(
+            |e| match e {
+                Error::Io { source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists => {
+                    Error::AlreadyExists(format!("{} already exists", path.display()))
+                }
+                e => e,
+            },
+        )?;
         if let Err(e) = f.sync_all().ctx(|| format!("syncing {}", path.display())) {
             let _ = fs::remove_file(&path);
             return Err(e);
         }
-        Ok(VmDisk { path: path.to_string_lossy().into_owned(), format: DiskFormat::Qcow2, size_bytes: size, method: "qcow2-overlay" })
+        Ok(VmDisk {
+            path: path.to_string_lossy().into_owned(),
+            format: DiskFormat::Qcow2,
+            size_bytes: size,
+            method: "qcow2-overlay",
+        })
     }
 
     fn vm_destroy(&self, vm: &Uuid, _image: &Uuid, _image_format: DiskFormat) -> Result<bool> {

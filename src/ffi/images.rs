@@ -9,7 +9,8 @@ use std::path::Path;
 /// Progress of a long call: called with bytes done and bytes in total. Return 0 to go on,
 /// anything else to cancel (the call then fails with `VMPOOL_RESULT_CANCELLED` and leaves
 /// nothing behind). Called on the thread that made the call.
-pub type vmpool_progress_cb = Option<unsafe extern "C" fn(userdata: *mut c_void, done: u64, total: u64) -> c_int>;
+pub type vmpool_progress_cb =
+    Option<unsafe extern "C" fn(userdata: *mut c_void, done: u64, total: u64) -> c_int>;
 
 /// Import the raw or qcow2 image file at `path` as a read-only template.
 ///
@@ -25,7 +26,14 @@ pub extern "C" fn vmpool_image_import(
     manifest_json: *const c_char,
     manifest_out: *mut *mut c_char,
 ) -> vmpool_result {
-    vmpool_image_import_with_progress(store, path, manifest_json, None, std::ptr::null_mut(), manifest_out)
+    vmpool_image_import_with_progress(
+        store,
+        path,
+        manifest_json,
+        None,
+        std::ptr::null_mut(),
+        manifest_out,
+    )
 }
 
 /// `vmpool_image_import` with a progress callback (may be NULL) and its `userdata`.
@@ -54,7 +62,10 @@ pub extern "C" fn vmpool_image_import_with_progress(
 
 /// All images as a JSON array of manifests, sorted by name and version.
 #[no_mangle]
-pub extern "C" fn vmpool_image_list(store: *const vmpool_store, json_out: *mut *mut c_char) -> vmpool_result {
+pub extern "C" fn vmpool_image_list(
+    store: *const vmpool_store,
+    json_out: *mut *mut c_char,
+) -> vmpool_result {
     ffi_call!({
         let s = store_ref(store)?;
         check_out(json_out, "json_out")?;
@@ -64,7 +75,11 @@ pub extern "C" fn vmpool_image_list(store: *const vmpool_store, json_out: *mut *
 
 /// One image's manifest as JSON; `VMPOOL_RESULT_NOT_FOUND` if there is none with `uuid`.
 #[no_mangle]
-pub extern "C" fn vmpool_image_get(store: *const vmpool_store, uuid: *const c_char, json_out: *mut *mut c_char) -> vmpool_result {
+pub extern "C" fn vmpool_image_get(
+    store: *const vmpool_store,
+    uuid: *const c_char,
+    json_out: *mut *mut c_char,
+) -> vmpool_result {
     ffi_call!({
         let s = store_ref(store)?;
         let uuid = arg_str(uuid, "uuid", ID_MAX)?;
@@ -76,7 +91,10 @@ pub extern "C" fn vmpool_image_get(store: *const vmpool_store, uuid: *const c_ch
 /// Delete an image. Fails with `VMPOOL_RESULT_IN_USE`, naming them, while any VM's disk is a
 /// clone of it; there is no way to force it.
 #[no_mangle]
-pub extern "C" fn vmpool_image_delete(store: *const vmpool_store, uuid: *const c_char) -> vmpool_result {
+pub extern "C" fn vmpool_image_delete(
+    store: *const vmpool_store,
+    uuid: *const c_char,
+) -> vmpool_result {
     ffi_call!({
         let s = store_ref(store)?;
         let uuid = arg_str(uuid, "uuid", ID_MAX)?;

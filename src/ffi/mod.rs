@@ -46,7 +46,9 @@ fn set_last_error(msg: &str) {
 macro_rules! ffi_call {
     ($body:block) => {{
         $crate::ffi::begin_call();
-        let r = ::std::panic::catch_unwind(::std::panic::AssertUnwindSafe(|| -> $crate::error::Result<()> { $body }));
+        let r = ::std::panic::catch_unwind(::std::panic::AssertUnwindSafe(
+            || -> $crate::error::Result<()> { $body },
+        ));
         $crate::ffi::end_call(r)
     }};
 }
@@ -87,7 +89,11 @@ pub(crate) fn arg_str<'a>(p: *const c_char, what: &'static str, max: usize) -> R
 }
 
 /// An optional string argument: NULL means `None`.
-pub(crate) fn opt_str<'a>(p: *const c_char, what: &'static str, max: usize) -> Result<Option<&'a str>> {
+pub(crate) fn opt_str<'a>(
+    p: *const c_char,
+    what: &'static str,
+    max: usize,
+) -> Result<Option<&'a str>> {
     if p.is_null() {
         return Ok(None);
     }
@@ -139,17 +145,24 @@ pub extern "C" fn vmpool_last_error() -> *const c_char {
 /// number that is not a `vmpool_result`. Static; do not free.
 #[no_mangle]
 pub extern "C" fn vmpool_result_name(code: c_int) -> *const c_char {
-    let name = vmpool_result::ALL.iter().find(|r| **r as c_int == code).map_or("UNKNOWN", |r| r.name());
+    let name = vmpool_result::ALL
+        .iter()
+        .find(|r| **r as c_int == code)
+        .map_or("UNKNOWN", |r| r.name());
     // Every name is a 'static literal; keep NUL-terminated copies alongside.
-    static NAMES: once_cell::sync::Lazy<Vec<(&'static str, CString)>> = once_cell::sync::Lazy::new(|| {
-        vmpool_result::ALL
-            .iter()
-            .map(|r| r.name())
-            .chain(["UNKNOWN"])
-            .map(|n| (n, CString::new(n).unwrap()))
-            .collect()
-    });
-    NAMES.iter().find(|(n, _)| *n == name).map_or(std::ptr::null(), |(_, c)| c.as_ptr())
+    static NAMES: once_cell::sync::Lazy<Vec<(&'static str, CString)>> =
+        once_cell::sync::Lazy::new(|| {
+            vmpool_result::ALL
+                .iter()
+                .map(|r| r.name())
+                .chain(["UNKNOWN"])
+                .map(|n| (n, CString::new(n).unwrap()))
+                .collect()
+        });
+    NAMES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map_or(std::ptr::null(), |(_, c)| c.as_ptr())
 }
 
 /// Free a string returned through a `*_out` parameter. NULL is allowed and ignored. Freeing

@@ -27,7 +27,10 @@ pub(crate) fn store_ref<'a>(p: *const vmpool_store) -> Result<&'a Store> {
 /// Leftovers of operations whose process died are cleaned up. On success `*store_out` receives
 /// a handle to release with `vmpool_store_free`.
 #[no_mangle]
-pub extern "C" fn vmpool_store_open(uri: *const c_char, store_out: *mut *mut vmpool_store) -> vmpool_result {
+pub extern "C" fn vmpool_store_open(
+    uri: *const c_char,
+    store_out: *mut *mut vmpool_store,
+) -> vmpool_result {
     ffi_call!({
         check_out(store_out, "store_out")?;
         let uri = opt_str(uri, "uri", URI_MAX)?;
@@ -43,13 +46,18 @@ pub extern "C" fn vmpool_store_free(store: *mut vmpool_store) {
     if store.is_null() {
         return;
     }
-    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe { drop(Box::from_raw(store)) }));
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe {
+        drop(Box::from_raw(store))
+    }));
 }
 
 /// Describe the store as JSON: `uri`, `driver`, `catalog`, `details`, `limits`,
 /// `last_recovery`, `version`.
 #[no_mangle]
-pub extern "C" fn vmpool_store_info(store: *const vmpool_store, json_out: *mut *mut c_char) -> vmpool_result {
+pub extern "C" fn vmpool_store_info(
+    store: *const vmpool_store,
+    json_out: *mut *mut c_char,
+) -> vmpool_result {
     ffi_call!({
         let s = store_ref(store)?;
         check_out(json_out, "json_out")?;
@@ -60,7 +68,10 @@ pub extern "C" fn vmpool_store_info(store: *const vmpool_store, json_out: *mut *
 /// Clean up after operations whose process died (also done by `vmpool_store_open`). Writes
 /// `{"cleaned": [...], "errors": [...]}` describing what was done.
 #[no_mangle]
-pub extern "C" fn vmpool_store_recover(store: *const vmpool_store, json_out: *mut *mut c_char) -> vmpool_result {
+pub extern "C" fn vmpool_store_recover(
+    store: *const vmpool_store,
+    json_out: *mut *mut c_char,
+) -> vmpool_result {
     ffi_call!({
         let s = store_ref(store)?;
         check_out(json_out, "json_out")?;

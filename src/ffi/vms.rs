@@ -11,7 +11,11 @@ use std::ffi::c_char;
 /// copy-on-write clone of the image, grown to `disk_gib` (never below the image size), made in
 /// time independent of the image size. On success `*vm_json_out` receives the VM record.
 #[no_mangle]
-pub extern "C" fn vmpool_vm_create(store: *const vmpool_store, payload_json: *const c_char, vm_json_out: *mut *mut c_char) -> vmpool_result {
+pub extern "C" fn vmpool_vm_create(
+    store: *const vmpool_store,
+    payload_json: *const c_char,
+    vm_json_out: *mut *mut c_char,
+) -> vmpool_result {
     ffi_call!({
         let s = store_ref(store)?;
         let payload = arg_str(payload_json, "payload_json", JSON_MAX)?;
@@ -22,7 +26,11 @@ pub extern "C" fn vmpool_vm_create(store: *const vmpool_store, payload_json: *co
 
 /// One VM's record as JSON; `VMPOOL_RESULT_NOT_FOUND` if there is none with `uuid`.
 #[no_mangle]
-pub extern "C" fn vmpool_vm_get(store: *const vmpool_store, uuid: *const c_char, json_out: *mut *mut c_char) -> vmpool_result {
+pub extern "C" fn vmpool_vm_get(
+    store: *const vmpool_store,
+    uuid: *const c_char,
+    json_out: *mut *mut c_char,
+) -> vmpool_result {
     ffi_call!({
         let s = store_ref(store)?;
         let uuid = arg_str(uuid, "uuid", ID_MAX)?;
@@ -34,7 +42,11 @@ pub extern "C" fn vmpool_vm_get(store: *const vmpool_store, uuid: *const c_char,
 /// VM records as a JSON array, oldest first: all of them, or only those whose owner is
 /// `owner_or_null` when it is not NULL.
 #[no_mangle]
-pub extern "C" fn vmpool_vm_list(store: *const vmpool_store, owner_or_null: *const c_char, json_out: *mut *mut c_char) -> vmpool_result {
+pub extern "C" fn vmpool_vm_list(
+    store: *const vmpool_store,
+    owner_or_null: *const c_char,
+    json_out: *mut *mut c_char,
+) -> vmpool_result {
     ffi_call!({
         let s = store_ref(store)?;
         let owner = opt_str(owner_or_null, "owner", ID_MAX)?;
@@ -45,7 +57,10 @@ pub extern "C" fn vmpool_vm_list(store: *const vmpool_store, owner_or_null: *con
 
 /// Delete a VM: its record and its disk. `VMPOOL_RESULT_NOT_FOUND` for an unknown uuid.
 #[no_mangle]
-pub extern "C" fn vmpool_vm_delete(store: *const vmpool_store, uuid: *const c_char) -> vmpool_result {
+pub extern "C" fn vmpool_vm_delete(
+    store: *const vmpool_store,
+    uuid: *const c_char,
+) -> vmpool_result {
     ffi_call!({
         let s = store_ref(store)?;
         let uuid = arg_str(uuid, "uuid", ID_MAX)?;

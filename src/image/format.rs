@@ -29,12 +29,17 @@ const FOREIGN: &[(&[u8], u64, &str)] = &[
 pub fn probe(f: &File, declared: Option<DiskFormat>) -> Result<Probe> {
     let file_size = fsutil::byte_size(f)?;
     let mut head = [0u8; 64];
-    let n = f.read_at(&mut head, 0).ctx(|| "reading image header".into())?;
+    let n = f
+        .read_at(&mut head, 0)
+        .ctx(|| "reading image header".into())?;
     let head = &head[..n];
     let detected = if head.starts_with(&qcow2::MAGIC) {
         DiskFormat::Qcow2
     } else {
-        if let Some((_, _, name)) = FOREIGN.iter().find(|(m, off, _)| head.get(*off as usize..).is_some_and(|h| h.starts_with(m))) {
+        if let Some((_, _, name)) = FOREIGN
+            .iter()
+            .find(|(m, off, _)| head.get(*off as usize..).is_some_and(|h| h.starts_with(m)))
+        {
             return Err(Error::UnsupportedFormat(format!(
                 "this is a {name} image; vmpool imports raw and qcow2 (convert with qemu-img convert -O qcow2)"
             )));
@@ -54,5 +59,9 @@ pub fn probe(f: &File, declared: Option<DiskFormat>) -> Result<Probe> {
         DiskFormat::Raw => file_size,
         DiskFormat::Qcow2 => qcow2::Image::open(f)?.header.size,
     };
-    Ok(Probe { format: detected, virtual_size, file_size })
+    Ok(Probe {
+        format: detected,
+        virtual_size,
+        file_size,
+    })
 }

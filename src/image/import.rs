@@ -22,7 +22,11 @@ pub fn copy_sparse(
     let zeros = vec![0u8; BLOCK];
     let mut buf = vec![0u8; BLOCK];
     let mut pos = 0u64;
-    let hash_zeros = |hasher: &mut Sha256, from: u64, to: u64, progress: &mut dyn FnMut(u64) -> Result<()>| -> Result<()> {
+    let hash_zeros = |hasher: &mut Sha256,
+                      from: u64,
+                      to: u64,
+                      progress: &mut dyn FnMut(u64) -> Result<()>|
+     -> Result<()> {
         let mut p = from;
         while p < to {
             let n = ((to - p) as usize).min(BLOCK);
@@ -43,7 +47,8 @@ pub fn copy_sparse(
             hasher.update(&*chunk);
             if let Some(dst) = dst {
                 if !fsutil::is_zero(chunk) {
-                    dst.write_all_at(chunk, off).ctx(|| format!("writing image data at offset {off}"))?;
+                    dst.write_all_at(chunk, off)
+                        .ctx(|| format!("writing image data at offset {off}"))?;
                 }
             }
             off += n as u64;

@@ -73,7 +73,8 @@ impl ImportRequest {
     pub fn from_json(json: Option<&str>) -> Result<Self> {
         match json.map(str::trim) {
             None | Some("") => Ok(Self::default()),
-            Some(j) => serde_json::from_str(j).map_err(|e| Error::InvalidJson(format!("image manifest: {e}"))),
+            Some(j) => serde_json::from_str(j)
+                .map_err(|e| Error::InvalidJson(format!("image manifest: {e}"))),
         }
     }
 
@@ -92,16 +93,33 @@ impl ImportRequest {
         validate::version(&version)?;
         let os = self.os.unwrap_or_else(|| "other".into());
         validate::os(&os)?;
-        let sha256 = self.sha256.as_deref().map(validate::sha256_hex).transpose()?;
+        let sha256 = self
+            .sha256
+            .as_deref()
+            .map(validate::sha256_hex)
+            .transpose()?;
         let tags = self.tags.unwrap_or_default();
-        let tag_bytes = serde_json::to_vec(&tags).map(|v| v.len()).unwrap_or(usize::MAX);
+        let tag_bytes = serde_json::to_vec(&tags)
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX);
         if tag_bytes > TAGS_MAX_BYTES {
-            return Err(Error::invalid(format!("tags take {tag_bytes} bytes as JSON; at most {TAGS_MAX_BYTES} are allowed")));
+            return Err(Error::invalid(format!(
+                "tags take {tag_bytes} bytes as JSON; at most {TAGS_MAX_BYTES} are allowed"
+            )));
         }
         if self.size_bytes == Some(0) {
             return Err(Error::invalid("size_bytes 0: an image cannot be empty"));
         }
-        Ok(ValidImport { uuid, name, version, os, sha256, format: self.format, size_bytes: self.size_bytes, tags })
+        Ok(ValidImport {
+            uuid,
+            name,
+            version,
+            os,
+            sha256,
+            format: self.format,
+            size_bytes: self.size_bytes,
+            tags,
+        })
     }
 }
 
@@ -122,7 +140,13 @@ pub struct ValidImport {
 fn default_name(stem: &str) -> String {
     let mut s: String = stem
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     while s.contains("..") {
         s = s.replace("..", ".");
@@ -142,14 +166,23 @@ mod tests {
 
     #[test]
     fn defaults_and_refusals() {
-        let v = ImportRequest::from_json(None).unwrap().validated("debian-12 (genericcloud)").unwrap();
+        let v = ImportRequest::from_json(None)
+            .unwrap()
+            .validated("debian-12 (genericcloud)")
+            .unwrap();
         assert_eq!(v.name, "debian-12--genericcloud-");
         assert_eq!(v.version, "1");
         let e = ImportRequest::from_json(Some(r#"{"name":"x","colour":"red"}"#)).unwrap_err();
         assert!(e.to_string().contains("colour"), "{e}");
-        let e = ImportRequest::from_json(Some(r#"{"name":"a/b"}"#)).unwrap().validated("f").unwrap_err();
+        let e = ImportRequest::from_json(Some(r#"{"name":"a/b"}"#))
+            .unwrap()
+            .validated("f")
+            .unwrap_err();
         assert_eq!(e.code(), crate::ResultCode::VMPOOL_RESULT_INVALID_ARGUMENT);
-        let e = ImportRequest::from_json(Some(r#"{"sha256":"abc"}"#)).unwrap().validated("f").unwrap_err();
+        let e = ImportRequest::from_json(Some(r#"{"sha256":"abc"}"#))
+            .unwrap()
+            .validated("f")
+            .unwrap_err();
         assert!(e.to_string().contains("sha256"));
         assert!(ImportRequest::from_json(Some("{")).is_err());
     }

@@ -57,7 +57,9 @@ impl Header {
         }
         let version = be32(b, 4);
         if !(2..=3).contains(&version) {
-            return Err(Error::UnsupportedFormat(format!("qcow2 version {version} is not supported (2 and 3 are)")));
+            return Err(Error::UnsupportedFormat(format!(
+                "qcow2 version {version} is not supported (2 and 3 are)"
+            )));
         }
         let mut h = Header {
             version,
@@ -76,7 +78,10 @@ impl Header {
             h.compression_type = b[104];
         }
         if !(9..=21).contains(&h.cluster_bits) {
-            return Err(Error::CorruptImage(format!("qcow2 cluster_bits {} is out of range", h.cluster_bits)));
+            return Err(Error::CorruptImage(format!(
+                "qcow2 cluster_bits {} is out of range",
+                h.cluster_bits
+            )));
         }
         Ok(h)
     }
@@ -91,7 +96,9 @@ impl Header {
             ));
         }
         if h.crypt_method != 0 {
-            return Err(Error::UnsupportedFormat("encrypted qcow2 images are not supported".into()));
+            return Err(Error::UnsupportedFormat(
+                "encrypted qcow2 images are not supported".into(),
+            ));
         }
         let inc = h.incompatible_features;
         if inc & INCOMPAT_DIRTY != 0 {
@@ -101,23 +108,40 @@ impl Header {
             return Err(Error::CorruptImage("qcow2 image is marked corrupt".into()));
         }
         if inc & INCOMPAT_DATA_FILE != 0 {
-            return Err(Error::UnsupportedFormat("qcow2 images with an external data file are not supported".into()));
+            return Err(Error::UnsupportedFormat(
+                "qcow2 images with an external data file are not supported".into(),
+            ));
         }
         if inc & INCOMPAT_EXTL2 != 0 {
-            return Err(Error::UnsupportedFormat("qcow2 images with extended L2 entries are not supported".into()));
+            return Err(Error::UnsupportedFormat(
+                "qcow2 images with extended L2 entries are not supported".into(),
+            ));
         }
         if h.compression_type != 0 {
-            return Err(Error::UnsupportedFormat("qcow2 images compressed with zstd are not supported (zlib is)".into()));
+            return Err(Error::UnsupportedFormat(
+                "qcow2 images compressed with zstd are not supported (zlib is)".into(),
+            ));
         }
-        let unknown = inc & !(INCOMPAT_DIRTY | INCOMPAT_CORRUPT | INCOMPAT_DATA_FILE | INCOMPAT_COMPRESSION | INCOMPAT_EXTL2);
+        let unknown = inc
+            & !(INCOMPAT_DIRTY
+                | INCOMPAT_CORRUPT
+                | INCOMPAT_DATA_FILE
+                | INCOMPAT_COMPRESSION
+                | INCOMPAT_EXTL2);
         if unknown != 0 {
-            return Err(Error::UnsupportedFormat(format!("qcow2 image uses unknown incompatible features {unknown:#x}")));
+            return Err(Error::UnsupportedFormat(format!(
+                "qcow2 image uses unknown incompatible features {unknown:#x}"
+            )));
         }
         let cluster = 1u64 << h.cluster_bits;
         let per_l2 = cluster / 8;
         let needed = h.size.div_ceil(cluster * per_l2);
         if u64::from(h.l1_size) < needed {
-            return Err(Error::CorruptImage(format!("qcow2 L1 table has {} entries; {} GiB needs {needed}", h.l1_size, h.size >> 30)));
+            return Err(Error::CorruptImage(format!(
+                "qcow2 L1 table has {} entries; {} GiB needs {needed}",
+                h.l1_size,
+                h.size >> 30
+            )));
         }
         Ok(())
     }
@@ -138,9 +162,13 @@ enum Cluster {
 /// The header of a qcow2 file, e.g. to read an overlay's virtual size.
 pub fn read_header(file: &File) -> Result<Header> {
     let mut buf = [0u8; 112];
-    let n = file.read_at(&mut buf, 0).ctx(|| "reading qcow2 header".into())?;
+    let n = file
+        .read_at(&mut buf, 0)
+        .ctx(|| "reading qcow2 header".into())?;
     if n < 72 {
-        return Err(Error::CorruptImage(format!("qcow2 header is truncated ({n} bytes)")));
+        return Err(Error::CorruptImage(format!(
+            "qcow2 header is truncated ({n} bytes)"
+        )));
     }
     Header::parse(&buf)
 }
@@ -164,9 +192,15 @@ impl<'a> Image<'a> {
             )));
         }
         if header.refcount_table_offset >= file_len {
-            return Err(Error::CorruptImage("truncated qcow2: refcount table is past the end of the file".into()));
+            return Err(Error::CorruptImage(
+                "truncated qcow2: refcount table is past the end of the file".into(),
+            ));
         }
-        Ok(Image { file, header, file_len })
+        Ok(Image {
+            file,
+            header,
+            file_len,
+        })
     }
 
     /// Visit every guest cluster that holds data or is explicitly zero, in guest order.
@@ -200,7 +234,10 @@ impl<'a> Image<'a> {
                 let c = if e & L2_COMPRESSED != 0 {
                     let offset = e & ((1u64 << x) - 1);
                     let sectors = ((e >> x) & ((1u64 << (h.cluster_bits - 8)) - 1)) + 1;
-                    Cluster::Compressed { offset, len: sectors * 512 - (offset & 511) }
+                    Cluster::Compressed {
+                        offset,
+                        len: sectors * 512 - (offset & 511),
+                    }
                 } else if h.version >= 3 && e & L2_ZERO != 0 {
                     Cluster::Zero
                 } else if e & OFFSET_MASK != 0 {
@@ -270,7 +307,12 @@ impl<'a> Image<'a> {
 /// backing file is `backing` (stored as given: a path relative to the overlay's directory keeps
 /// the store relocatable). Nothing is read from the backing file, so this takes the same time
 /// for any image size.
-pub fn create_overlay(path: &Path, backing: &str, backing_format: DiskFormat, size: u64) -> Result<File> {
+pub fn create_overlay(
+    path: &Path,
+    backing: &str,
+    backing_format: DiskFormat,
+    size: u64,
+) -> Result<File> {
     const CLUSTER_BITS: u32 = 16;
     const CS: u64 = 1 << CLUSTER_BITS;
     let per_l2 = CS / 8;
@@ -284,7 +326,10 @@ pub fn create_overlay(path: &Path, backing: &str, backing_format: DiskFormat, si
     let ext_len = 8 + fmt.len().div_ceil(8) * 8;
     let name_off = 104 + ext_len + 8;
     if backing.is_empty() || backing.len() > 1023 || name_off + backing.len() > CS as usize {
-        return Err(Error::invalid(format!("backing file name of {} bytes does not fit a qcow2 header", backing.len())));
+        return Err(Error::invalid(format!(
+            "backing file name of {} bytes does not fit a qcow2 header",
+            backing.len()
+        )));
     }
 
     let mut h = vec![0u8; name_off + backing.len()];
@@ -316,11 +361,15 @@ pub fn create_overlay(path: &Path, backing: &str, backing_format: DiskFormat, si
         .open(path)
         .ctx(|| format!("creating {}", path.display()))?;
     let res = (|| {
-        f.write_all_at(&h, 0).ctx(|| format!("writing {}", path.display()))?;
-        f.write_all_at(&rb.to_be_bytes(), rt).ctx(|| format!("writing {}", path.display()))?;
+        f.write_all_at(&h, 0)
+            .ctx(|| format!("writing {}", path.display()))?;
+        f.write_all_at(&rb.to_be_bytes(), rt)
+            .ctx(|| format!("writing {}", path.display()))?;
         let refcounts: Vec<u8> = (0..clusters).flat_map(|_| 1u16.to_be_bytes()).collect();
-        f.write_all_at(&refcounts, rb).ctx(|| format!("writing {}", path.display()))?;
-        f.set_len(clusters * CS).ctx(|| format!("sizing {}", path.display()))?;
+        f.write_all_at(&refcounts, rb)
+            .ctx(|| format!("writing {}", path.display()))?;
+        f.set_len(clusters * CS)
+            .ctx(|| format!("sizing {}", path.display()))?;
         Ok(())
     })();
     if let Err(e) = res {

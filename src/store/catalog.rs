@@ -20,9 +20,12 @@ pub struct Catalog {
 fn read<T: DeserializeOwned>(path: &Path) -> Result<Option<T>> {
     match fsutil::read_if_exists(path)? {
         None => Ok(None),
-        Some(b) => serde_json::from_slice(&b)
-            .map(Some)
-            .map_err(|e| Error::Internal(format!("catalog entry {} is unreadable: {e}", path.display()))),
+        Some(b) => serde_json::from_slice(&b).map(Some).map_err(|e| {
+            Error::Internal(format!(
+                "catalog entry {} is unreadable: {e}",
+                path.display()
+            ))
+        }),
     }
 }
 
@@ -33,7 +36,10 @@ fn write<T: Serialize>(dir: &Path, uuid: &Uuid, v: &T) -> Result<()> {
 
 /// Uuids of the `<uuid>.json` entries of a directory, sorted for stable output.
 fn uuids(dir: &Path) -> Result<Vec<Uuid>> {
-    let rd = fs::read_dir(dir).map_err(|e| Error::Io { context: format!("listing {}", dir.display()), source: e })?;
+    let rd = fs::read_dir(dir).map_err(|e| Error::Io {
+        context: format!("listing {}", dir.display()),
+        source: e,
+    })?;
     let mut out: Vec<Uuid> = rd
         .flatten()
         .filter_map(|e| {
@@ -52,7 +58,10 @@ fn uuids(dir: &Path) -> Result<Vec<Uuid>> {
 
 impl Catalog {
     pub fn open(root: &Path) -> Result<Self> {
-        let c = Catalog { images: root.join("images"), vms: root.join("vms") };
+        let c = Catalog {
+            images: root.join("images"),
+            vms: root.join("vms"),
+        };
         fsutil::mkdirs(&c.images)?;
         fsutil::mkdirs(&c.vms)?;
         Ok(c)
@@ -85,7 +94,9 @@ impl Catalog {
                 out.push(m);
             }
         }
-        out.sort_by(|a, b| (&a.name, &a.version, &a.created_at).cmp(&(&b.name, &b.version, &b.created_at)));
+        out.sort_by(|a, b| {
+            (&a.name, &a.version, &a.created_at).cmp(&(&b.name, &b.version, &b.created_at))
+        });
         Ok(out)
     }
 

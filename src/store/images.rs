@@ -17,18 +17,32 @@ pub type Progress<'a> = &'a mut dyn FnMut(u64, u64) -> bool;
 impl Store {
     /// Import the raw or qcow2 file at `path` as a read-only image. `manifest_json` may set
     /// uuid, name, version, os, sha256 (verified), format, size_bytes (verified) and tags.
-    pub fn import_image(&self, path: &Path, manifest_json: Option<&str>, progress: Option<Progress>) -> Result<Manifest> {
+    pub fn import_image(
+        &self,
+        path: &Path,
+        manifest_json: Option<&str>,
+        progress: Option<Progress>,
+    ) -> Result<Manifest> {
         let req = ImportRequest::from_json(manifest_json)?;
-        let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let v = req.validated(&stem)?;
 
         let src = File::open(path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => Error::not_found("file", path.display().to_string()),
-            _ => Error::Io { context: format!("opening {}", path.display()), source: e },
+            _ => Error::Io {
+                context: format!("opening {}", path.display()),
+                source: e,
+            },
         })?;
         let md = src.metadata().ctx(|| format!("stat {}", path.display()))?;
         if md.is_dir() {
-            return Err(Error::invalid(format!("{} is a directory, not an image file", path.display())));
+            return Err(Error::invalid(format!(
+                "{} is a directory, not an image file",
+                path.display()
+            )));
         }
         let probe = format::probe(&src, v.format)?;
         self.limits.image_bytes(probe.virtual_size)?;
@@ -49,18 +63,36 @@ impl Store {
             return Err(exists(v.uuid));
         }
 
-        let stored = if self.driver.keeps(probe.format) { probe.format } else { DiskFormat::Raw };
+        let stored = if self.driver.keeps(probe.format) {
+            probe.format
+        } else {
+            DiskFormat::Raw
+        };
         let token = crate::fsutil::token();
-        let entry = self.begin(Op::ImageImport { uuid: v.uuid, token: token.clone(), format: stored }, |pid| {
-            Error::AlreadyExists(format!("image {} is being imported by process {pid}", v.uuid))
-        })?;
+        let entry = self.begin(
+            Op::ImageImport {
+                uuid: v.uuid,
+                token: token.clone(),
+                format: stored,
+            },
+            |pid| {
+                Error::AlreadyExists(format!(
+                    "image {} is being imported by process {pid}",
+                    v.uuid
+                ))
+            },
+        )?;
         if self.catalog.image(&v.uuid)?.is_some() {
             entry.finish()?;
             return Err(exists(v.uuid));
         }
 
         let mut progress = progress;
-        let total = if stored == probe.format { probe.file_size } else { probe.file_size + probe.virtual_size };
+        let total = if stored == probe.format {
+            probe.file_size
+        } else {
+            probe.file_size + probe.virtual_size
+        };
         let mut report = |done: u64| -> Result<()> {
             match progress.as_mut() {
                 Some(p) => {
@@ -74,9 +106,16 @@ impl Store {
             }
         };
 
-        let stored_size = if stored == probe.format { probe.file_size } else { probe.virtual_size };
+        let stored_size = if stored == probe.format {
+            probe.file_size
+        } else {
+            probe.virtual_size
+        };
         // As with VM disks: a staging name that was taken is not ours, so nothing to roll back.
-        let target = match self.driver.image_stage(&v.uuid, &token, stored, stored_size) {
+        let target = match self
+            .driver
+            .image_stage(&v.uuid, &token, stored, stored_size)
+        {
             Ok(t) => t,
             Err(e) => {
                 entry.finish()?;
@@ -87,7 +126,13 @@ impl Store {
             failpoint::hit("import.staged")?;
             let mut hasher = Sha256::new();
             if stored == probe.format {
-                import::copy_sparse(&src, Some(&target), probe.file_size, &mut hasher, &mut report)?;
+                import::copy_sparse(
+                    &src,
+                    Some(&target),
+                    probe.file_size,
+                    &mut hasher,
+                    &mut report,
+                )?;
             } else {
                 import::copy_sparse(&src, None, probe.file_size, &mut hasher, &mut report)?;
                 let base = probe.file_size;
@@ -97,10 +142,15 @@ impl Store {
             let actual = import::hex(&hasher.finalize());
             if let Some(expected) = &v.sha256 {
                 if *expected != actual {
-                    return Err(Error::ChecksumMismatch { expected: expected.clone(), actual });
+                    return Err(Error::ChecksumMismatch {
+                        expected: expected.clone(),
+                        actual,
+                    });
                 }
             }
-            target.sync_all().ctx(|| format!("syncing image {}", v.uuid))?;
+            target
+                .sync_all()
+                .ctx(|| format!("syncing image {}", v.uuid))?;
             drop(target);
             let disk = self.driver.image_seal(&v.uuid, &token, stored)?;
             failpoint::hit("import.sealed")?;
@@ -145,7 +195,9 @@ impl Store {
 
     pub fn image(&self, uuid: &str) -> Result<Manifest> {
         let u = validate::uuid("image uuid", uuid)?;
-        self.catalog.image(&u)?.ok_or_else(|| Error::not_found("image", u.to_string()))
+        self.catalog
+            .image(&u)?
+            .ok_or_else(|| Error::not_found("image", u.to_string()))
     }
 
     /// Delete an image. Refused while any VM's disk is a clone of it; the error names them.
@@ -153,21 +205,41 @@ impl Store {
         let u = validate::uuid("image uuid", uuid)?;
         // Exclusive: no VM can be created from (or deleted off) this image meanwhile.
         let _excl = self.lock(Mode::Exclusive)?;
-        let m = self.catalog.image(&u)?.ok_or_else(|| Error::not_found("image", u.to_string()))?;
+        let m = self
+            .catalog
+            .image(&u)?
+            .ok_or_else(|| Error::not_found("image", u.to_string()))?;
         self.recover_locked()?;
-        let users = self.catalog.vms(None)?.into_iter().filter(|r| r.image_uuid == u).collect::<Vec<_>>();
+        let users = self
+            .catalog
+            .vms(None)?
+            .into_iter()
+            .filter(|r| r.image_uuid == u)
+            .collect::<Vec<_>>();
         if !users.is_empty() {
-            let names: Vec<String> = users.iter().take(20).map(|r| format!("{} ({})", r.uuid, r.alias)).collect();
-            let more = if users.len() > 20 { format!(" and {} more", users.len() - 20) } else { String::new() };
+            let names: Vec<String> = users
+                .iter()
+                .take(20)
+                .map(|r| format!("{} ({})", r.uuid, r.alias))
+                .collect();
+            let more = if users.len() > 20 {
+                format!(" and {} more", users.len() - 20)
+            } else {
+                String::new()
+            };
             return Err(Error::InUse(format!(
                 "image {u} is used by {} VM(s): {}{more}; delete those VMs first",
                 users.len(),
                 names.join(", ")
             )));
         }
-        let entry = self.begin(Op::ImageDelete { uuid: u, format: m.disk_format }, |pid| {
-            Error::Busy(format!("image {u} is being changed by process {pid}"))
-        })?;
+        let entry = self.begin(
+            Op::ImageDelete {
+                uuid: u,
+                format: m.disk_format,
+            },
+            |pid| Error::Busy(format!("image {u} is being changed by process {pid}")),
+        )?;
         self.catalog.remove_image(&u)?;
         failpoint::hit("image_delete.unlisted")?;
         self.driver.image_destroy(&u, m.disk_format)?;

@@ -21,13 +21,25 @@ use uuid::Uuid;
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Op {
     /// Staging or sealed image volume, no manifest yet. `token` marks volumes as ours.
-    ImageImport { uuid: Uuid, token: String, format: DiskFormat },
+    ImageImport {
+        uuid: Uuid,
+        token: String,
+        format: DiskFormat,
+    },
     /// Manifest being removed, then the volume.
     ImageDelete { uuid: Uuid, format: DiskFormat },
     /// VM disk cloned from `image_uuid`, record not yet written.
-    VmCreate { uuid: Uuid, image_uuid: Uuid, image_format: DiskFormat },
+    VmCreate {
+        uuid: Uuid,
+        image_uuid: Uuid,
+        image_format: DiskFormat,
+    },
     /// Record being removed, then the disk.
-    VmDelete { uuid: Uuid, image_uuid: Uuid, image_format: DiskFormat },
+    VmDelete {
+        uuid: Uuid,
+        image_uuid: Uuid,
+        image_format: DiskFormat,
+    },
 }
 
 impl Op {
@@ -68,7 +80,9 @@ impl Entry {
 pub enum Begin {
     Started(Entry),
     /// Another live process is working on this key.
-    InFlight { pid: u32 },
+    InFlight {
+        pid: u32,
+    },
     /// A dead process left an entry for this key; it has been taken over for recovery.
     Abandoned(Entry),
 }
@@ -94,11 +108,17 @@ impl Journal {
     /// Record the intent of `op`, durably, before doing anything it describes.
     pub fn begin(&self, op: Op) -> Result<Begin> {
         let key = op.key();
-        let body = Body { op, pid: std::process::id(), started_at: crate::now_rfc3339() };
+        let body = Body {
+            op,
+            pid: std::process::id(),
+            started_at: crate::now_rfc3339(),
+        };
         let bytes = serde_json::to_vec_pretty(&body).map_err(|e| Error::Internal(e.to_string()))?;
         // Written and locked under a temp name, then linked into place: an entry is never
         // visible unlocked or half-written, and link() refuses an existing key atomically.
-        let tmp = self.dir.join(format!("{TMP_PREFIX}{}-{key}", fsutil::token()));
+        let tmp = self
+            .dir
+            .join(format!("{TMP_PREFIX}{}-{key}", fsutil::token()));
         let f = OpenOptions::new()
             .write(true)
             .read(true)
@@ -110,8 +130,10 @@ impl Journal {
         let path = self.path(&key);
         let linked = (|| {
             let mut lock = lock::lock_new(f, &tmp)?;
-            lock.write_all(&bytes).ctx(|| format!("writing {}", tmp.display()))?;
-            lock.sync_all().ctx(|| format!("syncing {}", tmp.display()))?;
+            lock.write_all(&bytes)
+                .ctx(|| format!("writing {}", tmp.display()))?;
+            lock.sync_all()
+                .ctx(|| format!("syncing {}", tmp.display()))?;
             match fs::hard_link(&tmp, &path) {
                 Ok(()) => Ok(Some(lock)),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(None),
@@ -122,7 +144,12 @@ impl Journal {
         match linked? {
             Some(lock) => {
                 fsutil::sync_dir(&self.dir)?;
-                Ok(Begin::Started(Entry { op: body.op, pid: body.pid, path, _lock: lock }))
+                Ok(Begin::Started(Entry {
+                    op: body.op,
+                    pid: body.pid,
+                    path,
+                    _lock: lock,
+                }))
             }
             None => match self.take_over(&path)? {
                 Some(entry) => Ok(Begin::Abandoned(entry)),

@@ -72,8 +72,12 @@ fn ignorable(name: &str) -> bool {
 fn claim(dir: &Path, driver: &str) -> Result<()> {
     let marker = dir.join("store.json");
     if let Some(bytes) = fsutil::read_if_exists(&marker)? {
-        let m: Marker = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::NotAStore(format!("{} is not a vmpool store marker: {e}", marker.display())))?;
+        let m: Marker = serde_json::from_slice(&bytes).map_err(|e| {
+            Error::NotAStore(format!(
+                "{} is not a vmpool store marker: {e}",
+                marker.display()
+            ))
+        })?;
         if m.vmpool_store > LAYOUT_VERSION {
             return Err(Error::Unsupported(format!(
                 "{} has store layout {}; this vmpool reads up to {LAYOUT_VERSION}",
@@ -82,15 +86,27 @@ fn claim(dir: &Path, driver: &str) -> Result<()> {
             )));
         }
         if m.driver != driver {
-            return Err(Error::NotAStore(format!("{} is a {} store, not {driver}", dir.display(), m.driver)));
+            return Err(Error::NotAStore(format!(
+                "{} is a {} store, not {driver}",
+                dir.display(),
+                m.driver
+            )));
         }
         return Ok(());
     }
     match std::fs::metadata(dir) {
-        Ok(md) if !md.is_dir() => return Err(Error::NotAStore(format!("{} is not a directory", dir.display()))),
+        Ok(md) if !md.is_dir() => {
+            return Err(Error::NotAStore(format!(
+                "{} is not a directory",
+                dir.display()
+            )))
+        }
         Ok(_) => {
             let rd = std::fs::read_dir(dir).ctx(|| format!("listing {}", dir.display()))?;
-            if let Some(e) = rd.flatten().find(|e| !ignorable(&e.file_name().to_string_lossy())) {
+            if let Some(e) = rd
+                .flatten()
+                .find(|e| !ignorable(&e.file_name().to_string_lossy()))
+            {
                 return Err(Error::NotAStore(format!(
                     "{} is not empty (it has {:?}) and is not a vmpool store; refusing to take it over",
                     dir.display(),
@@ -101,8 +117,16 @@ fn claim(dir: &Path, driver: &str) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => fsutil::mkdirs(dir)?,
         Err(e) => return Err(e).ctx(|| format!("stat {}", dir.display())),
     }
-    let m = Marker { vmpool_store: LAYOUT_VERSION, driver: driver.to_owned(), created_at: crate::now_rfc3339() };
-    fsutil::write_atomic(dir, "store.json", &serde_json::to_vec_pretty(&m).map_err(|e| Error::Internal(e.to_string()))?)
+    let m = Marker {
+        vmpool_store: LAYOUT_VERSION,
+        driver: driver.to_owned(),
+        created_at: crate::now_rfc3339(),
+    };
+    fsutil::write_atomic(
+        dir,
+        "store.json",
+        &serde_json::to_vec_pretty(&m).map_err(|e| Error::Internal(e.to_string()))?,
+    )
 }
 
 impl Store {
@@ -118,7 +142,11 @@ impl Store {
                 rest.push((k.as_str(), v.as_str()));
             }
         }
-        let unknown = |k: &str, scheme: &str| Error::invalid(format!("store option {k:?} is not known for {scheme}: stores"));
+        let unknown = |k: &str, scheme: &str| {
+            Error::invalid(format!(
+                "store option {k:?} is not known for {scheme}: stores"
+            ))
+        };
         let driver: Box<dyn StorageDriver> = match &parsed.location {
             Location::Dir(root) => {
                 let mut mode = driver::dir::CloneMode::Auto;
@@ -212,27 +240,53 @@ impl Store {
     fn undo(&self, entry: Entry) -> Result<Vec<String>> {
         let mut done = Vec::new();
         match &entry.op {
-            Op::ImageImport { uuid, token, format } => {
+            Op::ImageImport {
+                uuid,
+                token,
+                format,
+            } => {
                 if self.catalog.image(uuid)?.is_none() {
                     for what in self.driver.image_discard(uuid, token, *format)? {
-                        done.push(format!("removed {what} of an interrupted import of image {uuid} (pid {})", entry.pid));
+                        done.push(format!(
+                            "removed {what} of an interrupted import of image {uuid} (pid {})",
+                            entry.pid
+                        ));
                     }
                 }
             }
             Op::ImageDelete { uuid, format } => {
                 self.catalog.remove_image(uuid)?;
                 self.driver.image_destroy(uuid, *format)?;
-                done.push(format!("completed an interrupted delete of image {uuid} (pid {})", entry.pid));
+                done.push(format!(
+                    "completed an interrupted delete of image {uuid} (pid {})",
+                    entry.pid
+                ));
             }
-            Op::VmCreate { uuid, image_uuid, image_format } => {
-                if self.catalog.vm(uuid)?.is_none() && self.driver.vm_destroy(uuid, image_uuid, *image_format)? {
-                    done.push(format!("removed the disk of an interrupted create of VM {uuid} (pid {})", entry.pid));
+            Op::VmCreate {
+                uuid,
+                image_uuid,
+                image_format,
+            } => {
+                if self.catalog.vm(uuid)?.is_none()
+                    && self.driver.vm_destroy(uuid, image_uuid, *image_format)?
+                {
+                    done.push(format!(
+                        "removed the disk of an interrupted create of VM {uuid} (pid {})",
+                        entry.pid
+                    ));
                 }
             }
-            Op::VmDelete { uuid, image_uuid, image_format } => {
+            Op::VmDelete {
+                uuid,
+                image_uuid,
+                image_format,
+            } => {
                 self.catalog.remove_vm(uuid)?;
                 self.driver.vm_destroy(uuid, image_uuid, *image_format)?;
-                done.push(format!("completed an interrupted delete of VM {uuid} (pid {})", entry.pid));
+                done.push(format!(
+                    "completed an interrupted delete of VM {uuid} (pid {})",
+                    entry.pid
+                ));
             }
         }
         entry.finish()?;
@@ -259,7 +313,9 @@ impl Store {
         let dirs = [self.catalog_dir(), self.journal.dir()];
         for dir in dirs.into_iter().chain(self.catalog.dirs()) {
             for p in fsutil::remove_stale_temps(dir, stale)? {
-                report.cleaned.push(format!("removed stale temp file {}", p.display()));
+                report
+                    .cleaned
+                    .push(format!("removed stale temp file {}", p.display()));
             }
         }
         *self.last_recovery.lock().unwrap_or_else(|p| p.into_inner()) = report.clone();

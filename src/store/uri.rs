@@ -30,20 +30,29 @@ pub fn default_uri() -> String {
     if let Some(s) = std::env::var("VMPOOL_STORE").ok().filter(|s| !s.is_empty()) {
         return s;
     }
-    let home = std::env::var("VMPOOL_HOME").ok().filter(|s| !s.is_empty()).unwrap_or_else(|| "/var/lib/vmpool".into());
+    let home = std::env::var("VMPOOL_HOME")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "/var/lib/vmpool".into());
     format!("dir:{home}")
 }
 
 fn abs_path(scheme: &str, s: &str) -> Result<PathBuf> {
     let p = Path::new(s);
     if !p.is_absolute() {
-        return Err(Error::invalid(format!("{scheme}: store path {s:?} is not absolute")));
+        return Err(Error::invalid(format!(
+            "{scheme}: store path {s:?} is not absolute"
+        )));
     }
     if p.components().any(|c| matches!(c, Component::ParentDir)) {
-        return Err(Error::invalid(format!("{scheme}: store path {s:?} contains \"..\"")));
+        return Err(Error::invalid(format!(
+            "{scheme}: store path {s:?} contains \"..\""
+        )));
     }
     if s.chars().any(|c| c.is_control()) {
-        return Err(Error::invalid(format!("{scheme}: store path {s:?} contains a control character")));
+        return Err(Error::invalid(format!(
+            "{scheme}: store path {s:?} contains a control character"
+        )));
     }
     Ok(p.components().collect())
 }
@@ -52,32 +61,48 @@ fn abs_path(scheme: &str, s: &str) -> Result<PathBuf> {
 /// `A-Z a-z 0-9 _ - . :`, no empty component, no `@` or `#`.
 pub fn dataset_name(s: &str) -> Result<()> {
     if s.is_empty() || s.len() > DATASET_MAX {
-        return Err(Error::invalid(format!("zfs: dataset name {s:?} must be 1-{DATASET_MAX} characters")));
+        return Err(Error::invalid(format!(
+            "zfs: dataset name {s:?} must be 1-{DATASET_MAX} characters"
+        )));
     }
     for comp in s.split('/') {
         let ok = !comp.is_empty()
             && comp != "."
             && comp != ".."
-            && comp.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'));
+            && comp
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'));
         if !ok {
             return Err(Error::invalid(format!(
                 "zfs: dataset name {s:?} has a bad component {comp:?} (allowed: A-Z a-z 0-9 _ - . :)"
             )));
         }
     }
-    if !s.split('/').next().unwrap_or("").starts_with(|c: char| c.is_ascii_alphabetic()) {
-        return Err(Error::invalid(format!("zfs: pool name in {s:?} must start with a letter")));
+    if !s
+        .split('/')
+        .next()
+        .unwrap_or("")
+        .starts_with(|c: char| c.is_ascii_alphabetic())
+    {
+        return Err(Error::invalid(format!(
+            "zfs: pool name in {s:?} must start with a letter"
+        )));
     }
     Ok(())
 }
 
 pub fn parse(s: &str) -> Result<Uri> {
     if s.len() > URI_MAX {
-        return Err(Error::StringTooLong { what: "store URI", max: URI_MAX });
+        return Err(Error::StringTooLong {
+            what: "store URI",
+            max: URI_MAX,
+        });
     }
-    let (scheme, rest) = s
-        .split_once(':')
-        .ok_or_else(|| Error::invalid(format!("store URI {s:?} has no scheme (expected dir:, btrfs: or zfs:)")))?;
+    let (scheme, rest) = s.split_once(':').ok_or_else(|| {
+        Error::invalid(format!(
+            "store URI {s:?} has no scheme (expected dir:, btrfs: or zfs:)"
+        ))
+    })?;
     let (target, query) = match rest.split_once('?') {
         Some((t, q)) => (t, Some(q)),
         None => (rest, None),
@@ -89,10 +114,18 @@ pub fn parse(s: &str) -> Result<Uri> {
             dataset_name(target)?;
             Location::Zfs(target.to_owned())
         }
-        _ => return Err(Error::invalid(format!("store URI scheme {scheme:?} is not one of dir, btrfs, zfs"))),
+        _ => {
+            return Err(Error::invalid(format!(
+                "store URI scheme {scheme:?} is not one of dir, btrfs, zfs"
+            )))
+        }
     };
     let mut options = Vec::new();
-    for pair in query.into_iter().flat_map(|q| q.split('&')).filter(|p| !p.is_empty()) {
+    for pair in query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .filter(|p| !p.is_empty())
+    {
         let (k, v) = pair
             .split_once('=')
             .ok_or_else(|| Error::invalid(format!("store option {pair:?} is not key=value")))?;
@@ -109,9 +142,28 @@ mod tests {
     fn parses() {
         let u = parse("dir:/var/lib/vmpool?clone=qcow2&max_vcpus=8").unwrap();
         assert_eq!(u.location, Location::Dir("/var/lib/vmpool".into()));
-        assert_eq!(u.options, vec![("clone".into(), "qcow2".into()), ("max_vcpus".into(), "8".into())]);
-        assert_eq!(parse("zfs:tank/vmpool").unwrap().location, Location::Zfs("tank/vmpool".into()));
-        for bad in ["", "/var/lib", "nfs:/x", "dir:relative", "dir:/a/../b", "zfs:tank/a@b", "zfs:tank//a", "zfs:", "dir:/x?novalue"] {
+        assert_eq!(
+            u.options,
+            vec![
+                ("clone".into(), "qcow2".into()),
+                ("max_vcpus".into(), "8".into())
+            ]
+        );
+        assert_eq!(
+            parse("zfs:tank/vmpool").unwrap().location,
+            Location::Zfs("tank/vmpool".into())
+        );
+        for bad in [
+            "",
+            "/var/lib",
+            "nfs:/x",
+            "dir:relative",
+            "dir:/a/../b",
+            "zfs:tank/a@b",
+            "zfs:tank//a",
+            "zfs:",
+            "dir:/x?novalue",
+        ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
     }

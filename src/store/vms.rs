@@ -20,11 +20,23 @@ impl Store {
         if self.catalog.vm(&spec.uuid)?.is_some() {
             return Err(exists());
         }
-        let image = self.catalog.image(&spec.image_uuid)?.ok_or_else(|| Error::not_found("image", spec.image_uuid.to_string()))?;
+        let image = self
+            .catalog
+            .image(&spec.image_uuid)?
+            .ok_or_else(|| Error::not_found("image", spec.image_uuid.to_string()))?;
         let size = spec.disk_bytes(image.size_bytes, &self.limits)?;
 
-        let op = Op::VmCreate { uuid: spec.uuid, image_uuid: image.uuid, image_format: image.disk_format };
-        let entry = self.begin(op, |pid| Error::AlreadyExists(format!("VM {} is being created or deleted by process {pid}", spec.uuid)))?;
+        let op = Op::VmCreate {
+            uuid: spec.uuid,
+            image_uuid: image.uuid,
+            image_format: image.disk_format,
+        };
+        let entry = self.begin(op, |pid| {
+            Error::AlreadyExists(format!(
+                "VM {} is being created or deleted by process {pid}",
+                spec.uuid
+            ))
+        })?;
         if self.catalog.vm(&spec.uuid)?.is_some() {
             entry.finish()?;
             return Err(exists());
@@ -66,7 +78,11 @@ impl Store {
             }
             Err(e) => {
                 let _ = self.catalog.remove_vm(&spec.uuid);
-                if self.driver.vm_destroy(&spec.uuid, &image.uuid, image.disk_format).is_ok() {
+                if self
+                    .driver
+                    .vm_destroy(&spec.uuid, &image.uuid, image.disk_format)
+                    .is_ok()
+                {
                     let _ = entry.finish();
                 }
                 Err(e)
@@ -76,7 +92,9 @@ impl Store {
 
     pub fn vm(&self, uuid: &str) -> Result<Record> {
         let u = validate::uuid("VM uuid", uuid)?;
-        self.catalog.vm(&u)?.ok_or_else(|| Error::not_found("VM", u.to_string()))
+        self.catalog
+            .vm(&u)?
+            .ok_or_else(|| Error::not_found("VM", u.to_string()))
     }
 
     /// All VMs, or those of one owner, oldest first.
@@ -91,13 +109,24 @@ impl Store {
     pub fn delete_vm(&self, uuid: &str) -> Result<()> {
         let u = validate::uuid("VM uuid", uuid)?;
         let _shared = self.lock(Mode::Shared)?;
-        let r = self.catalog.vm(&u)?.ok_or_else(|| Error::not_found("VM", u.to_string()))?;
+        let r = self
+            .catalog
+            .vm(&u)?
+            .ok_or_else(|| Error::not_found("VM", u.to_string()))?;
         let image_format = match self.catalog.image(&r.image_uuid)? {
             Some(m) => m.disk_format,
             None => r.disk_format,
         };
-        let op = Op::VmDelete { uuid: u, image_uuid: r.image_uuid, image_format };
-        let entry = self.begin(op, |pid| Error::Busy(format!("VM {u} is being created or deleted by process {pid}")))?;
+        let op = Op::VmDelete {
+            uuid: u,
+            image_uuid: r.image_uuid,
+            image_format,
+        };
+        let entry = self.begin(op, |pid| {
+            Error::Busy(format!(
+                "VM {u} is being created or deleted by process {pid}"
+            ))
+        })?;
         if !self.catalog.remove_vm(&u)? {
             // Someone else deleted it between our read and our journal entry.
             entry.finish()?;

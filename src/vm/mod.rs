@@ -43,9 +43,13 @@ fn non_negative(field: &str, v: i64) -> Result<u64> {
 impl Spec {
     pub fn parse(json: &str, limits: &Limits) -> Result<Spec> {
         if json.len() > PAYLOAD_MAX {
-            return Err(Error::StringTooLong { what: "VM payload", max: PAYLOAD_MAX });
+            return Err(Error::StringTooLong {
+                what: "VM payload",
+                max: PAYLOAD_MAX,
+            });
         }
-        let p: Payload = serde_json::from_str(json).map_err(|e| Error::InvalidJson(format!("VM payload: {e}")))?;
+        let p: Payload = serde_json::from_str(json)
+            .map_err(|e| Error::InvalidJson(format!("VM payload: {e}")))?;
         let uuid = match &p.uuid {
             Some(u) => validate::uuid("uuid", u)?,
             None => Uuid::new_v4(),
@@ -55,8 +59,19 @@ impl Spec {
         let image_uuid = validate::uuid("image_uuid", &p.image_uuid)?;
         let vcpus = limits.vcpus(non_negative("vcpus", p.vcpus)?)?;
         let ram_mib = limits.ram_mib(non_negative("ram_mib", p.ram_mib)?)?;
-        let disk_gib = p.disk_gib.map(|d| non_negative("disk_gib", d).and_then(|d| limits.disk_gib(d))).transpose()?;
-        Ok(Spec { uuid, alias: p.alias, owner: p.owner, image_uuid, vcpus, ram_mib, disk_gib })
+        let disk_gib = p
+            .disk_gib
+            .map(|d| non_negative("disk_gib", d).and_then(|d| limits.disk_gib(d)))
+            .transpose()?;
+        Ok(Spec {
+            uuid,
+            alias: p.alias,
+            owner: p.owner,
+            image_uuid,
+            vcpus,
+            ram_mib,
+            disk_gib,
+        })
     }
 
     /// Disk size in bytes for an image of `image_bytes`; refuses to shrink below the image.
@@ -116,7 +131,9 @@ mod tests {
 
     #[test]
     fn payloads() {
-        let ok = format!(r#"{{"alias":"a","owner":"o","image_uuid":"{IMG}","vcpus":2,"ram_mib":2048,"disk_gib":20}}"#);
+        let ok = format!(
+            r#"{{"alias":"a","owner":"o","image_uuid":"{IMG}","vcpus":2,"ram_mib":2048,"disk_gib":20}}"#
+        );
         let s = parse(&ok).unwrap();
         assert_eq!((s.vcpus, s.ram_mib, s.disk_gib), (2, 2048, Some(20)));
         let e = parse(&ok.replace("\"vcpus\"", "\"cpus\"")).unwrap_err();
@@ -134,7 +151,13 @@ mod tests {
         let s = parse(&format!(r#"{{"alias":"a","owner":"o","image_uuid":"{IMG}","vcpus":1,"ram_mib":64,"disk_gib":1}}"#)).unwrap();
         assert!(s.disk_bytes(2 << 30, &Limits::default()).is_err());
         assert_eq!(s.disk_bytes(1 << 30, &Limits::default()).unwrap(), 1 << 30);
-        let s = Spec { disk_gib: None, ..s };
-        assert_eq!(s.disk_bytes((1 << 30) + 1, &Limits::default()).unwrap(), 2 << 30);
+        let s = Spec {
+            disk_gib: None,
+            ..s
+        };
+        assert_eq!(
+            s.disk_bytes((1 << 30) + 1, &Limits::default()).unwrap(),
+            2 << 30
+        );
     }
 }

@@ -11,8 +11,13 @@ pub use vmpool::ResultCode as Code;
 
 /// Where scratch stores and images go: `$VMPOOL_TEST_TMP`, else the system temp dir.
 pub fn scratch() -> tempfile::TempDir {
-    let base = std::env::var("VMPOOL_TEST_TMP").map(PathBuf::from).unwrap_or_else(|_| std::env::temp_dir());
-    tempfile::Builder::new().prefix("vmpool-test-").tempdir_in(base).expect("scratch dir")
+    let base = std::env::var("VMPOOL_TEST_TMP")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| std::env::temp_dir());
+    tempfile::Builder::new()
+        .prefix("vmpool-test-")
+        .tempdir_in(base)
+        .expect("scratch dir")
 }
 
 /// A directory named by an environment variable that the test environment provides (a btrfs
@@ -21,7 +26,9 @@ pub fn scratch() -> tempfile::TempDir {
 pub fn env_dir(var: &str, what: &str) -> PathBuf {
     match std::env::var(var) {
         Ok(v) if !v.is_empty() => PathBuf::from(v),
-        _ => panic!("{var} is not set: it must name {what}. `make test` sets it up (tests/env/setup)."),
+        _ => panic!(
+            "{var} is not set: it must name {what}. `make test` sets it up (tests/env/setup)."
+        ),
     }
 }
 
@@ -41,7 +48,12 @@ pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
 /// A sparse raw image of `size` bytes with pattern data written at each offset in `data`.
 pub fn make_raw(dir: &Path, name: &str, size: u64, data: &[(u64, usize)]) -> PathBuf {
     let p = dir.join(name);
-    let f = OpenOptions::new().create(true).truncate(true).write(true).open(&p).unwrap();
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(&p)
+        .unwrap();
     f.set_len(size).unwrap();
     for (i, (off, len)) in data.iter().enumerate() {
         f.write_all_at(&pattern(i as u64 + 1, *len), *off).unwrap();
@@ -52,7 +64,13 @@ pub fn make_raw(dir: &Path, name: &str, size: u64, data: &[(u64, usize)]) -> Pat
 
 /// A qcow2 image made by qemu-img (test set-up only; the library never runs qemu-img) from a
 /// raw image like [`make_raw`]'s, optionally with compressed clusters.
-pub fn make_qcow2(dir: &Path, name: &str, size: u64, data: &[(u64, usize)], compressed: bool) -> PathBuf {
+pub fn make_qcow2(
+    dir: &Path,
+    name: &str,
+    size: u64,
+    data: &[(u64, usize)],
+    compressed: bool,
+) -> PathBuf {
     let raw = make_raw(dir, &format!("{name}.src.raw"), size, data);
     let p = dir.join(name);
     let mut cmd = Command::new("qemu-img");
@@ -60,7 +78,11 @@ pub fn make_qcow2(dir: &Path, name: &str, size: u64, data: &[(u64, usize)], comp
     if compressed {
         cmd.arg("-c");
     }
-    let st = cmd.arg(&raw).arg(&p).status().expect("qemu-img (package qemu-utils) is needed to make test images");
+    let st = cmd
+        .arg(&raw)
+        .arg(&p)
+        .status()
+        .expect("qemu-img (package qemu-utils) is needed to make test images");
     assert!(st.success());
     std::fs::remove_file(raw).unwrap();
     p
@@ -92,18 +114,29 @@ pub fn ctl(uri: &str, args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) 
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn vmpoolctl");
     if let Some(input) = stdin {
         use std::io::Write;
-        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
     }
     child.wait_with_output().unwrap()
 }
 
 pub fn payload(image: &uuid::Uuid, alias: &str, owner: &str, disk_gib: u64) -> String {
-    format!(r#"{{"alias":"{alias}","owner":"{owner}","image_uuid":"{image}","vcpus":2,"ram_mib":2048,"disk_gib":{disk_gib}}}"#)
+    format!(
+        r#"{{"alias":"{alias}","owner":"{owner}","image_uuid":"{image}","vcpus":2,"ram_mib":2048,"disk_gib":{disk_gib}}}"#
+    )
 }
 
 /// Virtual size of a VM disk: the qcow2 header's size, or the file or device size.
@@ -122,15 +155,28 @@ pub fn disk_size(path: &str, format: vmpool::DiskFormat) -> u64 {
 /// its holes and past its end, so that a 20 GiB zvol is not read whole under emulation.
 pub fn same_content(src: &Path, disk: &str, format: vmpool::DiskFormat) -> bool {
     if format == vmpool::DiskFormat::Qcow2 {
-        let out = Command::new("qemu-img").args(["compare", "-F", "qcow2"]).arg(src).arg(disk).output().expect("qemu-img");
+        let out = Command::new("qemu-img")
+            .args(["compare", "-F", "qcow2"])
+            .arg(src)
+            .arg(disk)
+            .output()
+            .expect("qemu-img");
         if !out.status.success() {
-            eprintln!("qemu-img compare: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            eprintln!(
+                "qemu-img compare: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         return out.status.success();
     }
-    let dst_path = vmpool::driver::zfs::resolve_device(disk).unwrap_or_else(|_| PathBuf::from(disk));
+    let dst_path =
+        vmpool::driver::zfs::resolve_device(disk).unwrap_or_else(|_| PathBuf::from(disk));
     let (a, b) = (File::open(src).unwrap(), File::open(&dst_path).unwrap());
-    let (alen, blen) = (vmpool::fsutil::byte_size(&a).unwrap(), vmpool::fsutil::byte_size(&b).unwrap());
+    let (alen, blen) = (
+        vmpool::fsutil::byte_size(&a).unwrap(),
+        vmpool::fsutil::byte_size(&b).unwrap(),
+    );
     if blen < alen {
         eprintln!("{disk} is {blen} bytes, smaller than {alen}");
         return false;
@@ -152,7 +198,10 @@ pub fn same_content(src: &Path, disk: &str, format: vmpool::DiskFormat) -> bool 
         }
     }
     // Holes of the source and the grown part must read as zeros.
-    let samples: Vec<u64> = (0..64).map(|i| (blen / 64) * i).chain([blen - 4096]).collect();
+    let samples: Vec<u64> = (0..64)
+        .map(|i| (blen / 64) * i)
+        .chain([blen - 4096])
+        .collect();
     let data = vmpool::fsutil::data_extents(&a, alen).unwrap();
     for s in samples {
         let in_data = s < alen && data.iter().any(|(o, l)| s + 4096 > *o && s < o + l);

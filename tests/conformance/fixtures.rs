@@ -10,7 +10,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 static SEQ: AtomicUsize = AtomicUsize::new(0);
 
 fn next() -> String {
-    format!("s{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "s{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Classify a file or subvolume name found under `images/` or `vms/`.
@@ -19,7 +23,11 @@ fn classify(kind: &str, name: &str) -> Option<String> {
         return None;
     }
     let stem = name.split('.').next().unwrap_or(name);
-    let (uuid, tag) = match (kind, stem.strip_suffix("-partial"), stem.strip_suffix("-disk0")) {
+    let (uuid, tag) = match (
+        kind,
+        stem.strip_suffix("-partial"),
+        stem.strip_suffix("-disk0"),
+    ) {
         ("images", Some(u), _) => (u, "staging"),
         ("images", None, _) => (stem, "image"),
         ("vms", _, Some(u)) => (u, "vm"),
@@ -58,7 +66,12 @@ pub struct DirLike {
 
 impl Fixture for DirLike {
     fn new_store(&self) -> String {
-        format!("{}:{}{}", self.scheme, self.base.join(next()).display(), self.query)
+        format!(
+            "{}:{}{}",
+            self.scheme,
+            self.base.join(next()).display(),
+            self.query
+        )
     }
     fn volumes(&self, uri: &str) -> BTreeSet<String> {
         list_dir_volumes(&root_of(uri))
@@ -66,13 +79,19 @@ impl Fixture for DirLike {
 }
 
 fn temp_base() -> PathBuf {
-    let base = std::env::var("VMPOOL_TEST_TMP").map(PathBuf::from).unwrap_or_else(|_| std::env::temp_dir());
+    let base = std::env::var("VMPOOL_TEST_TMP")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| std::env::temp_dir());
     let p = base.join("vmpool-conformance");
     std::fs::create_dir_all(&p).unwrap();
     p
 }
 
-pub static DIR_QCOW2: Lazy<DirLike> = Lazy::new(|| DirLike { scheme: "dir", base: Lazy::new(temp_base), query: "?clone=qcow2" });
+pub static DIR_QCOW2: Lazy<DirLike> = Lazy::new(|| DirLike {
+    scheme: "dir",
+    base: Lazy::new(temp_base),
+    query: "?clone=qcow2",
+});
 
 pub static DIR_REFLINK: Lazy<DirLike> = Lazy::new(|| DirLike {
     scheme: "dir",
@@ -93,9 +112,11 @@ pub struct Zfs {
 }
 
 pub static ZFS: Lazy<Zfs> = Lazy::new(|| Zfs {
-    parent: Lazy::new(|| match std::env::var("VMPOOL_TEST_ZFS_DATASET") {
+    parent: Lazy::new(|| {
+        match std::env::var("VMPOOL_TEST_ZFS_DATASET") {
         Ok(v) if !v.is_empty() => v,
         _ => panic!("VMPOOL_TEST_ZFS_DATASET is not set: ZFS tests run inside the guest harness (make test-zfs)"),
+    }
     }),
 });
 
@@ -111,8 +132,16 @@ impl Fixture for Zfs {
             .arg(format!("{ds}/vms"))
             .output()
             .expect("zfs command");
-        assert!(out.status.success(), "zfs list: {}", String::from_utf8_lossy(&out.stderr));
-        let names: Vec<String> = String::from_utf8(out.stdout).unwrap().lines().map(str::to_owned).collect();
+        assert!(
+            out.status.success(),
+            "zfs list: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let names: Vec<String> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect();
         let mut set = BTreeSet::new();
         for n in &names {
             let rel = n.strip_prefix(&format!("{ds}/")).unwrap();
@@ -122,7 +151,8 @@ impl Fixture for Zfs {
             let (kind, leaf) = rel.split_once('/').unwrap();
             match leaf.split_once('@') {
                 // An image is its zvol plus its @final snapshot; anything else is extra.
-                Some((vol, "final")) if kind == "images" && names.contains(&format!("{ds}/images/{vol}")) => {}
+                Some((vol, "final"))
+                    if kind == "images" && names.contains(&format!("{ds}/images/{vol}")) => {}
                 Some(_) => {
                     set.insert(format!("other:{rel}"));
                 }
@@ -148,14 +178,24 @@ pub fn raw_size_independence(f: &dyn Fixture, method: &str) {
     let gib = 1u64 << 30;
     let mut io = Vec::new();
     for size in [gib, 64 * gib] {
-        let src = make_raw(tmp.path(), &format!("{size}.raw"), size, &[(0, 1 << 20), (size - 4096, 4096)]);
+        let src = make_raw(
+            tmp.path(),
+            &format!("{size}.raw"),
+            size,
+            &[(0, 1 << 20), (size - 4096, 4096)],
+        );
         let m = s.import_image(&src, None, None).unwrap();
         let before = thread_io();
-        let vm = s.create_vm(&payload(&m.uuid, "raw", "t", size / gib)).unwrap();
+        let vm = s
+            .create_vm(&payload(&m.uuid, "raw", "t", size / gib))
+            .unwrap();
         let after = thread_io();
         assert_eq!(vm.clone_method, method);
         io.push((after.0 - before.0) + (after.1 - before.1));
         assert!(same_content(&src, &vm.disk_path, vm.disk_format));
     }
-    assert!(io.iter().all(|&b| b < 1 << 20) && io[0].abs_diff(io[1]) < 64 << 10, "{io:?}");
+    assert!(
+        io.iter().all(|&b| b < 1 << 20) && io[0].abs_diff(io[1]) < 64 << 10,
+        "{io:?}"
+    );
 }

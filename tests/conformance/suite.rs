@@ -20,7 +20,11 @@ pub trait Fixture: Send + Sync {
 const GIB: u64 = 1 << 30;
 
 fn expect(images: &[Uuid], vms: &[Uuid]) -> BTreeSet<String> {
-    images.iter().map(|u| format!("image:{u}")).chain(vms.iter().map(|u| format!("vm:{u}"))).collect()
+    images
+        .iter()
+        .map(|u| format!("image:{u}"))
+        .chain(vms.iter().map(|u| format!("vm:{u}")))
+        .collect()
 }
 
 fn code(r: Result<impl std::fmt::Debug, Error>) -> Code {
@@ -32,7 +36,10 @@ fn code(r: Result<impl std::fmt::Debug, Error>) -> Code {
 
 /// Nothing in the journal: no operation left half-done.
 fn journal_empty(s: &Store) -> bool {
-    std::fs::read_dir(s.catalog_dir().join(".journal")).unwrap().flatten().all(|e| e.file_name().to_string_lossy().starts_with('.'))
+    std::fs::read_dir(s.catalog_dir().join(".journal"))
+        .unwrap()
+        .flatten()
+        .all(|e| e.file_name().to_string_lossy().starts_with('.'))
 }
 
 /// Size of the raw image most tests use: small, because the ZFS suite runs under emulation
@@ -41,11 +48,17 @@ const SMALL: u64 = 64 << 20;
 
 /// Images used across tests: a sparse raw with data in three places.
 fn small_raw(dir: &Path) -> PathBuf {
-    make_raw(dir, "small.raw", SMALL, &[(0, 65536), (30 << 20, 1 << 20), (SMALL - 4096, 4096)])
+    make_raw(
+        dir,
+        "small.raw",
+        SMALL,
+        &[(0, 65536), (30 << 20, 1 << 20), (SMALL - 4096, 4096)],
+    )
 }
 
 fn import(s: &Store, p: &Path, json: &str) -> vmpool::Manifest {
-    s.import_image(p, Some(json), None).unwrap_or_else(|e| panic!("import {}: {e}", p.display()))
+    s.import_image(p, Some(json), None)
+        .unwrap_or_else(|e| panic!("import {}: {e}", p.display()))
 }
 
 pub fn import_raw_ok(f: &dyn Fixture) {
@@ -54,8 +67,17 @@ pub fn import_raw_ok(f: &dyn Fixture) {
     let s = Store::open(Some(&uri)).unwrap();
     let src = small_raw(tmp.path());
     let sum = sha256_file(&src);
-    let m = import(&s, &src, &format!(r#"{{"name":"deb","version":"12.1","os":"linux","sha256":"{sum}","tags":{{"desktop":true}}}}"#));
-    assert_eq!((m.name.as_str(), m.version.as_str(), m.os.as_str()), ("deb", "12.1", "linux"));
+    let m = import(
+        &s,
+        &src,
+        &format!(
+            r#"{{"name":"deb","version":"12.1","os":"linux","sha256":"{sum}","tags":{{"desktop":true}}}}"#
+        ),
+    );
+    assert_eq!(
+        (m.name.as_str(), m.version.as_str(), m.os.as_str()),
+        ("deb", "12.1", "linux")
+    );
     assert_eq!(m.format, DiskFormat::Raw);
     assert_eq!(m.size_bytes, SMALL);
     assert_eq!(m.sha256, sum);
@@ -86,7 +108,10 @@ pub fn import_qcow2_ok(f: &dyn Fixture) {
         assert_eq!(m.sha256, sha256_file(&q));
         let vm = s.create_vm(&payload(&m.uuid, "q", "t", 3)).unwrap();
         let raw = make_raw(tmp.path(), "expected.raw", 2 * GIB, &data);
-        assert!(same_content(&raw, &vm.disk_path, vm.disk_format), "compressed={compressed}");
+        assert!(
+            same_content(&raw, &vm.disk_path, vm.disk_format),
+            "compressed={compressed}"
+        );
     }
     assert!(journal_empty(&s));
 }
@@ -109,14 +134,33 @@ pub fn import_truncated(f: &dyn Fixture) {
     let uri = f.new_store();
     let s = Store::open(Some(&uri)).unwrap();
     // qcow2 cut in half: its tables point past the end.
-    let q = make_qcow2(tmp.path(), "cut.qcow2", GIB, &[(0, 4 << 20), (900 << 20, 4 << 20)], false);
+    let q = make_qcow2(
+        tmp.path(),
+        "cut.qcow2",
+        GIB,
+        &[(0, 4 << 20), (900 << 20, 4 << 20)],
+        false,
+    );
     let len = std::fs::metadata(&q).unwrap().len();
-    std::fs::OpenOptions::new().write(true).open(&q).unwrap().set_len(len / 2).unwrap();
-    assert_eq!(code(s.import_image(&q, None, None)), Code::VMPOOL_RESULT_CORRUPT_IMAGE);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&q)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    assert_eq!(
+        code(s.import_image(&q, None, None)),
+        Code::VMPOOL_RESULT_CORRUPT_IMAGE
+    );
     // Raw, with the checksum of the whole file: the sum catches it.
     let raw = small_raw(tmp.path());
     let sum = sha256_file(&raw);
-    std::fs::OpenOptions::new().write(true).open(&raw).unwrap().set_len(SMALL / 2).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&raw)
+        .unwrap()
+        .set_len(SMALL / 2)
+        .unwrap();
     let r = s.import_image(&raw, Some(&format!(r#"{{"sha256":"{sum}"}}"#)), None);
     assert_eq!(code(r), Code::VMPOOL_RESULT_CHECKSUM_MISMATCH);
     // Raw, with the expected size: refused before any copying.
@@ -135,12 +179,28 @@ pub fn import_killed_midway(f: &dyn Fixture) {
     let src = small_raw(tmp.path());
     let q = make_qcow2(tmp.path(), "k.qcow2", GIB, &[(0, 1 << 20)], false);
     let q_raw = make_raw(tmp.path(), "k.raw", GIB, &[(0, 1 << 20)]);
-    for (point, survives) in [("import.staged", false), ("import.copied", false), ("import.sealed", false), ("import.recorded", true)] {
+    for (point, survives) in [
+        ("import.staged", false),
+        ("import.copied", false),
+        ("import.sealed", false),
+        ("import.recorded", true),
+    ] {
         for file in [&src, &q] {
             let uri = f.new_store();
             let uuid = Uuid::new_v4();
             let fp = format!("{point}=kill");
-            let out = ctl(&uri, &["image", "import", file.to_str().unwrap(), "--uuid", &uuid.to_string()], &[("VMPOOL_FAILPOINTS", &fp)], None);
+            let out = ctl(
+                &uri,
+                &[
+                    "image",
+                    "import",
+                    file.to_str().unwrap(),
+                    "--uuid",
+                    &uuid.to_string(),
+                ],
+                &[("VMPOOL_FAILPOINTS", &fp)],
+                None,
+            );
             use std::os::unix::process::ExitStatusExt;
             assert_eq!(out.status.signal(), Some(9), "{point}: {out:?}");
             let s = Store::open(Some(&uri)).unwrap();
@@ -153,7 +213,12 @@ pub fn import_killed_midway(f: &dyn Fixture) {
                 assert!(same_content(raw, &vm.disk_path, vm.disk_format));
             } else {
                 assert!(listed.is_empty(), "{point}: {listed:?}");
-                assert_eq!(f.volumes(&uri), expect(&[], &[]), "{point} {}", file.display());
+                assert_eq!(
+                    f.volumes(&uri),
+                    expect(&[], &[]),
+                    "{point} {}",
+                    file.display()
+                );
                 // The uuid is free again.
                 import(&s, file, &format!(r#"{{"uuid":"{uuid}"}}"#));
             }
@@ -168,7 +233,12 @@ pub fn import_failure_each_step(f: &dyn Fixture) {
     let uri = f.new_store();
     let s = Store::open(Some(&uri)).unwrap();
     let src = small_raw(tmp.path());
-    for point in ["import.staged", "import.copied", "import.sealed", "import.recorded"] {
+    for point in [
+        "import.staged",
+        "import.copied",
+        "import.sealed",
+        "import.recorded",
+    ] {
         failpoint::arm(point, "error");
         let r = s.import_image(&src, None, None);
         failpoint::disarm_all();
@@ -183,7 +253,10 @@ pub fn import_failure_each_step(f: &dyn Fixture) {
         calls += 1;
         calls < 3
     };
-    assert_eq!(code(s.import_image(&src, None, Some(&mut cancel))), Code::VMPOOL_RESULT_CANCELLED);
+    assert_eq!(
+        code(s.import_image(&src, None, Some(&mut cancel))),
+        Code::VMPOOL_RESULT_CANCELLED
+    );
     assert_eq!(f.volumes(&uri), expect(&[], &[]));
 }
 
@@ -195,25 +268,69 @@ pub fn import_refusals(f: &dyn Fixture) {
     let vmdk = tmp.path().join("x.vmdk");
     std::fs::write(&vmdk, b"KDMV\x01\x00\x00\x00 not really").unwrap();
     let cases: Vec<(PathBuf, &str, Code)> = vec![
-        (tmp.path().join("missing.raw"), "{}", Code::VMPOOL_RESULT_NOT_FOUND),
-        (tmp.path().to_owned(), "{}", Code::VMPOOL_RESULT_INVALID_ARGUMENT),
+        (
+            tmp.path().join("missing.raw"),
+            "{}",
+            Code::VMPOOL_RESULT_NOT_FOUND,
+        ),
+        (
+            tmp.path().to_owned(),
+            "{}",
+            Code::VMPOOL_RESULT_INVALID_ARGUMENT,
+        ),
         (src.clone(), "{", Code::VMPOOL_RESULT_INVALID_JSON),
-        (src.clone(), r#"{"colour":"red"}"#, Code::VMPOOL_RESULT_INVALID_JSON),
-        (src.clone(), r#"{"name":"../etc"}"#, Code::VMPOOL_RESULT_INVALID_ARGUMENT),
-        (src.clone(), r#"{"name":"a@b"}"#, Code::VMPOOL_RESULT_INVALID_ARGUMENT),
-        (src.clone(), r#"{"uuid":"not-a-uuid"}"#, Code::VMPOOL_RESULT_INVALID_ARGUMENT),
-        (src.clone(), r#"{"format":"qcow2"}"#, Code::VMPOOL_RESULT_INVALID_ARGUMENT),
-        (src.clone(), r#"{"sha256":"xyz"}"#, Code::VMPOOL_RESULT_INVALID_ARGUMENT),
+        (
+            src.clone(),
+            r#"{"colour":"red"}"#,
+            Code::VMPOOL_RESULT_INVALID_JSON,
+        ),
+        (
+            src.clone(),
+            r#"{"name":"../etc"}"#,
+            Code::VMPOOL_RESULT_INVALID_ARGUMENT,
+        ),
+        (
+            src.clone(),
+            r#"{"name":"a@b"}"#,
+            Code::VMPOOL_RESULT_INVALID_ARGUMENT,
+        ),
+        (
+            src.clone(),
+            r#"{"uuid":"not-a-uuid"}"#,
+            Code::VMPOOL_RESULT_INVALID_ARGUMENT,
+        ),
+        (
+            src.clone(),
+            r#"{"format":"qcow2"}"#,
+            Code::VMPOOL_RESULT_INVALID_ARGUMENT,
+        ),
+        (
+            src.clone(),
+            r#"{"sha256":"xyz"}"#,
+            Code::VMPOOL_RESULT_INVALID_ARGUMENT,
+        ),
         (vmdk, "{}", Code::VMPOOL_RESULT_UNSUPPORTED_FORMAT),
     ];
     for (path, json, want) in cases {
-        assert_eq!(code(s.import_image(&path, Some(json), None)), want, "{} {json}", path.display());
+        assert_eq!(
+            code(s.import_image(&path, Some(json), None)),
+            want,
+            "{} {json}",
+            path.display()
+        );
     }
     // An image bigger than the store allows.
-    let small_store = format!("{}{}max_image_gib=1", f.new_store(), if uri.contains('?') { "&" } else { "?" });
+    let small_store = format!(
+        "{}{}max_image_gib=1",
+        f.new_store(),
+        if uri.contains('?') { "&" } else { "?" }
+    );
     let s2 = Store::open(Some(&small_store)).unwrap();
     let big = make_raw(tmp.path(), "big.raw", 2 * GIB, &[]);
-    assert_eq!(code(s2.import_image(&big, None, None)), Code::VMPOOL_RESULT_INVALID_ARGUMENT);
+    assert_eq!(
+        code(s2.import_image(&big, None, None)),
+        Code::VMPOOL_RESULT_INVALID_ARGUMENT
+    );
     // Duplicate uuid.
     let m = import(&s, &src, "{}");
     let r = s.import_image(&src, Some(&format!(r#"{{"uuid":"{}"}}"#, m.uuid)), None);
@@ -230,16 +347,30 @@ pub fn clone_constant_in_image_size(f: &dyn Fixture) {
     let uri = f.new_store();
     let s = Store::open(Some(&uri)).unwrap();
     let data = [(0, 8 << 20), (GIB / 2, 8 << 20)];
-    let small = import(&s, &make_qcow2(tmp.path(), "1g.qcow2", GIB, &data, false), r#"{"name":"one"}"#);
-    let big = import(&s, &make_qcow2(tmp.path(), "64g.qcow2", 64 * GIB, &data, false), r#"{"name":"sixtyfour"}"#);
+    let small = import(
+        &s,
+        &make_qcow2(tmp.path(), "1g.qcow2", GIB, &data, false),
+        r#"{"name":"one"}"#,
+    );
+    let big = import(
+        &s,
+        &make_qcow2(tmp.path(), "64g.qcow2", 64 * GIB, &data, false),
+        r#"{"name":"sixtyfour"}"#,
+    );
     let mut io = Vec::new();
     for m in [&small, &big] {
         let before = thread_io();
-        let vm = s.create_vm(&payload(&m.uuid, "o1", "t", m.size_bytes / GIB)).unwrap();
+        let vm = s
+            .create_vm(&payload(&m.uuid, "o1", "t", m.size_bytes / GIB))
+            .unwrap();
         let after = thread_io();
         let moved = (after.0 - before.0) + (after.1 - before.1);
         io.push(moved);
-        assert!(moved < (1 << 20), "create from a {} GiB image moved {moved} bytes", m.size_bytes / GIB);
+        assert!(
+            moved < (1 << 20),
+            "create from a {} GiB image moved {moved} bytes",
+            m.size_bytes / GIB
+        );
         assert_eq!(disk_size(&vm.disk_path, vm.disk_format), m.size_bytes);
     }
     let diff = io[0].abs_diff(io[1]);
@@ -251,7 +382,11 @@ pub fn clone_grows_never_shrinks(f: &dyn Fixture) {
     let uri = f.new_store();
     let s = Store::open(Some(&uri)).unwrap();
     let data = [(0, 4096), (2 * GIB - 4096, 4096)];
-    let m = import(&s, &make_qcow2(tmp.path(), "2g.qcow2", 2 * GIB, &data, false), "{}");
+    let m = import(
+        &s,
+        &make_qcow2(tmp.path(), "2g.qcow2", 2 * GIB, &data, false),
+        "{}",
+    );
     let src = make_raw(tmp.path(), "2g.raw", 2 * GIB, &data);
     let vm = s.create_vm(&payload(&m.uuid, "grown", "t", 20)).unwrap();
     assert_eq!(vm.disk_gib, 20);
@@ -261,12 +396,21 @@ pub fn clone_grows_never_shrinks(f: &dyn Fixture) {
     // Same size: fine. Without disk_gib: the image's size.
     let same = s.create_vm(&payload(&m.uuid, "same", "t", 2)).unwrap();
     assert_eq!(disk_size(&same.disk_path, same.disk_format), 2 * GIB);
-    let p = format!(r#"{{"alias":"dflt","owner":"t","image_uuid":"{}","vcpus":1,"ram_mib":512}}"#, m.uuid);
+    let p = format!(
+        r#"{{"alias":"dflt","owner":"t","image_uuid":"{}","vcpus":1,"ram_mib":512}}"#,
+        m.uuid
+    );
     let dflt = s.create_vm(&p).unwrap();
-    assert_eq!((dflt.disk_gib, disk_size(&dflt.disk_path, dflt.disk_format)), (2, 2 * GIB));
+    assert_eq!(
+        (dflt.disk_gib, disk_size(&dflt.disk_path, dflt.disk_format)),
+        (2, 2 * GIB)
+    );
     // Smaller than the image: refused, nothing made.
     let before = f.volumes(&uri);
-    assert_eq!(code(s.create_vm(&payload(&m.uuid, "small", "t", 1))), Code::VMPOOL_RESULT_INVALID_ARGUMENT);
+    assert_eq!(
+        code(s.create_vm(&payload(&m.uuid, "small", "t", 1))),
+        Code::VMPOOL_RESULT_INVALID_ARGUMENT
+    );
     assert_eq!(f.volumes(&uri), before);
     assert_eq!(s.vms(None).unwrap().len(), 3);
 }
@@ -286,26 +430,55 @@ pub fn vm_lifecycle(f: &dyn Fixture) {
     assert_eq!((a.vcpus, a.ram_mib, a.image_uuid), (2, 2048, m.uuid));
     assert_eq!(serde_json::to_value(a.state).unwrap(), "stopped");
     assert_eq!(s.vm(&a.uuid.to_string()).unwrap(), a);
-    let alice: Vec<Uuid> = s.vms(Some("alice")).unwrap().iter().map(|r| r.uuid).collect();
+    let alice: Vec<Uuid> = s
+        .vms(Some("alice"))
+        .unwrap()
+        .iter()
+        .map(|r| r.uuid)
+        .collect();
     assert_eq!(alice.len(), 2);
     assert!(alice.contains(&a.uuid) && alice.contains(&c.uuid));
     assert_eq!(s.vms(Some("nobody")).unwrap().len(), 0);
     assert_eq!(s.vms(None).unwrap().len(), 3);
-    assert_eq!(f.volumes(&uri), expect(&[m.uuid], &[a.uuid, b.uuid, c.uuid]));
+    assert_eq!(
+        f.volumes(&uri),
+        expect(&[m.uuid], &[a.uuid, b.uuid, c.uuid])
+    );
     // Another handle (another worker) sees the same.
     let s2 = Store::open(Some(&uri)).unwrap();
     assert_eq!(s2.vm(&b.uuid.to_string()).unwrap(), b);
 
     s.delete_vm(&b.uuid.to_string()).unwrap();
-    assert_eq!(code(s.vm(&b.uuid.to_string())), Code::VMPOOL_RESULT_NOT_FOUND);
-    assert_eq!(code(s.delete_vm(&b.uuid.to_string())), Code::VMPOOL_RESULT_NOT_FOUND);
-    assert_eq!(code(s.delete_vm(&Uuid::new_v4().to_string())), Code::VMPOOL_RESULT_NOT_FOUND);
-    assert_eq!(code(s.delete_vm("nope")), Code::VMPOOL_RESULT_INVALID_ARGUMENT);
-    assert_eq!(code(s.vm("../../etc/passwd")), Code::VMPOOL_RESULT_INVALID_ARGUMENT);
+    assert_eq!(
+        code(s.vm(&b.uuid.to_string())),
+        Code::VMPOOL_RESULT_NOT_FOUND
+    );
+    assert_eq!(
+        code(s.delete_vm(&b.uuid.to_string())),
+        Code::VMPOOL_RESULT_NOT_FOUND
+    );
+    assert_eq!(
+        code(s.delete_vm(&Uuid::new_v4().to_string())),
+        Code::VMPOOL_RESULT_NOT_FOUND
+    );
+    assert_eq!(
+        code(s.delete_vm("nope")),
+        Code::VMPOOL_RESULT_INVALID_ARGUMENT
+    );
+    assert_eq!(
+        code(s.vm("../../etc/passwd")),
+        Code::VMPOOL_RESULT_INVALID_ARGUMENT
+    );
     assert_eq!(f.volumes(&uri), expect(&[m.uuid], &[a.uuid, c.uuid]));
     // A uuid in use cannot be created again.
-    let again = format!(r#"{{"uuid":"{fixed}","alias":"c2","owner":"x","image_uuid":"{}","vcpus":1,"ram_mib":256}}"#, m.uuid);
-    assert_eq!(code(s.create_vm(&again)), Code::VMPOOL_RESULT_ALREADY_EXISTS);
+    let again = format!(
+        r#"{{"uuid":"{fixed}","alias":"c2","owner":"x","image_uuid":"{}","vcpus":1,"ram_mib":256}}"#,
+        m.uuid
+    );
+    assert_eq!(
+        code(s.create_vm(&again)),
+        Code::VMPOOL_RESULT_ALREADY_EXISTS
+    );
     assert_eq!(s.vm(&fixed.to_string()).unwrap(), c);
     assert!(journal_empty(&s));
 }
@@ -313,30 +486,77 @@ pub fn vm_lifecycle(f: &dyn Fixture) {
 pub fn vm_refusals(f: &dyn Fixture) {
     let tmp = scratch();
     let uri = f.new_store();
-    let s = Store::open(Some(&format!("{uri}{}max_disk_gib=100&max_vcpus=8", if uri.contains('?') { "&" } else { "?" }))).unwrap();
+    let s = Store::open(Some(&format!(
+        "{uri}{}max_disk_gib=100&max_vcpus=8",
+        if uri.contains('?') { "&" } else { "?" }
+    )))
+    .unwrap();
     let m = import(&s, &small_raw(tmp.path()), "{}");
     let img = m.uuid;
-    let p = |extra: &str| format!(r#"{{"alias":"a","owner":"o","image_uuid":"{img}","vcpus":2,"ram_mib":1024{extra}}}"#);
+    let p = |extra: &str| {
+        format!(
+            r#"{{"alias":"a","owner":"o","image_uuid":"{img}","vcpus":2,"ram_mib":1024{extra}}}"#
+        )
+    };
     let cases: Vec<(String, Code)> = vec![
         ("{".into(), Code::VMPOOL_RESULT_INVALID_JSON),
         ("[]".into(), Code::VMPOOL_RESULT_INVALID_JSON),
         (p(r#","colour":"red""#), Code::VMPOOL_RESULT_INVALID_JSON),
         (p(r#","disk_gib":"big""#), Code::VMPOOL_RESULT_INVALID_JSON),
-        (format!(r#"{{"alias":"a","image_uuid":"{img}","vcpus":2,"ram_mib":1024}}"#), Code::VMPOOL_RESULT_INVALID_JSON),
+        (
+            format!(r#"{{"alias":"a","image_uuid":"{img}","vcpus":2,"ram_mib":1024}}"#),
+            Code::VMPOOL_RESULT_INVALID_JSON,
+        ),
         (p(r#","disk_gib":0"#), Code::VMPOOL_RESULT_INVALID_ARGUMENT),
-        (p(r#","disk_gib":101"#), Code::VMPOOL_RESULT_INVALID_ARGUMENT),
+        (
+            p(r#","disk_gib":101"#),
+            Code::VMPOOL_RESULT_INVALID_ARGUMENT,
+        ),
         (p(r#","disk_gib":-5"#), Code::VMPOOL_RESULT_INVALID_ARGUMENT),
         (p(r#","uuid":"xyz""#), Code::VMPOOL_RESULT_INVALID_ARGUMENT),
-        (p("").replace(r#""vcpus":2"#, r#""vcpus":0"#), Code::VMPOOL_RESULT_INVALID_ARGUMENT),
-        (p("").replace(r#""vcpus":2"#, r#""vcpus":9"#), Code::VMPOOL_RESULT_INVALID_ARGUMENT),
-        (p("").replace(r#""ram_mib":1024"#, r#""ram_mib":1"#), Code::VMPOOL_RESULT_INVALID_ARGUMENT),
-        (p("").replace(r#""alias":"a""#, r#""alias":"a/b""#), Code::VMPOOL_RESULT_INVALID_ARGUMENT),
-        (p("").replace(r#""alias":"a""#, r#""alias":"..""#), Code::VMPOOL_RESULT_INVALID_ARGUMENT),
-        (p("").replace(r#""owner":"o""#, r#""owner":"o@example.com""#), Code::VMPOOL_RESULT_INVALID_ARGUMENT),
-        (p("").replace(r#""owner":"o""#, r#""owner":"o\u0000x""#), Code::VMPOOL_RESULT_INVALID_ARGUMENT),
-        (p("").replace(r#""owner":"o""#, r#""owner":"o\nx""#), Code::VMPOOL_RESULT_INVALID_ARGUMENT),
-        (p("").replace(r#""alias":"a""#, &format!(r#""alias":"{}""#, "a".repeat(65))), Code::VMPOOL_RESULT_INVALID_ARGUMENT),
-        (p("").replace(&img.to_string(), &Uuid::new_v4().to_string()), Code::VMPOOL_RESULT_NOT_FOUND),
+        (
+            p("").replace(r#""vcpus":2"#, r#""vcpus":0"#),
+            Code::VMPOOL_RESULT_INVALID_ARGUMENT,
+        ),
+        (
+            p("").replace(r#""vcpus":2"#, r#""vcpus":9"#),
+            Code::VMPOOL_RESULT_INVALID_ARGUMENT,
+        ),
+        (
+            p("").replace(r#""ram_mib":1024"#, r#""ram_mib":1"#),
+            Code::VMPOOL_RESULT_INVALID_ARGUMENT,
+        ),
+        (
+            p("").replace(r#""alias":"a""#, r#""alias":"a/b""#),
+            Code::VMPOOL_RESULT_INVALID_ARGUMENT,
+        ),
+        (
+            p("").replace(r#""alias":"a""#, r#""alias":"..""#),
+            Code::VMPOOL_RESULT_INVALID_ARGUMENT,
+        ),
+        (
+            p("").replace(r#""owner":"o""#, r#""owner":"o@example.com""#),
+            Code::VMPOOL_RESULT_INVALID_ARGUMENT,
+        ),
+        (
+            p("").replace(r#""owner":"o""#, r#""owner":"o\u0000x""#),
+            Code::VMPOOL_RESULT_INVALID_ARGUMENT,
+        ),
+        (
+            p("").replace(r#""owner":"o""#, r#""owner":"o\nx""#),
+            Code::VMPOOL_RESULT_INVALID_ARGUMENT,
+        ),
+        (
+            p("").replace(
+                r#""alias":"a""#,
+                &format!(r#""alias":"{}""#, "a".repeat(65)),
+            ),
+            Code::VMPOOL_RESULT_INVALID_ARGUMENT,
+        ),
+        (
+            p("").replace(&img.to_string(), &Uuid::new_v4().to_string()),
+            Code::VMPOOL_RESULT_NOT_FOUND,
+        ),
     ];
     let before = f.volumes(&uri);
     for (json, want) in cases {
@@ -358,14 +578,29 @@ pub fn image_delete_with_dependents(f: &dyn Fixture) {
     let e = s.delete_image(&m.uuid.to_string()).unwrap_err();
     assert_eq!(e.code(), Code::VMPOOL_RESULT_IN_USE);
     let msg = e.to_string();
-    assert!(msg.contains(&v1.uuid.to_string()) && msg.contains("second"), "{msg}");
-    assert_eq!(f.volumes(&uri), expect(&[m.uuid, other.uuid], &[v1.uuid, v2.uuid]));
+    assert!(
+        msg.contains(&v1.uuid.to_string()) && msg.contains("second"),
+        "{msg}"
+    );
+    assert_eq!(
+        f.volumes(&uri),
+        expect(&[m.uuid, other.uuid], &[v1.uuid, v2.uuid])
+    );
     s.delete_vm(&v1.uuid.to_string()).unwrap();
-    assert_eq!(code(s.delete_image(&m.uuid.to_string())), Code::VMPOOL_RESULT_IN_USE);
+    assert_eq!(
+        code(s.delete_image(&m.uuid.to_string())),
+        Code::VMPOOL_RESULT_IN_USE
+    );
     s.delete_vm(&v2.uuid.to_string()).unwrap();
     s.delete_image(&m.uuid.to_string()).unwrap();
-    assert_eq!(code(s.image(&m.uuid.to_string())), Code::VMPOOL_RESULT_NOT_FOUND);
-    assert_eq!(code(s.delete_image(&m.uuid.to_string())), Code::VMPOOL_RESULT_NOT_FOUND);
+    assert_eq!(
+        code(s.image(&m.uuid.to_string())),
+        Code::VMPOOL_RESULT_NOT_FOUND
+    );
+    assert_eq!(
+        code(s.delete_image(&m.uuid.to_string())),
+        Code::VMPOOL_RESULT_NOT_FOUND
+    );
     assert_eq!(f.volumes(&uri), expect(&[other.uuid], &[]));
     s.delete_image(&other.uuid.to_string()).unwrap();
     assert_eq!(f.volumes(&uri), expect(&[], &[]));
@@ -385,22 +620,38 @@ pub fn killed_midway_vm_and_delete(f: &dyn Fixture) {
         assert_eq!(out.status.signal(), Some(9), "{point}: {out:?}");
     };
     // Create killed after cloning, before the record: no VM, no disk after reopen.
-    kill("vm_create.cloned", &["vm", "create", "-"], Some(&payload(&m.uuid, "killed", "t", 2)));
+    kill(
+        "vm_create.cloned",
+        &["vm", "create", "-"],
+        Some(&payload(&m.uuid, "killed", "t", 2)),
+    );
     let s = Store::open(Some(&uri)).unwrap();
     assert!(s.vms(None).unwrap().is_empty());
     assert_eq!(f.volumes(&uri), expect(&[m.uuid], &[]));
     // Create killed after the record: the VM is complete.
-    kill("vm_create.recorded", &["vm", "create", "-"], Some(&payload(&m.uuid, "kept", "t", 2)));
+    kill(
+        "vm_create.recorded",
+        &["vm", "create", "-"],
+        Some(&payload(&m.uuid, "kept", "t", 2)),
+    );
     let s = Store::open(Some(&uri)).unwrap();
     let kept = s.vms(None).unwrap();
     assert_eq!(kept.len(), 1);
     assert_eq!(f.volumes(&uri), expect(&[m.uuid], &[kept[0].uuid]));
     // Delete killed after the record went: the next open finishes it.
-    kill("vm_delete.unlisted", &["vm", "delete", &kept[0].uuid.to_string()], None);
+    kill(
+        "vm_delete.unlisted",
+        &["vm", "delete", &kept[0].uuid.to_string()],
+        None,
+    );
     let s = Store::open(Some(&uri)).unwrap();
     assert!(s.vms(None).unwrap().is_empty());
     assert_eq!(f.volumes(&uri), expect(&[m.uuid], &[]));
-    kill("image_delete.unlisted", &["image", "delete", &m.uuid.to_string()], None);
+    kill(
+        "image_delete.unlisted",
+        &["image", "delete", &m.uuid.to_string()],
+        None,
+    );
     let s = Store::open(Some(&uri)).unwrap();
     assert!(s.images().unwrap().is_empty());
     assert_eq!(f.volumes(&uri), expect(&[], &[]));
@@ -416,7 +667,20 @@ pub fn concurrent_creates_threads(f: &dyn Fixture) {
         let hs: Vec<_> = (0..8)
             .map(|t| {
                 let s = &s;
-                sc.spawn(move || (0..4).map(|i| s.create_vm(&payload(&m.uuid, &format!("t{t}-{i}"), &format!("u{t}"), 1)).unwrap().uuid).collect::<Vec<_>>())
+                sc.spawn(move || {
+                    (0..4)
+                        .map(|i| {
+                            s.create_vm(&payload(
+                                &m.uuid,
+                                &format!("t{t}-{i}"),
+                                &format!("u{t}"),
+                                1,
+                            ))
+                            .unwrap()
+                            .uuid
+                        })
+                        .collect::<Vec<_>>()
+                })
             })
             .collect();
         hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
@@ -427,7 +691,10 @@ pub fn concurrent_creates_threads(f: &dyn Fixture) {
     assert_eq!(f.volumes(&uri), expect(&[m.uuid], &made));
     // The same uuid from eight threads at once: exactly one wins.
     let fixed = Uuid::new_v4();
-    let p = format!(r#"{{"uuid":"{fixed}","alias":"race","owner":"o","image_uuid":"{}","vcpus":1,"ram_mib":128}}"#, m.uuid);
+    let p = format!(
+        r#"{{"uuid":"{fixed}","alias":"race","owner":"o","image_uuid":"{}","vcpus":1,"ram_mib":128}}"#,
+        m.uuid
+    );
     let results: Vec<Result<_, _>> = std::thread::scope(|sc| {
         let hs: Vec<_> = (0..8).map(|_| sc.spawn(|| s.create_vm(&p))).collect();
         hs.into_iter().map(|h| h.join().unwrap()).collect()
@@ -448,28 +715,47 @@ pub fn concurrent_creates_processes(f: &dyn Fixture) {
     let spawn = |p: String| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_vmpoolctl"));
         c.args(["--store", &uri, "--json", "vm", "create", "-"]);
-        c.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+        c.stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
         let mut ch = c.spawn().unwrap();
         use std::io::Write;
         ch.stdin.take().unwrap().write_all(p.as_bytes()).unwrap();
         ch
     };
-    let children: Vec<_> = (0..12).map(|i| spawn(payload(&m.uuid, &format!("p{i}"), "procs", 1))).collect();
+    let children: Vec<_> = (0..12)
+        .map(|i| spawn(payload(&m.uuid, &format!("p{i}"), "procs", 1)))
+        .collect();
     let mut made = Vec::new();
     for ch in children {
         let out = ch.wait_with_output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let r: vmpool::VmRecord = serde_json::from_slice(&out.stdout).unwrap();
         made.push(r.uuid);
     }
     assert_eq!(s.vms(Some("procs")).unwrap().len(), 12);
     assert_eq!(f.volumes(&uri), expect(&[m.uuid], &made));
     let fixed = Uuid::new_v4();
-    let p = format!(r#"{{"uuid":"{fixed}","alias":"race","owner":"o","image_uuid":"{}","vcpus":1,"ram_mib":128}}"#, m.uuid);
+    let p = format!(
+        r#"{{"uuid":"{fixed}","alias":"race","owner":"o","image_uuid":"{}","vcpus":1,"ram_mib":128}}"#,
+        m.uuid
+    );
     let children: Vec<_> = (0..6).map(|_| spawn(p.clone())).collect();
-    let codes: Vec<i32> = children.into_iter().map(|c| c.wait_with_output().unwrap().status.code().unwrap()).collect();
+    let codes: Vec<i32> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap().status.code().unwrap())
+        .collect();
     assert_eq!(codes.iter().filter(|&&c| c == 0).count(), 1, "{codes:?}");
-    assert!(codes.iter().all(|&c| c == 0 || c == Code::VMPOOL_RESULT_ALREADY_EXISTS as i32), "{codes:?}");
+    assert!(
+        codes
+            .iter()
+            .all(|&c| c == 0 || c == Code::VMPOOL_RESULT_ALREADY_EXISTS as i32),
+        "{codes:?}"
+    );
     assert_eq!(s.vms(None).unwrap().len(), 13);
     assert!(journal_empty(&s));
 }
@@ -480,28 +766,86 @@ pub fn cli_matches_library(f: &dyn Fixture) {
     let uri = f.new_store();
     let s = Store::open(Some(&uri)).unwrap();
     let src = small_raw(tmp.path());
-    let out = ctl(&uri, &["image", "import", src.to_str().unwrap(), "--name", "cli", "--json"], &[], None);
+    let out = ctl(
+        &uri,
+        &[
+            "image",
+            "import",
+            src.to_str().unwrap(),
+            "--name",
+            "cli",
+            "--json",
+        ],
+        &[],
+        None,
+    );
     assert!(out.status.success(), "{out:?}");
     let m: vmpool::Manifest = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(s.image(&m.uuid.to_string()).unwrap(), m);
-    let out = ctl(&uri, &["--json", "image", "get", &m.uuid.to_string()], &[], None);
-    assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), serde_json::to_string(&m).unwrap());
-    let out = ctl(&uri, &["vm", "create", "-", "--json"], &[], Some(&payload(&m.uuid, "c", "cli", 1)));
+    let out = ctl(
+        &uri,
+        &["--json", "image", "get", &m.uuid.to_string()],
+        &[],
+        None,
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim(),
+        serde_json::to_string(&m).unwrap()
+    );
+    let out = ctl(
+        &uri,
+        &["vm", "create", "-", "--json"],
+        &[],
+        Some(&payload(&m.uuid, "c", "cli", 1)),
+    );
     let r: vmpool::VmRecord = serde_json::from_slice(&out.stdout).unwrap();
     let out = ctl(&uri, &["vm", "list", "--owner", "cli", "--json"], &[], None);
-    assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), serde_json::to_string(&vec![r.clone()]).unwrap());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim(),
+        serde_json::to_string(&vec![r.clone()]).unwrap()
+    );
     let table = ctl(&uri, &["vm", "list"], &[], None);
-    assert!(String::from_utf8(table.stdout).unwrap().contains(&r.uuid.to_string()));
+    assert!(String::from_utf8(table.stdout)
+        .unwrap()
+        .contains(&r.uuid.to_string()));
     for (args, want, stdin) in [
-        (vec!["image", "get", &*Uuid::nil().to_string()], Code::VMPOOL_RESULT_NOT_FOUND, None),
-        (vec!["image", "delete", "bogus"], Code::VMPOOL_RESULT_INVALID_ARGUMENT, None),
-        (vec!["image", "delete", &*m.uuid.to_string()], Code::VMPOOL_RESULT_IN_USE, None),
-        (vec!["vm", "create", "-"], Code::VMPOOL_RESULT_INVALID_JSON, Some("{\"x\":1}")),
-        (vec!["image", "import", "/nonexistent/file.raw"], Code::VMPOOL_RESULT_NOT_FOUND, None),
+        (
+            vec!["image", "get", &*Uuid::nil().to_string()],
+            Code::VMPOOL_RESULT_NOT_FOUND,
+            None,
+        ),
+        (
+            vec!["image", "delete", "bogus"],
+            Code::VMPOOL_RESULT_INVALID_ARGUMENT,
+            None,
+        ),
+        (
+            vec!["image", "delete", &*m.uuid.to_string()],
+            Code::VMPOOL_RESULT_IN_USE,
+            None,
+        ),
+        (
+            vec!["vm", "create", "-"],
+            Code::VMPOOL_RESULT_INVALID_JSON,
+            Some("{\"x\":1}"),
+        ),
+        (
+            vec!["image", "import", "/nonexistent/file.raw"],
+            Code::VMPOOL_RESULT_NOT_FOUND,
+            None,
+        ),
     ] {
         let out = ctl(&uri, &args, &[], stdin);
-        assert_eq!(out.status.code(), Some(want as i32), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        assert!(String::from_utf8_lossy(&out.stderr).contains(want.name()), "{args:?}");
+        assert_eq!(
+            out.status.code(),
+            Some(want as i32),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(want.name()),
+            "{args:?}"
+        );
     }
     let out = ctl(&uri, &["vm", "frobnicate"], &[], None);
     assert_eq!(out.status.code(), Some(64));

@@ -42,16 +42,28 @@ fn open_dir(p: &Path) -> Result<File> {
 
 fn ioctl_err(what: &str, path: &Path, e: nix::errno::Errno) -> Error {
     match e {
-        nix::errno::Errno::EEXIST => Error::AlreadyExists(format!("{} already exists", path.display())),
-        nix::errno::Errno::ENOSPC => Error::Io { context: format!("{what} {}", path.display()), source: e.into() },
-        _ => Error::Backend(format!("btrfs {what} {}: {e} ({})", path.display(), e.desc())),
+        nix::errno::Errno::EEXIST => {
+            Error::AlreadyExists(format!("{} already exists", path.display()))
+        }
+        nix::errno::Errno::ENOSPC => Error::Io {
+            context: format!("{what} {}", path.display()),
+            source: e.into(),
+        },
+        _ => Error::Backend(format!(
+            "btrfs {what} {}: {e} ({})",
+            path.display(),
+            e.desc()
+        )),
     }
 }
 
 /// Create an empty subvolume `parent/name`.
 pub fn subvol_create(parent: &Path, name: &str) -> Result<()> {
     let dir = open_dir(parent)?;
-    let args = sys::btrfs_ioctl_vol_args { fd: 0, name: name_field(name)? };
+    let args = sys::btrfs_ioctl_vol_args {
+        fd: 0,
+        name: name_field(name)?,
+    };
     unsafe { sys::btrfs_ioc_subvol_create(dir.as_raw_fd(), &args) }
         .map(drop)
         .map_err(|e| ioctl_err("subvolume create", &parent.join(name), e))
@@ -64,7 +76,11 @@ pub fn snapshot(src: &Path, parent: &Path, name: &str, readonly: bool) -> Result
     let args = sys::btrfs_ioctl_vol_args_v2 {
         fd: s.as_raw_fd() as i64,
         transid: 0,
-        flags: if readonly { sys::BTRFS_SUBVOL_RDONLY } else { 0 },
+        flags: if readonly {
+            sys::BTRFS_SUBVOL_RDONLY
+        } else {
+            0
+        },
         unused: [0; 4],
         name: name_field(name)?,
     };
@@ -79,7 +95,10 @@ pub fn subvol_destroy(parent: &Path, name: &str) -> Result<bool> {
         return Ok(false);
     }
     let dir = open_dir(parent)?;
-    let args = sys::btrfs_ioctl_vol_args { fd: 0, name: name_field(name)? };
+    let args = sys::btrfs_ioctl_vol_args {
+        fd: 0,
+        name: name_field(name)?,
+    };
     match unsafe { sys::btrfs_ioc_snap_destroy(dir.as_raw_fd(), &args) } {
         Ok(_) => Ok(true),
         Err(nix::errno::Errno::ENOENT) => Ok(false),
@@ -93,7 +112,11 @@ pub fn set_readonly(subvol: &Path, ro: bool) -> Result<()> {
     let mut flags = 0u64;
     unsafe { sys::btrfs_ioc_subvol_getflags(dir.as_raw_fd(), &mut flags) }
         .map_err(|e| ioctl_err("get flags of", subvol, e))?;
-    flags = if ro { flags | sys::BTRFS_SUBVOL_RDONLY } else { flags & !sys::BTRFS_SUBVOL_RDONLY };
+    flags = if ro {
+        flags | sys::BTRFS_SUBVOL_RDONLY
+    } else {
+        flags & !sys::BTRFS_SUBVOL_RDONLY
+    };
     unsafe { sys::btrfs_ioc_subvol_setflags(dir.as_raw_fd(), &flags) }
         .map(drop)
         .map_err(|e| ioctl_err("set flags of", subvol, e))
@@ -107,7 +130,10 @@ pub fn check_btrfs(root: &Path) -> Result<()> {
     }
     let magic = fsutil::fs_magic(p)?;
     if magic != sys::BTRFS_SUPER_MAGIC {
-        return Err(Error::Unsupported(format!("btrfs: {} is not on a btrfs file system (f_type {magic:#x})", p.display())));
+        return Err(Error::Unsupported(format!(
+            "btrfs: {} is not on a btrfs file system (f_type {magic:#x})",
+            p.display()
+        )));
     }
     Ok(())
 }
@@ -121,7 +147,11 @@ pub struct BtrfsDriver {
 
 impl BtrfsDriver {
     pub fn open(root: &Path) -> Result<Self> {
-        let d = BtrfsDriver { root: root.to_owned(), images: root.join("images"), vms: root.join("vms") };
+        let d = BtrfsDriver {
+            root: root.to_owned(),
+            images: root.join("images"),
+            vms: root.join("vms"),
+        };
         fsutil::mkdirs(&d.images)?;
         fsutil::mkdirs(&d.vms)?;
         Ok(d)
@@ -149,7 +179,13 @@ impl StorageDriver for BtrfsDriver {
         format == DiskFormat::Raw
     }
 
-    fn image_stage(&self, uuid: &Uuid, _token: &str, _format: DiskFormat, size: u64) -> Result<File> {
+    fn image_stage(
+        &self,
+        uuid: &Uuid,
+        _token: &str,
+        _format: DiskFormat,
+        size: u64,
+    ) -> Result<File> {
         let name = Self::staging(uuid);
         subvol_create(&self.images, &name)?;
         let path = self.images.join(&name).join(DISK);
@@ -160,7 +196,11 @@ impl StorageDriver for BtrfsDriver {
             .mode(0o644)
             .open(&path)
             .ctx(|| format!("creating {}", path.display()))
-            .and_then(|f| f.set_len(size).ctx(|| format!("sizing {}", path.display())).map(|_| f));
+            .and_then(|f| {
+                f.set_len(size)
+                    .ctx(|| format!("sizing {}", path.display()))
+                    .map(|_| f)
+            });
         if res.is_err() {
             let _ = subvol_destroy(&self.images, &name);
         }
@@ -171,11 +211,21 @@ impl StorageDriver for BtrfsDriver {
         let staged = self.images.join(Self::staging(uuid));
         let fin = self.images.join(uuid.to_string());
         set_readonly(&staged, true)?;
-        nix::fcntl::renameat2(None, &staged, None, &fin, nix::fcntl::RenameFlags::RENAME_NOREPLACE).map_err(|e| {
+        nix::fcntl::renameat2(
+            None,
+            &staged,
+            None,
+            &fin,
+            nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+        )
+        .map_err(|e| {
             if e == nix::errno::Errno::EEXIST {
                 Error::AlreadyExists(format!("{} already exists", fin.display()))
             } else {
-                Error::Io { context: format!("renaming {} to {}", staged.display(), fin.display()), source: e.into() }
+                Error::Io {
+                    context: format!("renaming {} to {}", staged.display(), fin.display()),
+                    source: e.into(),
+                }
             }
         })?;
         fsutil::sync_dir(&self.images)?;
@@ -200,13 +250,22 @@ impl StorageDriver for BtrfsDriver {
 
     fn vm_clone(&self, image: &Manifest, vm: &Uuid, size: u64) -> Result<VmDisk> {
         let name = vm.to_string();
-        snapshot(&self.images.join(image.uuid.to_string()), &self.vms, &name, false)?;
+        snapshot(
+            &self.images.join(image.uuid.to_string()),
+            &self.vms,
+            &name,
+            false,
+        )?;
         let path = self.vms.join(&name).join(DISK);
         let size = size.max(image.size_bytes);
         let grown = (|| {
-            let f = OpenOptions::new().write(true).open(&path).ctx(|| format!("opening {}", path.display()))?;
+            let f = OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .ctx(|| format!("opening {}", path.display()))?;
             if size > image.size_bytes {
-                f.set_len(size).ctx(|| format!("growing {}", path.display()))?;
+                f.set_len(size)
+                    .ctx(|| format!("growing {}", path.display()))?;
             }
             f.sync_all().ctx(|| format!("syncing {}", path.display()))
         })();
@@ -214,7 +273,12 @@ impl StorageDriver for BtrfsDriver {
             let _ = subvol_destroy(&self.vms, &name);
             return Err(e);
         }
-        Ok(VmDisk { path: path.to_string_lossy().into_owned(), format: DiskFormat::Raw, size_bytes: size, method: "btrfs-snapshot" })
+        Ok(VmDisk {
+            path: path.to_string_lossy().into_owned(),
+            format: DiskFormat::Raw,
+            size_bytes: size,
+            method: "btrfs-snapshot",
+        })
     }
 
     fn vm_destroy(&self, vm: &Uuid, _image: &Uuid, _image_format: DiskFormat) -> Result<bool> {

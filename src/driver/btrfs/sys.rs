@@ -28,8 +28,23 @@ pub struct btrfs_ioctl_vol_args_v2 {
 const _: () = assert!(std::mem::size_of::<btrfs_ioctl_vol_args>() == 4096);
 const _: () = assert!(std::mem::size_of::<btrfs_ioctl_vol_args_v2>() == 4096);
 
-nix::ioctl_write_ptr!(btrfs_ioc_subvol_create, BTRFS_IOCTL_MAGIC, 14, btrfs_ioctl_vol_args);
-nix::ioctl_write_ptr!(btrfs_ioc_snap_destroy, BTRFS_IOCTL_MAGIC, 15, btrfs_ioctl_vol_args);
-nix::ioctl_write_ptr!(btrfs_ioc_snap_create_v2, BTRFS_IOCTL_MAGIC, 23, btrfs_ioctl_vol_args_v2);
+nix::ioctl_write_ptr!(
+    btrfs_ioc_subvol_create,
+    BTRFS_IOCTL_MAGIC,
+    14,
+    btrfs_ioctl_vol_args
+);
+nix::ioctl_write_ptr!(
+    btrfs_ioc_snap_destroy,
+    BTRFS_IOCTL_MAGIC,
+    15,
+    btrfs_ioctl_vol_args
+);
+nix::ioctl_write_ptr!(
+    btrfs_ioc_snap_create_v2,
+    BTRFS_IOCTL_MAGIC,
+    23,
+    btrfs_ioctl_vol_args_v2
+);
 nix::ioctl_read!(btrfs_ioc_subvol_getflags, BTRFS_IOCTL_MAGIC, 25, u64);
 nix::ioctl_write_ptr!(btrfs_ioc_subvol_setflags, BTRFS_IOCTL_MAGIC, 26, u64);

@@ -24,7 +24,9 @@ fn scan(name: &str) -> Option<PathBuf> {
         if !f.starts_with("zd") || !f[2..].bytes().all(|b| b.is_ascii_digit()) || f.len() == 2 {
             continue;
         }
-        let Ok(dev) = std::fs::File::open(e.path()) else { continue };
+        let Ok(dev) = std::fs::File::open(e.path()) else {
+            continue;
+        };
         let mut buf = [0u8; ZFS_MAX_DATASET_NAME_LEN];
         if unsafe { blkzname(dev.as_raw_fd(), &mut buf) }.is_ok() {
             let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
@@ -50,7 +52,10 @@ pub fn zvol_device(name: &str, timeout: Duration) -> Result<PathBuf> {
             return Ok(p);
         }
         if start.elapsed() >= timeout {
-            return Err(Error::Backend(format!("zvol {name}: no device node appeared within {} ms", timeout.as_millis())));
+            return Err(Error::Backend(format!(
+                "zvol {name}: no device node appeared within {} ms",
+                timeout.as_millis()
+            )));
         }
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(50));

@@ -39,7 +39,11 @@ impl ZfsDriver {
     /// Open (creating if needed) the store dataset `ds`. `claim` is called with the catalog
     /// directory before anything is created inside the dataset, so a dataset that is not a
     /// store is refused untouched.
-    pub fn open(ds: &str, o: Options, claim: impl FnOnce(&Path) -> Result<()>) -> Result<Box<dyn StorageDriver>> {
+    pub fn open(
+        ds: &str,
+        o: Options,
+        claim: impl FnOnce(&Path) -> Result<()>,
+    ) -> Result<Box<dyn StorageDriver>> {
         let catalog = libzfs::with(|lz| {
             if !libzfs::exists(ds)? {
                 let parent = ds.rsplit_once('/').map(|(p, _)| p).unwrap_or(ds);
@@ -53,7 +57,9 @@ impl ZfsDriver {
             }
             let d = lz.open(ds, sys::ZFS_TYPE_FILESYSTEM | sys::ZFS_TYPE_VOLUME)?;
             if d.kind() != sys::ZFS_TYPE_FILESYSTEM {
-                return Err(Error::NotAStore(format!("zfs:{ds} is a volume; a store needs a filesystem dataset")));
+                return Err(Error::NotAStore(format!(
+                    "zfs:{ds} is a volume; a store needs a filesystem dataset"
+                )));
             }
             if let Some(c) = &o.catalog {
                 return Ok(c.clone());
@@ -83,7 +89,11 @@ impl ZfsDriver {
             }
             Ok(())
         })?;
-        Ok(Box::new(ZfsDriver { ds: ds.to_owned(), catalog, thick: o.thick }))
+        Ok(Box::new(ZfsDriver {
+            ds: ds.to_owned(),
+            catalog,
+            thick: o.thick,
+        }))
     }
 
     fn staging(&self, uuid: &Uuid) -> String {
@@ -103,7 +113,9 @@ impl ZfsDriver {
         let snap = format!("{name}@final");
         if libzfs::exists(&snap)? {
             libzfs::destroy_snapshot(&snap).map_err(|e| match e {
-                Error::AlreadyExists(_) | Error::Busy(_) => Error::InUse(format!("{snap} has dependent clones")),
+                Error::AlreadyExists(_) | Error::Busy(_) => {
+                    Error::InUse(format!("{snap} has dependent clones"))
+                }
                 e => e,
             })?;
         }
@@ -131,10 +143,18 @@ impl StorageDriver for ZfsDriver {
         format == DiskFormat::Raw
     }
 
-    fn image_stage(&self, uuid: &Uuid, token: &str, _format: DiskFormat, size: u64) -> Result<File> {
+    fn image_stage(
+        &self,
+        uuid: &Uuid,
+        token: &str,
+        _format: DiskFormat,
+        size: u64,
+    ) -> Result<File> {
         libzfs::ensure_init()?;
         let name = self.staging(uuid);
-        let props = NvList::new()?.uint64("volsize", align(size))?.string(&import_marker(token), "1")?;
+        let props = NvList::new()?
+            .uint64("volsize", align(size))?
+            .string(&import_marker(token), "1")?;
         libzfs::create_volume(&name, &props)?;
         let opened = zvol_device(&name, DEVICE_WAIT).and_then(|dev| {
             OpenOptions::new()
@@ -153,7 +173,10 @@ impl StorageDriver for ZfsDriver {
     fn image_seal(&self, uuid: &Uuid, _token: &str, _format: DiskFormat) -> Result<String> {
         let staged = self.staging(uuid);
         libzfs::snapshot(&format!("{staged}@final"))?;
-        libzfs::with(|lz| lz.open(&staged, sys::ZFS_TYPE_VOLUME)?.set_props(&NvList::new()?.string("readonly", "on")?))?;
+        libzfs::with(|lz| {
+            lz.open(&staged, sys::ZFS_TYPE_VOLUME)?
+                .set_props(&NvList::new()?.string("readonly", "on")?)
+        })?;
         let fin = self.image(uuid);
         libzfs::rename(&staged, &fin)?;
         Ok(format!("{fin}@final"))
@@ -203,7 +226,12 @@ impl StorageDriver for ZfsDriver {
                 return Err(e);
             }
         }
-        Ok(VmDisk { path: zvol_path(&name), format: DiskFormat::Raw, size_bytes: size.max(vsize), method: "zfs-clone" })
+        Ok(VmDisk {
+            path: zvol_path(&name),
+            format: DiskFormat::Raw,
+            size_bytes: size.max(vsize),
+            method: "zfs-clone",
+        })
     }
 
     fn vm_destroy(&self, vm: &Uuid, image: &Uuid, _image_format: DiskFormat) -> Result<bool> {

@@ -61,7 +61,9 @@ pub fn ensure_init() -> Result<()> {
 impl Libzfs {
     /// libzfs's own description of its last error, with what we were doing.
     fn error(&self, what: String) -> Error {
-        let desc = unsafe { CStr::from_ptr(sys::libzfs_error_description(self.hdl)) }.to_string_lossy().into_owned();
+        let desc = unsafe { CStr::from_ptr(sys::libzfs_error_description(self.hdl)) }
+            .to_string_lossy()
+            .into_owned();
         Error::Backend(format!("{what}: {desc}"))
     }
 
@@ -75,14 +77,20 @@ impl Libzfs {
         if zhp.is_null() {
             return Err(self.error(format!("opening {name}")));
         }
-        Ok(Dataset { zhp, name: name.to_owned(), lib: self })
+        Ok(Dataset {
+            zhp,
+            name: name.to_owned(),
+            lib: self,
+        })
     }
 
     /// Create a filesystem or volume with `props` (validated by libzfs).
     pub fn create(&self, name: &str, kind: sys::zfs_type_t, props: &NvList) -> Result<()> {
         let c = cstring(name)?;
         if exists(name)? {
-            return Err(Error::AlreadyExists(format!("dataset {name} already exists")));
+            return Err(Error::AlreadyExists(format!(
+                "dataset {name} already exists"
+            )));
         }
         if unsafe { sys::zfs_create(self.hdl, c.as_ptr(), kind, props.0) } != 0 {
             return Err(self.error(format!("creating {name}")));
@@ -115,22 +123,39 @@ impl Dataset<'_> {
         let c = cstring(name)?;
         let prop = unsafe { sys::zfs_name_to_prop(c.as_ptr()) };
         if prop == sys::ZPROP_INVAL {
-            return Err(Error::Internal(format!("{name} is not a native ZFS property")));
+            return Err(Error::Internal(format!(
+                "{name} is not a native ZFS property"
+            )));
         }
         let mut buf = vec![0 as c_char; sys::ZFS_MAXPROPLEN];
         let rc = unsafe {
-            sys::zfs_prop_get(self.zhp, prop, buf.as_mut_ptr(), buf.len(), std::ptr::null_mut(), std::ptr::null_mut(), 0, sys::B_TRUE)
+            sys::zfs_prop_get(
+                self.zhp,
+                prop,
+                buf.as_mut_ptr(),
+                buf.len(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                0,
+                sys::B_TRUE,
+            )
         };
         if rc != 0 {
             return Ok(None);
         }
-        Ok(Some(unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned()))
+        Ok(Some(
+            unsafe { CStr::from_ptr(buf.as_ptr()) }
+                .to_string_lossy()
+                .into_owned(),
+        ))
     }
 
     /// Set several properties in one call (one transaction group sync).
     pub fn set_props(&self, props: &NvList) -> Result<()> {
         if unsafe { sys::zfs_prop_set_list(self.zhp, props.0) } != 0 {
-            return Err(self.lib.error(format!("setting properties of {}", self.name)));
+            return Err(self
+                .lib
+                .error(format!("setting properties of {}", self.name)));
         }
         Ok(())
     }
@@ -187,7 +212,10 @@ impl NvList {
         let mut p = std::ptr::null_mut();
         let rc = unsafe { sys::nvlist_alloc(&mut p, sys::NV_UNIQUE_NAME, 0) };
         if rc != 0 {
-            return Err(Error::Io { context: "nvlist_alloc".into(), source: std::io::Error::from_raw_os_error(rc) });
+            return Err(Error::Io {
+                context: "nvlist_alloc".into(),
+                source: std::io::Error::from_raw_os_error(rc),
+            });
         }
         Ok(NvList(p))
     }
@@ -196,19 +224,28 @@ impl NvList {
         if rc == 0 {
             Ok(())
         } else {
-            Err(Error::Io { context: format!("nvlist add {key}"), source: std::io::Error::from_raw_os_error(rc) })
+            Err(Error::Io {
+                context: format!("nvlist add {key}"),
+                source: std::io::Error::from_raw_os_error(rc),
+            })
         }
     }
 
     pub fn string(self, key: &str, val: &str) -> Result<Self> {
         let (k, v) = (cstring(key)?, cstring(val)?);
-        Self::check(unsafe { sys::nvlist_add_string(self.0, k.as_ptr(), v.as_ptr()) }, key)?;
+        Self::check(
+            unsafe { sys::nvlist_add_string(self.0, k.as_ptr(), v.as_ptr()) },
+            key,
+        )?;
         Ok(self)
     }
 
     pub fn uint64(self, key: &str, val: u64) -> Result<Self> {
         let k = cstring(key)?;
-        Self::check(unsafe { sys::nvlist_add_uint64(self.0, k.as_ptr(), val) }, key)?;
+        Self::check(
+            unsafe { sys::nvlist_add_uint64(self.0, k.as_ptr(), val) },
+            key,
+        )?;
         Ok(self)
     }
 
@@ -226,9 +263,10 @@ pub fn lzc_error(what: &str, name: &str, errno: i32) -> Error {
         libc::EEXIST => Error::AlreadyExists(format!("dataset {name} already exists")),
         libc::ENOENT => Error::not_found("dataset", name),
         libc::EBUSY => Error::Busy(format!("{what} {name}: dataset is busy ({os})")),
-        libc::ENOSPC | libc::EDQUOT | libc::EPERM | libc::EACCES | libc::EROFS => {
-            Error::Io { context: format!("{what} {name}"), source: os }
-        }
+        libc::ENOSPC | libc::EDQUOT | libc::EPERM | libc::EACCES | libc::EROFS => Error::Io {
+            context: format!("{what} {name}"),
+            source: os,
+        },
         _ => Error::Backend(format!("{what} {name}: {os}")),
     }
 }
@@ -249,7 +287,9 @@ pub fn exists(name: &str) -> Result<bool> {
 /// `lzc_clone`: one ioctl, one transaction group sync.
 pub fn clone(name: &str, origin: &str) -> Result<()> {
     let (n, o) = (cstring(name)?, cstring(origin)?);
-    lzc("cloning", name, unsafe { sys::lzc_clone(n.as_ptr(), o.as_ptr(), std::ptr::null_mut()) })
+    lzc("cloning", name, unsafe {
+        sys::lzc_clone(n.as_ptr(), o.as_ptr(), std::ptr::null_mut())
+    })
 }
 
 /// Call an lzc function that reports per-snapshot errors through an `nvlist_t **` (which it
@@ -265,12 +305,20 @@ fn with_errlist(f: impl FnOnce(*mut *mut sys::nvlist_t) -> i32) -> i32 {
 
 pub fn snapshot(snap: &str) -> Result<()> {
     let snaps = NvList::new()?.flag(snap)?;
-    lzc("snapshotting", snap, with_errlist(|e| unsafe { sys::lzc_snapshot(snaps.0, std::ptr::null_mut(), e) }))
+    lzc(
+        "snapshotting",
+        snap,
+        with_errlist(|e| unsafe { sys::lzc_snapshot(snaps.0, std::ptr::null_mut(), e) }),
+    )
 }
 
 pub fn destroy_snapshot(snap: &str) -> Result<()> {
     let snaps = NvList::new()?.flag(snap)?;
-    lzc("destroying", snap, with_errlist(|e| unsafe { sys::lzc_destroy_snaps(snaps.0, sys::B_FALSE, e) }))
+    lzc(
+        "destroying",
+        snap,
+        with_errlist(|e| unsafe { sys::lzc_destroy_snaps(snaps.0, sys::B_FALSE, e) }),
+    )
 }
 
 pub fn rename(from: &str, to: &str) -> Result<()> {
@@ -291,5 +339,13 @@ pub fn destroy(name: &str) -> Result<()> {
 /// exact values: a volsize that is a multiple of the volblocksize).
 pub fn create_volume(name: &str, props: &NvList) -> Result<()> {
     let c = cstring(name)?;
-    lzc("creating", name, unsafe { sys::lzc_create(c.as_ptr(), sys::LZC_DATSET_TYPE_ZVOL, props.0, std::ptr::null_mut(), 0) })
+    lzc("creating", name, unsafe {
+        sys::lzc_create(
+            c.as_ptr(),
+            sys::LZC_DATSET_TYPE_ZVOL,
+            props.0,
+            std::ptr::null_mut(),
+            0,
+        )
+    })
 }

@@ -48,17 +48,27 @@ impl Options {
                     o.thick = match *v {
                         "1" | "true" | "yes" | "on" => true,
                         "0" | "false" | "no" | "off" => false,
-                        _ => return Err(Error::invalid(format!("store option thick={v:?}: expected 1 or 0"))),
+                        _ => {
+                            return Err(Error::invalid(format!(
+                                "store option thick={v:?}: expected 1 or 0"
+                            )))
+                        }
                     }
                 }
                 "catalog" => {
                     let p = PathBuf::from(v);
                     if !p.is_absolute() {
-                        return Err(Error::invalid(format!("store option catalog={v:?} is not an absolute path")));
+                        return Err(Error::invalid(format!(
+                            "store option catalog={v:?} is not an absolute path"
+                        )));
                     }
                     o.catalog = Some(p);
                 }
-                _ => return Err(Error::invalid(format!("store option {k:?} is not known for zfs: stores"))),
+                _ => {
+                    return Err(Error::invalid(format!(
+                        "store option {k:?} is not known for zfs: stores"
+                    )))
+                }
             }
         }
         Ok(o)
@@ -75,7 +85,11 @@ pub struct ZfsDriver;
 
 #[cfg(not(vmpool_zfs))]
 impl ZfsDriver {
-    pub fn open(ds: &str, _o: Options, _claim: impl FnOnce(&std::path::Path) -> Result<()>) -> Result<Box<dyn super::StorageDriver>> {
+    pub fn open(
+        ds: &str,
+        _o: Options,
+        _claim: impl FnOnce(&std::path::Path) -> Result<()>,
+    ) -> Result<Box<dyn super::StorageDriver>> {
         Err(Error::Unsupported(format!(
             "zfs:{ds}: this vmpool was built without ZFS support (libzfs was not found at build time; install libzfslinux-dev or set VMPOOL_ZFS=1)"
         )))

@@ -49,13 +49,31 @@ extern "C" {
     pub fn libzfs_fini(hdl: *mut libzfs_handle_t);
     pub fn libzfs_errno(hdl: *mut libzfs_handle_t) -> c_int;
     pub fn libzfs_error_description(hdl: *mut libzfs_handle_t) -> *const c_char;
-    pub fn zfs_open(hdl: *mut libzfs_handle_t, name: *const c_char, types: c_int) -> *mut zfs_handle_t;
+    pub fn zfs_open(
+        hdl: *mut libzfs_handle_t,
+        name: *const c_char,
+        types: c_int,
+    ) -> *mut zfs_handle_t;
     pub fn zfs_close(zhp: *mut zfs_handle_t);
     pub fn zfs_get_type(zhp: *const zfs_handle_t) -> zfs_type_t;
-    pub fn zfs_create(hdl: *mut libzfs_handle_t, name: *const c_char, kind: zfs_type_t, props: *mut nvlist_t) -> c_int;
+    pub fn zfs_create(
+        hdl: *mut libzfs_handle_t,
+        name: *const c_char,
+        kind: zfs_type_t,
+        props: *mut nvlist_t,
+    ) -> c_int;
     pub fn zfs_destroy(zhp: *mut zfs_handle_t, defer: boolean_t) -> c_int;
     pub fn zfs_prop_set_list(zhp: *mut zfs_handle_t, props: *mut nvlist_t) -> c_int;
-    pub fn zfs_prop_get(zhp: *mut zfs_handle_t, prop: zfs_prop_t, buf: *mut c_char, len: usize, src: *mut zprop_source_t, statbuf: *mut c_char, statlen: usize, literal: boolean_t) -> c_int;
+    pub fn zfs_prop_get(
+        zhp: *mut zfs_handle_t,
+        prop: zfs_prop_t,
+        buf: *mut c_char,
+        len: usize,
+        src: *mut zprop_source_t,
+        statbuf: *mut c_char,
+        statlen: usize,
+        literal: boolean_t,
+    ) -> c_int;
     pub fn zfs_get_user_props(zhp: *mut zfs_handle_t) -> *mut nvlist_t;
     pub fn zfs_is_mounted(zhp: *mut zfs_handle_t, where_: *mut *mut c_char) -> boolean_t;
     pub fn zfs_mount(zhp: *mut zfs_handle_t, options: *const c_char, flags: c_int) -> c_int;
@@ -65,10 +83,24 @@ extern "C" {
 extern "C" {
     // libzfs_core: thin ioctl wrappers that return an errno, safe to call from any thread.
     pub fn libzfs_core_init() -> c_int;
-    pub fn lzc_create(name: *const c_char, kind: enum_lzc_dataset_type, props: *mut nvlist_t, wkeydata: *mut u8, wkeylen: uint_t) -> c_int;
+    pub fn lzc_create(
+        name: *const c_char,
+        kind: enum_lzc_dataset_type,
+        props: *mut nvlist_t,
+        wkeydata: *mut u8,
+        wkeylen: uint_t,
+    ) -> c_int;
     pub fn lzc_clone(name: *const c_char, origin: *const c_char, props: *mut nvlist_t) -> c_int;
-    pub fn lzc_snapshot(snaps: *mut nvlist_t, props: *mut nvlist_t, errlist: *mut *mut nvlist_t) -> c_int;
-    pub fn lzc_destroy_snaps(snaps: *mut nvlist_t, defer: boolean_t, errlist: *mut *mut nvlist_t) -> c_int;
+    pub fn lzc_snapshot(
+        snaps: *mut nvlist_t,
+        props: *mut nvlist_t,
+        errlist: *mut *mut nvlist_t,
+    ) -> c_int;
+    pub fn lzc_destroy_snaps(
+        snaps: *mut nvlist_t,
+        defer: boolean_t,
+        errlist: *mut *mut nvlist_t,
+    ) -> c_int;
     pub fn lzc_rename(source: *const c_char, target: *const c_char) -> c_int;
     pub fn lzc_destroy(name: *const c_char) -> c_int;
     pub fn lzc_exists(name: *const c_char) -> boolean_t;
@@ -81,7 +113,11 @@ extern "C" {
     pub fn nvlist_add_boolean(nvl: *mut nvlist_t, name: *const c_char) -> c_int;
     pub fn nvlist_add_string(nvl: *mut nvlist_t, name: *const c_char, val: *const c_char) -> c_int;
     pub fn nvlist_add_uint64(nvl: *mut nvlist_t, name: *const c_char, val: u64) -> c_int;
-    pub fn nvlist_lookup_nvlist(nvl: *mut nvlist_t, name: *const c_char, val: *mut *mut nvlist_t) -> c_int;
+    pub fn nvlist_lookup_nvlist(
+        nvl: *mut nvlist_t,
+        name: *const c_char,
+        val: *mut *mut nvlist_t,
+    ) -> c_int;
 }
 
 pub const LZC_DATSET_TYPE_ZVOL: enum_lzc_dataset_type = 3;

@@ -1,0 +1,114 @@
+# vmpool: build, test, install. `make help` lists the targets.
+#
+# The two set-up commands of the README:
+#   sudo make demo    install what is needed, build, run the quick start on the default store
+#   sudo make test    install what the tests need, build once, run every test suite
+
+CARGO     ?= cargo
+PREFIX    ?= /usr/local
+LIBDIR    ?= $(PREFIX)/lib
+INCLUDEDIR?= $(PREFIX)/include
+DESTDIR   ?=
+VERSION   := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+MAJOR     := $(firstword $(subst ., ,$(VERSION)))
+# Tests and the demo use the dev profile (dependencies optimised, see Cargo.toml);
+# install and bench use release.
+DEBUG_DIR := target/debug
+REL_DIR   := target/release
+# What a program linking libvmpool.a statically needs besides it (rustc's native-static-libs).
+LIBS_PRIVATE := $(shell pkg-config --libs libzfs libzfs_core 2>/dev/null) -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
+# Build with ZFS when libzfs is installed (auto); CI sets VMPOOL_ZFS=1 so it cannot be left out.
+export VMPOOL_ZFS ?= auto
+
+.PHONY: help deps deps-demo build release header check-header lint demo test test-rust test-c \
+        test-ruby test-python test-examples test-zfs install bench clean
+
+help:
+	@sed -n 's/^## //p' Makefile
+
+## deps          install everything the tests need (Debian 12; uses sudo when not root)
+deps:
+	scripts/install-deps --test
+
+deps-demo:
+	scripts/install-deps --demo
+
+## build         library (rlib, .so, .a) and vmpoolctl, dev profile
+build:
+	$(CARGO) build --lib --bins --examples
+
+release:
+	$(CARGO) build --release --lib --bins
+
+## header        regenerate include/vmpool.h with cbindgen
+header:
+	cbindgen --quiet --config cbindgen.toml --crate vmpool --output include/vmpool.h
+
+## check-header  fail if include/vmpool.h is not what cbindgen generates now
+check-header:
+	@mkdir -p target
+	cbindgen --quiet --config cbindgen.toml --crate vmpool --output target/vmpool.h.fresh
+	@diff -u include/vmpool.h target/vmpool.h.fresh || { echo "include/vmpool.h is stale: run make header" >&2; exit 1; }
+
+## lint          rustfmt check, clippy with warnings as errors, header freshness
+lint: check-header
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+## demo          the quick start: import a generated image into the default store, clone VMs
+demo: deps-demo build
+	$(DEBUG_DIR)/examples/quickstart
+
+## test          every suite: Rust (dir, xfs-reflink, btrfs), C, Ruby, Python, examples, ZFS in the guest, lint
+test: deps build lint test-rust test-c test-ruby test-python test-examples test-zfs
+	@echo "make test: all suites passed"
+
+## test-rust     unit tests and the conformance suite on dir:, XFS reflink and btrfs (loop devices)
+test-rust:
+	eval "$$(tests/env/setup)" && $(CARGO) test -- --include-ignored --skip zfs::
+
+## test-c        the C API test, compiled against include/vmpool.h and the .so
+test-c: build
+	@mkdir -p target/c
+	ln -sf libvmpool.so $(DEBUG_DIR)/libvmpool.so.$(MAJOR)
+	cc -std=c11 -Wall -Wextra -Werror -Iinclude tests/c/api_test.c -o target/c/api_test \
+	   -L$(DEBUG_DIR) -lvmpool -lpthread -Wl,-rpath,$(CURDIR)/$(DEBUG_DIR)
+	rm -rf target/c/store && mkdir -p target/c/store && target/c/api_test $(CURDIR)/target/c/store
+
+## test-ruby     minitest suite of bindings/ruby against the freshly built .so
+test-ruby: build
+	VMPOOL_LIB=$(CURDIR)/$(DEBUG_DIR)/libvmpool.so ruby -Ibindings/ruby/lib -Ibindings/ruby/test \
+	   -e 'Dir["bindings/ruby/test/*_test.rb"].sort.each { |f| require File.expand_path(f) }'
+
+## test-python   pytest suite of bindings/python against the freshly built .so
+test-python: build
+	VMPOOL_LIB=$(CURDIR)/$(DEBUG_DIR)/libvmpool.so PYTHONPATH=bindings/python \
+	   python3 -m pytest -q bindings/python/tests
+
+## test-examples the README's Ruby, Python and C examples, against an installed copy
+test-examples: release
+	scripts/test-examples
+
+## test-zfs      conformance and ZFS tests on a real OpenZFS pool inside a QEMU guest
+test-zfs:
+	scripts/test-zfs
+
+## install       install libvmpool.so.$(MAJOR) (SONAME), libvmpool.a, vmpool.h, vmpool.pc, vmpoolctl
+install: release
+	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 $(REL_DIR)/libvmpool.so $(DESTDIR)$(LIBDIR)/libvmpool.so.$(VERSION)
+	ln -sf libvmpool.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libvmpool.so.$(MAJOR)
+	ln -sf libvmpool.so.$(MAJOR) $(DESTDIR)$(LIBDIR)/libvmpool.so
+	install -m 0644 $(REL_DIR)/libvmpool.a $(DESTDIR)$(LIBDIR)/libvmpool.a
+	install -m 0644 include/vmpool.h $(DESTDIR)$(INCLUDEDIR)/vmpool.h
+	install -m 0755 $(REL_DIR)/vmpoolctl $(DESTDIR)$(PREFIX)/bin/vmpoolctl
+	sed -e 's|@PREFIX@|$(PREFIX)|; s|@LIBDIR@|$(LIBDIR)|; s|@INCLUDEDIR@|$(INCLUDEDIR)|; s|@VERSION@|$(VERSION)|' \
+	    -e 's|@LIBS_PRIVATE@|$(LIBS_PRIVATE)|' \
+	    bindings/c/vmpool.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/vmpool.pc
+
+## bench         clone-latency benchmarks (library against the command line), writes BENCHMARKS.md
+bench:
+	scripts/bench
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,172 @@
+"""Runs against the real libvmpool.so (VMPOOL_LIB, set by `make test-python`) on a real dir:
+store."""
+
+import hashlib
+import os
+import threading
+
+import pytest
+
+import vmpool
+from vmpool import Image, Store, Vm
+
+
+@pytest.fixture
+def env(tmp_path):
+    img = tmp_path / "image.raw"
+    with open(img, "wb") as f:
+        f.truncate(64 << 20)
+        f.seek(0)
+        f.write(b"vmpool" * 1000)
+        f.seek(32 << 20)
+        f.write(b"python" * 1000)
+    uri = f"dir:{tmp_path}/store?clone=qcow2&max_disk_gib=100"
+    with Store.open(uri) as s:
+        yield s, img, uri, tmp_path
+
+
+def test_version_info_recover(env):
+    s, _, _, _ = env
+    assert vmpool.version()
+    info = s.info()
+    assert info["driver"] == "dir" and info["version"] == vmpool.version()
+    assert s.recover() == {"cleaned": [], "errors": []}
+
+
+def test_import_get_list_delete(env):
+    s, img, _, _ = env
+    m = s.import_image(img, name="debian", version="12", os="linux", tags={"role": "desktop"})
+    assert isinstance(m, Image)
+    assert (m.name, m.version, m.os, m.size_bytes) == ("debian", "12", "linux", 64 << 20)
+    assert m.sha256 == hashlib.sha256(img.read_bytes()).hexdigest()
+    assert m.tags == {"role": "desktop"}
+    assert s.images() == [m]
+    assert s.image(m.uuid) == m
+    s.delete_image(m)
+    assert s.images() == []
+
+
+def test_progress_and_cancel(env):
+    s, img, _, _ = env
+    seen = []
+    s.import_image(img, progress=lambda d, t: seen.append((d, t)))
+    assert seen and seen[-1] == (64 << 20, 64 << 20)
+    calls = []
+    with pytest.raises(vmpool.Cancelled):
+        s.import_image(img, progress=lambda d, t: len(calls) < 2 and not calls.append(1) or len(calls) < 2)
+    # An exception in the callback cancels the import and comes back out.
+    with pytest.raises(ZeroDivisionError):
+        s.import_image(img, progress=lambda d, t: 1 / 0)
+    assert len(s.images()) == 1
+
+
+def test_vm_lifecycle(env):
+    s, img, _, _ = env
+    image = s.import_image(img)
+    a = s.create_vm(alias="desk", owner="alice", image=image, vcpus=2, ram_mib=2048, disk_gib=20)
+    b = s.create_vm(alias="srv", owner="bob", image=image.uuid, vcpus=1, ram_mib=512)
+    assert isinstance(a, Vm) and a.state == "stopped" and a.disk_gib == 20 and b.disk_gib == 1
+    assert s.vm(a.uuid) == a
+    assert [v.uuid for v in s.vms(owner="alice")] == [a.uuid]
+    assert len(s.vms()) == 2
+    with pytest.raises(vmpool.InUse) as e:
+        s.delete_image(image)
+    assert a.uuid in str(e.value) and e.value.code == 12 and e.value.name == "IN_USE"
+    s.delete_vm(a)
+    s.delete_vm(b.uuid)
+    assert s.vms() == []
+    s.delete_image(image)
+
+
+def test_fixed_uuid_and_duplicates(env):
+    s, img, _, _ = env
+    image = s.import_image(img)
+    u = "6f1c2b34-0d4e-4f8a-9b6c-1234567890ab"
+    assert s.create_vm(uuid=u, alias="x", owner="o", image=image, vcpus=1, ram_mib=256).uuid == u
+    with pytest.raises(vmpool.AlreadyExists):
+        s.create_vm(uuid=u, alias="y", owner="o", image=image, vcpus=1, ram_mib=256)
+    with pytest.raises(vmpool.AlreadyExists):
+        s.import_image(img, uuid=image.uuid)
+
+
+@pytest.mark.parametrize("exc,call", [
+    (vmpool.NotFound, lambda s, i, d: s.vm("00000000-0000-4000-8000-000000000000")),
+    (vmpool.InvalidArgument, lambda s, i, d: s.vm("nope")),
+    (vmpool.InvalidJson, lambda s, i, d: s.import_image(i, tags="not an object")),
+    (vmpool.ChecksumMismatch, lambda s, i, d: s.import_image(i, sha256="0" * 64)),
+    (vmpool.CorruptImage, lambda s, i, d: s.import_image(i, size_bytes=1234)),
+    (vmpool.InvalidUtf8, lambda s, i, d: s.vm(b"\xff\xfe")),
+    (vmpool.StringTooLong, lambda s, i, d: s.vm("a" * 5000)),
+    (vmpool.Unsupported, lambda s, i, d: Store.open("zfs:nosuchpool/x")),
+    (vmpool.NotAStore, lambda s, i, d: Store.open(f"dir:{d}")),
+    (vmpool.InvalidArgument, lambda s, i, d: Store.open("nfs:/x")),
+    (vmpool.NotFound, lambda s, i, d: s.import_image(d / "missing.raw")),
+    (vmpool.InvalidArgument, lambda s, i, d: s.create_vm(alias="a/b", owner="o", image=s.import_image(i), vcpus=1, ram_mib=256)),
+    (vmpool.InvalidArgument, lambda s, i, d: s.create_vm(alias="a", owner="o", image=s.import_image(i), vcpus=1, ram_mib=256, disk_gib=101)),
+])
+def test_error_mapping(env, exc, call):
+    s, img, _, tmp = env
+    with pytest.raises(exc) as e:
+        call(s, img, tmp)
+    assert isinstance(e.value, vmpool.VmpoolError)
+    assert e.value.code == exc.code and str(e.value)
+    assert s.vms() == []
+
+
+def test_unsupported_format(env):
+    s, _, _, tmp = env
+    p = tmp / "x.vmdk"
+    p.write_bytes(b"KDMV\x01junk")
+    with pytest.raises(vmpool.UnsupportedFormat):
+        s.import_image(p)
+
+
+def test_every_result_code_has_a_class():
+    for code in range(65):
+        name = vmpool._result_name(code).decode()
+        if name in ("UNKNOWN", "OK"):
+            continue
+        cls = vmpool.ERRORS[code]
+        expected = "IoError" if name == "IO" else "".join(w.capitalize() for w in name.split("_"))
+        assert cls.__name__ == expected, (code, name)
+        assert issubclass(cls, vmpool.ArgumentError) == (code < 10)
+
+
+def test_unknown_keyword_and_closed_store(env):
+    s, img, uri, _ = env
+    with pytest.raises(TypeError):
+        s.import_image(img, colour="red")
+    t = Store.open(uri)
+    t.close()
+    assert t.closed
+    with pytest.raises(vmpool.VmpoolError):
+        t.images()
+
+
+def test_threads_share_a_store(env):
+    s, img, _, _ = env
+    image = s.import_image(img)
+    made, errors = [], []
+
+    def worker(t):
+        try:
+            for i in range(4):
+                made.append(s.create_vm(alias=f"t{t}-{i}", owner=f"th{t}", image=image, vcpus=1, ram_mib=256).uuid)
+            s.vm(f"00000000-0000-4000-8000-00000000000{t}")
+        except vmpool.NotFound as e:
+            errors.append((t, str(e)))
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert len(set(made)) == 32 and len(s.vms()) == 32
+    # Each thread got its own message (the last error is per thread).
+    assert all(f"00000000-0000-4000-8000-00000000000{t}" in m for t, m in errors) and len(errors) == 8
+
+
+def test_library_lookup_names_every_place(monkeypatch):
+    monkeypatch.setenv("VMPOOL_LIB", "/nonexistent/libvmpool.so")
+    c = vmpool.library_candidates()
+    assert c[0] == "/nonexistent/libvmpool.so" and any("libvmpool.so.0" in x for x in c)

@@ -1,0 +1,321 @@
+"""Python binding of libvmpool (the C ABI in include/vmpool.h), through ctypes.
+
+    from vmpool import Store
+    with Store.open("dir:/var/lib/vmpool") as store:
+        image = store.import_image("debian.qcow2", name="debian", version="12")
+        vm = store.create_vm(alias="desk", owner="alice", image=image, vcpus=2, ram_mib=2048, disk_gib=20)
+        print([v.alias for v in store.vms(owner="alice")])
+
+Failures raise a subclass of :class:`VmpoolError` named after the library's result code.
+ctypes releases the GIL during every call, so other threads run while an import or a create
+waits. A :class:`Store` may be shared by threads.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import json
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Type, TypeVar, Union
+
+__all__ = [
+    "Store", "Image", "Vm", "VmpoolError", "version", "library_candidates",
+    "NullPointer", "InvalidUtf8", "StringTooLong", "InvalidJson", "InvalidArgument",
+    "NotFound", "AlreadyExists", "InUse", "NotAStore", "Busy", "Cancelled",
+    "ChecksumMismatch", "CorruptImage", "UnsupportedFormat", "Unsupported", "IoError",
+    "NoSpace", "PermissionDenied", "Backend", "Panic", "Internal", "ArgumentError",
+]
+
+
+def library_candidates() -> List[str]:
+    """Where libvmpool is looked for, in order: $VMPOOL_LIB, this package's directory, the
+    system's library paths."""
+    here = Path(__file__).resolve().parent
+    out = []
+    if os.environ.get("VMPOOL_LIB"):
+        out.append(os.environ["VMPOOL_LIB"])
+    out += [str(here / "libvmpool.so"), str(here / "libvmpool.so.0"), "libvmpool.so.0", "libvmpool.so"]
+    found = ctypes.util.find_library("vmpool")
+    if found:
+        out.append(found)
+    return out
+
+
+def _load() -> ctypes.CDLL:
+    tried = []
+    for cand in library_candidates():
+        try:
+            return ctypes.CDLL(cand)
+        except OSError as e:
+            tried.append(f"{cand} ({e})")
+    raise OSError("libvmpool not found; tried: " + "; ".join(tried) + ". Set VMPOOL_LIB to the path of libvmpool.so.")
+
+
+_lib = _load()
+_c = ctypes
+PROGRESS_CB = _c.CFUNCTYPE(_c.c_int, _c.c_void_p, _c.c_uint64, _c.c_uint64)
+
+
+def _fn(name: str, args: list, res: Any = _c.c_int) -> Any:
+    f = getattr(_lib, name)
+    f.argtypes = args
+    f.restype = res
+    return f
+
+
+_P, _S, _OUT = _c.c_void_p, _c.c_char_p, _c.POINTER(_c.c_void_p)
+_version = _fn("vmpool_version", [], _S)
+_last_error = _fn("vmpool_last_error", [], _S)
+_result_name = _fn("vmpool_result_name", [_c.c_int], _S)
+_string_free = _fn("vmpool_string_free", [_P], None)
+_store_open = _fn("vmpool_store_open", [_S, _OUT])
+_store_free = _fn("vmpool_store_free", [_P], None)
+_store_info = _fn("vmpool_store_info", [_P, _OUT])
+_store_recover = _fn("vmpool_store_recover", [_P, _OUT])
+_image_import = _fn("vmpool_image_import_with_progress", [_P, _S, _S, PROGRESS_CB, _P, _OUT])
+_image_list = _fn("vmpool_image_list", [_P, _OUT])
+_image_get = _fn("vmpool_image_get", [_P, _S, _OUT])
+_image_delete = _fn("vmpool_image_delete", [_P, _S])
+_vm_create = _fn("vmpool_vm_create", [_P, _S, _OUT])
+_vm_get = _fn("vmpool_vm_get", [_P, _S, _OUT])
+_vm_list = _fn("vmpool_vm_list", [_P, _S, _OUT])
+_vm_delete = _fn("vmpool_vm_delete", [_P, _S])
+
+
+def version() -> str:
+    return _version().decode()
+
+
+class VmpoolError(Exception):
+    """Base of every error the library reports: ``code`` is the vmpool_result number,
+    ``name`` its symbolic name (``"NOT_FOUND"``)."""
+
+    code: int = -1
+
+    def __init__(self, message: str, code: Optional[int] = None, name: Optional[str] = None):
+        super().__init__(message)
+        self.code = code if code is not None else type(self).code
+        self.name = name or ""
+
+
+class ArgumentError(VmpoolError):
+    """Errors of the caller's arguments."""
+
+
+def _cls(name: str, code: int, base: Type[VmpoolError] = VmpoolError) -> Type[VmpoolError]:
+    return type(name, (base,), {"code": code, "__doc__": f"vmpool result {code}"})
+
+
+NullPointer = _cls("NullPointer", 1, ArgumentError)
+InvalidUtf8 = _cls("InvalidUtf8", 2, ArgumentError)
+StringTooLong = _cls("StringTooLong", 3, ArgumentError)
+InvalidJson = _cls("InvalidJson", 4, ArgumentError)
+InvalidArgument = _cls("InvalidArgument", 5, ArgumentError)
+NotFound = _cls("NotFound", 10)
+AlreadyExists = _cls("AlreadyExists", 11)
+InUse = _cls("InUse", 12)
+NotAStore = _cls("NotAStore", 13)
+Busy = _cls("Busy", 14)
+Cancelled = _cls("Cancelled", 15)
+ChecksumMismatch = _cls("ChecksumMismatch", 20)
+CorruptImage = _cls("CorruptImage", 21)
+UnsupportedFormat = _cls("UnsupportedFormat", 22)
+Unsupported = _cls("Unsupported", 30)
+IoError = _cls("IoError", 31)
+NoSpace = _cls("NoSpace", 32)
+PermissionDenied = _cls("PermissionDenied", 33)
+Backend = _cls("Backend", 34)
+Panic = _cls("Panic", 40)
+Internal = _cls("Internal", 41)
+
+ERRORS: Dict[int, Type[VmpoolError]] = {
+    c.code: c
+    for c in (NullPointer, InvalidUtf8, StringTooLong, InvalidJson, InvalidArgument, NotFound, AlreadyExists,
+              InUse, NotAStore, Busy, Cancelled, ChecksumMismatch, CorruptImage, UnsupportedFormat, Unsupported,
+              IoError, NoSpace, PermissionDenied, Backend, Panic, Internal)
+}
+
+
+def _check(rc: int) -> None:
+    # Same thread as the call: the library's last-error message is per thread.
+    if rc != 0:
+        msg = _last_error().decode(errors="replace")
+        raise ERRORS.get(rc, VmpoolError)(msg, rc, _result_name(rc).decode())
+
+
+def _json_out(call: Callable[[Any], int]) -> Any:
+    out = _c.c_void_p()
+    _check(call(_c.byref(out)))
+    try:
+        return json.loads(_c.string_at(out.value).decode())
+    finally:
+        _string_free(out)
+
+
+def _arg(s: Optional[str]) -> Optional[bytes]:
+    if s is None:
+        return None
+    return s.encode("utf-8", errors="surrogateescape") if isinstance(s, str) else bytes(s)
+
+
+T = TypeVar("T", bound="_Record")
+
+
+class _Record:
+    @classmethod
+    def from_json(cls: Type[T], d: Dict[str, Any]) -> T:
+        names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        known = {k: v for k, v in d.items() if k in names}
+        obj = cls(**known)
+        object.__setattr__(obj, "extra", {k: v for k, v in d.items() if k not in names})
+        return obj
+
+
+@dataclass(frozen=True)
+class Image(_Record):
+    """An image (template) manifest."""
+
+    uuid: str
+    name: str
+    version: str
+    os: str
+    format: str
+    size_bytes: int
+    sha256: str
+    created_at: str
+    disk_format: str
+    disk: str
+    tags: Dict[str, Any] = field(default_factory=dict)
+    extra: Dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Vm(_Record):
+    """A VM record."""
+
+    uuid: str
+    alias: str
+    owner: str
+    image_uuid: str
+    vcpus: int
+    ram_mib: int
+    disk_gib: int
+    created_at: str
+    state: str
+    disk_path: str
+    disk_format: str
+    disk_size_bytes: int
+    clone_method: str
+    extra: Dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+
+class Store:
+    """An open store. Use as a context manager, or call :meth:`close`; thread-safe."""
+
+    def __init__(self, handle: int):
+        self._h: Optional[int] = handle
+
+    @classmethod
+    def open(cls, uri: Optional[str] = None) -> "Store":
+        """Open the store at ``uri`` (``dir:/path``, ``btrfs:/path``, ``zfs:pool/ds``, with
+        ``?options``), or the default store for ``None``."""
+        out = _c.c_void_p()
+        _check(_store_open(_arg(uri), _c.byref(out)))
+        return cls(out.value)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        h, self._h = self._h, None
+        if h:
+            _store_free(h)
+
+    @property
+    def closed(self) -> bool:
+        return self._h is None
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def _handle(self) -> int:
+        if self._h is None:
+            raise VmpoolError("store is closed", -1, "CLOSED")
+        return self._h
+
+    def info(self) -> Dict[str, Any]:
+        return _json_out(lambda out: _store_info(self._handle(), out))
+
+    def recover(self) -> Dict[str, Any]:
+        return _json_out(lambda out: _store_recover(self._handle(), out))
+
+    def import_image(self, path: Union[str, os.PathLike], *, progress: Optional[Callable[[int, int], bool]] = None,
+                     **manifest: Any) -> Image:
+        """Import a raw or qcow2 file. Keywords: name, version, os, sha256, uuid, format,
+        size_bytes, tags. ``progress(done, total)`` returning False cancels (raises
+        :class:`Cancelled`)."""
+        allowed = {"name", "version", "os", "sha256", "uuid", "format", "size_bytes", "tags"}
+        unknown = set(manifest) - allowed
+        if unknown:
+            raise TypeError(f"unknown manifest keys: {', '.join(sorted(unknown))}")
+        errors: List[BaseException] = []
+
+        def cb(_userdata: Any, done: int, total: int) -> int:
+            if progress is None:
+                return 0
+            try:
+                return 0 if progress(done, total) is not False else 1
+            except BaseException as e:  # never let an exception unwind through C
+                errors.append(e)
+                return 1
+
+        c_cb = PROGRESS_CB(cb)
+        try:
+            d = _json_out(lambda out: _image_import(self._handle(), _arg(os.fspath(path)), _arg(json.dumps(manifest)),
+                                                    c_cb, None, out))
+        except Cancelled:
+            if errors:
+                raise errors[0]
+            raise
+        return Image.from_json(d)
+
+    def images(self) -> List[Image]:
+        return [Image.from_json(d) for d in _json_out(lambda out: _image_list(self._handle(), out))]
+
+    def image(self, uuid: str) -> Image:
+        return Image.from_json(_json_out(lambda out: _image_get(self._handle(), _arg(uuid), out)))
+
+    def delete_image(self, image: Union[str, Image]) -> None:
+        uuid = image.uuid if isinstance(image, Image) else image
+        _check(_image_delete(self._handle(), _arg(uuid)))
+
+    def create_vm(self, *, alias: str, owner: str, image: Union[str, Image], vcpus: int, ram_mib: int,
+                  disk_gib: Optional[int] = None, uuid: Optional[str] = None) -> Vm:
+        """Create a VM whose disk is a copy-on-write clone of ``image``."""
+        payload: Dict[str, Any] = {"alias": alias, "owner": owner,
+                                   "image_uuid": image.uuid if isinstance(image, Image) else image,
+                                   "vcpus": vcpus, "ram_mib": ram_mib}
+        if disk_gib is not None:
+            payload["disk_gib"] = disk_gib
+        if uuid is not None:
+            payload["uuid"] = uuid
+        return Vm.from_json(_json_out(lambda out: _vm_create(self._handle(), _arg(json.dumps(payload)), out)))
+
+    def vm(self, uuid: str) -> Vm:
+        return Vm.from_json(_json_out(lambda out: _vm_get(self._handle(), _arg(uuid), out)))
+
+    def vms(self, owner: Optional[str] = None) -> List[Vm]:
+        return [Vm.from_json(d) for d in _json_out(lambda out: _vm_list(self._handle(), _arg(owner), out))]
+
+    def delete_vm(self, vm: Union[str, Vm]) -> None:
+        uuid = vm.uuid if isinstance(vm, Vm) else vm
+        _check(_vm_delete(self._handle(), _arg(uuid)))

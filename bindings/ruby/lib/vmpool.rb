@@ -1,0 +1,230 @@
+# frozen_string_literal: true
+
+# Ruby binding of libvmpool (the C ABI in include/vmpool.h) through the ffi gem.
+#
+#   store = Vmpool::Store.open("dir:/var/lib/vmpool")
+#   image = store.import_image("debian.qcow2", name: "debian", version: "12")
+#   vm    = store.create_vm(alias: "desk", owner: "alice", image: image, vcpus: 2, ram_mib: 2048, disk_gib: 20)
+#   store.vms(owner: "alice")   # => [{uuid: "...", alias: "desk", ...}]
+#
+# Results are plain Hashes with symbol keys, parsed from the library's JSON. Failures raise a
+# subclass of Vmpool::Error named after the library's result code. Long calls release the GVL
+# (attached with blocking: true), so other Puma threads keep running while they wait.
+# A Store may be shared by threads.
+
+require "ffi"
+require "json"
+
+module Vmpool
+  # Where the shared library is looked for, in order: $VMPOOL_LIB, this gem's directory, the
+  # system's library paths.
+  def self.library_candidates
+    here = File.expand_path("vmpool", __dir__)
+    [ENV["VMPOOL_LIB"], File.join(here, "libvmpool.so"), File.join(here, "libvmpool.so.0"),
+     "libvmpool.so.0", "libvmpool.so", "vmpool"].compact.reject(&:empty?)
+  end
+
+  # The raw C functions. Use Vmpool::Store instead.
+  module Native
+    extend FFI::Library
+
+    tried = []
+    loaded = Vmpool.library_candidates.any? do |candidate|
+      ffi_lib candidate
+      true
+    rescue LoadError => e
+      tried << "#{candidate} (#{e.message.lines.first.strip})"
+      false
+    end
+    raise LoadError, "libvmpool not found; tried: #{tried.join('; ')}. Set VMPOOL_LIB to the path of libvmpool.so." unless loaded
+
+    callback :progress_cb, %i[pointer uint64 uint64], :int
+
+    attach_function :vmpool_version, [], :string
+    attach_function :vmpool_last_error, [], :string
+    attach_function :vmpool_result_name, [:int], :string
+    attach_function :vmpool_string_free, [:pointer], :void
+    attach_function :vmpool_store_open, %i[string pointer], :int, blocking: true
+    attach_function :vmpool_store_free, [:pointer], :void
+    attach_function :vmpool_store_info, %i[pointer pointer], :int
+    attach_function :vmpool_store_recover, %i[pointer pointer], :int, blocking: true
+    attach_function :vmpool_image_import_with_progress, %i[pointer string string progress_cb pointer pointer], :int, blocking: true
+    attach_function :vmpool_image_list, %i[pointer pointer], :int
+    attach_function :vmpool_image_get, %i[pointer string pointer], :int
+    attach_function :vmpool_image_delete, %i[pointer string], :int, blocking: true
+    attach_function :vmpool_vm_create, %i[pointer string pointer], :int, blocking: true
+    attach_function :vmpool_vm_get, %i[pointer string pointer], :int
+    attach_function :vmpool_vm_list, %i[pointer string pointer], :int
+    attach_function :vmpool_vm_delete, %i[pointer string], :int, blocking: true
+  end
+
+  # Base of every error the library reports. #code is the vmpool_result number, #name its
+  # symbolic name ("NOT_FOUND").
+  class Error < StandardError
+    attr_reader :code, :name
+
+    def initialize(message = nil, code: nil, name: nil)
+      super(message)
+      @code = code
+      @name = name
+    end
+  end
+
+  # Errors of the caller's arguments.
+  class ArgumentError < Error; end
+
+  CODES = {
+    1 => %i[NullPointer ArgumentError], 2 => %i[InvalidUtf8 ArgumentError],
+    3 => %i[StringTooLong ArgumentError], 4 => %i[InvalidJson ArgumentError],
+    5 => %i[InvalidArgument ArgumentError], 10 => %i[NotFound Error], 11 => %i[AlreadyExists Error],
+    12 => %i[InUse Error], 13 => %i[NotAStore Error], 14 => %i[Busy Error], 15 => %i[Cancelled Error],
+    20 => %i[ChecksumMismatch Error], 21 => %i[CorruptImage Error], 22 => %i[UnsupportedFormat Error],
+    30 => %i[Unsupported Error], 31 => %i[IOError Error], 32 => %i[NoSpace Error],
+    33 => %i[PermissionDenied Error], 34 => %i[Backend Error], 40 => %i[Panic Error], 41 => %i[Internal Error]
+  }.freeze
+
+  ERROR_CLASSES = CODES.to_h do |code, (name, parent)|
+    [code, const_set(name, Class.new(const_get(parent)))]
+  end.freeze
+
+  def self.version
+    Native.vmpool_version
+  end
+
+  # Raise the exception for result +rc+ (a no-op for 0). Must run on the thread that made
+  # the call: the library's last-error message is per thread.
+  def self.check!(rc)
+    return if rc.zero?
+
+    message = Native.vmpool_last_error
+    klass = ERROR_CLASSES.fetch(rc, Error)
+    raise klass.new(message, code: rc, name: Native.vmpool_result_name(rc))
+  end
+
+  # Call a function whose last argument is a char ** out; returns the parsed JSON.
+  def self.json_out
+    out = FFI::MemoryPointer.new(:pointer)
+    check!(yield(out))
+    ptr = out.read_pointer
+    begin
+      JSON.parse(ptr.read_string.force_encoding(Encoding::UTF_8), symbolize_names: true)
+    ensure
+      Native.vmpool_string_free(ptr)
+    end
+  end
+
+  # Owns a vmpool_store * and frees it when garbage collected (or on Store#close).
+  class StoreHandle < FFI::AutoPointer
+    def self.release(ptr)
+      Native.vmpool_store_free(ptr)
+    end
+  end
+
+  # An open store. Thread-safe; share one per process.
+  class Store
+    # Open the store at +uri+ (dir:/path, btrfs:/path, zfs:pool/dataset, with ?options), or
+    # the default store for nil. With a block, yields the store and closes it afterwards.
+    def self.open(uri = nil)
+      out = FFI::MemoryPointer.new(:pointer)
+      Vmpool.check!(Native.vmpool_store_open(uri, out))
+      store = new(StoreHandle.new(out.read_pointer))
+      return store unless block_given?
+
+      begin
+        yield store
+      ensure
+        store.close
+      end
+    end
+
+    def initialize(handle)
+      @handle = handle
+      @lock = Mutex.new
+    end
+
+    # Release the handle now instead of at garbage collection. Further calls raise.
+    def close
+      @lock.synchronize do
+        @handle&.free
+        @handle = nil
+      end
+    end
+
+    def closed?
+      @handle.nil?
+    end
+
+    def info
+      Vmpool.json_out { |out| Native.vmpool_store_info(ptr, out) }
+    end
+
+    def recover
+      Vmpool.json_out { |out| Native.vmpool_store_recover(ptr, out) }
+    end
+
+    # Import a raw or qcow2 file as an image. Keywords: name, version, os, sha256, uuid,
+    # format, size_bytes, tags. With a block, it is called with (done, total) bytes as the
+    # import goes; return false (or :cancel) from it to cancel (raises Vmpool::Cancelled).
+    def import_image(path, **manifest, &progress)
+      unknown = manifest.keys - %i[name version os sha256 uuid format size_bytes tags]
+      raise ::ArgumentError, "unknown manifest keys: #{unknown.join(', ')}" unless unknown.empty?
+
+      cb = nil
+      if progress
+        cb = proc do |_userdata, done, total|
+          r = progress.call(done, total)
+          r == false || r == :cancel ? 1 : 0
+        end
+      end
+      Vmpool.json_out do |out|
+        Native.vmpool_image_import_with_progress(ptr, path.to_s, JSON.generate(manifest), cb, nil, out)
+      end
+    end
+
+    def images
+      Vmpool.json_out { |out| Native.vmpool_image_list(ptr, out) }
+    end
+
+    def image(uuid)
+      Vmpool.json_out { |out| Native.vmpool_image_get(ptr, uuid.to_s, out) }
+    end
+
+    def delete_image(uuid)
+      uuid = uuid[:uuid] if uuid.is_a?(Hash)
+      Vmpool.check!(Native.vmpool_image_delete(ptr, uuid.to_s))
+      nil
+    end
+
+    # Create a VM. +image+ is an image uuid or an image Hash; +uuid+ optional; +disk_gib+
+    # optional (the image's size).
+    def create_vm(alias:, owner:, image:, vcpus:, ram_mib:, disk_gib: nil, uuid: nil)
+      payload = { alias: binding.local_variable_get(:alias), owner: owner,
+                  image_uuid: image.is_a?(Hash) ? image[:uuid] : image.to_s,
+                  vcpus: vcpus, ram_mib: ram_mib }
+      payload[:disk_gib] = disk_gib if disk_gib
+      payload[:uuid] = uuid if uuid
+      Vmpool.json_out { |out| Native.vmpool_vm_create(ptr, JSON.generate(payload), out) }
+    end
+
+    def vm(uuid)
+      Vmpool.json_out { |out| Native.vmpool_vm_get(ptr, uuid.to_s, out) }
+    end
+
+    # All VMs, or those of one owner, oldest first.
+    def vms(owner: nil)
+      Vmpool.json_out { |out| Native.vmpool_vm_list(ptr, owner, out) }
+    end
+
+    def delete_vm(uuid)
+      uuid = uuid[:uuid] if uuid.is_a?(Hash)
+      Vmpool.check!(Native.vmpool_vm_delete(ptr, uuid.to_s))
+      nil
+    end
+
+    private
+
+    def ptr
+      @handle or raise Error.new("store is closed", code: nil, name: "CLOSED")
+    end
+  end
+end

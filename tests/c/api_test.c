@@ -1,0 +1,233 @@
+/*
+ * The C ABI from C: compiled with `cc` against include/vmpool.h and linked with the cdylib
+ * (make test-c). Covers every exported function, its success path and its error codes, the
+ * same codes the Rust API and the CLI give. Usage: api_test STORE_DIR
+ */
+#define _GNU_SOURCE
+#include "vmpool.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static int failures;
+
+#define CHECK(cond)                                                                   \
+    do {                                                                              \
+        if (!(cond)) {                                                                \
+            fprintf(stderr, "%s:%d: CHECK failed: %s (last error: %s)\n", __FILE__,    \
+                    __LINE__, #cond, vmpool_last_error());                            \
+            failures++;                                                               \
+        }                                                                             \
+    } while (0)
+
+#define EXPECT(call, code)                                                            \
+    do {                                                                              \
+        vmpool_result r_ = (call);                                                    \
+        if (r_ != (code)) {                                                           \
+            fprintf(stderr, "%s:%d: %s returned %s, expected %s (%s)\n", __FILE__,     \
+                    __LINE__, #call, vmpool_result_name(r_), vmpool_result_name(code), \
+                    vmpool_last_error());                                             \
+            failures++;                                                               \
+        }                                                                             \
+    } while (0)
+
+/* A sparse 64 MiB raw image with some data. */
+static void make_image(const char *path) {
+    int fd = open(path, O_CREAT | O_TRUNC | O_WRONLY, 0644);
+    if (fd < 0 || ftruncate(fd, 64 << 20) != 0) {
+        perror(path);
+        exit(2);
+    }
+    char buf[4096];
+    for (size_t i = 0; i < sizeof buf; i++) buf[i] = (char)(i * 7 + 1);
+    if (pwrite(fd, buf, sizeof buf, 0) != sizeof buf || pwrite(fd, buf, sizeof buf, 32 << 20) != sizeof buf) {
+        perror("pwrite");
+        exit(2);
+    }
+    close(fd);
+}
+
+/* Pull "key":"value" out of a JSON string (enough for the flat records we get back). */
+static void json_str(const char *json, const char *key, char *out, size_t n) {
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\":\"", key);
+    const char *p = strstr(json, pat);
+    out[0] = 0;
+    if (!p) return;
+    p += strlen(pat);
+    size_t i = 0;
+    while (p[i] && p[i] != '"' && i + 1 < n) {
+        out[i] = p[i];
+        i++;
+    }
+    out[i] = 0;
+}
+
+static int count(const char *haystack, const char *needle) {
+    int c = 0;
+    for (const char *p = strstr(haystack, needle); p; p = strstr(p + 1, needle)) c++;
+    return c;
+}
+
+static int progress_calls;
+static int cancel_after_two(void *userdata, uint64_t done, uint64_t total) {
+    (void)done;
+    (void)total;
+    CHECK(userdata == &progress_calls);
+    return ++progress_calls > 2;
+}
+
+static void *thread_error(void *arg) {
+    /* The last error is per thread: a failure here does not show on the main thread. */
+    vmpool_store *store = arg;
+    char *out = NULL;
+    EXPECT(vmpool_image_get(store, "00000000-0000-4000-8000-000000000000", &out), VMPOOL_RESULT_NOT_FOUND);
+    CHECK(strstr(vmpool_last_error(), "not found") != NULL);
+    return NULL;
+}
+
+int main(int argc, char **argv) {
+    if (argc != 2) {
+        fprintf(stderr, "usage: %s STORE_DIR\n", argv[0]);
+        return 2;
+    }
+    char uri[4200], img[4200];
+    snprintf(uri, sizeof uri, "dir:%s/store?clone=qcow2&max_disk_gib=100", argv[1]);
+    snprintf(img, sizeof img, "%s/image.raw", argv[1]);
+    make_image(img);
+
+    CHECK(strcmp(vmpool_version(), "0.1.0") == 0 || strlen(vmpool_version()) > 0);
+    CHECK(strcmp(vmpool_result_name(VMPOOL_RESULT_IN_USE), "IN_USE") == 0);
+    CHECK(strcmp(vmpool_result_name(9999), "UNKNOWN") == 0);
+
+    /* Store: bad arguments first. */
+    vmpool_store *store = (vmpool_store *)0x1; /* must stay untouched on failure */
+    EXPECT(vmpool_store_open(uri, NULL), VMPOOL_RESULT_NULL_POINTER);
+    EXPECT(vmpool_store_open("nfs:/x", &store), VMPOOL_RESULT_INVALID_ARGUMENT);
+    EXPECT(vmpool_store_open("dir:relative/path", &store), VMPOOL_RESULT_INVALID_ARGUMENT);
+    EXPECT(vmpool_store_open("\xff\xfe", &store), VMPOOL_RESULT_INVALID_UTF8);
+    EXPECT(vmpool_store_open("dir:/tmp?colour=blue", &store), VMPOOL_RESULT_INVALID_ARGUMENT);
+    char *huge = malloc(1 << 21);
+    memset(huge, 'a', (1 << 21) - 1);
+    huge[(1 << 21) - 1] = 0;
+    EXPECT(vmpool_store_open(huge, &store), VMPOOL_RESULT_STRING_TOO_LONG);
+    CHECK(store == (vmpool_store *)0x1);
+    EXPECT(vmpool_store_open(uri, &store), VMPOOL_RESULT_OK);
+    CHECK(strcmp(vmpool_last_error(), "") == 0);
+
+    char *info = NULL;
+    EXPECT(vmpool_store_info(store, &info), VMPOOL_RESULT_OK);
+    CHECK(info && strstr(info, "\"driver\":\"dir\""));
+    vmpool_string_free(info);
+    EXPECT(vmpool_store_info(NULL, &info), VMPOOL_RESULT_NULL_POINTER);
+    char *rec = NULL;
+    EXPECT(vmpool_store_recover(store, &rec), VMPOOL_RESULT_OK);
+    CHECK(rec && strstr(rec, "\"cleaned\":[]"));
+    vmpool_string_free(rec);
+
+    /* Images. */
+    char *manifest = (char *)0x1;
+    EXPECT(vmpool_image_import(NULL, img, NULL, &manifest), VMPOOL_RESULT_NULL_POINTER);
+    EXPECT(vmpool_image_import(store, NULL, NULL, &manifest), VMPOOL_RESULT_NULL_POINTER);
+    EXPECT(vmpool_image_import(store, img, NULL, NULL), VMPOOL_RESULT_NULL_POINTER);
+    EXPECT(vmpool_image_import(store, img, "{\"name\":", &manifest), VMPOOL_RESULT_INVALID_JSON);
+    EXPECT(vmpool_image_import(store, img, "{\"colour\":1}", &manifest), VMPOOL_RESULT_INVALID_JSON);
+    CHECK(strstr(vmpool_last_error(), "colour") != NULL);
+    EXPECT(vmpool_image_import(store, img, "{\"name\":\"a/b\"}", &manifest), VMPOOL_RESULT_INVALID_ARGUMENT);
+    EXPECT(vmpool_image_import(store, "/nonexistent.raw", NULL, &manifest), VMPOOL_RESULT_NOT_FOUND);
+    EXPECT(vmpool_image_import(store, img, "{\"sha256\":\"0000000000000000000000000000000000000000000000000000000000000000\"}", &manifest),
+           VMPOOL_RESULT_CHECKSUM_MISMATCH);
+    progress_calls = 0;
+    EXPECT(vmpool_image_import_with_progress(store, img, NULL, cancel_after_two, &progress_calls, &manifest), VMPOOL_RESULT_CANCELLED);
+    CHECK(manifest == (char *)0x1);
+    char *list = NULL;
+    EXPECT(vmpool_image_list(store, &list), VMPOOL_RESULT_OK);
+    CHECK(list && strcmp(list, "[]") == 0);
+    vmpool_string_free(list);
+
+    EXPECT(vmpool_image_import(store, img, "{\"name\":\"debian\",\"version\":\"12\",\"os\":\"linux\",\"tags\":{\"role\":\"desktop\"}}", &manifest),
+           VMPOOL_RESULT_OK);
+    char image_uuid[64];
+    json_str(manifest, "uuid", image_uuid, sizeof image_uuid);
+    CHECK(strlen(image_uuid) == 36);
+    CHECK(strstr(manifest, "\"name\":\"debian\"") && strstr(manifest, "\"size_bytes\":67108864"));
+
+    char *got = NULL;
+    EXPECT(vmpool_image_get(store, image_uuid, &got), VMPOOL_RESULT_OK);
+    CHECK(got && strcmp(got, manifest) == 0);
+    vmpool_string_free(got);
+    EXPECT(vmpool_image_get(store, "not-a-uuid", &got), VMPOOL_RESULT_INVALID_ARGUMENT);
+    EXPECT(vmpool_image_get(store, "00000000-0000-4000-8000-000000000000", &got), VMPOOL_RESULT_NOT_FOUND);
+    EXPECT(vmpool_image_get(store, image_uuid, NULL), VMPOOL_RESULT_NULL_POINTER);
+    EXPECT(vmpool_image_list(store, &list), VMPOOL_RESULT_OK);
+    CHECK(count(list, "\"uuid\"") == 1);
+    vmpool_string_free(list);
+
+    /* VMs. */
+    char payload[512];
+    char *vm = (char *)0x1;
+    EXPECT(vmpool_vm_create(store, NULL, &vm), VMPOOL_RESULT_NULL_POINTER);
+    EXPECT(vmpool_vm_create(store, "{", &vm), VMPOOL_RESULT_INVALID_JSON);
+    snprintf(payload, sizeof payload, "{\"alias\":\"a\",\"owner\":\"o\",\"image_uuid\":\"%s\",\"vcpus\":0,\"ram_mib\":512}", image_uuid);
+    EXPECT(vmpool_vm_create(store, payload, &vm), VMPOOL_RESULT_INVALID_ARGUMENT);
+    snprintf(payload, sizeof payload, "{\"alias\":\"a\",\"owner\":\"o\",\"image_uuid\":\"%s\",\"vcpus\":1,\"ram_mib\":512,\"disk_gib\":101}", image_uuid);
+    EXPECT(vmpool_vm_create(store, payload, &vm), VMPOOL_RESULT_INVALID_ARGUMENT);
+    EXPECT(vmpool_vm_create(store, "{\"alias\":\"a\",\"owner\":\"o\",\"image_uuid\":\"00000000-0000-4000-8000-000000000000\",\"vcpus\":1,\"ram_mib\":512}", &vm),
+           VMPOOL_RESULT_NOT_FOUND);
+    CHECK(vm == (char *)0x1);
+
+    char vm_uuid[3][64];
+    const char *owners[3] = {"alice", "bob", "alice"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(payload, sizeof payload, "{\"alias\":\"desk%d\",\"owner\":\"%s\",\"image_uuid\":\"%s\",\"vcpus\":2,\"ram_mib\":2048,\"disk_gib\":20}", i,
+                 owners[i], image_uuid);
+        EXPECT(vmpool_vm_create(store, payload, &vm), VMPOOL_RESULT_OK);
+        json_str(vm, "uuid", vm_uuid[i], sizeof vm_uuid[i]);
+        CHECK(strstr(vm, "\"state\":\"stopped\"") && strstr(vm, "\"disk_format\":\"qcow2\""));
+        vmpool_string_free(vm);
+    }
+    EXPECT(vmpool_vm_list(store, NULL, &list), VMPOOL_RESULT_OK);
+    CHECK(count(list, "\"alias\"") == 3);
+    vmpool_string_free(list);
+    EXPECT(vmpool_vm_list(store, "alice", &list), VMPOOL_RESULT_OK);
+    CHECK(count(list, "\"alias\"") == 2 && !strstr(list, "bob"));
+    vmpool_string_free(list);
+    EXPECT(vmpool_vm_list(store, "bad owner!", &list), VMPOOL_RESULT_INVALID_ARGUMENT);
+    EXPECT(vmpool_vm_get(store, vm_uuid[1], &got), VMPOOL_RESULT_OK);
+    CHECK(strstr(got, "\"owner\":\"bob\""));
+    vmpool_string_free(got);
+
+    /* An image with VMs cannot go. */
+    EXPECT(vmpool_image_delete(store, image_uuid), VMPOOL_RESULT_IN_USE);
+    CHECK(strstr(vmpool_last_error(), vm_uuid[0]) != NULL);
+    EXPECT(vmpool_image_delete(store, NULL), VMPOOL_RESULT_NULL_POINTER);
+
+    /* The last error is per thread. */
+    pthread_t t;
+    pthread_create(&t, NULL, thread_error, store);
+    pthread_join(t, NULL);
+    CHECK(strcmp(vmpool_last_error(), "uuid is NULL") == 0);
+
+    for (int i = 0; i < 3; i++) EXPECT(vmpool_vm_delete(store, vm_uuid[i]), VMPOOL_RESULT_OK);
+    EXPECT(vmpool_vm_delete(store, vm_uuid[0]), VMPOOL_RESULT_NOT_FOUND);
+    EXPECT(vmpool_vm_get(store, vm_uuid[0], &got), VMPOOL_RESULT_NOT_FOUND);
+    EXPECT(vmpool_image_delete(store, image_uuid), VMPOOL_RESULT_OK);
+    EXPECT(vmpool_image_delete(store, image_uuid), VMPOOL_RESULT_NOT_FOUND);
+
+    vmpool_string_free(manifest);
+    vmpool_string_free(NULL);
+    vmpool_store_free(store);
+    vmpool_store_free(NULL);
+    free(huge);
+    if (failures) {
+        fprintf(stderr, "api_test: %d failure(s)\n", failures);
+        return 1;
+    }
+    printf("api_test: all checks passed\n");
+    return 0;
+}
