@@ -14,6 +14,9 @@
 //! - `ffi/`     the C ABI
 //! - `lock`, `fsutil`, `failpoint`, `validate`: shared plumbing
 
+/// Storage drivers (not part of the C header).
+///
+/// cbindgen:ignore
 pub mod driver;
 pub mod error;
 pub mod failpoint;
