@@ -18,6 +18,22 @@ const VOL_ALIGN: u64 = 128 << 10;
 /// How long to wait for a new zvol's device node (created asynchronously by the kernel).
 const DEVICE_WAIT: Duration = Duration::from_secs(30);
 
+/// The space a thick volume reserves: its data plus the worst case of its indirect blocks,
+/// as `zfs create -V` computes it (libzfs does not set it; callers of libzfs must).
+fn volsize_to_reservation(volsize: u64, volblocksize: u64, copies: u64) -> u64 {
+    const DN_MAX_INDBLKSHIFT: u32 = 17;
+    const DNODES_PER_LEVEL: u64 = 1 << (DN_MAX_INDBLKSHIFT - 7);
+    const SPA_DVAS_PER_BP: u64 = 3;
+    let mut nblocks = volsize / volblocksize;
+    let mut numdb: u64 = 7;
+    while nblocks > 1 {
+        nblocks = nblocks.div_ceil(DNODES_PER_LEVEL);
+        numdb += nblocks;
+    }
+    numdb *= SPA_DVAS_PER_BP.min(copies + 1);
+    volsize * copies + (numdb << DN_MAX_INDBLKSHIFT)
+}
+
 fn align(size: u64) -> u64 {
     size.div_ceil(VOL_ALIGN) * VOL_ALIGN
 }
@@ -208,28 +224,42 @@ impl StorageDriver for ZfsDriver {
     fn vm_clone(&self, image: &Manifest, vm: &Uuid, size: u64) -> Result<VmDisk> {
         libzfs::ensure_init()?;
         let name = self.disk(vm);
-        libzfs::clone(&name, &format!("{}@final", self.image(&image.uuid)))?;
         let vsize = align(image.size_bytes);
-        if size > vsize || self.thick {
-            let grown = libzfs::with(|lz| {
-                let mut props = NvList::new()?;
-                if size > vsize {
-                    props = props.uint64("volsize", size)?;
-                }
-                if self.thick {
-                    props = props.string("refreservation", "auto")?;
-                }
-                lz.open(&name, sys::ZFS_TYPE_VOLUME)?.set_props(&props)
-            });
-            if let Err(e) = grown {
-                let _ = libzfs::destroy(&name);
-                return Err(e);
+        let size = size.max(vsize);
+        // Growth and reservation go with the clone ioctl (libzfs_core, no process-wide lock),
+        // so concurrent creates share transaction groups instead of queueing on libzfs.
+        let props = if size > vsize || self.thick {
+            let mut p = NvList::new()?;
+            if size > vsize {
+                p = p.uint64("volsize", size)?;
             }
-        }
+            if self.thick {
+                let (volblocksize, copies) = libzfs::with(|lz| {
+                    let d = lz.open(&self.image(&image.uuid), sys::ZFS_TYPE_VOLUME)?;
+                    let num = |p: &str| {
+                        d.prop(p)
+                            .map(|v| v.and_then(|v| v.parse::<u64>().ok()).unwrap_or(0))
+                    };
+                    Ok((num("volblocksize")?, num("copies")?))
+                })?;
+                p = p.uint64(
+                    "refreservation",
+                    volsize_to_reservation(size, volblocksize.max(512), copies.max(1)),
+                )?;
+            }
+            Some(p)
+        } else {
+            None
+        };
+        libzfs::clone(
+            &name,
+            &format!("{}@final", self.image(&image.uuid)),
+            props.as_ref(),
+        )?;
         Ok(VmDisk {
             path: zvol_path(&name),
             format: DiskFormat::Raw,
-            size_bytes: size.max(vsize),
+            size_bytes: size,
             method: "zfs-clone",
         })
     }

@@ -29,33 +29,36 @@ impl Drop for Libzfs {
     }
 }
 
-static LIBZFS: Lazy<Mutex<Result<Libzfs, String>>> = Lazy::new(|| {
-    Mutex::new({
-        let hdl = unsafe { sys::libzfs_init() };
-        if hdl.is_null() {
-            let e = std::io::Error::last_os_error();
-            Err(format!("ZFS is not usable on this host: libzfs_init failed ({e}); is the zfs kernel module loaded and /dev/zfs present?"))
-        } else if unsafe { sys::libzfs_core_init() } != 0 {
-            unsafe { sys::libzfs_fini(hdl) };
-            Err("ZFS is not usable on this host: libzfs_core_init failed".into())
-        } else {
-            Ok(Libzfs { hdl })
-        }
-    })
+/// Created on first use; the error (no kernel module, no /dev/zfs) is kept and reported by
+/// every later call.
+static LIBZFS: Lazy<Result<Mutex<Libzfs>, String>> = Lazy::new(|| {
+    let hdl = unsafe { sys::libzfs_init() };
+    if hdl.is_null() {
+        let e = std::io::Error::last_os_error();
+        return Err(format!("ZFS is not usable on this host: libzfs_init failed ({e}); is the zfs kernel module loaded and /dev/zfs present?"));
+    }
+    if unsafe { sys::libzfs_core_init() } != 0 {
+        unsafe { sys::libzfs_fini(hdl) };
+        return Err("ZFS is not usable on this host: libzfs_core_init failed".into());
+    }
+    Ok(Mutex::new(Libzfs { hdl }))
 });
 
-/// Run `f` with the libzfs handle held.
+/// Run `f` with the libzfs handle held (one caller at a time).
 pub fn with<T>(f: impl FnOnce(&Libzfs) -> Result<T>) -> Result<T> {
-    let guard = LIBZFS.lock().unwrap_or_else(|p| p.into_inner());
-    match &*guard {
-        Ok(lz) => f(lz),
-        Err(msg) => Err(Error::Unsupported(msg.clone())),
-    }
+    let m = LIBZFS
+        .as_ref()
+        .map_err(|msg| Error::Unsupported(msg.clone()))?;
+    let guard = m.lock().unwrap_or_else(|p| p.into_inner());
+    f(&guard)
 }
 
-/// Make sure libzfs (and so libzfs_core) is initialised before lzc_* calls.
+/// Make sure libzfs (and so libzfs_core) is initialised before lzc_* calls. Takes no lock.
 pub fn ensure_init() -> Result<()> {
-    with(|_| Ok(()))
+    LIBZFS
+        .as_ref()
+        .map(drop)
+        .map_err(|msg| Error::Unsupported(msg.clone()))
 }
 
 impl Libzfs {
@@ -284,11 +287,13 @@ pub fn exists(name: &str) -> Result<bool> {
     Ok(unsafe { sys::lzc_exists(c.as_ptr()) } != sys::B_FALSE)
 }
 
-/// `lzc_clone`: one ioctl, one transaction group sync.
-pub fn clone(name: &str, origin: &str) -> Result<()> {
+/// `lzc_clone`: one ioctl; one transaction group sync, plus one when `props` are given (the
+/// kernel sets them after cloning, and removes the clone again if that fails).
+pub fn clone(name: &str, origin: &str, props: Option<&NvList>) -> Result<()> {
     let (n, o) = (cstring(name)?, cstring(origin)?);
+    let p = props.map_or(std::ptr::null_mut(), |p| p.0);
     lzc("cloning", name, unsafe {
-        sys::lzc_clone(n.as_ptr(), o.as_ptr(), std::ptr::null_mut())
+        sys::lzc_clone(n.as_ptr(), o.as_ptr(), p)
     })
 }
 

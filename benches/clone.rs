@@ -1,0 +1,595 @@
+//! Clone-latency benchmarks: the library against the command-line way and against the bare
+//! kernel or libzfs_core call, per driver, in one run on one store.
+//!
+//! Drivers are chosen by environment (scripts/bench sets them up):
+//! - `dir-qcow2`   always (a directory under `VMPOOL_BENCH_DIR`, default target/bench-stores)
+//! - `dir-reflink` when `VMPOOL_BENCH_XFS_DIR` names a directory on XFS with reflink=1
+//! - `btrfs`       when `VMPOOL_BENCH_BTRFS_DIR` names a directory on btrfs
+//! - `zfs`         when `VMPOOL_BENCH_ZFS_DATASET` names a dataset (inside the guest harness)
+//!
+//! `VMPOOL_BENCH_DRIVERS=a,b` restricts the set; `VMPOOL_BENCH_SMOKE=1` runs a few iterations
+//! only (CI). Criterion drives the timing loops; every individual operation is also recorded,
+//! and each measurement ends with a line `VMPOOL-BENCH {json}` (median, p90, p99) that
+//! scripts/bench-report turns into BENCHMARKS.md. Processes started for the "separate
+//! processes" rows re-run this binary with `VMPOOL_BENCH_WORKER` set.
+
+use criterion::{BenchmarkGroup, Criterion, SamplingMode};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Barrier, Mutex};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+use vmpool::{Manifest, Store};
+
+const GIB: u64 = 1 << 30;
+
+fn smoke() -> bool {
+    std::env::var("VMPOOL_BENCH_SMOKE").is_ok_and(|v| v == "1")
+}
+
+/// Every timed operation, per measurement, in the calls criterion made (warm-up included;
+/// only the last `sample_size` calls, the measured samples, are reported).
+#[derive(Default)]
+struct Recorder {
+    calls: Vec<Vec<Duration>>,
+}
+
+impl Recorder {
+    fn call(&mut self, ops: Vec<Duration>) -> Duration {
+        let total = ops.iter().sum();
+        self.calls.push(ops);
+        total
+    }
+}
+
+fn emit(driver: &str, id: &str, samples: &[Duration], extra: serde_json::Value) {
+    let mut us: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1e6).collect();
+    if us.is_empty() {
+        return;
+    }
+    us.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let pct = |p: f64| us[((us.len() as f64 - 1.0) * p).round() as usize];
+    let mut v = serde_json::json!({
+        "driver": driver, "id": id, "n": us.len(),
+        "median_us": pct(0.5), "p90_us": pct(0.9), "p99_us": pct(0.99),
+        "mean_us": us.iter().sum::<f64>() / us.len() as f64,
+    });
+    if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
+        o.extend(e.clone());
+    }
+    println!("VMPOOL-BENCH {v}");
+}
+
+/// Run one criterion benchmark whose iterations are `op` (timed) each followed by `after`
+/// (untimed, e.g. destroying the clone, itself timed into `after_samples`).
+fn measure(
+    group: &mut BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    driver: &str,
+    id: &str,
+    mut op: impl FnMut() -> Duration,
+) -> Vec<Duration> {
+    let rec = Mutex::new(Recorder::default());
+    group.bench_function(id, |b| {
+        b.iter_custom(|iters| {
+            let ops: Vec<Duration> = (0..iters).map(|_| op()).collect();
+            rec.lock().unwrap().call(ops)
+        })
+    });
+    let rec = rec.into_inner().unwrap();
+    let samples: Vec<Duration> = rec.calls.iter().rev().take(10).flatten().copied().collect();
+    emit(driver, id, &samples, serde_json::json!({}));
+    samples
+}
+
+fn time<T>(f: impl FnOnce() -> T) -> (Duration, T) {
+    let t = Instant::now();
+    let r = f();
+    (t.elapsed(), r)
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("spawn");
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    DirQcow2,
+    DirReflink,
+    Btrfs,
+    Zfs,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::DirQcow2 => "dir-qcow2",
+            Kind::DirReflink => "dir-reflink",
+            Kind::Btrfs => "btrfs",
+            Kind::Zfs => "zfs",
+        }
+    }
+}
+
+fn selected() -> Vec<(Kind, String)> {
+    let only: Option<Vec<String>> = std::env::var("VMPOOL_BENCH_DRIVERS")
+        .ok()
+        .map(|s| s.split(',').map(str::to_owned).collect());
+    let tag = format!("bench-{}", &Uuid::new_v4().simple().to_string()[..8]);
+    let dir_base = std::env::var("VMPOOL_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-stores"));
+    let mut out = vec![(
+        Kind::DirQcow2,
+        format!("dir:{}?clone=qcow2", dir_base.join(&tag).display()),
+    )];
+    if let Ok(d) = std::env::var("VMPOOL_BENCH_XFS_DIR") {
+        out.push((Kind::DirReflink, format!("dir:{d}/{tag}?clone=reflink")));
+    }
+    if let Ok(d) = std::env::var("VMPOOL_BENCH_BTRFS_DIR") {
+        out.push((Kind::Btrfs, format!("btrfs:{d}/{tag}")));
+    }
+    if let Ok(d) = std::env::var("VMPOOL_BENCH_ZFS_DATASET") {
+        out.push((Kind::Zfs, format!("zfs:{d}/{tag}")));
+    }
+    out.retain(|(k, _)| {
+        only.as_ref()
+            .is_none_or(|o| o.iter().any(|n| n == k.name()))
+    });
+    out
+}
+
+/// A sparse image of `size` with a few MiB of data: raw for dir-reflink (reflinks need raw),
+/// qcow2 elsewhere (made by qemu-img: set-up tooling, not the thing measured).
+fn make_image(dir: &Path, kind: Kind, size: u64) -> PathBuf {
+    use std::os::unix::fs::FileExt;
+    let raw = dir.join(format!("img-{}.raw", size / GIB));
+    let f = std::fs::File::create(&raw).unwrap();
+    f.set_len(size).unwrap();
+    for off in [0, size / 2, size - (1 << 20)] {
+        f.write_all_at(&vec![0xA5; 1 << 20], off).unwrap();
+    }
+    drop(f);
+    if kind == Kind::DirReflink {
+        return raw;
+    }
+    let q = dir.join(format!("img-{}.qcow2", size / GIB));
+    run(Command::new("qemu-img")
+        .args(["convert", "-O", "qcow2"])
+        .arg(&raw)
+        .arg(&q));
+    std::fs::remove_file(raw).unwrap();
+    q
+}
+
+/// What each driver's "command-line way" and "floor" are.
+struct Ways {
+    kind: Kind,
+    uri: String,
+    store: Store,
+    root: PathBuf,
+    dataset: String,
+}
+
+impl Ways {
+    fn image_path(&self, m: &Manifest) -> PathBuf {
+        PathBuf::from(&m.disk)
+    }
+
+    /// One clone the way vmadm, Proxmox or Incus do it: a process per clone.
+    fn cli_clone(&self, m: &Manifest, n: usize) -> (Duration, Box<dyn FnOnce()>) {
+        let name = format!("cli-{n}-{}", Uuid::new_v4().simple());
+        match self.kind {
+            Kind::DirQcow2 => {
+                let dst = self.root.join("vms").join(format!("{name}.qcow2"));
+                let (t, _) = time(|| {
+                    run(Command::new("qemu-img")
+                        .args([
+                            "create",
+                            "-q",
+                            "-f",
+                            "qcow2",
+                            "-F",
+                            m.disk_format.as_str(),
+                            "-b",
+                        ])
+                        .arg(self.image_path(m))
+                        .arg(&dst)
+                        .arg(m.size_bytes.to_string()))
+                });
+                (t, Box::new(move || std::fs::remove_file(dst).unwrap()))
+            }
+            Kind::DirReflink => {
+                let dst = self.root.join("vms").join(format!("{name}.raw"));
+                let (t, _) = time(|| {
+                    run(Command::new("cp")
+                        .arg("--reflink=always")
+                        .arg(self.image_path(m))
+                        .arg(&dst))
+                });
+                (t, Box::new(move || std::fs::remove_file(dst).unwrap()))
+            }
+            Kind::Btrfs => {
+                let src = self.root.join("images").join(m.uuid.to_string());
+                let vms = self.root.join("vms");
+                let (t, _) = time(|| {
+                    run(Command::new("btrfs")
+                        .args(["subvolume", "snapshot"])
+                        .arg(&src)
+                        .arg(vms.join(&name)))
+                });
+                (
+                    t,
+                    Box::new(move || {
+                        vmpool::driver::btrfs::subvol_destroy(&vms, &name).unwrap();
+                    }),
+                )
+            }
+            Kind::Zfs => {
+                let dst = format!("{}/vms/{name}", self.dataset);
+                let (t, _) = time(|| run(Command::new("zfs").args(["clone", &m.disk, &dst])));
+                (t, Box::new(move || zfs_destroy(&dst)))
+            }
+        }
+    }
+
+    /// The bare operation with nothing around it: returns its time and an undo.
+    fn floor(&self, m: &Manifest, n: usize) -> (Duration, Box<dyn FnOnce()>) {
+        let name = format!("floor-{n}-{}", Uuid::new_v4().simple());
+        match self.kind {
+            Kind::DirQcow2 => {
+                let dst = self.root.join("vms").join(format!("{name}.qcow2"));
+                let backing = format!("../images/{}.{}", m.uuid, m.disk_format.as_str());
+                let (t, f) = time(|| {
+                    vmpool::image::qcow2::create_overlay(
+                        &dst,
+                        &backing,
+                        m.disk_format,
+                        m.size_bytes,
+                    )
+                    .unwrap()
+                });
+                drop(f);
+                (t, Box::new(move || std::fs::remove_file(dst).unwrap()))
+            }
+            Kind::DirReflink => {
+                let dst = self.root.join("vms").join(format!("{name}.raw"));
+                let src = std::fs::File::open(self.image_path(m)).unwrap();
+                let out = std::fs::File::create(&dst).unwrap();
+                let (t, r) = time(|| vmpool::driver::reflink::clone_file(&src, &out));
+                r.unwrap();
+                (t, Box::new(move || std::fs::remove_file(dst).unwrap()))
+            }
+            Kind::Btrfs => btrfs_floor(&self.root, m, name),
+            Kind::Zfs => zfs_floor(&self.dataset, m, &name),
+        }
+    }
+}
+
+fn btrfs_floor(root: &Path, m: &Manifest, name: String) -> (Duration, Box<dyn FnOnce()>) {
+    use std::os::unix::io::AsRawFd;
+    use vmpool::driver::btrfs::sys;
+    let src = std::fs::File::open(root.join("images").join(m.uuid.to_string())).unwrap();
+    let vms = root.join("vms");
+    let dir = std::fs::File::open(&vms).unwrap();
+    let mut args = sys::btrfs_ioctl_vol_args_v2 {
+        fd: src.as_raw_fd() as i64,
+        transid: 0,
+        flags: 0,
+        unused: [0; 4],
+        name: [0; sys::BTRFS_SUBVOL_NAME_MAX + 1],
+    };
+    args.name[..name.len()].copy_from_slice(name.as_bytes());
+    let (t, r) = time(|| unsafe { sys::btrfs_ioc_snap_create_v2(dir.as_raw_fd(), &args) });
+    r.unwrap();
+    (
+        t,
+        Box::new(move || {
+            vmpool::driver::btrfs::subvol_destroy(&vms, &name).unwrap();
+        }),
+    )
+}
+
+#[cfg(vmpool_zfs)]
+fn zfs_floor(ds: &str, m: &Manifest, name: &str) -> (Duration, Box<dyn FnOnce()>) {
+    use std::ffi::CString;
+    let dst = format!("{ds}/vms/{name}");
+    let (n, o) = (
+        CString::new(dst.clone()).unwrap(),
+        CString::new(m.disk.clone()).unwrap(),
+    );
+    let (t, rc) = time(|| unsafe {
+        vmpool::driver::zfs::sys::lzc_clone(n.as_ptr(), o.as_ptr(), std::ptr::null_mut())
+    });
+    assert_eq!(rc, 0, "lzc_clone {dst}");
+    (t, Box::new(move || zfs_destroy(&dst)))
+}
+
+#[cfg(not(vmpool_zfs))]
+fn zfs_floor(_: &str, _: &Manifest, _: &str) -> (Duration, Box<dyn FnOnce()>) {
+    unreachable!("zfs benches need a build with ZFS")
+}
+
+#[cfg(vmpool_zfs)]
+fn zfs_destroy(name: &str) {
+    vmpool::driver::zfs::libzfs::destroy(name).unwrap();
+}
+
+#[cfg(not(vmpool_zfs))]
+fn zfs_destroy(_: &str) {}
+
+fn bench_driver(c: &mut Criterion, kind: Kind, uri: &str) {
+    let driver = kind.name();
+    let store = Store::open(Some(uri)).unwrap();
+    let root = store.catalog_dir().to_owned();
+    let dataset = uri.strip_prefix("zfs:").unwrap_or("").to_owned();
+    let tmp = tempfile::tempdir_in(
+        std::env::var("VMPOOL_BENCH_TMP")
+            .unwrap_or_else(|_| std::env::temp_dir().display().to_string()),
+    )
+    .unwrap();
+    let big = if smoke() { 4 } else { 64 };
+    eprintln!("[{driver}] importing 1 GiB and {big} GiB images into {uri}");
+    let img1 = store
+        .import_image(
+            &make_image(tmp.path(), kind, GIB),
+            Some(r#"{"name":"bench1g"}"#),
+            None,
+        )
+        .unwrap();
+    let img64 = store
+        .import_image(
+            &make_image(tmp.path(), kind, big * GIB),
+            Some(r#"{"name":"bench-big"}"#),
+            None,
+        )
+        .unwrap();
+    let ways = Ways {
+        kind,
+        uri: uri.to_owned(),
+        store,
+        root,
+        dataset,
+    };
+    println!(
+        "VMPOOL-BENCH-INFO {}",
+        serde_json::json!({"driver": driver, "uri": ways.uri, "big_gib": big, "image_format": img1.disk_format.as_str(), "smoke": smoke()})
+    );
+
+    let mut group = c.benchmark_group(driver);
+    group.sampling_mode(SamplingMode::Flat).sample_size(10);
+    if smoke() {
+        group
+            .warm_up_time(Duration::from_millis(50))
+            .measurement_time(Duration::from_millis(200));
+    } else {
+        group
+            .warm_up_time(Duration::from_millis(500))
+            .measurement_time(Duration::from_secs(4));
+    }
+    let d = ways.store.driver();
+    let mut n = 0usize;
+    let destroys = Mutex::new(Vec::new());
+
+    // 1. Library clone (driver level: image to writable VM disk), and its destroy.
+    let mut lib_clone = |m: &Manifest| {
+        n += 1;
+        let vm = Uuid::new_v4();
+        let (t, disk) = time(|| d.vm_clone(m, &vm, m.size_bytes).unwrap());
+        assert!(disk.size_bytes >= m.size_bytes);
+        let (td, _) = time(|| d.vm_destroy(&vm, &m.uuid, m.disk_format).unwrap());
+        destroys.lock().unwrap().push(td);
+        t
+    };
+    measure(&mut group, driver, "lib_clone_1g", || lib_clone(&img1));
+    emit(
+        driver,
+        "lib_destroy",
+        &destroys.lock().unwrap(),
+        serde_json::json!({}),
+    );
+    measure(&mut group, driver, "lib_clone_big", || lib_clone(&img64));
+
+    // 2. The command-line way and the floor.
+    let mut k = 0usize;
+    measure(&mut group, driver, "cli_clone_1g", || {
+        k += 1;
+        let (t, undo) = ways.cli_clone(&img1, k);
+        undo();
+        t
+    });
+    measure(&mut group, driver, "floor_clone_1g", || {
+        k += 1;
+        let (t, undo) = ways.floor(&img1, k);
+        undo();
+        t
+    });
+
+    // 3. Scale: the next clone when 10, then 1000, clones of the image exist.
+    let (few, many) = if smoke() { (10, 30) } else { (10, 1000) };
+    let mut kept = Vec::new();
+    let fill = |to: usize, kept: &mut Vec<Uuid>| {
+        while kept.len() < to {
+            let vm = Uuid::new_v4();
+            d.vm_clone(&img1, &vm, img1.size_bytes).unwrap();
+            kept.push(vm);
+        }
+    };
+    fill(few, &mut kept);
+    measure(&mut group, driver, &format!("lib_clone_at_{few}"), || {
+        lib_clone(&img1)
+    });
+    eprintln!("[{driver}] making {many} clones");
+    fill(many, &mut kept);
+    measure(&mut group, driver, &format!("lib_clone_at_{many}"), || {
+        lib_clone(&img1)
+    });
+    for vm in kept {
+        d.vm_destroy(&vm, &img1.uuid, img1.disk_format).unwrap();
+    }
+
+    // 4. VM create end to end (parse, validate, journal, clone, grow, record) from threads;
+    //    once through the C ABI to show what the boundary costs.
+    let payload = |i: usize| {
+        format!(
+            r#"{{"alias":"b{i}","owner":"bench","image_uuid":"{}","vcpus":2,"ram_mib":2048,"disk_gib":2}}"#,
+            img1.uuid
+        )
+    };
+    let deletes = Mutex::new(Vec::new());
+    let store = &ways.store;
+    measure(&mut group, driver, "create_vm_rust", || {
+        let (t, r) = time(|| store.create_vm(&payload(0)).unwrap());
+        deletes
+            .lock()
+            .unwrap()
+            .push(time(|| store.delete_vm(&r.uuid.to_string()).unwrap()).0);
+        t
+    });
+    let mut handle: *mut vmpool::ffi::vmpool_store = std::ptr::null_mut();
+    let c_uri = std::ffi::CString::new(uri).unwrap();
+    assert_eq!(
+        vmpool::ffi::vmpool_store_open(c_uri.as_ptr(), &mut handle),
+        vmpool::ResultCode::VMPOOL_RESULT_OK
+    );
+    measure(&mut group, driver, "create_vm_c_abi", || {
+        let p = std::ffi::CString::new(payload(0)).unwrap();
+        let mut out: *mut std::ffi::c_char = std::ptr::null_mut();
+        let (t, rc) = time(|| vmpool::ffi::vmpool_vm_create(handle, p.as_ptr(), &mut out));
+        assert_eq!(rc, vmpool::ResultCode::VMPOOL_RESULT_OK);
+        let r: vmpool::VmRecord =
+            serde_json::from_slice(unsafe { std::ffi::CStr::from_ptr(out) }.to_bytes()).unwrap();
+        vmpool::ffi::vmpool_string_free(out);
+        store.delete_vm(&r.uuid.to_string()).unwrap();
+        t
+    });
+    vmpool::ffi::vmpool_store_free(handle);
+    emit(
+        driver,
+        "delete_vm",
+        &deletes.lock().unwrap(),
+        serde_json::json!({}),
+    );
+    for threads in [1usize, 4, 16] {
+        let per_op = Mutex::new(Vec::new());
+        let round_walls = Mutex::new(Vec::new());
+        group.bench_function(format!("create_vm_threads_{threads}"), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let barrier = Arc::new(Barrier::new(threads));
+                    let wall = Instant::now();
+                    let made: Vec<(Duration, Uuid)> = std::thread::scope(|sc| {
+                        let hs: Vec<_> = (0..threads)
+                            .map(|i| {
+                                let barrier = barrier.clone();
+                                let p = payload(i);
+                                sc.spawn(move || {
+                                    barrier.wait();
+                                    let (t, r) = time(|| store.create_vm(&p).unwrap());
+                                    (t, r.uuid)
+                                })
+                            })
+                            .collect();
+                        hs.into_iter().map(|h| h.join().unwrap()).collect()
+                    });
+                    let w = wall.elapsed();
+                    total += w;
+                    round_walls.lock().unwrap().push(w);
+                    for (t, u) in made {
+                        per_op.lock().unwrap().push(t);
+                        store.delete_vm(&u.to_string()).unwrap();
+                    }
+                }
+                total
+            })
+        });
+        let ops = per_op.into_inner().unwrap();
+        let walls = round_walls.into_inner().unwrap();
+        let wall: Duration = walls.iter().sum();
+        let per_s = (walls.len() * threads) as f64 / wall.as_secs_f64();
+        emit(
+            driver,
+            &format!("create_vm_threads_{threads}"),
+            &ops,
+            serde_json::json!({"concurrency": threads, "creates_per_s": per_s}),
+        );
+    }
+    group.finish();
+
+    // Separate processes, each creating VMs in a loop on the same store.
+    let per_proc = if smoke() { 2 } else { 10 };
+    for procs in [1usize, 4, 16] {
+        let wall = Instant::now();
+        let children: Vec<_> = (0..procs)
+            .map(|_| {
+                Command::new(std::env::current_exe().unwrap())
+                    .env(
+                        "VMPOOL_BENCH_WORKER",
+                        format!("{uri}|{}|{per_proc}", img1.uuid),
+                    )
+                    .stdout(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let mut ops = Vec::new();
+        for ch in children {
+            let out = ch.wait_with_output().unwrap();
+            assert!(out.status.success());
+            for l in String::from_utf8(out.stdout).unwrap().lines() {
+                if let Some(ns) = l.strip_prefix("op_ns ") {
+                    ops.push(Duration::from_nanos(ns.parse().unwrap()));
+                }
+            }
+        }
+        let per_s = (procs * per_proc) as f64 / wall.elapsed().as_secs_f64();
+        emit(
+            driver,
+            &format!("create_vm_procs_{procs}"),
+            &ops,
+            serde_json::json!({"concurrency": procs, "creates_per_s": per_s}),
+        );
+        for r in store.vms(Some("bench")).unwrap() {
+            store.delete_vm(&r.uuid.to_string()).unwrap();
+        }
+    }
+}
+
+/// A worker process: create VMs one after another, print each create's latency.
+fn worker(spec: &str) {
+    let mut parts = spec.split('|');
+    let (uri, image, count) = (
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+        parts.next().unwrap().parse::<usize>().unwrap(),
+    );
+    let store = Store::open(Some(uri)).unwrap();
+    let payload = format!(
+        r#"{{"alias":"w","owner":"bench","image_uuid":"{image}","vcpus":2,"ram_mib":2048,"disk_gib":2}}"#
+    );
+    for _ in 0..count {
+        let (t, _) = time(|| store.create_vm(&payload).unwrap());
+        println!("op_ns {}", t.as_nanos());
+    }
+}
+
+fn main() {
+    if let Ok(spec) = std::env::var("VMPOOL_BENCH_WORKER") {
+        worker(&spec);
+        return;
+    }
+    let mut c = Criterion::default().configure_from_args().without_plots();
+    for (kind, uri) in selected() {
+        bench_driver(&mut c, kind, &uri);
+    }
+    c.final_summary();
+}
