@@ -21,7 +21,7 @@ LIBS_PRIVATE := $(shell pkg-config --libs libzfs libzfs_core 2>/dev/null) -lgcc_
 export VMPOOL_ZFS ?= auto
 
 .PHONY: help deps deps-demo build release header check-header lint demo test test-rust test-c \
-        test-ruby test-python test-examples test-zfs install bench clean
+        test-ruby test-python test-examples test-zfs install bench bench-smoke clean
 
 help:
 	@sed -n 's/^## //p' Makefile
@@ -60,7 +60,7 @@ demo: deps-demo build
 	$(DEBUG_DIR)/examples/quickstart
 
 ## test          every suite: Rust (dir, xfs-reflink, btrfs), C, Ruby, Python, examples, ZFS in the guest, lint
-test: deps build lint test-rust test-c test-ruby test-python test-examples test-zfs
+test: deps build lint test-rust test-c test-ruby test-python test-examples test-zfs bench-smoke
 	@echo "make test: all suites passed"
 
 ## test-rust     unit tests and the conformance suite on dir:, XFS reflink and btrfs (loop devices)
@@ -107,8 +107,12 @@ install: release
 	    bindings/c/vmpool.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/vmpool.pc
 
 ## bench         clone-latency benchmarks (library against the command line), writes BENCHMARKS.md
-bench:
+bench: deps
 	scripts/bench
+
+## bench-smoke   the same benchmarks for a few iterations (part of make test; writes target/bench/)
+bench-smoke:
+	VMPOOL_BENCH_SMOKE=1 scripts/bench
 
 clean:
 	$(CARGO) clean

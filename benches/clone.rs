@@ -416,12 +416,28 @@ fn bench_driver(c: &mut Criterion, kind: Kind, uri: &str) {
     // 3. Scale: the next clone when 10, then 1000, clones of the image exist.
     let (few, many) = if smoke() { (10, 30) } else { (10, 1000) };
     let mut kept = Vec::new();
+    // Set-up, untimed: made from 8 threads so that ZFS can batch them into shared syncs.
     let fill = |to: usize, kept: &mut Vec<Uuid>| {
-        while kept.len() < to {
-            let vm = Uuid::new_v4();
-            d.vm_clone(&img1, &vm, img1.size_bytes).unwrap();
-            kept.push(vm);
-        }
+        let need = to.saturating_sub(kept.len());
+        let made: Vec<Uuid> = std::thread::scope(|sc| {
+            let hs: Vec<_> = (0..8)
+                .map(|t| {
+                    let img1 = &img1;
+                    sc.spawn(move || {
+                        (0..need)
+                            .filter(|i| i % 8 == t)
+                            .map(|_| {
+                                let vm = Uuid::new_v4();
+                                d.vm_clone(img1, &vm, img1.size_bytes).unwrap();
+                                vm
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
+        });
+        kept.extend(made);
     };
     fill(few, &mut kept);
     measure(&mut group, driver, &format!("lib_clone_at_{few}"), || {
@@ -432,9 +448,16 @@ fn bench_driver(c: &mut Criterion, kind: Kind, uri: &str) {
     measure(&mut group, driver, &format!("lib_clone_at_{many}"), || {
         lib_clone(&img1)
     });
-    for vm in kept {
-        d.vm_destroy(&vm, &img1.uuid, img1.disk_format).unwrap();
-    }
+    std::thread::scope(|sc| {
+        for chunk in kept.chunks(kept.len().div_ceil(8).max(1)) {
+            let img1 = &img1;
+            sc.spawn(move || {
+                for vm in chunk {
+                    d.vm_destroy(vm, &img1.uuid, img1.disk_format).unwrap();
+                }
+            });
+        }
+    });
 
     // 4. VM create end to end (parse, validate, journal, clone, grow, record) from threads;
     //    once through the C ABI to show what the boundary costs.
@@ -478,44 +501,42 @@ fn bench_driver(c: &mut Criterion, kind: Kind, uri: &str) {
         &deletes.lock().unwrap(),
         serde_json::json!({}),
     );
+    group.finish();
+
+    // Concurrent creators. Plain timed rounds rather than criterion: a round of 16 creates on
+    // emulated ZFS takes seconds, so the count of rounds is bounded by time.
+    let budget = if smoke() {
+        Duration::from_millis(300)
+    } else {
+        Duration::from_secs(4)
+    };
     for threads in [1usize, 4, 16] {
-        let per_op = Mutex::new(Vec::new());
-        let round_walls = Mutex::new(Vec::new());
-        group.bench_function(format!("create_vm_threads_{threads}"), |b| {
-            b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let barrier = Arc::new(Barrier::new(threads));
-                    let wall = Instant::now();
-                    let made: Vec<(Duration, Uuid)> = std::thread::scope(|sc| {
-                        let hs: Vec<_> = (0..threads)
-                            .map(|i| {
-                                let barrier = barrier.clone();
-                                let p = payload(i);
-                                sc.spawn(move || {
-                                    barrier.wait();
-                                    let (t, r) = time(|| store.create_vm(&p).unwrap());
-                                    (t, r.uuid)
-                                })
-                            })
-                            .collect();
-                        hs.into_iter().map(|h| h.join().unwrap()).collect()
-                    });
-                    let w = wall.elapsed();
-                    total += w;
-                    round_walls.lock().unwrap().push(w);
-                    for (t, u) in made {
-                        per_op.lock().unwrap().push(t);
-                        store.delete_vm(&u.to_string()).unwrap();
-                    }
-                }
-                total
-            })
-        });
-        let ops = per_op.into_inner().unwrap();
-        let walls = round_walls.into_inner().unwrap();
-        let wall: Duration = walls.iter().sum();
-        let per_s = (walls.len() * threads) as f64 / wall.as_secs_f64();
+        let (mut ops, mut wall, mut rounds) = (Vec::new(), Duration::ZERO, 0usize);
+        while rounds < 2 || wall < budget {
+            let barrier = Arc::new(Barrier::new(threads));
+            let started = Instant::now();
+            let made: Vec<(Duration, Uuid)> = std::thread::scope(|sc| {
+                let hs: Vec<_> = (0..threads)
+                    .map(|i| {
+                        let barrier = barrier.clone();
+                        let p = payload(i);
+                        sc.spawn(move || {
+                            barrier.wait();
+                            let (t, r) = time(|| store.create_vm(&p).unwrap());
+                            (t, r.uuid)
+                        })
+                    })
+                    .collect();
+                hs.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            wall += started.elapsed();
+            rounds += 1;
+            for (t, u) in made {
+                ops.push(t);
+                store.delete_vm(&u.to_string()).unwrap();
+            }
+        }
+        let per_s = (rounds * threads) as f64 / wall.as_secs_f64();
         emit(
             driver,
             &format!("create_vm_threads_{threads}"),
@@ -523,10 +544,8 @@ fn bench_driver(c: &mut Criterion, kind: Kind, uri: &str) {
             serde_json::json!({"concurrency": threads, "creates_per_s": per_s}),
         );
     }
-    group.finish();
 
-    // Separate processes, each creating VMs in a loop on the same store.
-    let per_proc = if smoke() { 2 } else { 10 };
+    // Separate processes, each creating VMs in a loop on the same store for the same time.
     for procs in [1usize, 4, 16] {
         let wall = Instant::now();
         let children: Vec<_> = (0..procs)
@@ -534,7 +553,7 @@ fn bench_driver(c: &mut Criterion, kind: Kind, uri: &str) {
                 Command::new(std::env::current_exe().unwrap())
                     .env(
                         "VMPOOL_BENCH_WORKER",
-                        format!("{uri}|{}|{per_proc}", img1.uuid),
+                        format!("{uri}|{}|{}", img1.uuid, budget.as_millis()),
                     )
                     .stdout(Stdio::piped())
                     .spawn()
@@ -551,7 +570,7 @@ fn bench_driver(c: &mut Criterion, kind: Kind, uri: &str) {
                 }
             }
         }
-        let per_s = (procs * per_proc) as f64 / wall.elapsed().as_secs_f64();
+        let per_s = ops.len() as f64 / wall.elapsed().as_secs_f64();
         emit(
             driver,
             &format!("create_vm_procs_{procs}"),
@@ -564,21 +583,22 @@ fn bench_driver(c: &mut Criterion, kind: Kind, uri: &str) {
     }
 }
 
-/// A worker process: create VMs one after another, print each create's latency.
+/// A worker process: create VMs one after another for the given milliseconds (at least two),
+/// print each create's latency.
 fn worker(spec: &str) {
     let mut parts = spec.split('|');
-    let (uri, image, count) = (
-        parts.next().unwrap(),
-        parts.next().unwrap(),
-        parts.next().unwrap().parse::<usize>().unwrap(),
-    );
+    let (uri, image) = (parts.next().unwrap(), parts.next().unwrap());
+    let budget = Duration::from_millis(parts.next().unwrap().parse().unwrap());
     let store = Store::open(Some(uri)).unwrap();
     let payload = format!(
         r#"{{"alias":"w","owner":"bench","image_uuid":"{image}","vcpus":2,"ram_mib":2048,"disk_gib":2}}"#
     );
-    for _ in 0..count {
+    let started = Instant::now();
+    let mut n = 0;
+    while n < 2 || started.elapsed() < budget {
         let (t, _) = time(|| store.create_vm(&payload).unwrap());
         println!("op_ns {}", t.as_nanos());
+        n += 1;
     }
 }
 
