@@ -406,12 +406,14 @@ fn bench_driver(c: &mut Criterion, kind: Kind, uri: &str) {
         undo();
         t
     });
-    measure(&mut group, driver, "floor_clone_1g", || {
-        k += 1;
-        let (t, undo) = ways.floor(&img1, k);
-        undo();
-        t
-    });
+    for (id, img) in [("floor_clone_1g", &img1), ("floor_clone_big", &img64)] {
+        measure(&mut group, driver, id, || {
+            k += 1;
+            let (t, undo) = ways.floor(img, k);
+            undo();
+            t
+        });
+    }
 
     // 3. Scale: the next clone when 10, then 1000, clones of the image exist.
     let (few, many) = if smoke() { (10, 30) } else { (10, 1000) };

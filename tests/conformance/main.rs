@@ -15,6 +15,52 @@ mod suite;
 
 mod dir_qcow2 {
     crate::conformance_suite!(crate::fixtures::DIR_QCOW2);
+
+    /// The overlay vmpool writes itself (no qemu-img process) is one qemu-img accepts: `check`
+    /// finds no errors, `info` shows the backing file, its format and the grown size.
+    #[test]
+    fn overlay_is_valid_for_qemu_img() {
+        use crate::common::*;
+        use crate::suite::Fixture;
+        let tmp = scratch();
+        let s = vmpool::Store::open(Some(&crate::fixtures::DIR_QCOW2.new_store())).unwrap();
+        for (name, img) in [
+            ("raw", make_raw(tmp.path(), "b.raw", 1 << 30, &[(0, 4096)])),
+            (
+                "qcow2",
+                make_qcow2(tmp.path(), "b.qcow2", 1 << 30, &[(0, 4096)], true),
+            ),
+        ] {
+            let m = s.import_image(&img, None, None).unwrap();
+            for gib in [1u64, 20, 16 << 10] {
+                let vm = s.create_vm(&payload(&m.uuid, "o", "t", gib)).unwrap();
+                assert_eq!(vm.clone_method, "qcow2-overlay");
+                let check = std::process::Command::new("qemu-img")
+                    .args(["check", &vm.disk_path])
+                    .output()
+                    .unwrap();
+                assert!(
+                    check.status.success(),
+                    "{name} {gib}: {}",
+                    String::from_utf8_lossy(&check.stdout)
+                );
+                let info = std::process::Command::new("qemu-img")
+                    .args(["info", "--output=json", &vm.disk_path])
+                    .output()
+                    .unwrap();
+                let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+                assert_eq!(info["virtual-size"], gib << 30);
+                assert_eq!(
+                    info["backing-filename"],
+                    format!("../images/{}.{name}", m.uuid)
+                );
+                assert_eq!(info["backing-filename-format"], name);
+                assert!(
+                    std::path::Path::new(info["full-backing-filename"].as_str().unwrap()).exists()
+                );
+            }
+        }
+    }
 }
 
 mod dir_reflink {
