@@ -1,7 +1,7 @@
 //! `vmpool_image_*`: importing, listing and deleting images.
 
 use super::store::{store_ref, vmpool_store};
-use super::{arg_str, check_out, ffi_call, opt_str, put_json, ID_MAX, JSON_MAX, PATH_MAX};
+use super::{arg_str, check_out, ffi_call, opt_str, put_json, query, ID_MAX, JSON_MAX, PATH_MAX};
 use crate::error::vmpool_result;
 use std::ffi::{c_char, c_int, c_void};
 use std::path::Path;
@@ -66,11 +66,7 @@ pub extern "C" fn vmpool_image_list(
     store: *const vmpool_store,
     json_out: *mut *mut c_char,
 ) -> vmpool_result {
-    ffi_call!({
-        let s = store_ref(store)?;
-        check_out(json_out, "json_out")?;
-        put_json(json_out, &s.images()?)
-    })
+    ffi_call!({ query(store, json_out, |s| s.images()) })
 }
 
 /// One image's manifest as JSON; `VMPOOL_RESULT_NOT_FOUND` if there is none with `uuid`.
@@ -80,12 +76,7 @@ pub extern "C" fn vmpool_image_get(
     uuid: *const c_char,
     json_out: *mut *mut c_char,
 ) -> vmpool_result {
-    ffi_call!({
-        let s = store_ref(store)?;
-        let uuid = arg_str(uuid, "uuid", ID_MAX)?;
-        check_out(json_out, "json_out")?;
-        put_json(json_out, &s.image(uuid)?)
-    })
+    ffi_call!({ query(store, json_out, |s| s.image(arg_str(uuid, "uuid", ID_MAX)?)) })
 }
 
 /// Delete an image. Fails with `VMPOOL_RESULT_IN_USE`, naming them, while any VM's disk is a

@@ -122,6 +122,18 @@ pub(crate) fn put_string(out: *mut *mut c_char, s: String) -> Result<()> {
     Ok(())
 }
 
+/// The shape of every query: a checked store, a checked `json_out`, and the answer of `f`
+/// (which checks its own arguments first) serialised into it.
+pub(crate) fn query<T: serde::Serialize>(
+    store: *const vmpool_store,
+    out: *mut *mut c_char,
+    f: impl FnOnce(&crate::Store) -> Result<T>,
+) -> Result<()> {
+    let s = store::store_ref(store)?;
+    check_out(out, "json_out")?;
+    put_json(out, &f(s)?)
+}
+
 pub(crate) fn put_json<T: serde::Serialize>(out: *mut *mut c_char, v: &T) -> Result<()> {
     let s = serde_json::to_string(v).map_err(|e| Error::Internal(e.to_string()))?;
     put_string(out, s)

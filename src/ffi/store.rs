@@ -1,6 +1,6 @@
 //! `vmpool_store`: opening and closing a store.
 
-use super::{check_out, ffi_call, opt_str, put_json};
+use super::{check_out, ffi_call, opt_str, query};
 use crate::error::{vmpool_result, Error, Result};
 use crate::store::{uri::URI_MAX, Store};
 use std::ffi::c_char;
@@ -58,11 +58,7 @@ pub extern "C" fn vmpool_store_info(
     store: *const vmpool_store,
     json_out: *mut *mut c_char,
 ) -> vmpool_result {
-    ffi_call!({
-        let s = store_ref(store)?;
-        check_out(json_out, "json_out")?;
-        put_json(json_out, &s.info())
-    })
+    ffi_call!({ query(store, json_out, |s| Ok(s.info())) })
 }
 
 /// Clean up after operations whose process died (also done by `vmpool_store_open`). Writes
@@ -72,9 +68,5 @@ pub extern "C" fn vmpool_store_recover(
     store: *const vmpool_store,
     json_out: *mut *mut c_char,
 ) -> vmpool_result {
-    ffi_call!({
-        let s = store_ref(store)?;
-        check_out(json_out, "json_out")?;
-        put_json(json_out, &s.recover()?)
-    })
+    ffi_call!({ query(store, json_out, |s| s.recover()) })
 }

@@ -1,7 +1,7 @@
 //! `vmpool_vm_*`: creating, listing and deleting VMs.
 
 use super::store::{store_ref, vmpool_store};
-use super::{arg_str, check_out, ffi_call, opt_str, put_json, ID_MAX, JSON_MAX};
+use super::{arg_str, check_out, ffi_call, opt_str, put_json, query, ID_MAX, JSON_MAX};
 use crate::error::vmpool_result;
 use std::ffi::c_char;
 
@@ -31,12 +31,7 @@ pub extern "C" fn vmpool_vm_get(
     uuid: *const c_char,
     json_out: *mut *mut c_char,
 ) -> vmpool_result {
-    ffi_call!({
-        let s = store_ref(store)?;
-        let uuid = arg_str(uuid, "uuid", ID_MAX)?;
-        check_out(json_out, "json_out")?;
-        put_json(json_out, &s.vm(uuid)?)
-    })
+    ffi_call!({ query(store, json_out, |s| s.vm(arg_str(uuid, "uuid", ID_MAX)?)) })
 }
 
 /// VM records as a JSON array, oldest first: all of them, or only those whose owner is
@@ -48,10 +43,9 @@ pub extern "C" fn vmpool_vm_list(
     json_out: *mut *mut c_char,
 ) -> vmpool_result {
     ffi_call!({
-        let s = store_ref(store)?;
-        let owner = opt_str(owner_or_null, "owner", ID_MAX)?;
-        check_out(json_out, "json_out")?;
-        put_json(json_out, &s.vms(owner)?)
+        query(store, json_out, |s| {
+            s.vms(opt_str(owner_or_null, "owner", ID_MAX)?)
+        })
     })
 }
 
