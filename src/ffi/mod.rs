@@ -38,7 +38,9 @@ thread_local! {
 
 fn set_last_error(msg: &str) {
     let c = CString::new(msg.replace('\0', "\\0")).unwrap_or_default();
-    LAST_ERROR.with(|l| *l.borrow_mut() = c);
+    // try_with: during thread teardown the slot may be gone; never panic here (this runs
+    // outside the panic boundary).
+    let _ = LAST_ERROR.try_with(|l| *l.borrow_mut() = c);
 }
 
 /// Run an entry point's body: clear the thread's last error, contain panics, record the
@@ -150,7 +152,7 @@ pub extern "C" fn vmpool_version() -> *const c_char {
 /// same thread; copy it if you need it longer. Never NULL; do not free.
 #[no_mangle]
 pub extern "C" fn vmpool_last_error() -> *const c_char {
-    LAST_ERROR.with(|l| l.borrow().as_ptr())
+    LAST_ERROR.try_with(|l| l.borrow().as_ptr()).unwrap_or(c"".as_ptr())
 }
 
 /// Symbolic name of a result code without its prefix (`"NOT_FOUND"`), or `"UNKNOWN"` for a
