@@ -441,15 +441,26 @@ fn bench_driver(c: &mut Criterion, kind: Kind, uri: &str) {
         });
         kept.extend(made);
     };
-    fill(few, &mut kept);
-    measure(&mut group, driver, &format!("lib_clone_at_{few}"), || {
-        lib_clone(&img1)
-    });
-    eprintln!("[{driver}] making {many} clones");
-    fill(many, &mut kept);
-    measure(&mut group, driver, &format!("lib_clone_at_{many}"), || {
-        lib_clone(&img1)
-    });
+    for (count, label) in [(few, "10"), (many, "many")] {
+        if label == "many" {
+            eprintln!("[{driver}] making {many} clones");
+        }
+        fill(count, &mut kept);
+        measure(&mut group, driver, &format!("lib_clone_at_{count}"), || {
+            lib_clone(&img1)
+        });
+        measure(
+            &mut group,
+            driver,
+            &format!("floor_clone_at_{count}"),
+            || {
+                k += 1;
+                let (t, undo) = ways.floor(&img1, k);
+                undo();
+                t
+            },
+        );
+    }
     std::thread::scope(|sc| {
         for chunk in kept.chunks(kept.len().div_ceil(8).max(1)) {
             let img1 = &img1;

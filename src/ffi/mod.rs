@@ -152,7 +152,9 @@ pub extern "C" fn vmpool_version() -> *const c_char {
 /// same thread; copy it if you need it longer. Never NULL; do not free.
 #[no_mangle]
 pub extern "C" fn vmpool_last_error() -> *const c_char {
-    LAST_ERROR.try_with(|l| l.borrow().as_ptr()).unwrap_or(c"".as_ptr())
+    LAST_ERROR
+        .try_with(|l| l.borrow().as_ptr())
+        .unwrap_or(c"".as_ptr())
 }
 
 /// Symbolic name of a result code without its prefix (`"NOT_FOUND"`), or `"UNKNOWN"` for a
