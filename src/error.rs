@@ -207,12 +207,6 @@ impl Error {
             id: id.into(),
         }
     }
-
-    /// Whether the underlying OS error is this errno (for callers that treat e.g. EEXIST or
-    /// ENOENT as a normal outcome).
-    pub fn is_errno(&self, errno: i32) -> bool {
-        matches!(self, Error::Io { source, .. } if source.raw_os_error() == Some(errno))
-    }
 }
 
 /// Attach "what we were doing, on which path" to an `io::Error`.

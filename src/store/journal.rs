@@ -199,9 +199,4 @@ impl Journal {
         }
         Ok(out)
     }
-
-    /// Whether any entry (live or dead) is about this key.
-    pub fn has(&self, key: &str) -> bool {
-        self.path(key).exists()
-    }
 }
