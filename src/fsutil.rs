@@ -47,6 +47,27 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
         .ctx(|| format!("syncing directory {}", dir.display()))
 }
 
+/// Create a new file (mode 0644) open for reading and writing; a name that is taken is
+/// `AlreadyExists`, never replaced.
+pub fn create_new(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(path)
+        .map_err(|e| {
+            if e.kind() == io::ErrorKind::AlreadyExists {
+                Error::AlreadyExists(format!("{} already exists", path.display()))
+            } else {
+                Error::Io {
+                    context: format!("creating {}", path.display()),
+                    source: e,
+                }
+            }
+        })
+}
+
 /// Create a directory and any missing parents, with mode 0755.
 pub fn mkdirs(dir: &Path) -> Result<()> {
     fs::create_dir_all(dir).ctx(|| format!("creating directory {}", dir.display()))

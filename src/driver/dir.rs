@@ -13,8 +13,8 @@ use crate::error::{Error, IoContext, Result};
 use crate::fsutil;
 use crate::image::qcow2;
 use crate::image::{DiskFormat, Manifest};
-use std::fs::{self, File, OpenOptions};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::fs::{self, File};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU8, Ordering};
 use uuid::Uuid;
@@ -96,7 +96,7 @@ impl DirDriver {
         let src_path = self.image_path(&image.uuid, DiskFormat::Raw);
         let src = File::open(&src_path).ctx(|| format!("opening image {}", src_path.display()))?;
         let dst_path = self.disk_path(vm, DiskFormat::Raw);
-        let dst = create_new(&dst_path)?;
+        let dst = fsutil::create_new(&dst_path)?;
         let res = (|| {
             match reflink::clone_file(&src, &dst) {
                 Ok(()) => {}
@@ -140,25 +140,6 @@ impl DirDriver {
     }
 }
 
-fn create_new(path: &Path) -> Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .open(path)
-        .map_err(|e| {
-            if e.kind() == std::io::ErrorKind::AlreadyExists {
-                Error::AlreadyExists(format!("{} already exists", path.display()))
-            } else {
-                Error::Io {
-                    context: format!("creating {}", path.display()),
-                    source: e,
-                }
-            }
-        })
-}
-
 impl StorageDriver for DirDriver {
     fn kind(&self) -> &'static str {
         "dir"
@@ -193,7 +174,7 @@ impl StorageDriver for DirDriver {
         size: u64,
     ) -> Result<File> {
         let path = self.staging_path(uuid, format);
-        let f = create_new(&path)?;
+        let f = fsutil::create_new(&path)?;
         if let Err(e) = f.set_len(size).ctx(|| format!("sizing {}", path.display())) {
             let _ = fs::remove_file(&path);
             return Err(e);
@@ -250,14 +231,7 @@ impl StorageDriver for DirDriver {
         // Relative, so the store can be moved or mounted elsewhere.
         let backing = format!("../images/{}.{}", image.uuid, ext(image.disk_format));
         let size = size.max(image.size_bytes);
-        let f = qcow2::create_overlay(&path, &backing, image.disk_format, size).map_err(
-            |e| match e {
-                Error::Io { source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists => {
-                    Error::AlreadyExists(format!("{} already exists", path.display()))
-                }
-                e => e,
-            },
-        )?;
+        let f = qcow2::create_overlay(&path, &backing, image.disk_format, size)?;
         if let Err(e) = f.sync_all().ctx(|| format!("syncing {}", path.display())) {
             let _ = fs::remove_file(&path);
             return Err(e);

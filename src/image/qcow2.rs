@@ -8,8 +8,8 @@
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::{self, read_exact_at};
 use crate::image::DiskFormat;
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 pub const MAGIC: [u8; 4] = *b"QFI\xfb";
@@ -353,13 +353,7 @@ pub fn create_overlay(
     // The end-of-extensions marker (type 0, length 0) is already zero.
     h[name_off..].copy_from_slice(backing.as_bytes());
 
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .open(path)
-        .ctx(|| format!("creating {}", path.display()))?;
+    let f = fsutil::create_new(path)?;
     let res = (|| {
         f.write_all_at(&h, 0)
             .ctx(|| format!("writing {}", path.display()))?;

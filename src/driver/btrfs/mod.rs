@@ -189,18 +189,11 @@ impl StorageDriver for BtrfsDriver {
         let name = Self::staging(uuid);
         subvol_create(&self.images, &name)?;
         let path = self.images.join(&name).join(DISK);
-        let res = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .open(&path)
-            .ctx(|| format!("creating {}", path.display()))
-            .and_then(|f| {
-                f.set_len(size)
-                    .ctx(|| format!("sizing {}", path.display()))
-                    .map(|_| f)
-            });
+        let res = fsutil::create_new(&path).and_then(|f| {
+            f.set_len(size)
+                .ctx(|| format!("sizing {}", path.display()))
+                .map(|_| f)
+        });
         if res.is_err() {
             let _ = subvol_destroy(&self.images, &name);
         }
