@@ -141,20 +141,14 @@ mod zfs {
 
         // An import of the colliding uuid killed after it made its staging volume: recovery
         // removes that volume and leaves the foreign one alone.
-        let out = ctl(
-            &uri,
-            &[
-                "image",
-                "import",
-                src.to_str().unwrap(),
-                "--uuid",
-                &u_final.to_string(),
-            ],
-            &[("VMPOOL_FAILPOINTS", "import.copied=kill")],
-            None,
-        );
-        use std::os::unix::process::ExitStatusExt;
-        assert_eq!(out.status.signal(), Some(9));
+        let args = [
+            "image",
+            "import",
+            src.to_str().unwrap(),
+            "--uuid",
+            &u_final.to_string(),
+        ];
+        ctl_killed_at(&uri, "import.copied", &args, None);
         let s = Store::open(Some(&uri)).unwrap();
         let info = s.info();
         assert_eq!(

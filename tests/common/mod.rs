@@ -133,6 +133,15 @@ pub fn ctl(uri: &str, args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) 
     child.wait_with_output().unwrap()
 }
 
+/// Run vmpoolctl with the failpoint `point` set to kill it, and check that it died by SIGKILL
+/// there (as with the OOM killer), leaving whatever that step leaves behind.
+pub fn ctl_killed_at(uri: &str, point: &str, args: &[&str], stdin: Option<&str>) {
+    use std::os::unix::process::ExitStatusExt;
+    let fp = format!("{point}=kill");
+    let out = ctl(uri, args, &[("VMPOOL_FAILPOINTS", &fp)], stdin);
+    assert_eq!(out.status.signal(), Some(9), "{point}: {out:?}");
+}
+
 pub fn payload(image: &uuid::Uuid, alias: &str, owner: &str, disk_gib: u64) -> String {
     format!(
         r#"{{"alias":"{alias}","owner":"{owner}","image_uuid":"{image}","vcpus":2,"ram_mib":2048,"disk_gib":{disk_gib}}}"#

@@ -188,21 +188,14 @@ pub fn import_killed_midway(f: &dyn Fixture) {
         for file in [&src, &q] {
             let uri = f.new_store();
             let uuid = Uuid::new_v4();
-            let fp = format!("{point}=kill");
-            let out = ctl(
-                &uri,
-                &[
-                    "image",
-                    "import",
-                    file.to_str().unwrap(),
-                    "--uuid",
-                    &uuid.to_string(),
-                ],
-                &[("VMPOOL_FAILPOINTS", &fp)],
-                None,
-            );
-            use std::os::unix::process::ExitStatusExt;
-            assert_eq!(out.status.signal(), Some(9), "{point}: {out:?}");
+            let args = [
+                "image",
+                "import",
+                file.to_str().unwrap(),
+                "--uuid",
+                &uuid.to_string(),
+            ];
+            ctl_killed_at(&uri, point, &args, None);
             let s = Store::open(Some(&uri)).unwrap();
             let listed: Vec<Uuid> = s.images().unwrap().iter().map(|m| m.uuid).collect();
             if survives {
@@ -613,12 +606,8 @@ pub fn killed_midway_vm_and_delete(f: &dyn Fixture) {
     let uri = f.new_store();
     let s = Store::open(Some(&uri)).unwrap();
     let m = import(&s, &small_raw(tmp.path()), "{}");
-    let kill = |point: &str, args: &[&str], stdin: Option<&str>| {
-        let fp = format!("{point}=kill");
-        let out = ctl(&uri, args, &[("VMPOOL_FAILPOINTS", &fp)], stdin);
-        use std::os::unix::process::ExitStatusExt;
-        assert_eq!(out.status.signal(), Some(9), "{point}: {out:?}");
-    };
+    let kill =
+        |point: &str, args: &[&str], stdin: Option<&str>| ctl_killed_at(&uri, point, args, stdin);
     // Create killed after cloning, before the record: no VM, no disk after reopen.
     kill(
         "vm_create.cloned",
