@@ -21,7 +21,7 @@ LIBS_PRIVATE := $(shell pkg-config --libs libzfs libzfs_core 2>/dev/null) -lgcc_
 export VMPOOL_ZFS ?= auto
 
 .PHONY: help deps deps-demo build release header check-header lint demo test test-rust test-c \
-        test-ruby test-python test-examples test-zfs install bench bench-smoke clean
+        test-ruby test-python test-examples test-zfs install bench bench-smoke clean check-release
 
 help:
 	@sed -n 's/^## //p' Makefile
@@ -50,10 +50,18 @@ check-header:
 	cbindgen --quiet --config cbindgen.toml --crate vmpool --output target/vmpool.h.fresh
 	@diff -u include/vmpool.h target/vmpool.h.fresh || { echo "include/vmpool.h is stale: run make header" >&2; exit 1; }
 
-## lint          rustfmt check, clippy with warnings as errors, header freshness
+## lint          rustfmt, clippy and rustdoc with warnings as errors, header freshness,
+##               a SAFETY comment per unsafe block, no failpoint in release artefacts
 lint: check-header
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --lib
+	scripts/check-safety-comments
+	$(MAKE) check-release
+
+## check-release the release library and CLI contain no fault-injection code
+check-release: release
+	scripts/check-release-failpoints $(REL_DIR)/libvmpool.so $(REL_DIR)/libvmpool.a $(REL_DIR)/vmpoolctl
 
 ## demo          the quick start: import a generated image into the default store, clone VMs
 demo: deps-demo build
@@ -67,13 +75,23 @@ test: deps build lint test-rust test-c test-ruby test-python test-examples test-
 test-rust:
 	eval "$$(tests/env/setup)" && $(CARGO) test -- --include-ignored --skip zfs::
 
-## test-c        the C API test, compiled against include/vmpool.h and the .so
+## test-c        the C API test, compiled against include/vmpool.h and the .so; plain, under
+##               AddressSanitizer + UndefinedBehaviorSanitizer, and under valgrind memcheck
+C_TEST = cc -std=c11 -Wall -Wextra -Werror -Iinclude tests/c/api_test.c -L$(DEBUG_DIR) -lvmpool \
+	   -lpthread -Wl,-rpath,$(CURDIR)/$(DEBUG_DIR)
 test-c: build
 	@mkdir -p target/c
 	ln -sf libvmpool.so $(DEBUG_DIR)/libvmpool.so.$(MAJOR)
-	cc -std=c11 -Wall -Wextra -Werror -Iinclude tests/c/api_test.c -o target/c/api_test \
-	   -L$(DEBUG_DIR) -lvmpool -lpthread -Wl,-rpath,$(CURDIR)/$(DEBUG_DIR)
+	$(C_TEST) -g -o target/c/api_test
+	$(C_TEST) -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all \
+	   -o target/c/api_test_asan
 	rm -rf target/c/store && mkdir -p target/c/store && target/c/api_test $(CURDIR)/target/c/store
+	rm -rf target/c/store && mkdir -p target/c/store && \
+	   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	   target/c/api_test_asan $(CURDIR)/target/c/store
+	rm -rf target/c/store && mkdir -p target/c/store && \
+	   valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
+	   target/c/api_test $(CURDIR)/target/c/store
 
 ## test-ruby     minitest suite of bindings/ruby against the freshly built .so
 test-ruby: build

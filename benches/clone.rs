@@ -19,7 +19,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
-use vmpool::{Manifest, Store};
+use vmpool::{Image, ImportRequest, Store, VmSpec};
 
 const GIB: u64 = 1 << 30;
 
@@ -180,12 +180,12 @@ struct Ways {
 }
 
 impl Ways {
-    fn image_path(&self, m: &Manifest) -> PathBuf {
+    fn image_path(&self, m: &Image) -> PathBuf {
         PathBuf::from(&m.disk)
     }
 
     /// One clone the way vmadm, Proxmox or Incus do it: a process per clone.
-    fn cli_clone(&self, m: &Manifest, n: usize) -> (Duration, Box<dyn FnOnce()>) {
+    fn cli_clone(&self, m: &Image, n: usize) -> (Duration, Box<dyn FnOnce()>) {
         let name = format!("cli-{n}-{}", Uuid::new_v4().simple());
         match self.kind {
             Kind::DirQcow2 => {
@@ -242,7 +242,7 @@ impl Ways {
     }
 
     /// The bare operation with nothing around it: returns its time and an undo.
-    fn floor(&self, m: &Manifest, n: usize) -> (Duration, Box<dyn FnOnce()>) {
+    fn floor(&self, m: &Image, n: usize) -> (Duration, Box<dyn FnOnce()>) {
         let name = format!("floor-{n}-{}", Uuid::new_v4().simple());
         match self.kind {
             Kind::DirQcow2 => {
@@ -274,7 +274,7 @@ impl Ways {
     }
 }
 
-fn btrfs_floor(root: &Path, m: &Manifest, name: String) -> (Duration, Box<dyn FnOnce()>) {
+fn btrfs_floor(root: &Path, m: &Image, name: String) -> (Duration, Box<dyn FnOnce()>) {
     use std::os::unix::io::AsRawFd;
     use vmpool::driver::btrfs::sys;
     let src = std::fs::File::open(root.join("images").join(m.uuid.to_string())).unwrap();
@@ -288,6 +288,7 @@ fn btrfs_floor(root: &Path, m: &Manifest, name: String) -> (Duration, Box<dyn Fn
         name: [0; sys::BTRFS_SUBVOL_NAME_MAX + 1],
     };
     args.name[..name.len()].copy_from_slice(name.as_bytes());
+    // SAFETY: dir is open; args is a fully initialised vol_args_v2.
     let (t, r) = time(|| unsafe { sys::btrfs_ioc_snap_create_v2(dir.as_raw_fd(), &args) });
     r.unwrap();
     (
@@ -299,13 +300,14 @@ fn btrfs_floor(root: &Path, m: &Manifest, name: String) -> (Duration, Box<dyn Fn
 }
 
 #[cfg(vmpool_zfs)]
-fn zfs_floor(ds: &str, m: &Manifest, name: &str) -> (Duration, Box<dyn FnOnce()>) {
+fn zfs_floor(ds: &str, m: &Image, name: &str) -> (Duration, Box<dyn FnOnce()>) {
     use std::ffi::CString;
     let dst = format!("{ds}/vms/{name}");
     let (n, o) = (
         CString::new(dst.clone()).unwrap(),
         CString::new(m.disk.clone()).unwrap(),
     );
+    // SAFETY: both names are NUL-terminated CStrings alive across the call.
     let (t, rc) = time(|| unsafe {
         vmpool::driver::zfs::sys::lzc_clone(n.as_ptr(), o.as_ptr(), std::ptr::null_mut())
     });
@@ -314,7 +316,7 @@ fn zfs_floor(ds: &str, m: &Manifest, name: &str) -> (Duration, Box<dyn FnOnce()>
 }
 
 #[cfg(not(vmpool_zfs))]
-fn zfs_floor(_: &str, _: &Manifest, _: &str) -> (Duration, Box<dyn FnOnce()>) {
+fn zfs_floor(_: &str, _: &Image, _: &str) -> (Duration, Box<dyn FnOnce()>) {
     unreachable!("zfs benches need a build with ZFS")
 }
 
@@ -341,14 +343,14 @@ fn bench_driver(c: &mut Criterion, kind: Kind, uri: &str) {
     let img1 = store
         .import_image(
             &make_image(tmp.path(), kind, GIB),
-            Some(r#"{"name":"bench1g"}"#),
+            &ImportRequest::default().name("bench1g"),
             None,
         )
         .unwrap();
     let img64 = store
         .import_image(
             &make_image(tmp.path(), kind, big * GIB),
-            Some(r#"{"name":"bench-big"}"#),
+            &ImportRequest::default().name("bench-big"),
             None,
         )
         .unwrap();
@@ -380,12 +382,12 @@ fn bench_driver(c: &mut Criterion, kind: Kind, uri: &str) {
     let destroys = Mutex::new(Vec::new());
 
     // 1. Library clone (driver level: image to writable VM disk), and its destroy.
-    let mut lib_clone = |m: &Manifest| {
+    let mut lib_clone = |m: &Image| {
         n += 1;
         let vm = Uuid::new_v4();
         let (t, disk) = time(|| d.vm_clone(m, &vm, m.size_bytes).unwrap());
         assert!(disk.size_bytes >= m.size_bytes);
-        let (td, _) = time(|| d.vm_destroy(&vm, &m.uuid, m.disk_format).unwrap());
+        let (td, _) = time(|| d.vm_destroy(&vm, &m.uuid).unwrap());
         destroys.lock().unwrap().push(td);
         t
     };
@@ -466,14 +468,22 @@ fn bench_driver(c: &mut Criterion, kind: Kind, uri: &str) {
             let img1 = &img1;
             sc.spawn(move || {
                 for vm in chunk {
-                    d.vm_destroy(vm, &img1.uuid, img1.disk_format).unwrap();
+                    d.vm_destroy(vm, &img1.uuid).unwrap();
                 }
             });
         }
     });
 
-    // 4. VM create end to end (parse, validate, journal, clone, grow, record) from threads;
-    //    once through the C ABI to show what the boundary costs.
+    // 4. VM create end to end (validate, journal, clone, grow, record) from threads; once
+    //    through the C ABI (JSON parse and serialise included) to show what the boundary costs.
+    let spec = |i: usize| {
+        VmSpec::new(img1.uuid)
+            .alias(format!("b{i}"))
+            .owner("bench")
+            .vcpus(2)
+            .ram_mib(2048)
+            .disk_gib(2)
+    };
     let payload = |i: usize| {
         format!(
             r#"{{"alias":"b{i}","owner":"bench","image_uuid":"{}","vcpus":2,"ram_mib":2048,"disk_gib":2}}"#,
@@ -483,11 +493,11 @@ fn bench_driver(c: &mut Criterion, kind: Kind, uri: &str) {
     let deletes = Mutex::new(Vec::new());
     let store = &ways.store;
     measure(&mut group, driver, "create_vm_rust", || {
-        let (t, r) = time(|| store.create_vm(&payload(0)).unwrap());
+        let (t, r) = time(|| store.create_vm(&spec(0)).unwrap());
         deletes
             .lock()
             .unwrap()
-            .push(time(|| store.delete_vm(&r.uuid.to_string()).unwrap()).0);
+            .push(time(|| store.delete_vm(r.uuid).unwrap()).0);
         t
     });
     let mut handle: *mut vmpool::ffi::vmpool_store = std::ptr::null_mut();
@@ -501,10 +511,13 @@ fn bench_driver(c: &mut Criterion, kind: Kind, uri: &str) {
         let mut out: *mut std::ffi::c_char = std::ptr::null_mut();
         let (t, rc) = time(|| vmpool::ffi::vmpool_vm_create(handle, p.as_ptr(), &mut out));
         assert_eq!(rc, vmpool::ResultCode::VMPOOL_RESULT_OK);
-        let r: vmpool::VmRecord =
+        // SAFETY: on success `out` is a NUL-terminated string the library allocated.
+        let r: serde_json::Value =
             serde_json::from_slice(unsafe { std::ffi::CStr::from_ptr(out) }.to_bytes()).unwrap();
         vmpool::ffi::vmpool_string_free(out);
-        store.delete_vm(&r.uuid.to_string()).unwrap();
+        store
+            .delete_vm(Uuid::try_parse(r["uuid"].as_str().unwrap()).unwrap())
+            .unwrap();
         t
     });
     vmpool::ffi::vmpool_store_free(handle);
@@ -532,7 +545,7 @@ fn bench_driver(c: &mut Criterion, kind: Kind, uri: &str) {
                 let hs: Vec<_> = (0..threads)
                     .map(|i| {
                         let barrier = barrier.clone();
-                        let p = payload(i);
+                        let p = spec(i);
                         sc.spawn(move || {
                             barrier.wait();
                             let (t, r) = time(|| store.create_vm(&p).unwrap());
@@ -546,7 +559,7 @@ fn bench_driver(c: &mut Criterion, kind: Kind, uri: &str) {
             rounds += 1;
             for (t, u) in made {
                 ops.push(t);
-                store.delete_vm(&u.to_string()).unwrap();
+                store.delete_vm(u).unwrap();
             }
         }
         let per_s = (rounds * threads) as f64 / wall.as_secs_f64();
@@ -591,7 +604,7 @@ fn bench_driver(c: &mut Criterion, kind: Kind, uri: &str) {
             serde_json::json!({"concurrency": procs, "creates_per_s": per_s}),
         );
         for r in store.vms(Some("bench")).unwrap() {
-            store.delete_vm(&r.uuid.to_string()).unwrap();
+            store.delete_vm(r.uuid).unwrap();
         }
     }
 }
@@ -603,13 +616,16 @@ fn worker(spec: &str) {
     let (uri, image) = (parts.next().unwrap(), parts.next().unwrap());
     let budget = Duration::from_millis(parts.next().unwrap().parse().unwrap());
     let store = Store::open(Some(uri)).unwrap();
-    let payload = format!(
-        r#"{{"alias":"w","owner":"bench","image_uuid":"{image}","vcpus":2,"ram_mib":2048,"disk_gib":2}}"#
-    );
+    let spec = VmSpec::new(Uuid::try_parse(image).unwrap())
+        .alias("w")
+        .owner("bench")
+        .vcpus(2)
+        .ram_mib(2048)
+        .disk_gib(2);
     let started = Instant::now();
     let mut n = 0;
     while n < 2 || started.elapsed() < budget {
-        let (t, _) = time(|| store.create_vm(&payload).unwrap());
+        let (t, _) = time(|| store.create_vm(&spec).unwrap());
         println!("op_ns {}", t.as_nanos());
         n += 1;
     }

@@ -4,7 +4,7 @@
 //! `cargo run --example quickstart [-- --store URI] [-- --vms N]`
 
 use std::time::Instant;
-use vmpool::Store;
+use vmpool::{ImportRequest, Store, VmSpec};
 
 fn main() {
     if let Err(e) = run() {
@@ -28,7 +28,7 @@ fn run() -> vmpool::Result<()> {
     println!(
         "store   {} ({} driver, catalog in {})",
         store.uri(),
-        store.driver().kind(),
+        store.driver().info().scheme,
         store.catalog_dir().display()
     );
 
@@ -70,7 +70,12 @@ fn run() -> vmpool::Result<()> {
             }
             drop(file);
             let started = Instant::now();
-            let m = store.import_image(&path, Some(r#"{"name":"quickstart","version":"1","os":"linux","tags":{"made_by":"quickstart"}}"#), None)?;
+            let req = ImportRequest::default()
+                .name("quickstart")
+                .version("1")
+                .os("linux")
+                .tag("made_by", "quickstart");
+            let m = store.import_image(&path, &req, None)?;
             let _ = std::fs::remove_dir_all(&dir);
             println!(
                 "image   imported {} ({} GiB virtual, sha256 {}…) in {:.2} s",
@@ -85,13 +90,14 @@ fn run() -> vmpool::Result<()> {
 
     let batch = uuid::Uuid::new_v4().simple().to_string();
     for i in 0..vms {
-        let payload = format!(
-            r#"{{"alias":"quickstart-{}-{i}","owner":"demo","image_uuid":"{}","vcpus":2,"ram_mib":2048,"disk_gib":20}}"#,
-            &batch[..6],
-            image.uuid
-        );
+        let spec = VmSpec::new(image.uuid)
+            .alias(format!("quickstart-{}-{i}", &batch[..6]))
+            .owner("demo")
+            .vcpus(2)
+            .ram_mib(2048)
+            .disk_gib(20);
         let started = Instant::now();
-        let vm = store.create_vm(&payload)?;
+        let vm = store.create_vm(&spec)?;
         let took = started.elapsed();
         println!(
             "vm      {} {:<22} cloned in {:>7.2} ms ({}, {} GiB, {})",

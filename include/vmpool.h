@@ -25,9 +25,27 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-// Stable result codes shared by the C ABI (`vmpool_result`), the CLI exit status and the
-// bindings' exception classes. Every value is below 64 so it fits an exit status.
-typedef enum {
+// Major version of the library (the `X` of `X.Y.Z`); the SONAME is `libvmpool.so.X`.
+#define VMPOOL_VERSION_MAJOR 0
+
+// Minor version of the library.
+#define VMPOOL_VERSION_MINOR 1
+
+// Patch version of the library.
+#define VMPOOL_VERSION_PATCH 0
+
+// Stable result codes shared by the C ABI (`vmpool_result`, a `uint32_t` in C), the CLI exit
+// status and the bindings' exception classes. Every value is below 64 so it fits an exit
+// status.
+//
+// This enum is the one list of codes: [`vmpool_result::all`] and [`vmpool_result::name`] are
+// derived from it, the header is generated from it, and `tests/result_codes.rs` fails when
+// the tables in the Ruby and Python bindings or in the README differ from it.
+enum vmpool_result
+#ifdef __cplusplus
+  : uint32_t
+#endif // __cplusplus
+ {
   // Success.
   VMPOOL_RESULT_OK = 0,
   // A required pointer argument was NULL.
@@ -58,7 +76,8 @@ typedef enum {
   VMPOOL_RESULT_CORRUPT_IMAGE = 21,
   // The image is in a format (or uses a feature of one) that vmpool does not take.
   VMPOOL_RESULT_UNSUPPORTED_FORMAT = 22,
-  // The store or platform cannot do this (e.g. built without ZFS support).
+  // The store or platform cannot do this (e.g. built without ZFS support, or a store
+  // written by a newer vmpool).
   VMPOOL_RESULT_UNSUPPORTED = 30,
   // An operating-system I/O error.
   VMPOOL_RESULT_IO = 31,
@@ -72,13 +91,21 @@ typedef enum {
   VMPOOL_RESULT_PANIC = 40,
   // A bug or an impossible state that is not a panic.
   VMPOOL_RESULT_INTERNAL = 41,
-} vmpool_result;
+};
+#ifndef __cplusplus
+typedef uint32_t vmpool_result;
+#endif // __cplusplus
 
 // An open store (a directory, btrfs or ZFS back end plus its catalog).
 //
 // Thread safety: a `vmpool_store` may be used from any number of threads at once, and any
 // number of processes may open the same store; every operation is safe against the others.
-// Only `vmpool_store_free` must not race with other calls on the same handle.
+//
+// Lifetime: the handle is reference-counted. Every call takes its own reference for as long
+// as it runs, and `vmpool_store_free` drops the caller's: freeing the handle while other
+// threads are inside calls on it is safe (the store is released when the last of those calls
+// returns). Starting a call *after* `vmpool_store_free` has begun is a use after free, as with
+// any freed pointer.
 typedef struct vmpool_store vmpool_store;
 
 // Progress of a long call: called with bytes done and bytes in total. Return 0 to go on,
@@ -100,7 +127,7 @@ const char *vmpool_last_error(void);
 
 // Symbolic name of a result code without its prefix (`"NOT_FOUND"`), or `"UNKNOWN"` for a
 // number that is not a `vmpool_result`. Static; do not free.
-const char *vmpool_result_name(int code);
+const char *vmpool_result_name(uint32_t code);
 
 // Free a string returned through a `*_out` parameter. NULL is allowed and ignored. Freeing
 // anything else, or twice, is undefined behaviour.
@@ -143,15 +170,17 @@ vmpool_result vmpool_image_delete(const vmpool_store *store, const char *uuid);
 // a handle to release with `vmpool_store_free`.
 vmpool_result vmpool_store_open(const char *uri, vmpool_store **store_out);
 
-// Close a store handle. NULL is allowed and ignored. The handle must not be used afterwards.
+// Release the caller's reference to a store handle. NULL is allowed and ignored. Calls in
+// flight on other threads finish normally (they hold their own references); the handle
+// must not be passed to any function after this.
 void vmpool_store_free(vmpool_store *store);
 
 // Describe the store as JSON: `uri`, `driver`, `catalog`, `details`, `limits`,
-// `last_recovery`, `version`.
+// `last_recovery`, `version`, `capabilities`.
 vmpool_result vmpool_store_info(const vmpool_store *store, char **json_out);
 
 // Clean up after operations whose process died (also done by `vmpool_store_open`). Writes
-// `{"cleaned": [...], "errors": [...]}` describing what was done.
+// `{"cleaned": [...], "errors": [...], "kept": [...]}` describing what was done.
 vmpool_result vmpool_store_recover(const vmpool_store *store, char **json_out);
 
 // Create a VM from a JSON payload:

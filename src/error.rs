@@ -5,11 +5,16 @@
 
 use std::io;
 
-/// Stable result codes shared by the C ABI (`vmpool_result`), the CLI exit status and the
-/// bindings' exception classes. Every value is below 64 so it fits an exit status.
+/// Stable result codes shared by the C ABI (`vmpool_result`, a `uint32_t` in C), the CLI exit
+/// status and the bindings' exception classes. Every value is below 64 so it fits an exit
+/// status.
+///
+/// This enum is the one list of codes: [`vmpool_result::all`] and [`vmpool_result::name`] are
+/// derived from it, the header is generated from it, and `tests/result_codes.rs` fails when
+/// the tables in the Ruby and Python bindings or in the README differ from it.
 #[allow(non_camel_case_types)]
-#[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum::EnumIter, strum::IntoStaticStr)]
 pub enum vmpool_result {
     /// Success.
     VMPOOL_RESULT_OK = 0,
@@ -41,7 +46,8 @@ pub enum vmpool_result {
     VMPOOL_RESULT_CORRUPT_IMAGE = 21,
     /// The image is in a format (or uses a feature of one) that vmpool does not take.
     VMPOOL_RESULT_UNSUPPORTED_FORMAT = 22,
-    /// The store or platform cannot do this (e.g. built without ZFS support).
+    /// The store or platform cannot do this (e.g. built without ZFS support, or a store
+    /// written by a newer vmpool).
     VMPOOL_RESULT_UNSUPPORTED = 30,
     /// An operating-system I/O error.
     VMPOOL_RESULT_IO = 31,
@@ -62,110 +68,109 @@ pub use vmpool_result as ResultCode;
 impl vmpool_result {
     /// The symbolic name without prefix, e.g. `"NOT_FOUND"`: what the CLI and bindings print.
     pub fn name(self) -> &'static str {
-        use vmpool_result::*;
-        match self {
-            VMPOOL_RESULT_OK => "OK",
-            VMPOOL_RESULT_NULL_POINTER => "NULL_POINTER",
-            VMPOOL_RESULT_INVALID_UTF8 => "INVALID_UTF8",
-            VMPOOL_RESULT_STRING_TOO_LONG => "STRING_TOO_LONG",
-            VMPOOL_RESULT_INVALID_JSON => "INVALID_JSON",
-            VMPOOL_RESULT_INVALID_ARGUMENT => "INVALID_ARGUMENT",
-            VMPOOL_RESULT_NOT_FOUND => "NOT_FOUND",
-            VMPOOL_RESULT_ALREADY_EXISTS => "ALREADY_EXISTS",
-            VMPOOL_RESULT_IN_USE => "IN_USE",
-            VMPOOL_RESULT_NOT_A_STORE => "NOT_A_STORE",
-            VMPOOL_RESULT_BUSY => "BUSY",
-            VMPOOL_RESULT_CANCELLED => "CANCELLED",
-            VMPOOL_RESULT_CHECKSUM_MISMATCH => "CHECKSUM_MISMATCH",
-            VMPOOL_RESULT_CORRUPT_IMAGE => "CORRUPT_IMAGE",
-            VMPOOL_RESULT_UNSUPPORTED_FORMAT => "UNSUPPORTED_FORMAT",
-            VMPOOL_RESULT_UNSUPPORTED => "UNSUPPORTED",
-            VMPOOL_RESULT_IO => "IO",
-            VMPOOL_RESULT_NO_SPACE => "NO_SPACE",
-            VMPOOL_RESULT_PERMISSION_DENIED => "PERMISSION_DENIED",
-            VMPOOL_RESULT_BACKEND => "BACKEND",
-            VMPOOL_RESULT_PANIC => "PANIC",
-            VMPOOL_RESULT_INTERNAL => "INTERNAL",
-        }
+        let full: &'static str = self.into();
+        full.strip_prefix("VMPOOL_RESULT_").unwrap_or(full)
     }
 
-    /// Every code, for the bindings' tests and the documentation table.
-    pub const ALL: [vmpool_result; 22] = {
-        use vmpool_result::*;
-        [
-            VMPOOL_RESULT_OK,
-            VMPOOL_RESULT_NULL_POINTER,
-            VMPOOL_RESULT_INVALID_UTF8,
-            VMPOOL_RESULT_STRING_TOO_LONG,
-            VMPOOL_RESULT_INVALID_JSON,
-            VMPOOL_RESULT_INVALID_ARGUMENT,
-            VMPOOL_RESULT_NOT_FOUND,
-            VMPOOL_RESULT_ALREADY_EXISTS,
-            VMPOOL_RESULT_IN_USE,
-            VMPOOL_RESULT_NOT_A_STORE,
-            VMPOOL_RESULT_BUSY,
-            VMPOOL_RESULT_CANCELLED,
-            VMPOOL_RESULT_CHECKSUM_MISMATCH,
-            VMPOOL_RESULT_CORRUPT_IMAGE,
-            VMPOOL_RESULT_UNSUPPORTED_FORMAT,
-            VMPOOL_RESULT_UNSUPPORTED,
-            VMPOOL_RESULT_IO,
-            VMPOOL_RESULT_NO_SPACE,
-            VMPOOL_RESULT_PERMISSION_DENIED,
-            VMPOOL_RESULT_BACKEND,
-            VMPOOL_RESULT_PANIC,
-            VMPOOL_RESULT_INTERNAL,
-        ]
-    };
+    /// Every code, in numeric order (for the bindings' tests and the documentation table).
+    pub fn all() -> impl Iterator<Item = vmpool_result> {
+        <vmpool_result as strum::IntoEnumIterator>::iter()
+    }
+
+    /// The code with this number, if there is one.
+    pub fn from_u32(n: u32) -> Option<vmpool_result> {
+        Self::all().find(|c| *c as u32 == n)
+    }
 }
 
 /// Everything that can go wrong. Messages name the object involved (uuid, path, dataset) so a
 /// log line at 3 a.m. says what failed without a debugger.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// A required pointer argument was NULL (C ABI only); names the argument.
     #[error("{0} is NULL")]
     NullPointer(&'static str),
+    /// A string argument was not UTF-8; names the argument.
     #[error("{0} is not valid UTF-8")]
     InvalidUtf8(&'static str),
+    /// A string argument was too long.
     #[error("{what} is longer than {max} bytes")]
-    StringTooLong { what: &'static str, max: usize },
+    StringTooLong {
+        /// Which argument.
+        what: &'static str,
+        /// The longest accepted, in bytes.
+        max: usize,
+    },
+    /// A JSON argument did not parse or did not fit its schema.
     #[error("{0}")]
     InvalidJson(String),
+    /// An argument's value is refused.
     #[error("{0}")]
     InvalidArgument(String),
+    /// The object named does not exist.
     #[error("{kind} {id} not found")]
-    NotFound { kind: &'static str, id: String },
+    NotFound {
+        /// What kind of object ("image", "VM", "dataset", ...).
+        kind: &'static str,
+        /// Its identity.
+        id: String,
+    },
+    /// Something with that identity already exists.
     #[error("{0}")]
     AlreadyExists(String),
+    /// The object is still used by others.
     #[error("{0}")]
     InUse(String),
+    /// The location is not a vmpool store.
     #[error("{0}")]
     NotAStore(String),
+    /// Another operation holds what this one needs.
     #[error("{0}")]
     Busy(String),
+    /// The caller's progress callback asked to stop.
     #[error("cancelled by the caller")]
     Cancelled,
+    /// The data's sha256 differs from the one the caller gave.
     #[error("sha256 mismatch: expected {expected}, got {actual}")]
-    ChecksumMismatch { expected: String, actual: String },
+    ChecksumMismatch {
+        /// What the caller said.
+        expected: String,
+        /// What the data hashes to.
+        actual: String,
+    },
+    /// The image is truncated or broken.
     #[error("{0}")]
     CorruptImage(String),
+    /// The image format (or a feature of it) is not taken.
     #[error("{0}")]
     UnsupportedFormat(String),
+    /// The store or platform cannot do this.
     #[error("{0}")]
     Unsupported(String),
+    /// An operating-system error, with what was being done.
     #[error("{context}: {source}")]
-    Io { context: String, source: io::Error },
+    Io {
+        /// What was being done, on which path.
+        context: String,
+        /// The error the system call reported.
+        source: io::Error,
+    },
+    /// The storage back end reported an error.
     #[error("{0}")]
     Backend(String),
+    /// A bug or impossible state.
     #[error("internal error: {0}")]
     Internal(String),
+    /// A contained panic (C ABI only).
     #[error("panic: {0}")]
     Panic(String),
 }
 
+/// The library's `Result`.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// The stable result code of this error.
     pub fn code(&self) -> vmpool_result {
         use vmpool_result::*;
         match self {
@@ -197,10 +202,12 @@ impl Error {
         }
     }
 
+    /// An [`Error::InvalidArgument`].
     pub fn invalid(msg: impl Into<String>) -> Self {
         Error::InvalidArgument(msg.into())
     }
 
+    /// An [`Error::NotFound`].
     pub fn not_found(kind: &'static str, id: impl Into<String>) -> Self {
         Error::NotFound {
             kind,
@@ -211,6 +218,7 @@ impl Error {
 
 /// Attach "what we were doing, on which path" to an `io::Error`.
 pub trait IoContext<T> {
+    /// Turn the error into an [`Error::Io`] with this context.
     fn ctx(self, context: impl FnOnce() -> String) -> Result<T>;
 }
 

@@ -125,6 +125,7 @@ pub fn byte_size(f: &File) -> Result<u64> {
         let mut size: u64 = 0;
         // BLKGETSIZE64 = _IOR(0x12, 114, size_t)
         nix::ioctl_read!(blkgetsize64, 0x12, 114, u64);
+        // SAFETY: f is open; size is a writable u64, the size the ioctl number encodes.
         unsafe { blkgetsize64(f.as_raw_fd(), &mut size) }.ctx(|| "BLKGETSIZE64".into())?;
         Ok(size)
     } else {
@@ -162,6 +163,8 @@ pub fn data_extents(f: &File, len: u64) -> Result<Vec<(u64, u64)>> {
 
 /// Whether a buffer is all zero bytes (such blocks are left as holes when copying).
 pub fn is_zero(buf: &[u8]) -> bool {
+    // SAFETY: every bit pattern is a valid u128, and align_to only reinterprets the aligned
+    // middle of the buffer.
     let (prefix, words, suffix) = unsafe { buf.align_to::<u128>() };
     prefix.iter().all(|&b| b == 0)
         && words.iter().all(|&w| w == 0)
@@ -189,4 +192,50 @@ pub fn read_exact_at(f: &File, buf: &mut [u8], off: u64, what: &str) -> Result<(
 pub fn fs_magic(path: &Path) -> Result<i64> {
     let st = nix::sys::statfs::statfs(path).ctx(|| format!("statfs {}", path.display()))?;
     Ok(st.filesystem_type().0 as i64)
+}
+
+/// Set an extended attribute on an open file (replacing its value).
+pub fn set_xattr(f: &File, name: &str, value: &[u8]) -> io::Result<()> {
+    let n = std::ffi::CString::new(name).map_err(|_| io::ErrorKind::InvalidInput)?;
+    // SAFETY: the descriptor is open for the call; name is NUL-terminated and value is a
+    // valid buffer of value.len() bytes.
+    let rc = unsafe {
+        libc::fsetxattr(
+            f.as_raw_fd(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// An extended attribute's value (at most 256 bytes); `None` when the file has none of that
+/// name or the file system has no extended attributes.
+pub fn get_xattr(f: &File, name: &str) -> io::Result<Option<Vec<u8>>> {
+    let n = std::ffi::CString::new(name).map_err(|_| io::ErrorKind::InvalidInput)?;
+    let mut buf = vec![0u8; 256];
+    // SAFETY: the descriptor is open; name is NUL-terminated; buf is writable for its length.
+    let rc = unsafe {
+        libc::fgetxattr(
+            f.as_raw_fd(),
+            n.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    if rc >= 0 {
+        buf.truncate(rc as usize);
+        return Ok(Some(buf));
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::ENODATA) | Some(libc::ENOTSUP) => Ok(None),
+        _ => Err(e),
+    }
 }

@@ -6,32 +6,66 @@
 //! `include/vmpool.h` (module [`ffi`]), from Ruby and Python (`bindings/`) and from the
 //! `vmpoolctl` command.
 //!
+//! The Rust API is typed ([`ImportRequest`], [`Image`], [`VmSpec`], [`Vm`]); JSON exists only
+//! at the C edge (`ffi::wire`) and in the on-disk catalog (`store::catalog::records`), each
+//! with its own types.
+//!
 //! Where things live:
-//! - `store/`   a store: open by URI, catalog, intent journal, crash recovery, operations
-//! - `image/`   manifests, format probing, qcow2, the import data path
-//! - `vm/`      VM create payloads and records
-//! - `driver/`  storage drivers: `dir`, `btrfs`, `zfs` (with its raw `sys` layer)
-//! - `ffi/`     the C ABI
-//! - `lock`, `fsutil`, `failpoint`, `validate`: shared plumbing
+//! - `store/`   a store: open by URI, catalog (and its on-disk format), intent journal,
+//!   crash recovery, operations
+//! - `image/`   images, import requests, format probing, qcow2, the import data path
+//! - `vm/`      VM specs and VMs
+//! - `driver/`  storage drivers and their registry: `dir`, `btrfs`, `zfs` (with its raw `sys`
+//!   layer)
+//! - `ffi/`     the C ABI and its JSON wire format
+//! - `revert`, `lock`, `fsutil`, `failpoint`, `validate`: shared plumbing
 
-/// Storage drivers (not part of the C header).
+// Only `error` (the result codes) and `ffi` make the C header; every other module is marked
+// `cbindgen:ignore` so that none of its items can leak into it.
+
+/// Storage drivers.
 ///
 /// cbindgen:ignore
 pub mod driver;
 pub mod error;
+/// Fault injection for tests.
+///
+/// cbindgen:ignore
 pub mod failpoint;
 pub mod ffi;
+/// File-system helpers.
+///
+/// cbindgen:ignore
 pub mod fsutil;
+/// Images.
+///
+/// cbindgen:ignore
 pub mod image;
+/// Locks between processes.
+///
+/// cbindgen:ignore
 pub mod lock;
+/// Undo steps.
+///
+/// cbindgen:ignore
+pub mod revert;
+/// Stores.
+///
+/// cbindgen:ignore
 pub mod store;
+/// Input checks.
+///
+/// cbindgen:ignore
 pub mod validate;
+/// VMs.
+///
+/// cbindgen:ignore
 pub mod vm;
 
 pub use error::{Error, Result, ResultCode};
-pub use image::{DiskFormat, Manifest};
-pub use store::Store;
-pub use vm::Record as VmRecord;
+pub use image::{DiskFormat, Image, ImportRequest};
+pub use store::{Recovery, Store, StoreInfo};
+pub use vm::{Vm, VmSpec};
 
 /// Library version, as `vmpool_version()` returns it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

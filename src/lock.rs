@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 /// Shared (many readers / creators) or exclusive (one destroyer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
+    /// Any number of holders at once.
     Shared,
+    /// One holder, and no shared ones.
     Exclusive,
 }
 
@@ -21,6 +23,7 @@ pub enum Mode {
 #[derive(Debug)]
 pub struct Held {
     _lock: Flock<File>,
+    /// The lock file.
     pub path: PathBuf,
 }
 

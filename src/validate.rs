@@ -105,14 +105,30 @@ pub fn sha256_hex(s: &str) -> Result<String> {
 
 /// Upper bounds on what one VM may ask for. Set per store through its URI
 /// (`?max_vcpus=32&max_ram_mib=65536&max_disk_gib=2048&max_image_gib=512`).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
+    /// Most virtual CPUs per VM.
     pub max_vcpus: u32,
+    /// Least memory per VM, MiB.
     pub min_ram_mib: u64,
+    /// Most memory per VM, MiB.
     pub max_ram_mib: u64,
+    /// Largest VM disk, GiB.
     pub max_disk_gib: u64,
+    /// Largest image (virtual size), GiB.
     pub max_image_gib: u64,
 }
+
+/// The largest size in GiB any limit may be raised to: 2^63 bytes, the most a file offset
+/// (`off_t`) or a volume size can address, so no size computed from a limit can wrap.
+pub const GIB_CEILING: u64 = (i64::MAX as u64) >> 30;
+
+/// The most memory a limit may allow, in MiB (2^40 MiB = 1 EiB, beyond any host).
+pub const RAM_MIB_CEILING: u64 = 1 << 40;
+
+/// The most vCPUs a limit may allow (QEMU's x86 maximum is far lower; this only bounds the
+/// arithmetic).
+pub const VCPUS_CEILING: u64 = 4096;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -129,27 +145,42 @@ impl Default for Limits {
 impl Limits {
     /// Apply one `key=value` store option; returns false when the key is not a limit.
     pub fn set(&mut self, key: &str, value: &str) -> Result<bool> {
-        let n = || {
-            value.parse::<u64>().ok().filter(|&v| v > 0).ok_or_else(|| {
-                Error::invalid(format!(
-                    "store option {key}={value:?} is not a positive integer"
-                ))
-            })
+        let n = |ceiling: u64| {
+            let v = value
+                .parse::<u64>()
+                .ok()
+                .filter(|&v| v > 0)
+                .ok_or_else(|| {
+                    Error::invalid(format!(
+                        "store option {key}={value:?} is not a positive integer"
+                    ))
+                })?;
+            if v > ceiling {
+                return Err(Error::invalid(format!(
+                    "store option {key}={v} is above {ceiling}, the most this platform can address"
+                )));
+            }
+            Ok(v)
         };
         match key {
-            "max_vcpus" => {
-                self.max_vcpus = u32::try_from(n()?)
-                    .map_err(|_| Error::invalid(format!("{key} is too large")))?
-            }
-            "min_ram_mib" => self.min_ram_mib = n()?,
-            "max_ram_mib" => self.max_ram_mib = n()?,
-            "max_disk_gib" => self.max_disk_gib = n()?,
-            "max_image_gib" => self.max_image_gib = n()?,
+            // The ceiling fits u32.
+            "max_vcpus" => self.max_vcpus = n(VCPUS_CEILING)? as u32,
+            "min_ram_mib" => self.min_ram_mib = n(RAM_MIB_CEILING)?,
+            "max_ram_mib" => self.max_ram_mib = n(RAM_MIB_CEILING)?,
+            "max_disk_gib" => self.max_disk_gib = n(GIB_CEILING)?,
+            "max_image_gib" => self.max_image_gib = n(GIB_CEILING)?,
             _ => return Ok(false),
+        }
+        if self.min_ram_mib > self.max_ram_mib {
+            return Err(Error::invalid(format!(
+                "store options min_ram_mib={} and max_ram_mib={} leave no valid size",
+                self.min_ram_mib, self.max_ram_mib
+            )));
         }
         Ok(true)
     }
 
+    /// Check a vCPU count.
     pub fn vcpus(&self, v: u64) -> Result<u32> {
         if v == 0 || v > u64::from(self.max_vcpus) {
             return Err(Error::invalid(format!(
@@ -160,6 +191,7 @@ impl Limits {
         Ok(v as u32)
     }
 
+    /// Check a memory size.
     pub fn ram_mib(&self, v: u64) -> Result<u64> {
         if v < self.min_ram_mib || v > self.max_ram_mib {
             return Err(Error::invalid(format!(
@@ -170,6 +202,7 @@ impl Limits {
         Ok(v)
     }
 
+    /// Check a disk size.
     pub fn disk_gib(&self, v: u64) -> Result<u64> {
         if v == 0 || v > self.max_disk_gib {
             return Err(Error::invalid(format!(
@@ -180,13 +213,15 @@ impl Limits {
         Ok(v)
     }
 
+    /// Check an image's virtual size.
     pub fn image_bytes(&self, v: u64) -> Result<u64> {
         if v == 0 {
             return Err(Error::CorruptImage(
                 "image has a virtual size of 0 bytes".into(),
             ));
         }
-        if v > self.max_image_gib << 30 {
+        // max_image_gib is at most GIB_CEILING, so this cannot wrap.
+        if v.div_ceil(1 << 30) > self.max_image_gib {
             return Err(Error::invalid(format!(
                 "image virtual size {v} bytes is above the store's maximum of {} GiB",
                 self.max_image_gib
@@ -249,5 +284,13 @@ mod tests {
         assert!(l.disk_gib(0).is_err());
         assert!(l.set("max_disk_gib", "0").is_err());
         assert!(!l.set("colour", "blue").unwrap());
+        assert!(l.set("max_disk_gib", "18446744073709551615").is_err());
+        assert!(l.set("max_image_gib", &GIB_CEILING.to_string()).unwrap());
+        assert!(l.image_bytes(16 << 20).is_ok());
+        assert!(l.image_bytes(GIB_CEILING << 30).is_ok());
+        assert!(l.image_bytes(u64::MAX).is_err());
+        assert!(l.set("max_image_gib", "1").unwrap());
+        assert!(l.image_bytes(1 << 30).is_ok());
+        assert!(l.image_bytes((1 << 30) + 1).is_err());
     }
 }

@@ -44,10 +44,10 @@ mod zfs {
             .unwrap_or(0)
     }
 
-    fn small_image(s: &Store) -> vmpool::Manifest {
+    fn small_image(s: &Store) -> vmpool::Image {
         let tmp = scratch();
         let src = make_raw(tmp.path(), "i.raw", 64 << 20, &[(0, 1 << 20)]);
-        s.import_image(&src, None, None).unwrap()
+        s.import_json(&src, None, None).unwrap()
     }
 
     #[test]
@@ -87,7 +87,7 @@ mod zfs {
                 &[(0, 4 << 20)],
                 false,
             );
-            let m = s.import_image(&q, None, None).unwrap();
+            let m = s.import_json(&q, None, None).unwrap();
             let vm = s.create_vm(&payload(&m.uuid, "o1", "t", gib)).unwrap();
             let disk = format!("{ds}/vms/{}-disk0", vm.uuid);
             assert_eq!(prop(&disk, "volsize"), gib << 30);
@@ -125,18 +125,18 @@ mod zfs {
         let src = make_raw(tmp.path(), "x.raw", 64 << 20, &[(0, 4096)]);
 
         let e = s
-            .import_image(&src, Some(&format!(r#"{{"uuid":"{u_partial}"}}"#)), None)
+            .import_json(&src, Some(&format!(r#"{{"uuid":"{u_partial}"}}"#)), None)
             .unwrap_err();
         assert_eq!(e.code(), Code::VMPOOL_RESULT_ALREADY_EXISTS, "{e}");
         let e = s
-            .import_image(&src, Some(&format!(r#"{{"uuid":"{u_final}"}}"#)), None)
+            .import_json(&src, Some(&format!(r#"{{"uuid":"{u_final}"}}"#)), None)
             .unwrap_err();
         assert_eq!(e.code(), Code::VMPOOL_RESULT_ALREADY_EXISTS, "{e}");
         let p = format!(
             r#"{{"uuid":"{v}","alias":"x","owner":"o","image_uuid":"{}","vcpus":1,"ram_mib":128}}"#,
             image.uuid
         );
-        let e = s.create_vm(&p).unwrap_err();
+        let e = s.create_json(&p).unwrap_err();
         assert_eq!(e.code(), Code::VMPOOL_RESULT_ALREADY_EXISTS, "{e}");
 
         // An import of the colliding uuid killed after it made its staging volume: recovery
@@ -151,18 +151,8 @@ mod zfs {
         ctl_killed_at(&uri, "import.copied", &args, None);
         let s = Store::open(Some(&uri)).unwrap();
         let info = s.info();
-        assert_eq!(
-            info["last_recovery"]["errors"].as_array().unwrap().len(),
-            0,
-            "{info}"
-        );
-        assert!(
-            !info["last_recovery"]["cleaned"]
-                .as_array()
-                .unwrap()
-                .is_empty(),
-            "{info}"
-        );
+        assert!(info.last_recovery.errors.is_empty(), "{info:?}");
+        assert!(!info.last_recovery.cleaned.is_empty(), "{info:?}");
         assert!(!Command::new("zfs")
             .args(["list", &format!("{ds}/images/{u_final}-partial")])
             .output()

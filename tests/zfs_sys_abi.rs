@@ -27,6 +27,7 @@ fn c_type(rust: &str) -> String {
         "u8" => "uint8_t".into(),
         "u64" => "uint64_t".into(),
         "i64" => "int64_t".into(),
+        "i32" => "int32_t".into(),
         "usize" => "size_t".into(),
         // `enum_foo` in sys.rs stands for the C type `enum foo`.
         other => match other.strip_prefix("enum_") {

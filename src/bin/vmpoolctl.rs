@@ -1,12 +1,17 @@
-//! `vmpoolctl`: the library from a shell. No logic of its own: it parses arguments, calls
-//! `vmpool::Store`, and prints tables (default) or exactly the JSON the C ABI returns
-//! (`--json`). The exit status is the `vmpool_result` code (0 on success, 64 for usage errors).
+//! `vmpoolctl`: the library from a shell. No logic of its own: it parses arguments, calls the
+//! typed `vmpool::Store` API, and prints tables (default) or exactly the JSON the C ABI
+//! returns (`--json`, through the same `vmpool::ffi::wire` serialisation). The exit status is
+//! the `vmpool_result` code (0 on success, 64 for usage errors).
 
 use clap::{Parser, Subcommand};
-use std::io::{IsTerminal, Read, Write};
+use comfy_table::{presets, ContentArrangement, Table};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::io::{ErrorKind, Read, Write};
 use std::path::PathBuf;
 use std::time::Instant;
-use vmpool::{Error, Store};
+use uuid::Uuid;
+use vmpool::ffi::wire;
+use vmpool::{validate, DiskFormat, Error, ImportRequest, Store};
 
 const EX_USAGE: i32 = 64;
 
@@ -110,21 +115,32 @@ fn main() {
     let json = cli.json;
     if let Err(e) = run(cli) {
         let code = e.code();
-        if json {
-            let err = serde_json::json!({"error": {"code": code as i32, "name": code.name(), "message": e.to_string()}});
-            eprintln!("{err}");
+        let msg = if json {
+            serde_json::json!({"error": {"code": code as u32, "name": code.name(), "message": e.to_string()}}).to_string()
         } else {
-            eprintln!("vmpoolctl: {}: {e}", code.name());
-        }
+            format!("vmpoolctl: {}: {e}", code.name())
+        };
+        let _ = writeln!(std::io::stderr(), "{msg}");
         std::process::exit(code as i32);
     }
 }
 
-fn print_json<T: serde::Serialize>(v: &T) -> vmpool::Result<()> {
-    // Same serialisation as the C ABI's *_out strings.
-    let s = serde_json::to_string(v).map_err(|e| Error::Internal(e.to_string()))?;
-    println!("{s}");
-    Ok(())
+/// Write to stdout. When the reader has gone (`vmpoolctl ... | head`), the work is already
+/// done: exit quietly with success, as other Unix tools do, instead of panicking.
+fn out(s: &str) -> vmpool::Result<()> {
+    let mut o = std::io::stdout().lock();
+    match writeln!(o, "{s}").and_then(|_| o.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => Err(Error::Io {
+            context: "writing to standard output".into(),
+            source: e,
+        }),
+    }
+}
+
+fn uuid_arg(what: &str, s: &str) -> vmpool::Result<Uuid> {
+    validate::uuid(what, s)
 }
 
 fn run(cli: Cli) -> vmpool::Result<()> {
@@ -133,28 +149,30 @@ fn run(cli: Cli) -> vmpool::Result<()> {
     match cli.cmd {
         Cmd::Store(StoreCmd::Info) => {
             let info = store.info();
+            let w = wire::StoreInfoOut::from(&info);
             if json {
-                print_json(&info)?
+                out(&wire::to_string(&w)?)?
             } else {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&info).unwrap_or_default()
-                )
+                out(&serde_json::to_string_pretty(&w)
+                    .map_err(|e| Error::Internal(e.to_string()))?)?
             }
         }
         Cmd::Store(StoreCmd::Recover) => {
             let r = store.recover()?;
             if json {
-                print_json(&r)?
+                out(&wire::to_string(&wire::RecoveryOut::from(&r))?)?
             } else {
                 for c in &r.cleaned {
-                    println!("cleaned: {c}");
+                    out(&format!("cleaned: {c}"))?;
+                }
+                for k in &r.kept {
+                    out(&format!("left alone (not the store's): {k}"))?;
                 }
                 for e in &r.errors {
-                    println!("left for later: {e}");
+                    out(&format!("left for later: {e}"))?;
                 }
-                if r.cleaned.is_empty() && r.errors.is_empty() {
-                    println!("nothing to clean up");
+                if r.cleaned.is_empty() && r.errors.is_empty() && r.kept.is_empty() {
+                    out("nothing to clean up")?;
                 }
             }
         }
@@ -168,54 +186,55 @@ fn run(cli: Cli) -> vmpool::Result<()> {
             format,
             tags,
         }) => {
-            let mut manifest = serde_json::Map::new();
-            let mut put = |k: &str, v: Option<String>| {
-                if let Some(v) = v {
-                    manifest.insert(k.into(), v.into());
-                }
+            let mut req = ImportRequest {
+                uuid: uuid.as_deref().map(|u| uuid_arg("uuid", u)).transpose()?,
+                name,
+                version,
+                os,
+                sha256,
+                format: format
+                    .as_deref()
+                    .map(|f| match f {
+                        "raw" => Ok(DiskFormat::Raw),
+                        "qcow2" => Ok(DiskFormat::Qcow2),
+                        _ => Err(Error::invalid(format!(
+                            "--format {f:?}: expected raw or qcow2"
+                        ))),
+                    })
+                    .transpose()?,
+                ..Default::default()
             };
-            put("name", name);
-            put("version", version);
-            put("os", os);
-            put("sha256", sha256);
-            put("uuid", uuid);
-            put("format", format);
-            if !tags.is_empty() {
-                let mut t = serde_json::Map::new();
-                for kv in tags {
-                    let (k, v) = kv
-                        .split_once('=')
-                        .ok_or_else(|| Error::invalid(format!("--tag {kv:?} is not KEY=VALUE")))?;
-                    t.insert(k.into(), v.into());
-                }
-                manifest.insert("tags".into(), t.into());
+            for kv in tags {
+                let (k, v) = kv
+                    .split_once('=')
+                    .ok_or_else(|| Error::invalid(format!("--tag {kv:?} is not KEY=VALUE")))?;
+                req.tags.insert(k.into(), v.into());
             }
-            let manifest = serde_json::Value::Object(manifest).to_string();
-            let tty = std::io::stderr().is_terminal() && !json;
-            let mut last = Instant::now();
+            // Drawn only when stderr is a terminal (indicatif hides itself otherwise).
+            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+            if json {
+                bar.set_draw_target(ProgressDrawTarget::hidden());
+            }
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "importing {msg}: {bar:30} {percent:>3}% {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            bar.set_message(file.display().to_string());
             let mut progress = |done: u64, total: u64| {
-                if tty && (last.elapsed().as_millis() >= 200 || done == total) {
-                    last = Instant::now();
-                    let pct = (done * 100).checked_div(total).unwrap_or(100);
-                    eprint!(
-                        "\rimporting {}: {pct:3}% ({} of {})",
-                        file.display(),
-                        human(done),
-                        human(total)
-                    );
-                    if done == total {
-                        eprintln!();
-                    }
-                    let _ = std::io::stderr().flush();
-                }
+                bar.set_length(total);
+                bar.set_position(done);
                 true
             };
             let started = Instant::now();
-            let m = store.import_image(&file, Some(&manifest), Some(&mut progress))?;
+            let result = store.import_image(&file, &req, Some(&mut progress));
+            bar.finish_and_clear();
+            let m = result?;
             if json {
-                print_json(&m)?
+                out(&wire::to_string(&wire::ImageOut::from(&m))?)?
             } else {
-                println!(
+                out(&format!(
                     "imported image {} {}@{} ({}, {} virtual, sha256 {}) in {:.1} s",
                     m.uuid,
                     m.name,
@@ -224,15 +243,15 @@ fn run(cli: Cli) -> vmpool::Result<()> {
                     human(m.size_bytes),
                     &m.sha256[..16],
                     started.elapsed().as_secs_f64()
-                );
+                ))?;
             }
         }
         Cmd::Image(ImageCmd::List) => {
             let list = store.images()?;
             if json {
-                print_json(&list)?
+                out(&wire::images(&list)?)?
             } else {
-                table(
+                out(&table(
                     &["UUID", "NAME", "VERSION", "OS", "FORMAT", "SIZE", "CREATED"],
                     list.iter()
                         .map(|m| {
@@ -247,21 +266,24 @@ fn run(cli: Cli) -> vmpool::Result<()> {
                             ]
                         })
                         .collect(),
-                )
+                ))?
             }
         }
-        Cmd::Image(ImageCmd::Get { uuid }) => show(&store.image(&uuid)?, json)?,
+        Cmd::Image(ImageCmd::Get { uuid }) => {
+            let m = store.image(uuid_arg("image uuid", &uuid)?)?;
+            show(&wire::ImageOut::from(&m), json)?
+        }
         Cmd::Image(ImageCmd::Delete { uuid }) => {
-            store.delete_image(&uuid)?;
+            store.delete_image(uuid_arg("image uuid", &uuid)?)?;
             if !json {
-                println!("deleted image {uuid}");
+                out(&format!("deleted image {uuid}"))?;
             }
         }
         Cmd::Vm(VmCmd::Create { file }) => {
             let mut payload = String::new();
             if file == "-" {
                 std::io::stdin()
-                    .take(vmpool::vm::PAYLOAD_MAX as u64 + 1)
+                    .take(wire::PAYLOAD_MAX as u64 + 1)
                     .read_to_string(&mut payload)
                     .map_err(|e| Error::Io {
                         context: "reading payload from stdin".into(),
@@ -269,20 +291,22 @@ fn run(cli: Cli) -> vmpool::Result<()> {
                     })?;
             } else {
                 payload = std::fs::read_to_string(&file).map_err(|e| match e.kind() {
-                    std::io::ErrorKind::NotFound => Error::not_found("file", file.clone()),
+                    ErrorKind::NotFound => Error::not_found("file", file.clone()),
                     _ => Error::Io {
                         context: format!("reading {file}"),
                         source: e,
                     },
                 })?;
             }
+            // The payload file is the C ABI's JSON; parsed once, here, into a typed spec.
+            let spec = wire::vm_spec(&payload)?;
             let started = Instant::now();
-            let r = store.create_vm(&payload)?;
+            let r = store.create_vm(&spec)?;
             let took = started.elapsed();
             if json {
-                print_json(&r)?
+                out(&wire::to_string(&wire::VmOut::from(&r))?)?
             } else {
-                println!(
+                out(&format!(
                     "created VM {} ({}) for {} from image {} in {:.1} ms: {} vCPU, {} MiB, {} GiB disk ({}) at {}",
                     r.uuid,
                     r.alias,
@@ -294,15 +318,15 @@ fn run(cli: Cli) -> vmpool::Result<()> {
                     r.disk_gib,
                     r.clone_method,
                     r.disk_path
-                );
+                ))?;
             }
         }
         Cmd::Vm(VmCmd::List { owner }) => {
             let list = store.vms(owner.as_deref())?;
             if json {
-                print_json(&list)?
+                out(&wire::vms(&list)?)?
             } else {
-                table(
+                out(&table(
                     &[
                         "UUID", "ALIAS", "OWNER", "IMAGE", "VCPUS", "RAM", "DISK", "STATE",
                         "CREATED",
@@ -317,22 +341,22 @@ fn run(cli: Cli) -> vmpool::Result<()> {
                                 r.vcpus.to_string(),
                                 format!("{} MiB", r.ram_mib),
                                 format!("{} GiB", r.disk_gib),
-                                serde_json::to_value(r.state)
-                                    .ok()
-                                    .and_then(|v| v.as_str().map(str::to_owned))
-                                    .unwrap_or_default(),
+                                r.state.as_str().into(),
                                 r.created_at.clone(),
                             ]
                         })
                         .collect(),
-                )
+                ))?
             }
         }
-        Cmd::Vm(VmCmd::Get { uuid }) => show(&store.vm(&uuid)?, json)?,
+        Cmd::Vm(VmCmd::Get { uuid }) => {
+            let v = store.vm(uuid_arg("VM uuid", &uuid)?)?;
+            show(&wire::VmOut::from(&v), json)?
+        }
         Cmd::Vm(VmCmd::Delete { uuid }) => {
-            store.delete_vm(&uuid)?;
+            store.delete_vm(uuid_arg("VM uuid", &uuid)?)?;
             if !json {
-                println!("deleted VM {uuid}");
+                out(&format!("deleted VM {uuid}"))?;
             }
         }
     }
@@ -341,48 +365,27 @@ fn run(cli: Cli) -> vmpool::Result<()> {
 
 fn show<T: serde::Serialize>(v: &T, json: bool) -> vmpool::Result<()> {
     if json {
-        print_json(v)
+        out(&wire::to_string(v)?)
     } else {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(v).map_err(|e| Error::Internal(e.to_string()))?
-        );
-        Ok(())
+        out(&serde_json::to_string_pretty(v).map_err(|e| Error::Internal(e.to_string()))?)
     }
 }
 
 fn human(b: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = b as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{b} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
+    indicatif::BinaryBytes(b).to_string()
 }
 
-fn table(headers: &[&str], rows: Vec<Vec<String>>) {
-    let mut w: Vec<usize> = headers.iter().map(|h| h.len()).collect();
-    for r in &rows {
-        for (i, c) in r.iter().enumerate() {
-            w[i] = w[i].max(c.len());
-        }
+/// A plain table for people: no borders, columns padded, as `zfs list` or `vmadm list`.
+fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut t = Table::new();
+    t.load_preset(presets::NOTHING)
+        .set_content_arrangement(ContentArrangement::Disabled)
+        .set_header(headers.to_vec());
+    for r in rows {
+        t.add_row(r);
     }
-    let line = |cells: Vec<&str>| {
-        let s: Vec<String> = cells
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{c:<width$}", width = w[i]))
-            .collect();
-        println!("{}", s.join("  ").trim_end());
-    };
-    line(headers.to_vec());
-    for r in &rows {
-        line(r.iter().map(String::as_str).collect());
-    }
+    t.lines()
+        .map(|l| l.trim().to_owned())
+        .collect::<Vec<_>>()
+        .join("\n")
 }

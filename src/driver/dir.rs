@@ -7,17 +7,59 @@
 //! <root>/images/<uuid>-partial.raw|.qcow2   an import in progress
 //! <root>/vms/<uuid>-disk0.raw|.qcow2        VM disk, next to its record <uuid>.json
 //! ```
+//!
+//! How a VM disk is known to be ours (a clone of its image) before it is removed: a qcow2
+//! overlay names the image as its backing file; a reflinked raw disk carries the extended
+//! attribute `user.vmpool.image` = the image's uuid, set before the disk is made durable.
 
-use super::{reflink, StorageDriver, VmDisk};
+use super::registry::{unknown_option, Capabilities, Claim, DiskKind, DriverInfo, Target};
+use super::{reflink, Destroyed, Detail, StorageDriver, VmDisk};
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil;
 use crate::image::qcow2;
-use crate::image::{DiskFormat, Manifest};
+use crate::image::{DiskFormat, Image};
+use crate::revert::Revert;
 use std::fs::{self, File};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU8, Ordering};
 use uuid::Uuid;
+
+/// The registry entry.
+pub static INFO: DriverInfo = DriverInfo {
+    scheme: "dir",
+    summary: "plain files in a directory: reflinks where the file system can, else qcow2 overlays",
+    target: super::TargetKind::Path,
+    caps: Capabilities {
+        clone_methods: &["reflink", "qcow2-overlay"],
+        keeps_qcow2: true,
+        thick: false,
+        disk_kind: DiskKind::File,
+        options: &[(
+            "clone",
+            "auto (reflink where possible, else qcow2), reflink or qcow2",
+        )],
+    },
+    open,
+};
+
+fn open(target: &Target, opts: &[(&str, &str)], claim: Claim) -> Result<Box<dyn StorageDriver>> {
+    let Target::Path(root) = target else {
+        return Err(Error::Internal("dir: driver given a dataset".into()));
+    };
+    let mut mode = CloneMode::Auto;
+    for (k, v) in opts {
+        match *k {
+            "clone" => mode = CloneMode::parse(v)?,
+            _ => return Err(unknown_option(k, &INFO)),
+        }
+    }
+    claim(root)?;
+    Ok(Box::new(DirDriver::open(root, mode)?))
+}
+
+/// Extended attribute naming the image a reflinked raw disk was cloned from.
+const ORIGIN_XATTR: &str = "user.vmpool.image";
 
 /// How a dir store makes VM disks (`?clone=` in the URI).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +73,7 @@ pub enum CloneMode {
 }
 
 impl CloneMode {
+    /// Parse the `clone=` option.
     pub fn parse(s: &str) -> Result<Self> {
         match s {
             "auto" => Ok(CloneMode::Auto),
@@ -41,12 +84,21 @@ impl CloneMode {
             ))),
         }
     }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            CloneMode::Auto => "auto",
+            CloneMode::Reflink => "reflink",
+            CloneMode::Qcow2 => "qcow2",
+        }
+    }
 }
 
 const REFLINK_UNKNOWN: u8 = 0;
 const REFLINK_YES: u8 = 1;
 const REFLINK_NO: u8 = 2;
 
+/// A directory store's driver.
 #[derive(Debug)]
 pub struct DirDriver {
     root: PathBuf,
@@ -59,7 +111,14 @@ fn ext(f: DiskFormat) -> &'static str {
     f.as_str()
 }
 
+/// The backing file name a VM disk's overlay records for `image` (relative, so the store can
+/// be moved or mounted elsewhere).
+fn backing_name(image: &Uuid, f: DiskFormat) -> String {
+    format!("../images/{image}.{}", ext(f))
+}
+
 impl DirDriver {
+    /// Open the driver on `root` (already claimed as a store).
     pub fn open(root: &Path, mode: CloneMode) -> Result<Self> {
         fsutil::mkdirs(&root.join("images"))?;
         fsutil::mkdirs(&root.join("vms"))?;
@@ -86,7 +145,7 @@ impl DirDriver {
 
     /// Try a reflink clone; `Ok(None)` when the file system cannot (and the mode allows a
     /// fallback).
-    fn try_reflink(&self, image: &Manifest, vm: &Uuid, size: u64) -> Result<Option<VmDisk>> {
+    fn try_reflink(&self, image: &Image, vm: &Uuid, size: u64) -> Result<Option<VmDisk>> {
         if image.disk_format != DiskFormat::Raw || self.mode == CloneMode::Qcow2 {
             return Ok(None);
         }
@@ -97,73 +156,88 @@ impl DirDriver {
         let src = File::open(&src_path).ctx(|| format!("opening image {}", src_path.display()))?;
         let dst_path = self.disk_path(vm, DiskFormat::Raw);
         let dst = fsutil::create_new(&dst_path)?;
-        let res = (|| {
-            match reflink::clone_file(&src, &dst) {
-                Ok(()) => {}
-                Err(e) if reflink::unsupported(e) && self.mode == CloneMode::Auto => {
-                    self.reflink.store(REFLINK_NO, Ordering::Relaxed);
-                    return Ok(false);
-                }
-                Err(e) if reflink::unsupported(e) => {
-                    return Err(Error::Unsupported(format!(
-                        "store uses clone=reflink but {} cannot reflink ({e}); use XFS with reflink=1 or btrfs, or clone=auto",
-                        self.root.display()
-                    )))
-                }
-                Err(e) => return Err(e).ctx(|| format!("FICLONE {} -> {}", src_path.display(), dst_path.display())),
+        let mut revert = Revert::new();
+        revert.add(format!("remove {}", dst_path.display()), || {
+            fsutil::remove_file_if_exists(&dst_path).map(drop)
+        });
+        match reflink::clone_file(&src, &dst) {
+            Ok(()) => {}
+            Err(e) if reflink::unsupported(e) && self.mode == CloneMode::Auto => {
+                self.reflink.store(REFLINK_NO, Ordering::Relaxed);
+                revert.rollback().map_err(|f| Error::Internal(f.join("; ")))?;
+                return Ok(None);
             }
-            self.reflink.store(REFLINK_YES, Ordering::Relaxed);
-            if size > image.size_bytes {
-                dst.set_len(size)
-                    .ctx(|| format!("growing {}", dst_path.display()))?;
-            }
-            dst.sync_all()
-                .ctx(|| format!("syncing {}", dst_path.display()))?;
-            Ok(true)
-        })();
-        match res {
-            Ok(true) => Ok(Some(VmDisk {
-                path: dst_path.to_string_lossy().into_owned(),
-                format: DiskFormat::Raw,
-                size_bytes: size.max(image.size_bytes),
-                method: "reflink",
-            })),
-            Ok(false) => {
-                fsutil::remove_file_if_exists(&dst_path)?;
-                Ok(None)
+            Err(e) if reflink::unsupported(e) => {
+                return Err(Error::Unsupported(format!(
+                    "store uses clone=reflink but {} cannot reflink ({e}); use XFS with reflink=1 or btrfs, or clone=auto",
+                    self.root.display()
+                )))
             }
             Err(e) => {
-                let _ = fs::remove_file(&dst_path);
-                Err(e)
+                return Err(e).ctx(|| {
+                    format!("FICLONE {} -> {}", src_path.display(), dst_path.display())
+                })
             }
         }
+        self.reflink.store(REFLINK_YES, Ordering::Relaxed);
+        fsutil::set_xattr(&dst, ORIGIN_XATTR, image.uuid.to_string().as_bytes())
+            .ctx(|| format!("marking {} as a clone", dst_path.display()))?;
+        if size > image.size_bytes {
+            dst.set_len(size)
+                .ctx(|| format!("growing {}", dst_path.display()))?;
+        }
+        dst.sync_all()
+            .ctx(|| format!("syncing {}", dst_path.display()))?;
+        revert.commit();
+        Ok(Some(VmDisk {
+            path: dst_path.to_string_lossy().into_owned(),
+            format: DiskFormat::Raw,
+            size_bytes: size.max(image.size_bytes),
+            method: "reflink",
+        }))
+    }
+
+    /// Whether the file at `path` is a clone of `image` made by this driver.
+    fn is_clone_of(path: &Path, format: DiskFormat, image: &Uuid) -> Result<bool> {
+        let f = File::open(path).ctx(|| format!("opening {}", path.display()))?;
+        Ok(match format {
+            DiskFormat::Qcow2 => {
+                let backing = qcow2::backing_file(&f).ok().flatten();
+                [DiskFormat::Raw, DiskFormat::Qcow2]
+                    .iter()
+                    .any(|bf| backing.as_deref() == Some(backing_name(image, *bf).as_str()))
+            }
+            DiskFormat::Raw => {
+                fsutil::get_xattr(&f, ORIGIN_XATTR)
+                    .ok()
+                    .flatten()
+                    .as_deref()
+                    == Some(image.to_string().as_bytes())
+            }
+        })
     }
 }
 
 impl StorageDriver for DirDriver {
-    fn kind(&self) -> &'static str {
-        "dir"
+    fn info(&self) -> &'static DriverInfo {
+        &INFO
     }
 
-    fn describe(&self) -> serde_json::Value {
+    fn describe(&self) -> Vec<(&'static str, Detail)> {
         let reflink = match self.reflink.load(Ordering::Relaxed) {
-            REFLINK_YES => serde_json::Value::Bool(true),
-            REFLINK_NO => serde_json::Value::Bool(false),
-            _ => serde_json::Value::Null,
+            REFLINK_YES => Detail::Bool(true),
+            REFLINK_NO => Detail::Bool(false),
+            _ => Detail::Unknown,
         };
-        serde_json::json!({
-            "root": self.root,
-            "clone": match self.mode { CloneMode::Auto => "auto", CloneMode::Reflink => "reflink", CloneMode::Qcow2 => "qcow2" },
-            "reflink": reflink,
-        })
+        vec![
+            ("root", Detail::Path(self.root.clone())),
+            ("clone", Detail::Text(self.mode.as_str().into())),
+            ("reflink", reflink),
+        ]
     }
 
     fn catalog_dir(&self) -> &Path {
         &self.root
-    }
-
-    fn keeps(&self, _format: DiskFormat) -> bool {
-        true
     }
 
     fn image_stage(
@@ -175,10 +249,13 @@ impl StorageDriver for DirDriver {
     ) -> Result<File> {
         let path = self.staging_path(uuid, format);
         let f = fsutil::create_new(&path)?;
-        if let Err(e) = f.set_len(size).ctx(|| format!("sizing {}", path.display())) {
-            let _ = fs::remove_file(&path);
-            return Err(e);
-        }
+        let mut revert = Revert::new();
+        revert.add(format!("remove {}", path.display()), || {
+            fsutil::remove_file_if_exists(&path).map(drop)
+        });
+        f.set_len(size)
+            .ctx(|| format!("sizing {}", path.display()))?;
+        revert.commit();
         Ok(f)
     }
 
@@ -223,19 +300,36 @@ impl StorageDriver for DirDriver {
         fsutil::sync_dir(&self.root.join("images"))
     }
 
-    fn vm_clone(&self, image: &Manifest, vm: &Uuid, size: u64) -> Result<VmDisk> {
+    fn vm_clone(&self, image: &Image, vm: &Uuid, size: u64) -> Result<VmDisk> {
+        // A VM's disk name is `<uuid>-disk0` with either extension: both must be free, so
+        // that nothing found there later can be mistaken for (or hide) this VM's disk. Two
+        // creates of one uuid never race here (the journal key serialises them).
+        for f in [DiskFormat::Raw, DiskFormat::Qcow2] {
+            let p = self.disk_path(vm, f);
+            if p.symlink_metadata().is_ok() {
+                return Err(Error::AlreadyExists(format!(
+                    "{} already exists",
+                    p.display()
+                )));
+            }
+        }
         if let Some(disk) = self.try_reflink(image, vm, size)? {
             return Ok(disk);
         }
         let path = self.disk_path(vm, DiskFormat::Qcow2);
-        // Relative, so the store can be moved or mounted elsewhere.
-        let backing = format!("../images/{}.{}", image.uuid, ext(image.disk_format));
         let size = size.max(image.size_bytes);
-        let f = qcow2::create_overlay(&path, &backing, image.disk_format, size)?;
-        if let Err(e) = f.sync_all().ctx(|| format!("syncing {}", path.display())) {
-            let _ = fs::remove_file(&path);
-            return Err(e);
-        }
+        let f = qcow2::create_overlay(
+            &path,
+            &backing_name(&image.uuid, image.disk_format),
+            image.disk_format,
+            size,
+        )?;
+        let mut revert = Revert::new();
+        revert.add(format!("remove {}", path.display()), || {
+            fsutil::remove_file_if_exists(&path).map(drop)
+        });
+        f.sync_all().ctx(|| format!("syncing {}", path.display()))?;
+        revert.commit();
         Ok(VmDisk {
             path: path.to_string_lossy().into_owned(),
             format: DiskFormat::Qcow2,
@@ -244,11 +338,30 @@ impl StorageDriver for DirDriver {
         })
     }
 
-    fn vm_destroy(&self, vm: &Uuid, _image: &Uuid, _image_format: DiskFormat) -> Result<bool> {
-        let mut removed = false;
+    fn vm_destroy(&self, vm: &Uuid, image: &Uuid) -> Result<Destroyed> {
+        // Each name is judged on its own: ours is removed, anything else is left and reported.
+        let (mut removed, mut foreign) = (false, Vec::new());
         for f in [DiskFormat::Raw, DiskFormat::Qcow2] {
-            removed |= fsutil::remove_file_if_exists(&self.disk_path(vm, f))?;
+            let p = self.disk_path(vm, f);
+            if p.symlink_metadata().is_err() {
+                continue;
+            }
+            if p.is_file() && Self::is_clone_of(&p, f, image)? {
+                removed |= fsutil::remove_file_if_exists(&p)?;
+            } else {
+                foreign.push(format!(
+                    "{} is not a clone of image {image} made by this store",
+                    p.display()
+                ));
+            }
         }
-        Ok(removed)
+        if removed {
+            fsutil::sync_dir(&self.root.join("vms"))?;
+        }
+        Ok(match (removed, foreign.is_empty()) {
+            (_, false) => Destroyed::Foreign(foreign.join("; ")),
+            (true, true) => Destroyed::Removed,
+            (false, true) => Destroyed::Absent,
+        })
     }
 }

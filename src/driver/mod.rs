@@ -1,49 +1,83 @@
 //! Storage drivers: where image and VM disk data live and how a clone is made.
 //!
 //! A driver knows volumes only. The catalog (manifests, VM records), the intent journal and the
-//! locks are the store's, the same for every driver (see `store`). Every driver passes the one
-//! conformance suite in `tests/conformance/`.
+//! locks are the store's, the same for every driver (see `store`). Every driver is listed once
+//! in [`registry`](crate::driver::registry) and passes the one conformance suite in `tests/conformance/`; a new back end
+//! is one new module plus one registry entry.
 
 pub mod btrfs;
 pub mod dir;
 pub mod reflink;
+pub mod registry;
 pub mod zfs;
 
 use crate::error::Result;
-use crate::image::{DiskFormat, Manifest};
+use crate::image::{DiskFormat, Image};
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use uuid::Uuid;
+
+pub use registry::{Capabilities, DiskKind, DriverInfo, Target, TargetKind};
 
 /// A VM disk as the driver made it; the store records it in the VM record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VmDisk {
     /// Path QEMU opens: a file, or a block device (`/dev/zvol/...`).
     pub path: String,
+    /// Format of the disk.
     pub format: DiskFormat,
+    /// Virtual size in bytes.
     pub size_bytes: u64,
     /// How it was made: "reflink", "qcow2-overlay", "btrfs-snapshot", "zfs-clone".
     pub method: &'static str,
+}
+
+/// What [`StorageDriver::vm_destroy`] found at a VM disk's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destroyed {
+    /// A clone of the image was there and is gone.
+    Removed,
+    /// Nothing was there.
+    Absent,
+    /// Something that is not a clone of the image was there; it was left untouched. The
+    /// text says what it is.
+    Foreign(String),
+}
+
+/// A value in a driver's description of itself (`Store::info`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Detail {
+    /// A path on this host.
+    Path(PathBuf),
+    /// A word or name.
+    Text(String),
+    /// Yes or no.
+    Bool(bool),
+    /// Not known yet (e.g. learnt on first use).
+    Unknown,
 }
 
 /// One back end. Implementations are shared between threads (`Store` is `Sync`), and several
 /// processes may drive the same store at once: names they create must be created exclusively
 /// (fail if present), never replaced.
 pub trait StorageDriver: Send + Sync + std::fmt::Debug {
-    /// URI scheme: "dir", "btrfs", "zfs".
-    fn kind(&self) -> &'static str;
+    /// The registry entry of this driver.
+    fn info(&self) -> &'static DriverInfo;
 
-    /// Driver details for `vmpool_store_info`.
-    fn describe(&self) -> serde_json::Value;
+    /// Run-time details for `Store::info`, as (key, value) pairs.
+    fn describe(&self) -> Vec<(&'static str, Detail)>;
 
     /// Directory holding the catalog, journal and locks of this store.
     fn catalog_dir(&self) -> &Path;
 
     /// Whether images in `format` are kept as they are (otherwise qcow2 is expanded to raw).
-    fn keeps(&self, format: DiskFormat) -> bool;
+    fn keeps(&self, format: DiskFormat) -> bool {
+        format == DiskFormat::Raw || self.info().caps.keeps_qcow2
+    }
 
     /// Create the staging volume of an import (`<uuid>-partial`), `size` bytes, marked with
-    /// `token`. Fails with `AlreadyExists` if the name is taken. Returns it open for writing.
+    /// `token`. Fails with `AlreadyExists` if the name is taken, and then leaves it alone;
+    /// any other failure leaves nothing. Returns it open for writing.
     fn image_stage(&self, uuid: &Uuid, token: &str, format: DiskFormat, size: u64) -> Result<File>;
 
     /// Turn the staged volume into the final read-only image; returns where it now lives.
@@ -57,10 +91,12 @@ pub trait StorageDriver: Send + Sync + std::fmt::Debug {
     fn image_destroy(&self, uuid: &Uuid, format: DiskFormat) -> Result<()>;
 
     /// Make the VM's disk: a writable copy-on-write clone of `image`, `size` bytes (never
-    /// smaller than the image), in time independent of the image's size.
-    fn vm_clone(&self, image: &Manifest, vm: &Uuid, size: u64) -> Result<VmDisk>;
+    /// smaller than the image), in time independent of the image's size. A name that is
+    /// taken fails with `AlreadyExists` and is left alone; any other failure leaves nothing.
+    fn vm_clone(&self, image: &Image, vm: &Uuid, size: u64) -> Result<VmDisk>;
 
     /// Remove the VM's disk if present, but only if it is a clone of `image` (what a VM
-    /// create of this store would have made). Returns whether something was removed.
-    fn vm_destroy(&self, vm: &Uuid, image: &Uuid, image_format: DiskFormat) -> Result<bool>;
+    /// create of this store would have made); anything else at that name is left untouched
+    /// and reported as [`Destroyed::Foreign`].
+    fn vm_destroy(&self, vm: &Uuid, image: &Uuid) -> Result<Destroyed>;
 }

@@ -1,8 +1,10 @@
 //! `vmpool_image_*`: importing, listing and deleting images.
 
 use super::store::{store_ref, vmpool_store};
-use super::{arg_str, check_out, ffi_call, opt_str, put_json, query, ID_MAX, JSON_MAX, PATH_MAX};
+use super::{arg_str, check_out, ffi_call, opt_str, put_string, query, wire};
+use super::{ID_MAX, JSON_MAX, PATH_MAX};
 use crate::error::vmpool_result;
+use crate::validate;
 use std::ffi::{c_char, c_int, c_void};
 use std::path::Path;
 
@@ -49,14 +51,16 @@ pub extern "C" fn vmpool_image_import_with_progress(
     ffi_call!({
         let s = store_ref(store)?;
         let path = arg_str(path, "path", PATH_MAX)?;
-        let manifest = opt_str(manifest_json, "manifest_json", JSON_MAX)?;
+        let req = wire::import_request(opt_str(manifest_json, "manifest_json", JSON_MAX)?)?;
         check_out(manifest_out, "manifest_out")?;
         let mut cb = |done: u64, total: u64| match progress {
+            // SAFETY: the caller gave this function pointer and userdata for this call, on
+            // this thread; we call it with the documented arguments.
             Some(f) => unsafe { f(userdata, done, total) == 0 },
             None => true,
         };
-        let m = s.import_image(Path::new(path), manifest, Some(&mut cb))?;
-        put_json(manifest_out, &m)
+        let m = s.inner.import_image(Path::new(path), &req, Some(&mut cb))?;
+        put_string(manifest_out, wire::to_string(&wire::ImageOut::from(&m))?)
     })
 }
 
@@ -66,7 +70,7 @@ pub extern "C" fn vmpool_image_list(
     store: *const vmpool_store,
     json_out: *mut *mut c_char,
 ) -> vmpool_result {
-    ffi_call!({ query(store, json_out, |s| s.images()) })
+    ffi_call!({ query(store, json_out, |s| wire::images(&s.images()?)) })
 }
 
 /// One image's manifest as JSON; `VMPOOL_RESULT_NOT_FOUND` if there is none with `uuid`.
@@ -76,7 +80,12 @@ pub extern "C" fn vmpool_image_get(
     uuid: *const c_char,
     json_out: *mut *mut c_char,
 ) -> vmpool_result {
-    ffi_call!({ query(store, json_out, |s| s.image(arg_str(uuid, "uuid", ID_MAX)?)) })
+    ffi_call!({
+        query(store, json_out, |s| {
+            let u = validate::uuid("image uuid", arg_str(uuid, "uuid", ID_MAX)?)?;
+            wire::to_string(&wire::ImageOut::from(&s.image(u)?))
+        })
+    })
 }
 
 /// Delete an image. Fails with `VMPOOL_RESULT_IN_USE`, naming them, while any VM's disk is a
@@ -88,7 +97,7 @@ pub extern "C" fn vmpool_image_delete(
 ) -> vmpool_result {
     ffi_call!({
         let s = store_ref(store)?;
-        let uuid = arg_str(uuid, "uuid", ID_MAX)?;
-        s.delete_image(uuid)
+        let u = validate::uuid("image uuid", arg_str(uuid, "uuid", ID_MAX)?)?;
+        s.inner.delete_image(u)
     })
 }

@@ -7,30 +7,61 @@
 //!   return static strings);
 //! - every pointer and string argument is checked before anything is done; outputs go
 //!   through `*_out` parameters written only on success;
-//! - no panic crosses the boundary: each entry point runs inside [`ffi_call!`], which turns a
+//! - no panic crosses the boundary: each entry point runs inside `ffi_call!`, which turns a
 //!   panic into `VMPOOL_RESULT_PANIC`;
 //! - structured data crosses as JSON strings, owned by the caller and released with
-//!   `vmpool_string_free`;
+//!   `vmpool_string_free`; [`wire`] owns their format (parsing and serialising), the rest of
+//!   the library is typed;
 //! - the message of the last failure is per thread (like `errno`): `vmpool_last_error()`.
 
 mod images;
 mod store;
 mod vms;
+/// The JSON wire format (not part of the C header).
+///
+/// cbindgen:ignore
+pub mod wire;
 
 pub use images::*;
 pub use store::*;
 pub use vms::*;
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_constants_match_cargo() {
+        let v = |s: &str| s.parse::<u32>().unwrap();
+        assert_eq!(VMPOOL_VERSION_MAJOR, v(env!("CARGO_PKG_VERSION_MAJOR")));
+        assert_eq!(VMPOOL_VERSION_MINOR, v(env!("CARGO_PKG_VERSION_MINOR")));
+        assert_eq!(VMPOOL_VERSION_PATCH, v(env!("CARGO_PKG_VERSION_PATCH")));
+    }
+}
+
 use crate::error::{vmpool_result, Error, Result};
 use std::cell::RefCell;
-use std::ffi::{c_char, c_int, CStr, CString};
+use std::ffi::{c_char, CStr, CString};
 
-/// Longest path argument (PATH_MAX).
-pub const PATH_MAX: usize = 4096;
-/// Longest JSON argument.
-pub const JSON_MAX: usize = 1 << 20;
-/// Longest identifier argument (uuid, owner).
-pub const ID_MAX: usize = 256;
+/// Major version of the library (the `X` of `X.Y.Z`); the SONAME is `libvmpool.so.X`.
+pub const VMPOOL_VERSION_MAJOR: u32 = 0;
+/// Minor version of the library.
+pub const VMPOOL_VERSION_MINOR: u32 = 1;
+/// Patch version of the library.
+pub const VMPOOL_VERSION_PATCH: u32 = 0;
+
+/// Limits on argument lengths (not part of the C header).
+///
+/// cbindgen:ignore
+pub(crate) mod limits {
+    /// Longest path argument (PATH_MAX).
+    pub const PATH_MAX: usize = 4096;
+    /// Longest JSON argument.
+    pub const JSON_MAX: usize = 1 << 20;
+    /// Longest identifier argument (uuid, owner).
+    pub const ID_MAX: usize = 256;
+}
+pub(crate) use limits::*;
 
 thread_local! {
     static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
@@ -100,10 +131,13 @@ pub(crate) fn opt_str<'a>(
         return Ok(None);
     }
     // Never read past max+1 bytes looking for the terminator.
+    // SAFETY: p is non-NULL and, by each function's contract, points to a string readable
+    // up to its NUL; strnlen reads no further than that or max+1 bytes.
     let len = unsafe { libc::strnlen(p, max + 1) };
     if len > max {
         return Err(Error::StringTooLong { what, max });
     }
+    // SAFETY: a NUL was found within len+1 readable bytes.
     let s = unsafe { CStr::from_ptr(p) };
     s.to_str().map(Some).map_err(|_| Error::InvalidUtf8(what))
 }
@@ -120,25 +154,22 @@ pub(crate) fn check_out<T>(p: *mut T, what: &'static str) -> Result<()> {
 /// Hand a string to the caller through a checked `*_out`.
 pub(crate) fn put_string(out: *mut *mut c_char, s: String) -> Result<()> {
     let c = CString::new(s).map_err(|_| Error::Internal("output contains a NUL byte".into()))?;
+    // SAFETY: out was checked non-NULL by check_out before any work; the caller passed a
+    // writable `char **`.
     unsafe { *out = c.into_raw() };
     Ok(())
 }
 
-/// The shape of every query: a checked store, a checked `json_out`, and the answer of `f`
-/// (which checks its own arguments first) serialised into it.
-pub(crate) fn query<T: serde::Serialize>(
+/// The shape of every query: a checked store, a checked `json_out`, and the JSON `f`
+/// produces (it checks its own arguments first) handed out through it.
+pub(crate) fn query(
     store: *const vmpool_store,
     out: *mut *mut c_char,
-    f: impl FnOnce(&crate::Store) -> Result<T>,
+    f: impl FnOnce(&crate::Store) -> Result<String>,
 ) -> Result<()> {
     let s = store::store_ref(store)?;
     check_out(out, "json_out")?;
-    put_json(out, &f(s)?)
-}
-
-pub(crate) fn put_json<T: serde::Serialize>(out: *mut *mut c_char, v: &T) -> Result<()> {
-    let s = serde_json::to_string(v).map_err(|e| Error::Internal(e.to_string()))?;
-    put_string(out, s)
+    put_string(out, f(&s.inner)?)
 }
 
 /// The library version, e.g. `"0.1.0"`. Static; do not free.
@@ -160,25 +191,17 @@ pub extern "C" fn vmpool_last_error() -> *const c_char {
 /// Symbolic name of a result code without its prefix (`"NOT_FOUND"`), or `"UNKNOWN"` for a
 /// number that is not a `vmpool_result`. Static; do not free.
 #[no_mangle]
-pub extern "C" fn vmpool_result_name(code: c_int) -> *const c_char {
-    let name = vmpool_result::ALL
-        .iter()
-        .find(|r| **r as c_int == code)
-        .map_or("UNKNOWN", |r| r.name());
-    // Every name is a 'static literal; keep NUL-terminated copies alongside.
-    static NAMES: once_cell::sync::Lazy<Vec<(&'static str, CString)>> =
-        once_cell::sync::Lazy::new(|| {
-            vmpool_result::ALL
-                .iter()
-                .map(|r| r.name())
-                .chain(["UNKNOWN"])
-                .map(|n| (n, CString::new(n).unwrap()))
-                .collect()
-        });
+pub extern "C" fn vmpool_result_name(code: u32) -> *const c_char {
+    // Every name is a 'static literal; keep NUL-terminated copies alongside, made once.
+    static NAMES: once_cell::sync::Lazy<Vec<(u32, CString)>> = once_cell::sync::Lazy::new(|| {
+        vmpool_result::all()
+            .map(|r| (r as u32, CString::new(r.name()).unwrap_or_default()))
+            .collect()
+    });
     NAMES
         .iter()
-        .find(|(n, _)| *n == name)
-        .map_or(std::ptr::null(), |(_, c)| c.as_ptr())
+        .find(|(n, _)| *n == code)
+        .map_or(c"UNKNOWN".as_ptr(), |(_, c)| c.as_ptr())
 }
 
 /// Free a string returned through a `*_out` parameter. NULL is allowed and ignored. Freeing
@@ -188,5 +211,6 @@ pub extern "C" fn vmpool_string_free(s: *mut c_char) {
     if s.is_null() {
         return;
     }
+    // SAFETY: by contract s came from CString::into_raw in put_string and is freed once.
     let _ = std::panic::catch_unwind(|| unsafe { drop(CString::from_raw(s)) });
 }

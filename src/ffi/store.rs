@@ -1,24 +1,38 @@
 //! `vmpool_store`: opening and closing a store.
 
-use super::{check_out, ffi_call, opt_str, query};
+use super::{check_out, ffi_call, opt_str, query, wire};
 use crate::error::{vmpool_result, Error, Result};
 use crate::store::{uri::URI_MAX, Store};
 use std::ffi::c_char;
+use std::sync::Arc;
 
 /// An open store (a directory, btrfs or ZFS back end plus its catalog).
 ///
 /// Thread safety: a `vmpool_store` may be used from any number of threads at once, and any
 /// number of processes may open the same store; every operation is safe against the others.
-/// Only `vmpool_store_free` must not race with other calls on the same handle.
+///
+/// Lifetime: the handle is reference-counted. Every call takes its own reference for as long
+/// as it runs, and `vmpool_store_free` drops the caller's: freeing the handle while other
+/// threads are inside calls on it is safe (the store is released when the last of those calls
+/// returns). Starting a call *after* `vmpool_store_free` has begun is a use after free, as with
+/// any freed pointer.
 pub struct vmpool_store {
     pub(crate) inner: Store,
 }
 
-pub(crate) fn store_ref<'a>(p: *const vmpool_store) -> Result<&'a Store> {
+/// A reference to the store behind `p`, held for the duration of one call.
+pub(crate) fn store_ref(p: *const vmpool_store) -> Result<Arc<vmpool_store>> {
     if p.is_null() {
         return Err(Error::NullPointer("store"));
     }
-    Ok(unsafe { &(*p).inner })
+    // SAFETY: p came from Arc::into_raw in vmpool_store_open and, by the handle's contract,
+    // the caller's reference has not been dropped yet (free has not begun). Incrementing
+    // first and rebuilding an Arc from it gives this call its own reference, released when
+    // the call returns, so a concurrent vmpool_store_free cannot free the store under it.
+    unsafe {
+        Arc::increment_strong_count(p);
+        Ok(Arc::from_raw(p))
+    }
 }
 
 /// Open (creating if needed) the store named by `uri`: `dir:/path`, `btrfs:/path` or
@@ -35,38 +49,52 @@ pub extern "C" fn vmpool_store_open(
         check_out(store_out, "store_out")?;
         let uri = opt_str(uri, "uri", URI_MAX)?;
         let inner = Store::open(uri)?;
-        unsafe { *store_out = Box::into_raw(Box::new(vmpool_store { inner })) };
+        let raw = Arc::into_raw(Arc::new(vmpool_store { inner })).cast_mut();
+        // SAFETY: store_out was checked non-NULL above; the caller passed a writable pointer.
+        unsafe { *store_out = raw };
         Ok(())
     })
 }
 
-/// Close a store handle. NULL is allowed and ignored. The handle must not be used afterwards.
+/// Release the caller's reference to a store handle. NULL is allowed and ignored. Calls in
+/// flight on other threads finish normally (they hold their own references); the handle
+/// must not be passed to any function after this.
 #[no_mangle]
 pub extern "C" fn vmpool_store_free(store: *mut vmpool_store) {
     if store.is_null() {
         return;
     }
-    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe {
-        drop(Box::from_raw(store))
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // SAFETY: store came from Arc::into_raw in vmpool_store_open; this drops exactly the
+        // reference that call handed out.
+        unsafe { drop(Arc::from_raw(store.cast_const())) }
     }));
 }
 
 /// Describe the store as JSON: `uri`, `driver`, `catalog`, `details`, `limits`,
-/// `last_recovery`, `version`.
+/// `last_recovery`, `version`, `capabilities`.
 #[no_mangle]
 pub extern "C" fn vmpool_store_info(
     store: *const vmpool_store,
     json_out: *mut *mut c_char,
 ) -> vmpool_result {
-    ffi_call!({ query(store, json_out, |s| Ok(s.info())) })
+    ffi_call!({
+        query(store, json_out, |s| {
+            wire::to_string(&wire::StoreInfoOut::from(&s.info()))
+        })
+    })
 }
 
 /// Clean up after operations whose process died (also done by `vmpool_store_open`). Writes
-/// `{"cleaned": [...], "errors": [...]}` describing what was done.
+/// `{"cleaned": [...], "errors": [...], "kept": [...]}` describing what was done.
 #[no_mangle]
 pub extern "C" fn vmpool_store_recover(
     store: *const vmpool_store,
     json_out: *mut *mut c_char,
 ) -> vmpool_result {
-    ffi_call!({ query(store, json_out, |s| s.recover()) })
+    ffi_call!({
+        query(store, json_out, |s| {
+            wire::to_string(&wire::RecoveryOut::from(&s.recover()?))
+        })
+    })
 }

@@ -1,8 +1,9 @@
 //! `vmpool_vm_*`: creating, listing and deleting VMs.
 
 use super::store::{store_ref, vmpool_store};
-use super::{arg_str, check_out, ffi_call, opt_str, put_json, query, ID_MAX, JSON_MAX};
+use super::{arg_str, check_out, ffi_call, opt_str, put_string, query, wire, ID_MAX, JSON_MAX};
 use crate::error::vmpool_result;
+use crate::validate;
 use std::ffi::c_char;
 
 /// Create a VM from a JSON payload:
@@ -18,9 +19,10 @@ pub extern "C" fn vmpool_vm_create(
 ) -> vmpool_result {
     ffi_call!({
         let s = store_ref(store)?;
-        let payload = arg_str(payload_json, "payload_json", JSON_MAX)?;
+        let spec = wire::vm_spec(arg_str(payload_json, "payload_json", JSON_MAX)?)?;
         check_out(vm_json_out, "vm_json_out")?;
-        put_json(vm_json_out, &s.create_vm(payload)?)
+        let vm = s.inner.create_vm(&spec)?;
+        put_string(vm_json_out, wire::to_string(&wire::VmOut::from(&vm))?)
     })
 }
 
@@ -31,7 +33,12 @@ pub extern "C" fn vmpool_vm_get(
     uuid: *const c_char,
     json_out: *mut *mut c_char,
 ) -> vmpool_result {
-    ffi_call!({ query(store, json_out, |s| s.vm(arg_str(uuid, "uuid", ID_MAX)?)) })
+    ffi_call!({
+        query(store, json_out, |s| {
+            let u = validate::uuid("VM uuid", arg_str(uuid, "uuid", ID_MAX)?)?;
+            wire::to_string(&wire::VmOut::from(&s.vm(u)?))
+        })
+    })
 }
 
 /// VM records as a JSON array, oldest first: all of them, or only those whose owner is
@@ -44,7 +51,7 @@ pub extern "C" fn vmpool_vm_list(
 ) -> vmpool_result {
     ffi_call!({
         query(store, json_out, |s| {
-            s.vms(opt_str(owner_or_null, "owner", ID_MAX)?)
+            wire::vms(&s.vms(opt_str(owner_or_null, "owner", ID_MAX)?)?)
         })
     })
 }
@@ -57,7 +64,7 @@ pub extern "C" fn vmpool_vm_delete(
 ) -> vmpool_result {
     ffi_call!({
         let s = store_ref(store)?;
-        let uuid = arg_str(uuid, "uuid", ID_MAX)?;
-        s.delete_vm(uuid)
+        let u = validate::uuid("VM uuid", arg_str(uuid, "uuid", ID_MAX)?)?;
+        s.inner.delete_vm(u)
     })
 }

@@ -9,6 +9,7 @@ use std::os::unix::fs::FileExt;
 /// What an image file is.
 #[derive(Debug, Clone, Copy)]
 pub struct Probe {
+    /// Detected format.
     pub format: DiskFormat,
     /// Bytes the guest sees.
     pub virtual_size: u64,
@@ -26,6 +27,8 @@ const FOREIGN: &[(&[u8], u64, &str)] = &[
     (b"QEVM", 0, "QED"),
 ];
 
+/// Recognise `f` (refusing foreign formats by name) and check it against the format the
+/// caller declared, if any.
 pub fn probe(f: &File, declared: Option<DiskFormat>) -> Result<Probe> {
     let file_size = fsutil::byte_size(f)?;
     let mut head = [0u8; 64];

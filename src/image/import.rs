@@ -60,6 +60,7 @@ pub fn copy_sparse(
     Ok(())
 }
 
+/// Lowercase hex of a digest.
 pub fn hex(digest: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }

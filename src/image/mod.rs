@@ -13,11 +13,14 @@ use uuid::Uuid;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DiskFormat {
+    /// Plain bytes.
     Raw,
+    /// QEMU copy-on-write, version 2 or 3.
     Qcow2,
 }
 
 impl DiskFormat {
+    /// The name QEMU uses (`raw`, `qcow2`).
     pub fn as_str(self) -> &'static str {
         match self {
             DiskFormat::Raw => "raw",
@@ -26,13 +29,19 @@ impl DiskFormat {
     }
 }
 
-/// What the store knows about an image. This is the JSON returned by `vmpool_image_get`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Manifest {
+/// Free-form metadata of an image: caller-owned JSON values by key, stored as given.
+pub type Tags = serde_json::Map<String, serde_json::Value>;
+
+/// An image (template) in a store: what `Store::image` returns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Image {
+    /// Identity.
     pub uuid: Uuid,
+    /// Name (see [`validate::NAME_RULE`]).
     pub name: String,
+    /// Version string, e.g. `12.1+20240101`.
     pub version: String,
+    /// Operating-system family: `linux`, `windows`, `other`, ...
     pub os: String,
     /// Format of the file that was imported.
     pub format: DiskFormat,
@@ -40,9 +49,10 @@ pub struct Manifest {
     pub size_bytes: u64,
     /// sha256 of the imported file's bytes (what `sha256sum FILE` prints).
     pub sha256: String,
+    /// When it was imported, RFC 3339 UTC.
     pub created_at: String,
-    #[serde(default)]
-    pub tags: serde_json::Map<String, serde_json::Value>,
+    /// Caller metadata.
+    pub tags: Tags,
     /// Format the store keeps the image in (a qcow2 is kept as such on `dir:` and expanded
     /// to raw on `btrfs:` and `zfs:`).
     pub disk_format: DiskFormat,
@@ -50,56 +60,84 @@ pub struct Manifest {
     pub disk: String,
 }
 
-/// Caller-supplied part of a manifest (`manifest_json` of `vmpool_image_import`). Every field
-/// is optional; unknown keys are refused.
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// What to import: every field is optional and checked by the store. Build it with struct
+/// update syntax (`ImportRequest { name: Some("debian".into()), ..Default::default() }`) or
+/// the builder methods.
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct ImportRequest {
-    pub uuid: Option<String>,
+    /// Identity to give the image; a new random uuid when `None`.
+    pub uuid: Option<Uuid>,
+    /// Name; derived from the file name when `None`.
     pub name: Option<String>,
+    /// Version; `"1"` when `None`.
     pub version: Option<String>,
+    /// Operating-system family; `"other"` when `None`.
     pub os: Option<String>,
+    /// Expected sha256 (hex) of the file; the import fails if the data differs.
     pub sha256: Option<String>,
+    /// Expected format; detected when `None`, verified when given.
     pub format: Option<DiskFormat>,
     /// Expected virtual size; a file of another size is refused as truncated or wrong.
     pub size_bytes: Option<u64>,
-    pub tags: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Metadata stored with the image.
+    pub tags: Tags,
+}
+
+impl ImportRequest {
+    /// Set the name.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+    /// Set the version.
+    pub fn version(mut self, version: impl Into<String>) -> Self {
+        self.version = Some(version.into());
+        self
+    }
+    /// Set the operating-system family.
+    pub fn os(mut self, os: impl Into<String>) -> Self {
+        self.os = Some(os.into());
+        self
+    }
+    /// Set the uuid.
+    pub fn uuid(mut self, uuid: Uuid) -> Self {
+        self.uuid = Some(uuid);
+        self
+    }
+    /// Set the expected sha256.
+    pub fn sha256(mut self, hex: impl Into<String>) -> Self {
+        self.sha256 = Some(hex.into());
+        self
+    }
+    /// Add a tag.
+    pub fn tag(mut self, key: impl Into<String>, value: impl Into<serde_json::Value>) -> Self {
+        self.tags.insert(key.into(), value.into());
+        self
+    }
 }
 
 /// Tags are stored with the manifest; keep them small enough for every back end.
 pub const TAGS_MAX_BYTES: usize = 4096;
 
 impl ImportRequest {
-    pub fn from_json(json: Option<&str>) -> Result<Self> {
-        match json.map(str::trim) {
-            None | Some("") => Ok(Self::default()),
-            Some(j) => serde_json::from_str(j)
-                .map_err(|e| Error::InvalidJson(format!("image manifest: {e}"))),
-        }
-    }
-
     /// Check every field; fill defaults (`name` from the file name, version "1", os "other").
-    pub fn validated(self, file_stem: &str) -> Result<ValidImport> {
-        let uuid = match &self.uuid {
-            Some(u) => validate::uuid("uuid", u)?,
-            None => Uuid::new_v4(),
-        };
-        let name = match self.name {
-            Some(n) => n,
+    pub(crate) fn validated(&self, file_stem: &str) -> Result<ValidImport> {
+        let uuid = self.uuid.unwrap_or_else(Uuid::new_v4);
+        let name = match &self.name {
+            Some(n) => n.clone(),
             None => default_name(file_stem),
         };
         validate::name("name", &name)?;
-        let version = self.version.unwrap_or_else(|| "1".into());
+        let version = self.version.clone().unwrap_or_else(|| "1".into());
         validate::version(&version)?;
-        let os = self.os.unwrap_or_else(|| "other".into());
+        let os = self.os.clone().unwrap_or_else(|| "other".into());
         validate::os(&os)?;
         let sha256 = self
             .sha256
             .as_deref()
             .map(validate::sha256_hex)
             .transpose()?;
-        let tags = self.tags.unwrap_or_default();
-        let tag_bytes = serde_json::to_vec(&tags)
+        let tag_bytes = serde_json::to_vec(&self.tags)
             .map(|v| v.len())
             .unwrap_or(usize::MAX);
         if tag_bytes > TAGS_MAX_BYTES {
@@ -118,14 +156,14 @@ impl ImportRequest {
             sha256,
             format: self.format,
             size_bytes: self.size_bytes,
-            tags,
+            tags: self.tags.clone(),
         })
     }
 }
 
 /// A checked import request.
 #[derive(Debug, Clone)]
-pub struct ValidImport {
+pub(crate) struct ValidImport {
     pub uuid: Uuid,
     pub name: String,
     pub version: String,
@@ -133,7 +171,7 @@ pub struct ValidImport {
     pub sha256: Option<String>,
     pub format: Option<DiskFormat>,
     pub size_bytes: Option<u64>,
-    pub tags: serde_json::Map<String, serde_json::Value>,
+    pub tags: Tags,
 }
 
 /// A name derived from a file name: disallowed characters become `-`, capped at 64.
@@ -166,24 +204,20 @@ mod tests {
 
     #[test]
     fn defaults_and_refusals() {
-        let v = ImportRequest::from_json(None)
-            .unwrap()
+        let v = ImportRequest::default()
             .validated("debian-12 (genericcloud)")
             .unwrap();
         assert_eq!(v.name, "debian-12--genericcloud-");
         assert_eq!(v.version, "1");
-        let e = ImportRequest::from_json(Some(r#"{"name":"x","colour":"red"}"#)).unwrap_err();
-        assert!(e.to_string().contains("colour"), "{e}");
-        let e = ImportRequest::from_json(Some(r#"{"name":"a/b"}"#))
-            .unwrap()
+        let e = ImportRequest::default()
+            .name("a/b")
             .validated("f")
             .unwrap_err();
         assert_eq!(e.code(), crate::ResultCode::VMPOOL_RESULT_INVALID_ARGUMENT);
-        let e = ImportRequest::from_json(Some(r#"{"sha256":"abc"}"#))
-            .unwrap()
+        let e = ImportRequest::default()
+            .sha256("abc")
             .validated("f")
             .unwrap_err();
         assert!(e.to_string().contains("sha256"));
-        assert!(ImportRequest::from_json(Some("{")).is_err());
     }
 }

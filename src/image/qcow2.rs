@@ -8,10 +8,12 @@
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::{self, read_exact_at};
 use crate::image::DiskFormat;
+use crate::revert::Revert;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
+/// The first four bytes of every qcow2 file.
 pub const MAGIC: [u8; 4] = *b"QFI\xfb";
 const OFFSET_MASK: u64 = 0x00ff_ffff_ffff_fe00;
 const L2_COMPRESSED: u64 = 1 << 62;
@@ -27,11 +29,14 @@ const INCOMPAT_EXTL2: u64 = 1 << 4;
 /// Header extension naming the backing file's format.
 const EXT_BACKING_FORMAT: u32 = 0xE279_2ACA;
 
+/// The header fields vmpool reads (names as in qcow2.txt).
 #[derive(Debug, Clone)]
+#[allow(missing_docs)] // Field names are those of docs/interop/qcow2.txt.
 pub struct Header {
     pub version: u32,
     pub backing_file_offset: u64,
     pub cluster_bits: u32,
+    /// Virtual size in bytes.
     pub size: u64,
     pub crypt_method: u32,
     pub l1_size: u32,
@@ -146,6 +151,7 @@ impl Header {
         Ok(())
     }
 
+    /// Bytes per cluster.
     pub fn cluster_size(&self) -> u64 {
         1 << self.cluster_bits
     }
@@ -173,14 +179,42 @@ pub fn read_header(file: &File) -> Result<Header> {
     Header::parse(&buf)
 }
 
+/// The backing file name recorded in a qcow2 header, if it has one.
+pub fn backing_file(file: &File) -> Result<Option<String>> {
+    let h = read_header(file)?;
+    if h.backing_file_offset == 0 {
+        return Ok(None);
+    }
+    let mut len = [0u8; 4];
+    read_exact_at(file, &mut len, 16, "qcow2 header")?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len == 0 || len > 1023 {
+        return Err(Error::CorruptImage(format!(
+            "qcow2 backing file name length {len} is out of range"
+        )));
+    }
+    let mut name = vec![0u8; len];
+    read_exact_at(
+        file,
+        &mut name,
+        h.backing_file_offset,
+        "qcow2 backing file name",
+    )?;
+    String::from_utf8(name)
+        .map(Some)
+        .map_err(|_| Error::CorruptImage("qcow2 backing file name is not UTF-8".into()))
+}
+
 /// An open qcow2 image that vmpool can read (see [`Header::check_importable`]).
 pub struct Image<'a> {
     file: &'a File,
+    /// Its header.
     pub header: Header,
     file_len: u64,
 }
 
 impl<'a> Image<'a> {
+    /// Read and check the header and table positions.
     pub fn open(file: &'a File) -> Result<Self> {
         let file_len = fsutil::byte_size(file)?;
         let header = read_header(file)?;
@@ -354,21 +388,19 @@ pub fn create_overlay(
     h[name_off..].copy_from_slice(backing.as_bytes());
 
     let f = fsutil::create_new(path)?;
-    let res = (|| {
-        f.write_all_at(&h, 0)
-            .ctx(|| format!("writing {}", path.display()))?;
-        f.write_all_at(&rb.to_be_bytes(), rt)
-            .ctx(|| format!("writing {}", path.display()))?;
-        let refcounts: Vec<u8> = (0..clusters).flat_map(|_| 1u16.to_be_bytes()).collect();
-        f.write_all_at(&refcounts, rb)
-            .ctx(|| format!("writing {}", path.display()))?;
-        f.set_len(clusters * CS)
-            .ctx(|| format!("sizing {}", path.display()))?;
-        Ok(())
-    })();
-    if let Err(e) = res {
-        let _ = std::fs::remove_file(path);
-        return Err(e);
-    }
+    let mut revert = Revert::new();
+    revert.add(format!("remove {}", path.display()), || {
+        fsutil::remove_file_if_exists(path).map(drop)
+    });
+    f.write_all_at(&h, 0)
+        .ctx(|| format!("writing {}", path.display()))?;
+    f.write_all_at(&rb.to_be_bytes(), rt)
+        .ctx(|| format!("writing {}", path.display()))?;
+    let refcounts: Vec<u8> = (0..clusters).flat_map(|_| 1u16.to_be_bytes()).collect();
+    f.write_all_at(&refcounts, rb)
+        .ctx(|| format!("writing {}", path.display()))?;
+    f.set_len(clusters * CS)
+        .ctx(|| format!("sizing {}", path.display()))?;
+    revert.commit();
     Ok(f)
 }

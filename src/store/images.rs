@@ -1,29 +1,30 @@
 //! Image operations of a store (imgadm's import, list, get, delete).
 
+use super::catalog::records::ImageRecord;
 use super::journal::Op;
 use super::Store;
 use crate::error::{Error, IoContext, Result};
-use crate::failpoint;
-use crate::image::{format, import, qcow2, DiskFormat, ImportRequest, Manifest};
+use crate::fail_point;
+use crate::image::{format, import, qcow2, DiskFormat, Image, ImportRequest};
 use crate::lock::Mode;
-use crate::validate;
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::path::Path;
+use uuid::Uuid;
 
 /// Progress of a long call: `(bytes done, bytes total)`; return `false` to cancel.
 pub type Progress<'a> = &'a mut dyn FnMut(u64, u64) -> bool;
 
 impl Store {
-    /// Import the raw or qcow2 file at `path` as a read-only image. `manifest_json` may set
-    /// uuid, name, version, os, sha256 (verified), format, size_bytes (verified) and tags.
+    /// Import the raw or qcow2 file at `path` as a read-only image, as `req` says (every
+    /// field optional; sha256, format and size_bytes are verified against the file).
+    /// `progress` is called as bytes are copied and may cancel.
     pub fn import_image(
         &self,
         path: &Path,
-        manifest_json: Option<&str>,
+        req: &ImportRequest,
         progress: Option<Progress>,
-    ) -> Result<Manifest> {
-        let req = ImportRequest::from_json(manifest_json)?;
+    ) -> Result<Image> {
         let stem = path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
@@ -111,19 +112,16 @@ impl Store {
         } else {
             probe.virtual_size
         };
-        // As with VM disks: a staging name that was taken is not ours, so nothing to roll back.
-        let target = match self
-            .driver
-            .image_stage(&v.uuid, &token, stored, stored_size)
-        {
-            Ok(t) => t,
-            Err(e) => {
-                entry.finish()?;
-                return Err(e);
-            }
-        };
-        let result = (|| {
-            failpoint::hit("import.staged")?;
+        self.run_journalled(entry, |revert| {
+            // A staging name that was taken is not ours: the driver fails without touching
+            // it, and only after success is there something to undo.
+            let target = self
+                .driver
+                .image_stage(&v.uuid, &token, stored, stored_size)?;
+            revert.add(format!("discard the volumes of import {}", v.uuid), || {
+                self.driver.image_discard(&v.uuid, &token, stored).map(drop)
+            });
+            fail_point!("import.staged");
             let mut hasher = Sha256::new();
             if stored == probe.format {
                 import::copy_sparse(
@@ -138,7 +136,7 @@ impl Store {
                 let base = probe.file_size;
                 qcow2::Image::open(&src)?.expand_to(&target, &mut |d| report(base + d))?;
             }
-            failpoint::hit("import.copied")?;
+            fail_point!("import.copied");
             let actual = import::hex(&hasher.finalize());
             if let Some(expected) = &v.sha256 {
                 if *expected != actual {
@@ -153,8 +151,8 @@ impl Store {
                 .ctx(|| format!("syncing image {}", v.uuid))?;
             drop(target);
             let disk = self.driver.image_seal(&v.uuid, &token, stored)?;
-            failpoint::hit("import.sealed")?;
-            let manifest = Manifest {
+            fail_point!("import.sealed");
+            let image = Image {
                 uuid: v.uuid,
                 name: v.name.clone(),
                 version: v.version.clone(),
@@ -167,42 +165,32 @@ impl Store {
                 disk_format: stored,
                 disk,
             };
-            self.catalog.put_image(&manifest)?;
-            failpoint::hit("import.recorded")?;
-            Ok(manifest)
-        })();
-        match result {
-            Ok(m) => {
-                entry.finish()?;
-                Ok(m)
-            }
-            Err(e) => {
-                // Roll back exactly this import (we hold its uuid's journal key, so a manifest
-                // under that uuid is ours). If that fails too, the journal entry stays and the
-                // next open of the store finishes the job.
-                let _ = self.catalog.remove_image(&v.uuid);
-                if self.driver.image_discard(&v.uuid, &token, stored).is_ok() {
-                    let _ = entry.finish();
-                }
-                Err(e)
-            }
-        }
+            // We hold this uuid's journal key, so a manifest under it is ours to remove; the
+            // undo goes first because a write that fails after its rename leaves the file.
+            revert.add(format!("remove the manifest of image {}", v.uuid), || {
+                self.catalog.remove_image(&v.uuid).map(drop)
+            });
+            self.catalog.put_image(&ImageRecord::from(&image))?;
+            fail_point!("import.recorded");
+            Ok(image)
+        })
     }
 
-    pub fn images(&self) -> Result<Vec<Manifest>> {
-        self.catalog.images()
+    /// All images, by name, then version, then creation time.
+    pub fn images(&self) -> Result<Vec<Image>> {
+        Ok(self.catalog.images()?.iter().map(Image::from).collect())
     }
 
-    pub fn image(&self, uuid: &str) -> Result<Manifest> {
-        let u = validate::uuid("image uuid", uuid)?;
+    /// One image.
+    pub fn image(&self, uuid: Uuid) -> Result<Image> {
         self.catalog
-            .image(&u)?
-            .ok_or_else(|| Error::not_found("image", u.to_string()))
+            .image(&uuid)?
+            .map(|r| Image::from(&r))
+            .ok_or_else(|| Error::not_found("image", uuid.to_string()))
     }
 
     /// Delete an image. Refused while any VM's disk is a clone of it; the error names them.
-    pub fn delete_image(&self, uuid: &str) -> Result<()> {
-        let u = validate::uuid("image uuid", uuid)?;
+    pub fn delete_image(&self, u: Uuid) -> Result<()> {
         // Exclusive: no VM can be created from (or deleted off) this image meanwhile.
         let _excl = self.lock(Mode::Exclusive)?;
         let m = self
@@ -241,7 +229,7 @@ impl Store {
             |pid| Error::Busy(format!("image {u} is being changed by process {pid}")),
         )?;
         self.catalog.remove_image(&u)?;
-        failpoint::hit("image_delete.unlisted")?;
+        fail_point!("image_delete.unlisted");
         self.driver.image_destroy(&u, m.disk_format)?;
         entry.finish()
     }

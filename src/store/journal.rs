@@ -17,32 +17,45 @@ use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
 /// What an operation may leave behind, with what the driver needs to find and verify it.
+/// Part of the on-disk format: entries written by earlier versions (which also carried an
+/// unused `image_format` in the VM operations) must stay readable; unknown fields are ignored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Op {
     /// Staging or sealed image volume, no manifest yet. `token` marks volumes as ours.
     ImageImport {
+        /// The image.
         uuid: Uuid,
+        /// Marks the volumes this import made.
         token: String,
+        /// The format it is stored in.
         format: DiskFormat,
     },
     /// Manifest being removed, then the volume.
-    ImageDelete { uuid: Uuid, format: DiskFormat },
+    ImageDelete {
+        /// The image.
+        uuid: Uuid,
+        /// The format it is stored in.
+        format: DiskFormat,
+    },
     /// VM disk cloned from `image_uuid`, record not yet written.
     VmCreate {
+        /// The VM.
         uuid: Uuid,
+        /// The image its disk is a clone of.
         image_uuid: Uuid,
-        image_format: DiskFormat,
     },
     /// Record being removed, then the disk.
     VmDelete {
+        /// The VM.
         uuid: Uuid,
+        /// The image its disk is a clone of.
         image_uuid: Uuid,
-        image_format: DiskFormat,
     },
 }
 
 impl Op {
+    /// The object key: one operation per key at a time.
     pub fn key(&self) -> String {
         match self {
             Op::ImageImport { uuid, .. } | Op::ImageDelete { uuid, .. } => format!("image-{uuid}"),
@@ -62,7 +75,9 @@ struct Body {
 /// An entry this process holds: either one it started, or a dead one it took over to recover.
 #[derive(Debug)]
 pub struct Entry {
+    /// What the operation does.
     pub op: Op,
+    /// The process that started it.
     pub pid: u32,
     path: PathBuf,
     _lock: Flock<File>,
@@ -78,25 +93,30 @@ impl Entry {
 
 /// Outcome of trying to start an operation on a key.
 pub enum Begin {
+    /// Ours now.
     Started(Entry),
     /// Another live process is working on this key.
     InFlight {
+        /// Its pid, as it recorded it (0 if unreadable).
         pid: u32,
     },
     /// A dead process left an entry for this key; it has been taken over for recovery.
     Abandoned(Entry),
 }
 
+/// The journal directory of a store.
 #[derive(Debug, Clone)]
 pub struct Journal {
     dir: PathBuf,
 }
 
 impl Journal {
+    /// The journal in `dir`.
     pub fn new(dir: PathBuf) -> Self {
         Journal { dir }
     }
 
+    /// Its directory.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -173,18 +193,21 @@ impl Journal {
         match serde_json::from_slice::<Body>(&bytes) {
             Ok(body) => Ok(Some(Entry { op: body.op, pid: body.pid, path: path.to_owned(), _lock: lock })),
             Err(e) => Err(Error::Internal(format!(
-                "journal entry {} is unreadable ({e}); it was written by a newer or broken vmpool; move it away to continue",
+                "journal entry {} is unreadable ({e}); it was written by a newer or broken vmpool, or is not vmpool's; it is left in place and skipped",
                 path.display()
             ))),
         }
     }
 
-    /// Entries left by processes that died, each locked for the caller to recover.
-    pub fn abandoned(&self) -> Result<Vec<Entry>> {
+    /// Entries left by processes that died, each locked for the caller to recover, and a
+    /// description of each entry that cannot be read (left in place, reported, skipped: one
+    /// bad file must not make the whole store unusable).
+    pub fn abandoned(&self) -> Result<(Vec<Entry>, Vec<String>)> {
         let mut out = Vec::new();
+        let mut unreadable = Vec::new();
         let rd = match fs::read_dir(&self.dir) {
             Ok(rd) => rd,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((out, unreadable)),
             Err(e) => return Err(e).ctx(|| format!("listing {}", self.dir.display())),
         };
         for ent in rd.flatten() {
@@ -193,10 +216,12 @@ impl Journal {
             if name.starts_with('.') || !name.ends_with(".json") {
                 continue;
             }
-            if let Some(entry) = self.take_over(&ent.path())? {
-                out.push(entry);
+            match self.take_over(&ent.path()) {
+                Ok(Some(entry)) => out.push(entry),
+                Ok(None) => {}
+                Err(e) => unreadable.push(e.to_string()),
             }
         }
-        Ok(out)
+        Ok((out, unreadable))
     }
 }

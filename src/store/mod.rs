@@ -17,21 +17,24 @@ pub mod journal;
 pub mod uri;
 mod vms;
 
-use crate::driver::{self, StorageDriver};
+use crate::driver::{Capabilities, Destroyed, Detail, StorageDriver};
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil;
 use crate::lock::{self, Mode};
+use crate::revert::Revert;
 use crate::validate::Limits;
 use catalog::Catalog;
 use journal::{Begin, Entry, Journal, Op};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use uri::Location;
+
+pub use images::Progress;
 
 /// Version of the on-disk layout written into `store.json`.
 pub const LAYOUT_VERSION: u32 = 1;
 
+/// `store.json`: marks a directory as a store (part of the on-disk format).
 #[derive(Debug, Serialize, Deserialize)]
 struct Marker {
     vmpool_store: u32,
@@ -40,12 +43,37 @@ struct Marker {
 }
 
 /// What the last recovery pass did.
-#[derive(Debug, Default, Clone, Serialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Recovery {
     /// Leftovers of dead operations that were removed (or deletions completed).
     pub cleaned: Vec<String>,
-    /// Leftovers that could not be handled now; retried at the next open.
+    /// Leftovers that could not be handled now (or journal entries that cannot be read);
+    /// retried at the next open.
     pub errors: Vec<String>,
+    /// Things found where a dead operation's volume was expected that are not the store's
+    /// (not a clone of the image); left untouched.
+    pub kept: Vec<String>,
+}
+
+/// What `Store::info` tells about a store.
+#[derive(Debug, Clone)]
+pub struct StoreInfo {
+    /// The URI it was opened with.
+    pub uri: String,
+    /// The driver's scheme.
+    pub driver: &'static str,
+    /// What the driver can do.
+    pub capabilities: Capabilities,
+    /// Where the catalog is.
+    pub catalog: PathBuf,
+    /// Driver details.
+    pub details: Vec<(&'static str, Detail)>,
+    /// The store's limits.
+    pub limits: Limits,
+    /// What the last recovery did.
+    pub last_recovery: Recovery,
+    /// Library version.
+    pub version: &'static str,
 }
 
 /// An open store. Cheap to share: every method takes `&self` and is safe to call from many
@@ -66,10 +94,35 @@ fn ignorable(name: &str) -> bool {
     name == "lost+found" || name.starts_with(fsutil::TMP_PREFIX)
 }
 
+/// The store (a directory holding `store.json`) that `dir` lies inside, if any.
+fn enclosing_store(dir: &Path) -> Option<PathBuf> {
+    dir.ancestors()
+        .skip(1)
+        .find(|a| a.join("store.json").is_file())
+        .map(Path::to_owned)
+}
+
 /// Make sure `dir` is a store of this `driver` kind, turning an empty or missing directory
 /// into one. A non-empty directory without a marker is refused: we never adopt (and later
-/// clean up in) a directory that holds someone else's files.
+/// clean up in) a directory that holds someone else's files; nor one inside another store.
 fn claim(dir: &Path, driver: &str) -> Result<()> {
+    match std::fs::metadata(dir) {
+        Ok(md) if !md.is_dir() => {
+            return Err(Error::NotAStore(format!(
+                "{} is not a directory",
+                dir.display()
+            )))
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => {
+            return Err(Error::NotAStore(format!(
+                "{} is not a directory (a component of its path is a file)",
+                dir.display()
+            )))
+        }
+        Err(e) => return Err(e).ctx(|| format!("stat {}", dir.display())),
+    }
     let marker = dir.join("store.json");
     if let Some(bytes) = fsutil::read_if_exists(&marker)? {
         let m: Marker = serde_json::from_slice(&bytes).map_err(|e| {
@@ -94,28 +147,27 @@ fn claim(dir: &Path, driver: &str) -> Result<()> {
         }
         return Ok(());
     }
-    match std::fs::metadata(dir) {
-        Ok(md) if !md.is_dir() => {
+    if let Some(outer) = enclosing_store(dir) {
+        return Err(Error::NotAStore(format!(
+            "{} is inside the store at {}; a store cannot be made inside another store",
+            dir.display(),
+            outer.display()
+        )));
+    }
+    if dir.exists() {
+        let rd = std::fs::read_dir(dir).ctx(|| format!("listing {}", dir.display()))?;
+        if let Some(e) = rd
+            .flatten()
+            .find(|e| !ignorable(&e.file_name().to_string_lossy()))
+        {
             return Err(Error::NotAStore(format!(
-                "{} is not a directory",
-                dir.display()
-            )))
+                "{} is not empty (it has {:?}) and is not a vmpool store; refusing to take it over",
+                dir.display(),
+                e.file_name()
+            )));
         }
-        Ok(_) => {
-            let rd = std::fs::read_dir(dir).ctx(|| format!("listing {}", dir.display()))?;
-            if let Some(e) = rd
-                .flatten()
-                .find(|e| !ignorable(&e.file_name().to_string_lossy()))
-            {
-                return Err(Error::NotAStore(format!(
-                    "{} is not empty (it has {:?}) and is not a vmpool store; refusing to take it over",
-                    dir.display(),
-                    e.file_name()
-                )));
-            }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => fsutil::mkdirs(dir)?,
-        Err(e) => return Err(e).ctx(|| format!("stat {}", dir.display())),
+    } else {
+        fsutil::mkdirs(dir)?;
     }
     let m = Marker {
         vmpool_store: LAYOUT_VERSION,
@@ -142,36 +194,9 @@ impl Store {
                 rest.push((k.as_str(), v.as_str()));
             }
         }
-        let unknown = |k: &str, scheme: &str| {
-            Error::invalid(format!(
-                "store option {k:?} is not known for {scheme}: stores"
-            ))
-        };
-        let driver: Box<dyn StorageDriver> = match &parsed.location {
-            Location::Dir(root) => {
-                let mut mode = driver::dir::CloneMode::Auto;
-                for (k, v) in rest {
-                    match k {
-                        "clone" => mode = driver::dir::CloneMode::parse(v)?,
-                        _ => return Err(unknown(k, "dir")),
-                    }
-                }
-                claim(root, "dir")?;
-                Box::new(driver::dir::DirDriver::open(root, mode)?)
-            }
-            Location::Btrfs(root) => {
-                if let Some((k, _)) = rest.first() {
-                    return Err(unknown(k, "btrfs"));
-                }
-                driver::btrfs::check_btrfs(root)?;
-                claim(root, "btrfs")?;
-                Box::new(driver::btrfs::BtrfsDriver::open(root)?)
-            }
-            Location::Zfs(ds) => {
-                let opts = driver::zfs::Options::parse(&rest)?;
-                driver::zfs::ZfsDriver::open(ds, opts, |catalog| claim(catalog, "zfs"))?
-            }
-        };
+        let scheme = parsed.driver.scheme;
+        let claim_as = |dir: &Path| claim(dir, scheme);
+        let driver = (parsed.driver.open)(&parsed.target, &rest, &claim_as)?;
         let dir = driver.catalog_dir().to_owned();
         let journal = Journal::new(dir.join(".journal"));
         fsutil::mkdirs(journal.dir())?;
@@ -188,37 +213,70 @@ impl Store {
         Ok(store)
     }
 
+    /// The URI the store was opened with.
     pub fn uri(&self) -> &str {
         &self.uri
     }
 
+    /// The driver.
     pub fn driver(&self) -> &dyn StorageDriver {
         &*self.driver
     }
 
+    /// The store's limits.
     pub fn limits(&self) -> &Limits {
         &self.limits
     }
 
+    /// The catalog directory.
     pub fn catalog_dir(&self) -> &Path {
         self.driver.catalog_dir()
     }
 
-    /// Store details as JSON (`vmpool_store_info`).
-    pub fn info(&self) -> serde_json::Value {
-        serde_json::json!({
-            "uri": self.uri,
-            "driver": self.driver.kind(),
-            "catalog": self.catalog_dir(),
-            "details": self.driver.describe(),
-            "limits": self.limits,
-            "last_recovery": *self.last_recovery.lock().unwrap_or_else(|p| p.into_inner()),
-            "version": crate::VERSION,
-        })
+    /// Store details (`vmpool_store_info`).
+    pub fn info(&self) -> StoreInfo {
+        StoreInfo {
+            uri: self.uri.clone(),
+            driver: self.driver.info().scheme,
+            capabilities: self.driver.info().caps,
+            catalog: self.catalog_dir().to_owned(),
+            details: self.driver.describe(),
+            limits: self.limits.clone(),
+            last_recovery: self
+                .last_recovery
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+            version: crate::VERSION,
+        }
     }
 
     fn lock(&self, mode: Mode) -> Result<lock::Held> {
         lock::lock(&self.lock_path, mode)
+    }
+
+    /// Run the steps of an operation journalled by `entry`: on success the entry is finished;
+    /// on failure every undo step registered on the [`Revert`] runs, and the entry is
+    /// finished only if all of them worked (otherwise the next recovery finishes the job).
+    fn run_journalled<'r, T>(
+        &self,
+        entry: Entry,
+        steps: impl FnOnce(&mut Revert<'r>) -> Result<T>,
+    ) -> Result<T> {
+        let mut revert: Revert<'r> = Revert::new();
+        match steps(&mut revert) {
+            Ok(v) => {
+                revert.commit();
+                entry.finish()?;
+                Ok(v)
+            }
+            Err(e) => {
+                if revert.rollback().is_ok() {
+                    let _ = entry.finish();
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Start `op`: journal its intent. A dead predecessor on the same key is recovered first;
@@ -237,8 +295,9 @@ impl Store {
     }
 
     /// Finish what a dead process left: creations are rolled back, deletions completed.
-    fn undo(&self, entry: Entry) -> Result<Vec<String>> {
-        let mut done = Vec::new();
+    fn undo(&self, entry: Entry) -> Result<Recovery> {
+        let mut r = Recovery::default();
+        let done = &mut r.cleaned;
         match &entry.op {
             Op::ImageImport {
                 uuid,
@@ -262,27 +321,23 @@ impl Store {
                     entry.pid
                 ));
             }
-            Op::VmCreate {
-                uuid,
-                image_uuid,
-                image_format,
-            } => {
-                if self.catalog.vm(uuid)?.is_none()
-                    && self.driver.vm_destroy(uuid, image_uuid, *image_format)?
-                {
-                    done.push(format!(
-                        "removed the disk of an interrupted create of VM {uuid} (pid {})",
-                        entry.pid
-                    ));
+            Op::VmCreate { uuid, image_uuid } => {
+                if self.catalog.vm(uuid)?.is_none() {
+                    match self.driver.vm_destroy(uuid, image_uuid)? {
+                        Destroyed::Removed => done.push(format!(
+                            "removed the disk of an interrupted create of VM {uuid} (pid {})",
+                            entry.pid
+                        )),
+                        Destroyed::Absent => {}
+                        Destroyed::Foreign(what) => r.kept.push(what),
+                    }
                 }
             }
-            Op::VmDelete {
-                uuid,
-                image_uuid,
-                image_format,
-            } => {
+            Op::VmDelete { uuid, image_uuid } => {
                 self.catalog.remove_vm(uuid)?;
-                self.driver.vm_destroy(uuid, image_uuid, *image_format)?;
+                if let Destroyed::Foreign(what) = self.driver.vm_destroy(uuid, image_uuid)? {
+                    r.kept.push(what);
+                }
                 done.push(format!(
                     "completed an interrupted delete of VM {uuid} (pid {})",
                     entry.pid
@@ -290,7 +345,7 @@ impl Store {
             }
         }
         entry.finish()?;
-        Ok(done)
+        Ok(r)
     }
 
     /// Clean up after operations whose process died. Runs at every open; safe to call at any
@@ -302,10 +357,16 @@ impl Store {
 
     fn recover_locked(&self) -> Result<Recovery> {
         let mut report = Recovery::default();
-        for entry in self.journal.abandoned()? {
+        let (abandoned, unreadable) = self.journal.abandoned()?;
+        report.errors.extend(unreadable);
+        for entry in abandoned {
             let what = format!("{:?}", entry.op);
             match self.undo(entry) {
-                Ok(done) => report.cleaned.extend(done),
+                Ok(r) => {
+                    report.cleaned.extend(r.cleaned);
+                    report.kept.extend(r.kept);
+                    report.errors.extend(r.errors);
+                }
                 Err(e) => report.errors.push(format!("{what}: {e}")),
             }
         }

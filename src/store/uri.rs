@@ -1,6 +1,8 @@
-//! Store URIs: `dir:/path`, `btrfs:/mountpoint/path`, `zfs:pool/dataset`, each optionally
-//! followed by `?key=value&key=value` options.
+//! Store URIs: `<scheme>:<target>[?key=value&...]`, where the scheme names a driver of the
+//! registry (`dir:/path`, `btrfs:/mountpoint/path`, `zfs:pool/dataset`) and the target is a
+//! path or a dataset name, as that driver says.
 
+use crate::driver::registry::{self, DriverInfo, Target, TargetKind};
 use crate::error::{Error, Result};
 use std::path::{Component, Path, PathBuf};
 
@@ -11,16 +13,14 @@ pub const URI_MAX: usize = 4096;
 /// `/images/<uuid>-partial@final` (52 bytes) below it.
 pub const DATASET_MAX: usize = 200;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Location {
-    Dir(PathBuf),
-    Btrfs(PathBuf),
-    Zfs(String),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A parsed store URI.
+#[derive(Debug, Clone)]
 pub struct Uri {
-    pub location: Location,
+    /// The driver the scheme names.
+    pub driver: &'static DriverInfo,
+    /// What it names.
+    pub target: Target,
+    /// `key=value` options, in order.
     pub options: Vec<(String, String)>,
 }
 
@@ -91,6 +91,7 @@ pub fn dataset_name(s: &str) -> Result<()> {
     Ok(())
 }
 
+/// Parse and check a store URI (the driver's own options are checked when it opens).
 pub fn parse(s: &str) -> Result<Uri> {
     if s.len() > URI_MAX {
         return Err(Error::StringTooLong {
@@ -100,24 +101,25 @@ pub fn parse(s: &str) -> Result<Uri> {
     }
     let (scheme, rest) = s.split_once(':').ok_or_else(|| {
         Error::invalid(format!(
-            "store URI {s:?} has no scheme (expected dir:, btrfs: or zfs:)"
+            "store URI {s:?} has no scheme (expected one of {})",
+            registry::schemes()
         ))
     })?;
     let (target, query) = match rest.split_once('?') {
         Some((t, q)) => (t, Some(q)),
         None => (rest, None),
     };
-    let location = match scheme {
-        "dir" => Location::Dir(abs_path(scheme, target)?),
-        "btrfs" => Location::Btrfs(abs_path(scheme, target)?),
-        "zfs" => {
+    let driver = registry::find(scheme).ok_or_else(|| {
+        Error::invalid(format!(
+            "store URI scheme {scheme:?} is not one of {}",
+            registry::schemes()
+        ))
+    })?;
+    let target = match driver.target {
+        TargetKind::Path => Target::Path(abs_path(scheme, target)?),
+        TargetKind::Dataset => {
             dataset_name(target)?;
-            Location::Zfs(target.to_owned())
-        }
-        _ => {
-            return Err(Error::invalid(format!(
-                "store URI scheme {scheme:?} is not one of dir, btrfs, zfs"
-            )))
+            Target::Dataset(target.to_owned())
         }
     };
     let mut options = Vec::new();
@@ -131,7 +133,11 @@ pub fn parse(s: &str) -> Result<Uri> {
             .ok_or_else(|| Error::invalid(format!("store option {pair:?} is not key=value")))?;
         options.push((k.to_owned(), v.to_owned()));
     }
-    Ok(Uri { location, options })
+    Ok(Uri {
+        driver,
+        target,
+        options,
+    })
 }
 
 #[cfg(test)]
@@ -141,7 +147,8 @@ mod tests {
     #[test]
     fn parses() {
         let u = parse("dir:/var/lib/vmpool?clone=qcow2&max_vcpus=8").unwrap();
-        assert_eq!(u.location, Location::Dir("/var/lib/vmpool".into()));
+        assert_eq!(u.driver.scheme, "dir");
+        assert_eq!(u.target, Target::Path("/var/lib/vmpool".into()));
         assert_eq!(
             u.options,
             vec![
@@ -150,8 +157,8 @@ mod tests {
             ]
         );
         assert_eq!(
-            parse("zfs:tank/vmpool").unwrap().location,
-            Location::Zfs("tank/vmpool".into())
+            parse("zfs:tank/vmpool").unwrap().target,
+            Target::Dataset("tank/vmpool".into())
         );
         for bad in [
             "",

@@ -1,58 +1,63 @@
 //! VM operations of a store (vmadm's create, list, get, delete).
 
+use super::catalog::records::VmRecord;
 use super::journal::Op;
 use super::Store;
+use crate::driver::Destroyed;
 use crate::error::{Error, Result};
-use crate::failpoint;
+use crate::fail_point;
 use crate::lock::Mode;
 use crate::validate;
-use crate::vm::{Record, Spec, State};
+use crate::vm::{State, Vm, VmSpec};
+use uuid::Uuid;
 
 impl Store {
-    /// Create a VM from a JSON payload (`alias`, `owner`, `image_uuid`, `vcpus`, `ram_mib`,
-    /// optional `disk_gib` and `uuid`): its disk is a copy-on-write clone of the image grown to
-    /// `disk_gib`, and its record is written atomically next to it.
-    pub fn create_vm(&self, payload_json: &str) -> Result<Record> {
-        let spec = Spec::parse(payload_json, &self.limits)?;
+    /// Create a VM: its disk is a copy-on-write clone of the image grown to `disk_gib`, and
+    /// its record is written atomically next to it.
+    pub fn create_vm(&self, spec: &VmSpec) -> Result<Vm> {
+        spec.check(&self.limits)?;
+        let uuid = spec.uuid.unwrap_or_else(Uuid::new_v4);
         // Shared: many creates at once, but the image cannot be deleted under us.
         let _shared = self.lock(Mode::Shared)?;
-        let exists = || Error::AlreadyExists(format!("VM {} already exists", spec.uuid));
-        if self.catalog.vm(&spec.uuid)?.is_some() {
+        let exists = || Error::AlreadyExists(format!("VM {uuid} already exists"));
+        if self.catalog.vm(&uuid)?.is_some() {
             return Err(exists());
         }
         let image = self
             .catalog
             .image(&spec.image_uuid)?
+            .map(|r| crate::image::Image::from(&r))
             .ok_or_else(|| Error::not_found("image", spec.image_uuid.to_string()))?;
         let size = spec.disk_bytes(image.size_bytes, &self.limits)?;
 
         let op = Op::VmCreate {
-            uuid: spec.uuid,
+            uuid,
             image_uuid: image.uuid,
-            image_format: image.disk_format,
         };
         let entry = self.begin(op, |pid| {
             Error::AlreadyExists(format!(
-                "VM {} is being created or deleted by process {pid}",
-                spec.uuid
+                "VM {uuid} is being created or deleted by process {pid}"
             ))
         })?;
-        if self.catalog.vm(&spec.uuid)?.is_some() {
+        if self.catalog.vm(&uuid)?.is_some() {
             entry.finish()?;
             return Err(exists());
         }
-        // A clone that fails leaves nothing (the driver's contract), and a name that was taken
-        // is not ours: only after success is the disk ours to remove.
-        let disk = match self.driver.vm_clone(&image, &spec.uuid, size) {
-            Ok(d) => d,
-            Err(e) => {
-                entry.finish()?;
-                return Err(e);
-            }
-        };
-        let result = (|| {
-            let record = Record {
-                uuid: spec.uuid,
+        self.run_journalled(entry, |revert| {
+            fail_point!("vm_create.journaled");
+            // A clone that fails leaves nothing (the driver's contract), and a name that was
+            // taken is not ours: only after success is the disk ours to remove.
+            let disk = self.driver.vm_clone(&image, &uuid, size)?;
+            revert.add(format!("remove the disk of VM {uuid}"), || {
+                match self.driver.vm_destroy(&uuid, &image.uuid)? {
+                    Destroyed::Foreign(what) => Err(Error::Internal(format!(
+                        "the disk just cloned does not look like a clone: {what}"
+                    ))),
+                    Destroyed::Removed | Destroyed::Absent => Ok(()),
+                }
+            });
+            let vm = Vm {
+                uuid,
                 alias: spec.alias.clone(),
                 owner: spec.owner.clone(),
                 image_uuid: image.uuid,
@@ -66,61 +71,44 @@ impl Store {
                 disk_size_bytes: disk.size_bytes,
                 clone_method: disk.method.to_owned(),
             };
-            failpoint::hit("vm_create.cloned")?;
-            self.catalog.put_vm(&record)?;
-            failpoint::hit("vm_create.recorded")?;
-            Ok(record)
-        })();
-        match result {
-            Ok(r) => {
-                entry.finish()?;
-                Ok(r)
-            }
-            Err(e) => {
-                let _ = self.catalog.remove_vm(&spec.uuid);
-                if self
-                    .driver
-                    .vm_destroy(&spec.uuid, &image.uuid, image.disk_format)
-                    .is_ok()
-                {
-                    let _ = entry.finish();
-                }
-                Err(e)
-            }
-        }
+            fail_point!("vm_create.cloned");
+            // Undo first: a write that fails after its rename leaves the record.
+            revert.add(format!("remove the record of VM {uuid}"), || {
+                self.catalog.remove_vm(&uuid).map(drop)
+            });
+            self.catalog.put_vm(&VmRecord::from(&vm))?;
+            fail_point!("vm_create.recorded");
+            Ok(vm)
+        })
     }
 
-    pub fn vm(&self, uuid: &str) -> Result<Record> {
-        let u = validate::uuid("VM uuid", uuid)?;
+    /// One VM.
+    pub fn vm(&self, uuid: Uuid) -> Result<Vm> {
         self.catalog
-            .vm(&u)?
-            .ok_or_else(|| Error::not_found("VM", u.to_string()))
+            .vm(&uuid)?
+            .map(|r| Vm::from(&r))
+            .ok_or_else(|| Error::not_found("VM", uuid.to_string()))
     }
 
     /// All VMs, or those of one owner, oldest first.
-    pub fn vms(&self, owner: Option<&str>) -> Result<Vec<Record>> {
+    pub fn vms(&self, owner: Option<&str>) -> Result<Vec<Vm>> {
         if let Some(o) = owner {
             validate::name("owner", o)?;
         }
-        self.catalog.vms(owner)
+        Ok(self.catalog.vms(owner)?.iter().map(Vm::from).collect())
     }
 
-    /// Delete a VM: its record (it disappears at once) and its disk.
-    pub fn delete_vm(&self, uuid: &str) -> Result<()> {
-        let u = validate::uuid("VM uuid", uuid)?;
+    /// Delete a VM: its record (it disappears at once) and its disk. A disk that is not a
+    /// clone of the VM's image (someone put another file there) is left untouched.
+    pub fn delete_vm(&self, u: Uuid) -> Result<()> {
         let _shared = self.lock(Mode::Shared)?;
         let r = self
             .catalog
             .vm(&u)?
             .ok_or_else(|| Error::not_found("VM", u.to_string()))?;
-        let image_format = match self.catalog.image(&r.image_uuid)? {
-            Some(m) => m.disk_format,
-            None => r.disk_format,
-        };
         let op = Op::VmDelete {
             uuid: u,
             image_uuid: r.image_uuid,
-            image_format,
         };
         let entry = self.begin(op, |pid| {
             Error::Busy(format!(
@@ -132,8 +120,9 @@ impl Store {
             entry.finish()?;
             return Err(Error::not_found("VM", u.to_string()));
         }
-        failpoint::hit("vm_delete.unlisted")?;
-        self.driver.vm_destroy(&u, &r.image_uuid, image_format)?;
+        fail_point!("vm_delete.unlisted");
+        // A foreign disk at the name is left as it is; the VM is gone either way.
+        self.driver.vm_destroy(&u, &r.image_uuid)?;
         entry.finish()
     }
 }

@@ -142,10 +142,61 @@ pub fn ctl_killed_at(uri: &str, point: &str, args: &[&str], stdin: Option<&str>)
     assert_eq!(out.status.signal(), Some(9), "{point}: {out:?}");
 }
 
-pub fn payload(image: &uuid::Uuid, alias: &str, owner: &str, disk_gib: u64) -> String {
+/// A VM spec as most tests use it: 2 vCPUs, 2 GiB, `disk_gib`.
+pub fn payload(image: &uuid::Uuid, alias: &str, owner: &str, disk_gib: u64) -> vmpool::VmSpec {
+    vmpool::VmSpec::new(*image)
+        .alias(alias)
+        .owner(owner)
+        .vcpus(2)
+        .ram_mib(2048)
+        .disk_gib(disk_gib)
+}
+
+/// The same as the C ABI's JSON payload (for the CLI's standard input).
+pub fn payload_json(image: &uuid::Uuid, alias: &str, owner: &str, disk_gib: u64) -> String {
     format!(
         r#"{{"alias":"{alias}","owner":"{owner}","image_uuid":"{image}","vcpus":2,"ram_mib":2048,"disk_gib":{disk_gib}}}"#
     )
+}
+
+/// Calls through the C ABI's JSON edge (`ffi::wire`): the JSON is parsed exactly as
+/// `vmpool_vm_create` and `vmpool_image_import` parse it, then the typed API is called. Tests
+/// of JSON refusals go through here.
+pub trait JsonEdge {
+    /// `vmpool_image_import` with a manifest.
+    fn import_json(
+        &self,
+        path: &Path,
+        manifest: Option<&str>,
+        progress: Option<vmpool::store::Progress>,
+    ) -> vmpool::Result<vmpool::Image>;
+    /// `vmpool_vm_create` with a payload.
+    fn create_json(&self, payload: &str) -> vmpool::Result<vmpool::Vm>;
+}
+
+impl JsonEdge for vmpool::Store {
+    fn import_json(
+        &self,
+        path: &Path,
+        manifest: Option<&str>,
+        progress: Option<vmpool::store::Progress>,
+    ) -> vmpool::Result<vmpool::Image> {
+        let req = vmpool::ffi::wire::import_request(manifest)?;
+        self.import_image(path, &req, progress)
+    }
+    fn create_json(&self, payload: &str) -> vmpool::Result<vmpool::Vm> {
+        self.create_vm(&vmpool::ffi::wire::vm_spec(payload)?)
+    }
+}
+
+/// A VM's JSON as the C ABI returns it.
+pub fn vm_json(v: &vmpool::Vm) -> String {
+    vmpool::ffi::wire::to_string(&vmpool::ffi::wire::VmOut::from(v)).unwrap()
+}
+
+/// An image's JSON as the C ABI returns it.
+pub fn image_json(m: &vmpool::Image) -> String {
+    vmpool::ffi::wire::to_string(&vmpool::ffi::wire::ImageOut::from(m)).unwrap()
 }
 
 /// Virtual size of a VM disk: the qcow2 header's size, or the file or device size.

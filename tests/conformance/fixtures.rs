@@ -64,6 +64,17 @@ pub struct DirLike {
     query: &'static str,
 }
 
+const FOREIGN: &[u8] = b"not made by vmpool";
+
+fn run(cmd: &str, args: &[&str]) {
+    let out = std::process::Command::new(cmd).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 impl Fixture for DirLike {
     fn new_store(&self) -> String {
         format!(
@@ -75,6 +86,31 @@ impl Fixture for DirLike {
     }
     fn volumes(&self, uri: &str) -> BTreeSet<String> {
         list_dir_volumes(&root_of(uri))
+    }
+    fn plant_foreign(&self, uri: &str, vm: &uuid::Uuid) {
+        let vms = root_of(uri).join("vms");
+        if self.scheme == "btrfs" {
+            let sv = vms.join(vm.to_string());
+            if sv.exists() {
+                run("btrfs", &["subvolume", "delete", sv.to_str().unwrap()]);
+            }
+            run("btrfs", &["subvolume", "create", sv.to_str().unwrap()]);
+            std::fs::write(sv.join("disk.raw"), FOREIGN).unwrap();
+        } else {
+            for ext in ["raw", "qcow2"] {
+                let _ = std::fs::remove_file(vms.join(format!("{vm}-disk0.{ext}")));
+            }
+            std::fs::write(vms.join(format!("{vm}-disk0.raw")), FOREIGN).unwrap();
+        }
+    }
+    fn foreign_intact(&self, uri: &str, vm: &uuid::Uuid) -> bool {
+        let vms = root_of(uri).join("vms");
+        let p = if self.scheme == "btrfs" {
+            vms.join(vm.to_string()).join("disk.raw")
+        } else {
+            vms.join(format!("{vm}-disk0.raw"))
+        };
+        std::fs::read(p).is_ok_and(|b| b == FOREIGN)
     }
 }
 
@@ -120,9 +156,35 @@ pub static ZFS: Lazy<Zfs> = Lazy::new(|| Zfs {
     }),
 });
 
+impl Zfs {
+    fn zfs(args: &[&str]) -> std::process::Output {
+        std::process::Command::new("zfs")
+            .args(args)
+            .output()
+            .expect("zfs command")
+    }
+}
+
 impl Fixture for Zfs {
     fn new_store(&self) -> String {
         format!("zfs:{}/{}", *self.parent, next())
+    }
+    fn plant_foreign(&self, uri: &str, vm: &uuid::Uuid) {
+        let ds = uri.strip_prefix("zfs:").unwrap().split('?').next().unwrap();
+        let name = format!("{ds}/vms/{vm}-disk0");
+        let _ = Self::zfs(&["destroy", &name]);
+        let out = Self::zfs(&["create", "-s", "-V", "16M", "-o", "vmpool:foreign=1", &name]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    fn foreign_intact(&self, uri: &str, vm: &uuid::Uuid) -> bool {
+        let ds = uri.strip_prefix("zfs:").unwrap().split('?').next().unwrap();
+        let name = format!("{ds}/vms/{vm}-disk0");
+        let out = Self::zfs(&["get", "-H", "-o", "value", "vmpool:foreign", &name]);
+        out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "1"
     }
     fn volumes(&self, uri: &str) -> BTreeSet<String> {
         let ds = uri.strip_prefix("zfs:").unwrap().split('?').next().unwrap();
@@ -184,7 +246,7 @@ pub fn raw_size_independence(f: &dyn Fixture, method: &str) {
             size,
             &[(0, 1 << 20), (size - 4096, 4096)],
         );
-        let m = s.import_image(&src, None, None).unwrap();
+        let m = s.import_json(&src, None, None).unwrap();
         let before = thread_io();
         let vm = s
             .create_vm(&payload(&m.uuid, "raw", "t", size / gib))

@@ -31,7 +31,7 @@ mod dir_qcow2 {
                 make_qcow2(tmp.path(), "b.qcow2", 1 << 30, &[(0, 4096)], true),
             ),
         ] {
-            let m = s.import_image(&img, None, None).unwrap();
+            let m = s.import_json(&img, None, None).unwrap();
             for gib in [1u64, 20, 16 << 10] {
                 let vm = s.create_vm(&payload(&m.uuid, "o", "t", gib)).unwrap();
                 assert_eq!(vm.clone_method, "qcow2-overlay");

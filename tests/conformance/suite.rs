@@ -15,6 +15,11 @@ pub trait Fixture: Send + Sync {
     /// Volumes on the back end for this store, as `image:<uuid>`, `vm:<uuid>`,
     /// `staging:<uuid>` (an unfinished import) or `other:<name>`.
     fn volumes(&self, uri: &str) -> BTreeSet<String>;
+    /// Put something that is not a clone of any image at VM `vm`'s disk name (replacing
+    /// whatever is there), with the back end's own tools, as an operator might.
+    fn plant_foreign(&self, uri: &str, vm: &Uuid);
+    /// Whether what `plant_foreign` put there is still there, unchanged.
+    fn foreign_intact(&self, uri: &str, vm: &Uuid) -> bool;
 }
 
 const GIB: u64 = 1 << 30;
@@ -56,8 +61,8 @@ fn small_raw(dir: &Path) -> PathBuf {
     )
 }
 
-fn import(s: &Store, p: &Path, json: &str) -> vmpool::Manifest {
-    s.import_image(p, Some(json), None)
+fn import(s: &Store, p: &Path, json: &str) -> vmpool::Image {
+    s.import_json(p, Some(json), None)
         .unwrap_or_else(|e| panic!("import {}: {e}", p.display()))
 }
 
@@ -82,7 +87,7 @@ pub fn import_raw_ok(f: &dyn Fixture) {
     assert_eq!(m.size_bytes, SMALL);
     assert_eq!(m.sha256, sum);
     assert_eq!(m.tags["desktop"], true);
-    assert_eq!(s.image(&m.uuid.to_string()).unwrap(), m);
+    assert_eq!(s.image(m.uuid).unwrap(), m);
     assert_eq!(s.images().unwrap(), vec![m.clone()]);
     assert_eq!(f.volumes(&uri), expect(&[m.uuid], &[]));
     // Without a sha256 it is computed; the same bytes give the same sum.
@@ -122,7 +127,7 @@ pub fn import_bad_checksum(f: &dyn Fixture) {
     let s = Store::open(Some(&uri)).unwrap();
     let src = small_raw(tmp.path());
     let wrong = "0".repeat(64);
-    let r = s.import_image(&src, Some(&format!(r#"{{"sha256":"{wrong}"}}"#)), None);
+    let r = s.import_json(&src, Some(&format!(r#"{{"sha256":"{wrong}"}}"#)), None);
     assert_eq!(code(r), Code::VMPOOL_RESULT_CHECKSUM_MISMATCH);
     assert!(s.images().unwrap().is_empty());
     assert_eq!(f.volumes(&uri), expect(&[], &[]));
@@ -149,7 +154,7 @@ pub fn import_truncated(f: &dyn Fixture) {
         .set_len(len / 2)
         .unwrap();
     assert_eq!(
-        code(s.import_image(&q, None, None)),
+        code(s.import_json(&q, None, None)),
         Code::VMPOOL_RESULT_CORRUPT_IMAGE
     );
     // Raw, with the checksum of the whole file: the sum catches it.
@@ -161,10 +166,10 @@ pub fn import_truncated(f: &dyn Fixture) {
         .unwrap()
         .set_len(SMALL / 2)
         .unwrap();
-    let r = s.import_image(&raw, Some(&format!(r#"{{"sha256":"{sum}"}}"#)), None);
+    let r = s.import_json(&raw, Some(&format!(r#"{{"sha256":"{sum}"}}"#)), None);
     assert_eq!(code(r), Code::VMPOOL_RESULT_CHECKSUM_MISMATCH);
     // Raw, with the expected size: refused before any copying.
-    let r = s.import_image(&raw, Some(&format!(r#"{{"size_bytes":{SMALL}}}"#)), None);
+    let r = s.import_json(&raw, Some(&format!(r#"{{"size_bytes":{SMALL}}}"#)), None);
     assert_eq!(code(r), Code::VMPOOL_RESULT_CORRUPT_IMAGE);
     assert!(s.images().unwrap().is_empty());
     assert_eq!(f.volumes(&uri), expect(&[], &[]));
@@ -233,7 +238,7 @@ pub fn import_failure_each_step(f: &dyn Fixture) {
         "import.recorded",
     ] {
         failpoint::arm(point, "error");
-        let r = s.import_image(&src, None, None);
+        let r = s.import_json(&src, None, None);
         failpoint::disarm_all();
         assert_eq!(code(r), Code::VMPOOL_RESULT_INTERNAL, "{point}");
         assert!(s.images().unwrap().is_empty(), "{point}");
@@ -247,7 +252,7 @@ pub fn import_failure_each_step(f: &dyn Fixture) {
         calls < 3
     };
     assert_eq!(
-        code(s.import_image(&src, None, Some(&mut cancel))),
+        code(s.import_json(&src, None, Some(&mut cancel))),
         Code::VMPOOL_RESULT_CANCELLED
     );
     assert_eq!(f.volumes(&uri), expect(&[], &[]));
@@ -306,7 +311,7 @@ pub fn import_refusals(f: &dyn Fixture) {
     ];
     for (path, json, want) in cases {
         assert_eq!(
-            code(s.import_image(&path, Some(json), None)),
+            code(s.import_json(&path, Some(json), None)),
             want,
             "{} {json}",
             path.display()
@@ -321,12 +326,12 @@ pub fn import_refusals(f: &dyn Fixture) {
     let s2 = Store::open(Some(&small_store)).unwrap();
     let big = make_raw(tmp.path(), "big.raw", 2 * GIB, &[]);
     assert_eq!(
-        code(s2.import_image(&big, None, None)),
+        code(s2.import_json(&big, None, None)),
         Code::VMPOOL_RESULT_INVALID_ARGUMENT
     );
     // Duplicate uuid.
     let m = import(&s, &src, "{}");
-    let r = s.import_image(&src, Some(&format!(r#"{{"uuid":"{}"}}"#, m.uuid)), None);
+    let r = s.import_json(&src, Some(&format!(r#"{{"uuid":"{}"}}"#, m.uuid)), None);
     assert_eq!(code(r), Code::VMPOOL_RESULT_ALREADY_EXISTS);
     assert_eq!(s.images().unwrap().len(), 1);
     assert_eq!(f.volumes(&uri), expect(&[m.uuid], &[]));
@@ -393,7 +398,7 @@ pub fn clone_grows_never_shrinks(f: &dyn Fixture) {
         r#"{{"alias":"dflt","owner":"t","image_uuid":"{}","vcpus":1,"ram_mib":512}}"#,
         m.uuid
     );
-    let dflt = s.create_vm(&p).unwrap();
+    let dflt = s.create_json(&p).unwrap();
     assert_eq!(
         (dflt.disk_gib, disk_size(&dflt.disk_path, dflt.disk_format)),
         (2, 2 * GIB)
@@ -417,12 +422,12 @@ pub fn vm_lifecycle(f: &dyn Fixture) {
     let b = s.create_vm(&payload(&m.uuid, "b", "bob", 2)).unwrap();
     let fixed = Uuid::new_v4();
     let c = s
-        .create_vm(&format!(r#"{{"uuid":"{fixed}","alias":"c","owner":"alice","image_uuid":"{}","vcpus":1,"ram_mib":256,"disk_gib":1}}"#, m.uuid))
+        .create_json(&format!(r#"{{"uuid":"{fixed}","alias":"c","owner":"alice","image_uuid":"{}","vcpus":1,"ram_mib":256,"disk_gib":1}}"#, m.uuid))
         .unwrap();
     assert_eq!(c.uuid, fixed);
     assert_eq!((a.vcpus, a.ram_mib, a.image_uuid), (2, 2048, m.uuid));
     assert_eq!(serde_json::to_value(a.state).unwrap(), "stopped");
-    assert_eq!(s.vm(&a.uuid.to_string()).unwrap(), a);
+    assert_eq!(s.vm(a.uuid).unwrap(), a);
     let alice: Vec<Uuid> = s
         .vms(Some("alice"))
         .unwrap()
@@ -439,27 +444,21 @@ pub fn vm_lifecycle(f: &dyn Fixture) {
     );
     // Another handle (another worker) sees the same.
     let s2 = Store::open(Some(&uri)).unwrap();
-    assert_eq!(s2.vm(&b.uuid.to_string()).unwrap(), b);
+    assert_eq!(s2.vm(b.uuid).unwrap(), b);
 
-    s.delete_vm(&b.uuid.to_string()).unwrap();
+    s.delete_vm(b.uuid).unwrap();
+    assert_eq!(code(s.vm(b.uuid)), Code::VMPOOL_RESULT_NOT_FOUND);
+    assert_eq!(code(s.delete_vm(b.uuid)), Code::VMPOOL_RESULT_NOT_FOUND);
     assert_eq!(
-        code(s.vm(&b.uuid.to_string())),
+        code(s.delete_vm(Uuid::new_v4())),
         Code::VMPOOL_RESULT_NOT_FOUND
     );
     assert_eq!(
-        code(s.delete_vm(&b.uuid.to_string())),
-        Code::VMPOOL_RESULT_NOT_FOUND
-    );
-    assert_eq!(
-        code(s.delete_vm(&Uuid::new_v4().to_string())),
-        Code::VMPOOL_RESULT_NOT_FOUND
-    );
-    assert_eq!(
-        code(s.delete_vm("nope")),
+        code(vmpool::validate::uuid("VM uuid", "nope")),
         Code::VMPOOL_RESULT_INVALID_ARGUMENT
     );
     assert_eq!(
-        code(s.vm("../../etc/passwd")),
+        code(vmpool::validate::uuid("VM uuid", "../../etc/passwd")),
         Code::VMPOOL_RESULT_INVALID_ARGUMENT
     );
     assert_eq!(f.volumes(&uri), expect(&[m.uuid], &[a.uuid, c.uuid]));
@@ -469,10 +468,10 @@ pub fn vm_lifecycle(f: &dyn Fixture) {
         m.uuid
     );
     assert_eq!(
-        code(s.create_vm(&again)),
+        code(s.create_json(&again)),
         Code::VMPOOL_RESULT_ALREADY_EXISTS
     );
-    assert_eq!(s.vm(&fixed.to_string()).unwrap(), c);
+    assert_eq!(s.vm(fixed).unwrap(), c);
     assert!(journal_empty(&s));
 }
 
@@ -553,7 +552,7 @@ pub fn vm_refusals(f: &dyn Fixture) {
     ];
     let before = f.volumes(&uri);
     for (json, want) in cases {
-        assert_eq!(code(s.create_vm(&json)), want, "{json}");
+        assert_eq!(code(s.create_json(&json)), want, "{json}");
     }
     assert_eq!(f.volumes(&uri), before);
     assert!(s.vms(None).unwrap().is_empty());
@@ -568,7 +567,7 @@ pub fn image_delete_with_dependents(f: &dyn Fixture) {
     let other = import(&s, &small_raw(tmp.path()), r#"{"name":"other"}"#);
     let v1 = s.create_vm(&payload(&m.uuid, "first", "t", 1)).unwrap();
     let v2 = s.create_vm(&payload(&m.uuid, "second", "t", 1)).unwrap();
-    let e = s.delete_image(&m.uuid.to_string()).unwrap_err();
+    let e = s.delete_image(m.uuid).unwrap_err();
     assert_eq!(e.code(), Code::VMPOOL_RESULT_IN_USE);
     let msg = e.to_string();
     assert!(
@@ -579,23 +578,14 @@ pub fn image_delete_with_dependents(f: &dyn Fixture) {
         f.volumes(&uri),
         expect(&[m.uuid, other.uuid], &[v1.uuid, v2.uuid])
     );
-    s.delete_vm(&v1.uuid.to_string()).unwrap();
-    assert_eq!(
-        code(s.delete_image(&m.uuid.to_string())),
-        Code::VMPOOL_RESULT_IN_USE
-    );
-    s.delete_vm(&v2.uuid.to_string()).unwrap();
-    s.delete_image(&m.uuid.to_string()).unwrap();
-    assert_eq!(
-        code(s.image(&m.uuid.to_string())),
-        Code::VMPOOL_RESULT_NOT_FOUND
-    );
-    assert_eq!(
-        code(s.delete_image(&m.uuid.to_string())),
-        Code::VMPOOL_RESULT_NOT_FOUND
-    );
+    s.delete_vm(v1.uuid).unwrap();
+    assert_eq!(code(s.delete_image(m.uuid)), Code::VMPOOL_RESULT_IN_USE);
+    s.delete_vm(v2.uuid).unwrap();
+    s.delete_image(m.uuid).unwrap();
+    assert_eq!(code(s.image(m.uuid)), Code::VMPOOL_RESULT_NOT_FOUND);
+    assert_eq!(code(s.delete_image(m.uuid)), Code::VMPOOL_RESULT_NOT_FOUND);
     assert_eq!(f.volumes(&uri), expect(&[other.uuid], &[]));
-    s.delete_image(&other.uuid.to_string()).unwrap();
+    s.delete_image(other.uuid).unwrap();
     assert_eq!(f.volumes(&uri), expect(&[], &[]));
     assert!(journal_empty(&s));
 }
@@ -612,7 +602,7 @@ pub fn killed_midway_vm_and_delete(f: &dyn Fixture) {
     kill(
         "vm_create.cloned",
         &["vm", "create", "-"],
-        Some(&payload(&m.uuid, "killed", "t", 2)),
+        Some(&payload_json(&m.uuid, "killed", "t", 2)),
     );
     let s = Store::open(Some(&uri)).unwrap();
     assert!(s.vms(None).unwrap().is_empty());
@@ -621,7 +611,7 @@ pub fn killed_midway_vm_and_delete(f: &dyn Fixture) {
     kill(
         "vm_create.recorded",
         &["vm", "create", "-"],
-        Some(&payload(&m.uuid, "kept", "t", 2)),
+        Some(&payload_json(&m.uuid, "kept", "t", 2)),
     );
     let s = Store::open(Some(&uri)).unwrap();
     let kept = s.vms(None).unwrap();
@@ -685,7 +675,7 @@ pub fn concurrent_creates_threads(f: &dyn Fixture) {
         m.uuid
     );
     let results: Vec<Result<_, _>> = std::thread::scope(|sc| {
-        let hs: Vec<_> = (0..8).map(|_| sc.spawn(|| s.create_vm(&p))).collect();
+        let hs: Vec<_> = (0..8).map(|_| sc.spawn(|| s.create_json(&p))).collect();
         hs.into_iter().map(|h| h.join().unwrap()).collect()
     });
     assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1);
@@ -713,7 +703,7 @@ pub fn concurrent_creates_processes(f: &dyn Fixture) {
         ch
     };
     let children: Vec<_> = (0..12)
-        .map(|i| spawn(payload(&m.uuid, &format!("p{i}"), "procs", 1)))
+        .map(|i| spawn(payload_json(&m.uuid, &format!("p{i}"), "procs", 1)))
         .collect();
     let mut made = Vec::new();
     for ch in children {
@@ -723,8 +713,8 @@ pub fn concurrent_creates_processes(f: &dyn Fixture) {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let r: vmpool::VmRecord = serde_json::from_slice(&out.stdout).unwrap();
-        made.push(r.uuid);
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        made.push(Uuid::try_parse(r["uuid"].as_str().unwrap()).unwrap());
     }
     assert_eq!(s.vms(Some("procs")).unwrap().len(), 12);
     assert_eq!(f.volumes(&uri), expect(&[m.uuid], &made));
@@ -769,8 +759,12 @@ pub fn cli_matches_library(f: &dyn Fixture) {
         None,
     );
     assert!(out.status.success(), "{out:?}");
-    let m: vmpool::Manifest = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(s.image(&m.uuid.to_string()).unwrap(), m);
+    let printed = String::from_utf8(out.stdout).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&printed).unwrap();
+    let m = s
+        .image(Uuid::try_parse(v["uuid"].as_str().unwrap()).unwrap())
+        .unwrap();
+    assert_eq!(printed.trim(), image_json(&m));
     let out = ctl(
         &uri,
         &["--json", "image", "get", &m.uuid.to_string()],
@@ -779,19 +773,26 @@ pub fn cli_matches_library(f: &dyn Fixture) {
     );
     assert_eq!(
         String::from_utf8(out.stdout).unwrap().trim(),
-        serde_json::to_string(&m).unwrap()
+        image_json(&m)
     );
     let out = ctl(
         &uri,
         &["vm", "create", "-", "--json"],
         &[],
-        Some(&payload(&m.uuid, "c", "cli", 1)),
+        Some(&payload_json(&m.uuid, "c", "cli", 1)),
     );
-    let r: vmpool::VmRecord = serde_json::from_slice(&out.stdout).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r = s
+        .vm(Uuid::try_parse(v["uuid"].as_str().unwrap()).unwrap())
+        .unwrap();
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&vm_json(&r)).unwrap(),
+        v
+    );
     let out = ctl(&uri, &["vm", "list", "--owner", "cli", "--json"], &[], None);
     assert_eq!(
         String::from_utf8(out.stdout).unwrap().trim(),
-        serde_json::to_string(&vec![r.clone()]).unwrap()
+        format!("[{}]", vm_json(&r))
     );
     let table = ctl(&uri, &["vm", "list"], &[], None);
     assert!(String::from_utf8(table.stdout)
@@ -841,6 +842,54 @@ pub fn cli_matches_library(f: &dyn Fixture) {
     assert!(journal_empty(&s));
 }
 
+/// A VM disk name holding something the store did not make is never removed: not by crash
+/// recovery of a create that died before cloning, not by deleting the VM whose disk was
+/// replaced. Both succeed and leave it as it was.
+pub fn foreign_disk_survives_recovery_and_delete(f: &dyn Fixture) {
+    let tmp = scratch();
+    let uri = f.new_store();
+    let s = Store::open(Some(&uri)).unwrap();
+    let m = import(&s, &small_raw(tmp.path()), "{}");
+
+    // A create killed after journalling, before cloning; then something appears at its name.
+    let x = Uuid::new_v4();
+    let p = format!(
+        r#"{{"uuid":"{x}","alias":"x","owner":"o","image_uuid":"{}","vcpus":1,"ram_mib":128}}"#,
+        m.uuid
+    );
+    ctl_killed_at(
+        &uri,
+        "vm_create.journaled",
+        &["vm", "create", "-"],
+        Some(&p),
+    );
+    f.plant_foreign(&uri, &x);
+    let s = Store::open(Some(&uri)).unwrap();
+    let rec = s.info().last_recovery;
+    assert!(
+        f.foreign_intact(&uri, &x),
+        "recovery removed a foreign disk"
+    );
+    assert_eq!(rec.kept.len(), 1, "{rec:?}");
+    assert!(rec.errors.is_empty(), "{rec:?}");
+    assert!(journal_empty(&s));
+    // The name is taken: a create with that uuid fails and leaves it.
+    assert_eq!(code(s.create_json(&p)), Code::VMPOOL_RESULT_ALREADY_EXISTS);
+    assert!(f.foreign_intact(&uri, &x));
+    assert!(s.vms(None).unwrap().is_empty());
+
+    // A VM whose disk was replaced behind the store's back: delete removes the VM only.
+    let v = s.create_vm(&payload(&m.uuid, "v", "o", 1)).unwrap();
+    f.plant_foreign(&uri, &v.uuid);
+    s.delete_vm(v.uuid).unwrap();
+    assert_eq!(code(s.vm(v.uuid)), Code::VMPOOL_RESULT_NOT_FOUND);
+    assert!(
+        f.foreign_intact(&uri, &v.uuid),
+        "delete removed a foreign disk"
+    );
+    assert!(journal_empty(&s));
+}
+
 /// The suite as `#[test]` functions for one fixture: `conformance_suite!(FIXTURE)`, plus any
 /// attributes (e.g. `#[ignore = "..."]`) to put on every test.
 #[macro_export]
@@ -851,7 +900,7 @@ macro_rules! conformance_suite {
             import_failure_each_step import_refusals clone_constant_in_image_size
             clone_grows_never_shrinks vm_lifecycle vm_refusals image_delete_with_dependents
             killed_midway_vm_and_delete concurrent_creates_threads concurrent_creates_processes
-            cli_matches_library);
+            cli_matches_library foreign_disk_survives_recovery_and_delete);
     };
     (@tests $fx:expr; $attrs:tt; $name:ident $($rest:ident)*) => {
         $crate::conformance_suite!(@one $fx; $attrs; $name);

@@ -30,7 +30,7 @@ def test_version_info_recover(env):
     assert vmpool.version()
     info = s.info()
     assert info["driver"] == "dir" and info["version"] == vmpool.version()
-    assert s.recover() == {"cleaned": [], "errors": []}
+    assert s.recover() == {"cleaned": [], "errors": [], "kept": []}
 
 
 def test_import_get_list_delete(env):

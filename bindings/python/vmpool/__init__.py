@@ -59,7 +59,8 @@ _c = ctypes
 PROGRESS_CB = _c.CFUNCTYPE(_c.c_int, _c.c_void_p, _c.c_uint64, _c.c_uint64)
 
 
-def _fn(name: str, args: list, res: Any = _c.c_int) -> Any:
+def _fn(name: str, args: list, res: Any = _c.c_uint32) -> Any:
+    # vmpool_result is a uint32_t.
     f = getattr(_lib, name)
     f.argtypes = args
     f.restype = res
@@ -69,7 +70,7 @@ def _fn(name: str, args: list, res: Any = _c.c_int) -> Any:
 _P, _S, _OUT = _c.c_void_p, _c.c_char_p, _c.POINTER(_c.c_void_p)
 _version = _fn("vmpool_version", [], _S)
 _last_error = _fn("vmpool_last_error", [], _S)
-_result_name = _fn("vmpool_result_name", [_c.c_int], _S)
+_result_name = _fn("vmpool_result_name", [_c.c_uint32], _S)
 _string_free = _fn("vmpool_string_free", [_P], None)
 _store_open = _fn("vmpool_store_open", [_S, _OUT])
 _store_free = _fn("vmpool_store_free", [_P], None)

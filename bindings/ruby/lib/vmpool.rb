@@ -42,20 +42,20 @@ module Vmpool
 
     attach_function :vmpool_version, [], :string
     attach_function :vmpool_last_error, [], :string
-    attach_function :vmpool_result_name, [:int], :string
+    attach_function :vmpool_result_name, [:uint32], :string
     attach_function :vmpool_string_free, [:pointer], :void
-    attach_function :vmpool_store_open, %i[string pointer], :int, blocking: true
+    attach_function :vmpool_store_open, %i[string pointer], :uint32, blocking: true
     attach_function :vmpool_store_free, [:pointer], :void
-    attach_function :vmpool_store_info, %i[pointer pointer], :int
-    attach_function :vmpool_store_recover, %i[pointer pointer], :int, blocking: true
-    attach_function :vmpool_image_import_with_progress, %i[pointer string string progress_cb pointer pointer], :int, blocking: true
-    attach_function :vmpool_image_list, %i[pointer pointer], :int
-    attach_function :vmpool_image_get, %i[pointer string pointer], :int
-    attach_function :vmpool_image_delete, %i[pointer string], :int, blocking: true
-    attach_function :vmpool_vm_create, %i[pointer string pointer], :int, blocking: true
-    attach_function :vmpool_vm_get, %i[pointer string pointer], :int
-    attach_function :vmpool_vm_list, %i[pointer string pointer], :int
-    attach_function :vmpool_vm_delete, %i[pointer string], :int, blocking: true
+    attach_function :vmpool_store_info, %i[pointer pointer], :uint32
+    attach_function :vmpool_store_recover, %i[pointer pointer], :uint32, blocking: true
+    attach_function :vmpool_image_import_with_progress, %i[pointer string string progress_cb pointer pointer], :uint32, blocking: true
+    attach_function :vmpool_image_list, %i[pointer pointer], :uint32
+    attach_function :vmpool_image_get, %i[pointer string pointer], :uint32
+    attach_function :vmpool_image_delete, %i[pointer string], :uint32, blocking: true
+    attach_function :vmpool_vm_create, %i[pointer string pointer], :uint32, blocking: true
+    attach_function :vmpool_vm_get, %i[pointer string pointer], :uint32
+    attach_function :vmpool_vm_list, %i[pointer string pointer], :uint32
+    attach_function :vmpool_vm_delete, %i[pointer string], :uint32, blocking: true
   end
 
   # Base of every error the library reports. #code is the vmpool_result number, #name its

@@ -33,7 +33,7 @@ class VmpoolTest < Minitest::Test
     info = @store.info
     assert_equal "dir", info[:driver]
     assert_equal Vmpool.version, info[:version]
-    assert_equal({ cleaned: [], errors: [] }, @store.recover)
+    assert_equal({ cleaned: [], errors: [], kept: [] }, @store.recover)
   end
 
   def test_import_list_get_delete

@@ -7,18 +7,49 @@
 //! <root>/vms/<uuid>/disk.raw              VM disk: writable snapshot of the image, grown
 //! ```
 //! Images are kept raw (a qcow2 is expanded at import) so the snapshot is the whole clone.
+//! A VM subvolume is known to be ours when it is a snapshot of its image's subvolume (its
+//! `parent_uuid` is the image's uuid, from `BTRFS_IOC_GET_SUBVOL_INFO`).
 
 pub mod sys;
 
-use super::{StorageDriver, VmDisk};
+use super::registry::{unknown_option, Capabilities, Claim, DiskKind, DriverInfo, Target};
+use super::{Destroyed, Detail, StorageDriver, VmDisk};
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil;
-use crate::image::{DiskFormat, Manifest};
+use crate::image::{DiskFormat, Image};
+use crate::revert::Revert;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use uuid::Uuid;
+
+/// The registry entry.
+pub static INFO: DriverInfo = DriverInfo {
+    scheme: "btrfs",
+    summary: "a btrfs subvolume per image and per VM; clones are snapshots",
+    target: super::TargetKind::Path,
+    caps: Capabilities {
+        clone_methods: &["btrfs-snapshot"],
+        keeps_qcow2: false,
+        thick: false,
+        disk_kind: DiskKind::File,
+        options: &[],
+    },
+    open,
+};
+
+fn open(target: &Target, opts: &[(&str, &str)], claim: Claim) -> Result<Box<dyn StorageDriver>> {
+    let Target::Path(root) = target else {
+        return Err(Error::Internal("btrfs: driver given a dataset".into()));
+    };
+    if let Some((k, _)) = opts.first() {
+        return Err(unknown_option(k, &INFO));
+    }
+    check_btrfs(root)?;
+    claim(root)?;
+    Ok(Box::new(BtrfsDriver::open(root)?))
+}
 
 const DISK: &str = "disk.raw";
 
@@ -64,6 +95,8 @@ pub fn subvol_create(parent: &Path, name: &str) -> Result<()> {
         fd: 0,
         name: name_field(name)?,
     };
+    // SAFETY: dir is an open directory; args is a fully initialised vol_args of the size the
+    // ioctl number encodes (checked at compile time in sys.rs).
     unsafe { sys::btrfs_ioc_subvol_create(dir.as_raw_fd(), &args) }
         .map(drop)
         .map_err(|e| ioctl_err("subvolume create", &parent.join(name), e))
@@ -84,6 +117,8 @@ pub fn snapshot(src: &Path, parent: &Path, name: &str, readonly: bool) -> Result
         unused: [0; 4],
         name: name_field(name)?,
     };
+    // SAFETY: dir and s are open directories for the call; args is fully initialised and of
+    // the size the ioctl number encodes.
     unsafe { sys::btrfs_ioc_snap_create_v2(dir.as_raw_fd(), &args) }
         .map(drop)
         .map_err(|e| ioctl_err("snapshot", &parent.join(name), e))
@@ -99,6 +134,7 @@ pub fn subvol_destroy(parent: &Path, name: &str) -> Result<bool> {
         fd: 0,
         name: name_field(name)?,
     };
+    // SAFETY: dir is an open directory; args is fully initialised.
     match unsafe { sys::btrfs_ioc_snap_destroy(dir.as_raw_fd(), &args) } {
         Ok(_) => Ok(true),
         Err(nix::errno::Errno::ENOENT) => Ok(false),
@@ -110,6 +146,7 @@ pub fn subvol_destroy(parent: &Path, name: &str) -> Result<bool> {
 pub fn set_readonly(subvol: &Path, ro: bool) -> Result<()> {
     let dir = open_dir(subvol)?;
     let mut flags = 0u64;
+    // SAFETY: dir is open; flags is a valid u64 for the kernel to write.
     unsafe { sys::btrfs_ioc_subvol_getflags(dir.as_raw_fd(), &mut flags) }
         .map_err(|e| ioctl_err("get flags of", subvol, e))?;
     flags = if ro {
@@ -117,9 +154,21 @@ pub fn set_readonly(subvol: &Path, ro: bool) -> Result<()> {
     } else {
         flags & !sys::BTRFS_SUBVOL_RDONLY
     };
+    // SAFETY: dir is open; flags is a valid u64 for the kernel to read.
     unsafe { sys::btrfs_ioc_subvol_setflags(dir.as_raw_fd(), &flags) }
         .map(drop)
         .map_err(|e| ioctl_err("set flags of", subvol, e))
+}
+
+/// A subvolume's own uuid and the uuid of the subvolume it is a snapshot of (zero if none).
+pub fn subvol_uuids(subvol: &Path) -> Result<([u8; 16], [u8; 16])> {
+    let dir = open_dir(subvol)?;
+    // SAFETY: all-zero bytes are a valid value of this plain-integer struct.
+    let mut info: sys::btrfs_ioctl_get_subvol_info_args = unsafe { std::mem::zeroed() };
+    // SAFETY: dir is open; info is a writable struct of the size the ioctl number encodes.
+    unsafe { sys::btrfs_ioc_get_subvol_info(dir.as_raw_fd(), &mut info) }
+        .map_err(|e| ioctl_err("get subvolume info of", subvol, e))?;
+    Ok((info.uuid, info.parent_uuid))
 }
 
 /// Refuse a root that is not on btrfs (looking at the nearest existing ancestor).
@@ -138,6 +187,7 @@ pub fn check_btrfs(root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// A btrfs store's driver.
 #[derive(Debug)]
 pub struct BtrfsDriver {
     root: PathBuf,
@@ -146,6 +196,7 @@ pub struct BtrfsDriver {
 }
 
 impl BtrfsDriver {
+    /// Open the driver on `root` (already claimed as a store).
     pub fn open(root: &Path) -> Result<Self> {
         let d = BtrfsDriver {
             root: root.to_owned(),
@@ -163,20 +214,16 @@ impl BtrfsDriver {
 }
 
 impl StorageDriver for BtrfsDriver {
-    fn kind(&self) -> &'static str {
-        "btrfs"
+    fn info(&self) -> &'static DriverInfo {
+        &INFO
     }
 
-    fn describe(&self) -> serde_json::Value {
-        serde_json::json!({ "root": self.root })
+    fn describe(&self) -> Vec<(&'static str, Detail)> {
+        vec![("root", Detail::Path(self.root.clone()))]
     }
 
     fn catalog_dir(&self) -> &Path {
         &self.root
-    }
-
-    fn keeps(&self, format: DiskFormat) -> bool {
-        format == DiskFormat::Raw
     }
 
     fn image_stage(
@@ -188,16 +235,16 @@ impl StorageDriver for BtrfsDriver {
     ) -> Result<File> {
         let name = Self::staging(uuid);
         subvol_create(&self.images, &name)?;
-        let path = self.images.join(&name).join(DISK);
-        let res = fsutil::create_new(&path).and_then(|f| {
-            f.set_len(size)
-                .ctx(|| format!("sizing {}", path.display()))
-                .map(|_| f)
+        let mut revert = Revert::new();
+        revert.add(format!("delete subvolume {name}"), || {
+            subvol_destroy(&self.images, &name).map(drop)
         });
-        if res.is_err() {
-            let _ = subvol_destroy(&self.images, &name);
-        }
-        res
+        let path = self.images.join(&name).join(DISK);
+        let f = fsutil::create_new(&path)?;
+        f.set_len(size)
+            .ctx(|| format!("sizing {}", path.display()))?;
+        revert.commit();
+        Ok(f)
     }
 
     fn image_seal(&self, uuid: &Uuid, _token: &str, _format: DiskFormat) -> Result<String> {
@@ -241,7 +288,7 @@ impl StorageDriver for BtrfsDriver {
         subvol_destroy(&self.images, &uuid.to_string()).map(drop)
     }
 
-    fn vm_clone(&self, image: &Manifest, vm: &Uuid, size: u64) -> Result<VmDisk> {
+    fn vm_clone(&self, image: &Image, vm: &Uuid, size: u64) -> Result<VmDisk> {
         let name = vm.to_string();
         snapshot(
             &self.images.join(image.uuid.to_string()),
@@ -249,23 +296,22 @@ impl StorageDriver for BtrfsDriver {
             &name,
             false,
         )?;
+        let mut revert = Revert::new();
+        revert.add(format!("delete subvolume {name}"), || {
+            subvol_destroy(&self.vms, &name).map(drop)
+        });
         let path = self.vms.join(&name).join(DISK);
         let size = size.max(image.size_bytes);
-        let grown = (|| {
-            let f = OpenOptions::new()
-                .write(true)
-                .open(&path)
-                .ctx(|| format!("opening {}", path.display()))?;
-            if size > image.size_bytes {
-                f.set_len(size)
-                    .ctx(|| format!("growing {}", path.display()))?;
-            }
-            f.sync_all().ctx(|| format!("syncing {}", path.display()))
-        })();
-        if let Err(e) = grown {
-            let _ = subvol_destroy(&self.vms, &name);
-            return Err(e);
+        let f = OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .ctx(|| format!("opening {}", path.display()))?;
+        if size > image.size_bytes {
+            f.set_len(size)
+                .ctx(|| format!("growing {}", path.display()))?;
         }
+        f.sync_all().ctx(|| format!("syncing {}", path.display()))?;
+        revert.commit();
         Ok(VmDisk {
             path: path.to_string_lossy().into_owned(),
             format: DiskFormat::Raw,
@@ -274,7 +320,39 @@ impl StorageDriver for BtrfsDriver {
         })
     }
 
-    fn vm_destroy(&self, vm: &Uuid, _image: &Uuid, _image_format: DiskFormat) -> Result<bool> {
-        subvol_destroy(&self.vms, &vm.to_string())
+    fn vm_destroy(&self, vm: &Uuid, image: &Uuid) -> Result<Destroyed> {
+        let name = vm.to_string();
+        let path = self.vms.join(&name);
+        if !path.exists() {
+            return Ok(Destroyed::Absent);
+        }
+        let foreign = |why: String| {
+            Ok(Destroyed::Foreign(format!(
+                "{} {why}, so it is not a clone of image {image} made by this store",
+                path.display()
+            )))
+        };
+        let Ok((_, parent)) = subvol_uuids(&path) else {
+            return foreign("is not a subvolume".into());
+        };
+        let image_path = self.images.join(image.to_string());
+        let expected = match subvol_uuids(&image_path) {
+            Ok((own, _)) => own,
+            // The image is gone (deleted by hand?): we cannot prove the disk is its clone.
+            Err(_) => {
+                return foreign(format!(
+                    "has no image {} to compare with",
+                    image_path.display()
+                ))
+            }
+        };
+        if parent != expected {
+            return foreign(format!("is a snapshot of {}", Uuid::from_bytes(parent)));
+        }
+        Ok(if subvol_destroy(&self.vms, &name)? {
+            Destroyed::Removed
+        } else {
+            Destroyed::Absent
+        })
     }
 }

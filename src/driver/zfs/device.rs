@@ -28,6 +28,7 @@ fn scan(name: &str) -> Option<PathBuf> {
             continue;
         };
         let mut buf = [0u8; ZFS_MAX_DATASET_NAME_LEN];
+        // SAFETY: dev is open; buf is a writable array of the size the ioctl number encodes.
         if unsafe { blkzname(dev.as_raw_fd(), &mut buf) }.is_ok() {
             let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
             if &buf[..end] == name.as_bytes() {

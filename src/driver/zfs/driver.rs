@@ -1,10 +1,12 @@
 //! The zfs: driver proper (see the module comment in mod.rs for the layout).
 
 use super::libzfs::{self, NvList};
-use super::{sys, zvol_device, zvol_path, Options};
-use crate::driver::{StorageDriver, VmDisk};
+use super::{sys, zvol_device, zvol_path, Options, INFO};
+use crate::driver::registry::{Claim, DriverInfo};
+use crate::driver::{Destroyed, Detail, StorageDriver, VmDisk};
 use crate::error::{Error, IoContext, Result};
-use crate::image::{DiskFormat, Manifest};
+use crate::image::{DiskFormat, Image};
+use crate::revert::Revert;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -44,6 +46,7 @@ fn import_marker(token: &str) -> String {
     format!("vmpool:import-{token}")
 }
 
+/// A ZFS store's driver.
 #[derive(Debug)]
 pub struct ZfsDriver {
     ds: String,
@@ -55,11 +58,7 @@ impl ZfsDriver {
     /// Open (creating if needed) the store dataset `ds`. `claim` is called with the catalog
     /// directory before anything is created inside the dataset, so a dataset that is not a
     /// store is refused untouched.
-    pub fn open(
-        ds: &str,
-        o: Options,
-        claim: impl FnOnce(&Path) -> Result<()>,
-    ) -> Result<Box<dyn StorageDriver>> {
+    pub fn open(ds: &str, o: Options, claim: Claim) -> Result<Box<dyn StorageDriver>> {
         let catalog = libzfs::with(|lz| {
             if !libzfs::exists(ds)? {
                 let parent = ds.rsplit_once('/').map(|(p, _)| p).unwrap_or(ds);
@@ -87,7 +86,7 @@ impl ZfsDriver {
             d.mounted_at().ok_or_else(|| {
                 Error::Unsupported(format!(
                     "zfs:{ds} cannot be mounted (mountpoint {}); mount it, or give ?catalog=/path",
-                    d.prop("mountpoint").ok().flatten().unwrap_or_default()
+                    d.prop("mountpoint").unwrap_or_default()
                 ))
             })
         })?;
@@ -128,12 +127,7 @@ impl ZfsDriver {
     fn destroy_volume(name: &str) -> Result<()> {
         let snap = format!("{name}@final");
         if libzfs::exists(&snap)? {
-            libzfs::destroy_snapshot(&snap).map_err(|e| match e {
-                Error::AlreadyExists(_) | Error::Busy(_) => {
-                    Error::InUse(format!("{snap} has dependent clones"))
-                }
-                e => e,
-            })?;
+            libzfs::destroy_snapshot(&snap)?;
         }
         match libzfs::destroy(name) {
             Ok(()) | Err(Error::NotFound { .. }) => Ok(()),
@@ -143,20 +137,19 @@ impl ZfsDriver {
 }
 
 impl StorageDriver for ZfsDriver {
-    fn kind(&self) -> &'static str {
-        "zfs"
+    fn info(&self) -> &'static DriverInfo {
+        &INFO
     }
 
-    fn describe(&self) -> serde_json::Value {
-        serde_json::json!({ "dataset": self.ds, "thick": self.thick })
+    fn describe(&self) -> Vec<(&'static str, Detail)> {
+        vec![
+            ("dataset", Detail::Text(self.ds.clone())),
+            ("thick", Detail::Bool(self.thick)),
+        ]
     }
 
     fn catalog_dir(&self) -> &Path {
         &self.catalog
-    }
-
-    fn keeps(&self, format: DiskFormat) -> bool {
-        format == DiskFormat::Raw
     }
 
     fn image_stage(
@@ -172,18 +165,17 @@ impl StorageDriver for ZfsDriver {
             .uint64("volsize", align(size))?
             .string(&import_marker(token), "1")?;
         libzfs::create_volume(&name, &props)?;
-        let opened = zvol_device(&name, DEVICE_WAIT).and_then(|dev| {
-            OpenOptions::new()
-                .read(true)
-                .write(true)
-                .custom_flags(libc::O_CLOEXEC)
-                .open(&dev)
-                .ctx(|| format!("opening {} ({name})", dev.display()))
-        });
-        if opened.is_err() {
-            let _ = libzfs::destroy(&name);
-        }
-        opened
+        let mut revert = Revert::new();
+        revert.add(format!("destroy {name}"), || libzfs::destroy(&name));
+        let dev = zvol_device(&name, DEVICE_WAIT)?;
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&dev)
+            .ctx(|| format!("opening {} ({name})", dev.display()))?;
+        revert.commit();
+        Ok(f)
     }
 
     fn image_seal(&self, uuid: &Uuid, _token: &str, _format: DiskFormat) -> Result<String> {
@@ -221,7 +213,7 @@ impl StorageDriver for ZfsDriver {
         Self::destroy_volume(&self.image(uuid))
     }
 
-    fn vm_clone(&self, image: &Manifest, vm: &Uuid, size: u64) -> Result<VmDisk> {
+    fn vm_clone(&self, image: &Image, vm: &Uuid, size: u64) -> Result<VmDisk> {
         libzfs::ensure_init()?;
         let name = self.disk(vm);
         let vsize = align(image.size_bytes);
@@ -234,17 +226,21 @@ impl StorageDriver for ZfsDriver {
                 p = p.uint64("volsize", size)?;
             }
             if self.thick {
+                // A failure to read these is an error: a guessed value would reserve the
+                // wrong amount without a word.
                 let (volblocksize, copies) = libzfs::with(|lz| {
                     let d = lz.open(&self.image(&image.uuid), sys::ZFS_TYPE_VOLUME)?;
-                    let num = |p: &str| {
-                        d.prop(p)
-                            .map(|v| v.and_then(|v| v.parse::<u64>().ok()).unwrap_or(0))
-                    };
-                    Ok((num("volblocksize")?, num("copies")?))
+                    Ok((d.prop_u64("volblocksize")?, d.prop_u64("copies")?))
                 })?;
+                if volblocksize < 512 || !(1..=3).contains(&copies) {
+                    return Err(Error::Backend(format!(
+                        "image {} has volblocksize {volblocksize} and copies {copies}; cannot compute a reservation",
+                        image.uuid
+                    )));
+                }
                 p = p.uint64(
                     "refreservation",
-                    volsize_to_reservation(size, volblocksize.max(512), copies.max(1)),
+                    volsize_to_reservation(size, volblocksize, copies),
                 )?;
             }
             Some(p)
@@ -264,21 +260,27 @@ impl StorageDriver for ZfsDriver {
         })
     }
 
-    fn vm_destroy(&self, vm: &Uuid, image: &Uuid, _image_format: DiskFormat) -> Result<bool> {
+    fn vm_destroy(&self, vm: &Uuid, image: &Uuid) -> Result<Destroyed> {
         libzfs::ensure_init()?;
         let name = self.disk(vm);
         if !libzfs::exists(&name)? {
-            return Ok(false);
+            return Ok(Destroyed::Absent);
         }
         let origin = format!("{}@final", self.image(image));
-        let actual = libzfs::with(|lz| lz.open(&name, sys::ZFS_TYPE_VOLUME)?.prop("origin"))?;
+        let actual = libzfs::with(|lz| {
+            lz.open(&name, sys::ZFS_TYPE_FILESYSTEM | sys::ZFS_TYPE_VOLUME)?
+                .origin()
+        })?;
         if actual.as_deref() != Some(origin.as_str()) {
-            return Err(Error::Backend(format!(
-                "{name} is not a clone of {origin} (origin {}); it was not made by this store, so it is left alone",
+            return Ok(Destroyed::Foreign(format!(
+                "{name} is not a clone of {origin} (origin {}); it was not made by this store",
                 actual.unwrap_or_else(|| "none".into())
             )));
         }
-        libzfs::destroy(&name)?;
-        Ok(true)
+        match libzfs::destroy(&name) {
+            Ok(()) => Ok(Destroyed::Removed),
+            Err(Error::NotFound { .. }) => Ok(Destroyed::Absent),
+            Err(e) => Err(e),
+        }
     }
 }

@@ -25,8 +25,42 @@ pub mod sys;
 
 pub use device::{resolve_device, zvol_device, zvol_path};
 
+use super::registry::{unknown_option, Capabilities, Claim, DiskKind, DriverInfo, Target};
+use super::StorageDriver;
 use crate::error::{Error, Result};
 use std::path::PathBuf;
+
+/// The registry entry (present in every build; without libzfs, opening says so).
+pub static INFO: DriverInfo = DriverInfo {
+    scheme: "zfs",
+    summary: "a zvol per image with a @final snapshot; clones through libzfs_core",
+    target: super::TargetKind::Dataset,
+    caps: Capabilities {
+        clone_methods: &["zfs-clone"],
+        keeps_qcow2: false,
+        thick: true,
+        disk_kind: DiskKind::BlockDevice,
+        options: &[
+            (
+                "thick",
+                "1: VM disks reserve their whole size (refreservation); 0: thin (default)",
+            ),
+            (
+                "catalog",
+                "a directory for the catalog when the dataset cannot be mounted",
+            ),
+        ],
+    },
+    open,
+};
+
+fn open(target: &Target, opts: &[(&str, &str)], claim: Claim) -> Result<Box<dyn StorageDriver>> {
+    let Target::Dataset(ds) = target else {
+        return Err(Error::Internal("zfs: driver given a path".into()));
+    };
+    let o = Options::parse(opts)?;
+    ZfsDriver::open(ds, o, claim)
+}
 
 /// Options of a zfs: store URI.
 #[derive(Debug, Clone, Default)]
@@ -40,6 +74,7 @@ pub struct Options {
 }
 
 impl Options {
+    /// Parse the driver's URI options.
     pub fn parse(opts: &[(&str, &str)]) -> Result<Self> {
         let mut o = Options::default();
         for (k, v) in opts {
@@ -64,11 +99,7 @@ impl Options {
                     }
                     o.catalog = Some(p);
                 }
-                _ => {
-                    return Err(Error::invalid(format!(
-                        "store option {k:?} is not known for zfs: stores"
-                    )))
-                }
+                _ => return Err(unknown_option(k, &INFO)),
             }
         }
         Ok(o)
@@ -85,11 +116,8 @@ pub struct ZfsDriver;
 
 #[cfg(not(vmpool_zfs))]
 impl ZfsDriver {
-    pub fn open(
-        ds: &str,
-        _o: Options,
-        _claim: impl FnOnce(&std::path::Path) -> Result<()>,
-    ) -> Result<Box<dyn super::StorageDriver>> {
+    /// Always [`Error::Unsupported`]: this build has no libzfs.
+    pub fn open(ds: &str, _o: Options, _claim: Claim) -> Result<Box<dyn StorageDriver>> {
         Err(Error::Unsupported(format!(
             "zfs:{ds}: this vmpool was built without ZFS support (libzfs was not found at build time; install libzfslinux-dev or set VMPOOL_ZFS=1)"
         )))

@@ -8,6 +8,7 @@
 //! `-Werror` against `<libzfs.h>` and `<libzfs_core.h>`. Keep one declaration per item in the
 //! form that test parses: `pub fn name(arg: Type, ...) -> Ret;`.
 
+#![allow(missing_docs)] // Mirrors of C declarations; the C headers named above document them.
 #![allow(non_camel_case_types)]
 
 use std::ffi::{c_char, c_int, c_uint};
@@ -22,6 +23,10 @@ pub struct zfs_handle_t {
 }
 #[repr(C)]
 pub struct nvlist_t {
+    _opaque: [u8; 0],
+}
+#[repr(C)]
+pub struct nvpair_t {
     _opaque: [u8; 0],
 }
 
@@ -74,6 +79,14 @@ extern "C" {
         statlen: usize,
         literal: boolean_t,
     ) -> c_int;
+    pub fn zfs_prop_get_numeric(
+        zhp: *mut zfs_handle_t,
+        prop: zfs_prop_t,
+        value: *mut u64,
+        src: *mut zprop_source_t,
+        statbuf: *mut c_char,
+        statlen: usize,
+    ) -> c_int;
     pub fn zfs_get_user_props(zhp: *mut zfs_handle_t) -> *mut nvlist_t;
     pub fn zfs_is_mounted(zhp: *mut zfs_handle_t, where_: *mut *mut c_char) -> boolean_t;
     pub fn zfs_mount(zhp: *mut zfs_handle_t, options: *const c_char, flags: c_int) -> c_int;
@@ -118,6 +131,15 @@ extern "C" {
         name: *const c_char,
         val: *mut *mut nvlist_t,
     ) -> c_int;
+    // Without `const` as in OpenZFS 2.1 and illumos; 2.2 added const to the pointee types,
+    // which changes nothing in the ABI.
+    pub fn nvlist_next_nvpair(nvl: *mut nvlist_t, nvp: *mut nvpair_t) -> *mut nvpair_t;
+    pub fn nvpair_name(nvp: *mut nvpair_t) -> *mut c_char;
+    pub fn nvpair_value_int32(nvp: *mut nvpair_t, val: *mut i32) -> c_int;
 }
+
+/// `ZFS_ERR_WRONG_PARENT` (`zfs_errno_t`, OpenZFS): the parent of a new dataset is not a
+/// filesystem. illumos has no such code; it reports EINVAL there.
+pub const ZFS_ERR_WRONG_PARENT: c_int = 1033;
 
 pub const LZC_DATSET_TYPE_ZVOL: enum_lzc_dataset_type = 3;

@@ -1,16 +1,18 @@
 //! The catalog: one JSON file per image (`images/<uuid>.json`) and per VM (`vms/<uuid>.json`),
 //! each replaced atomically. An image or VM exists exactly when its file does; readers take no
-//! locks and always see whole records.
+//! locks and always see whole records. The format is in [`records`].
+
+pub mod records;
 
 use crate::error::{Error, Result};
 use crate::fsutil;
-use crate::image::Manifest;
-use crate::vm::Record;
-use serde::{de::DeserializeOwned, Serialize};
+use records::{decode, encode, ImageRecord, VmRecord};
+use serde::de::DeserializeOwned;
 use std::fs;
 use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
+/// The catalog directories of one store.
 #[derive(Debug, Clone)]
 pub struct Catalog {
     images: PathBuf,
@@ -20,18 +22,8 @@ pub struct Catalog {
 fn read<T: DeserializeOwned>(path: &Path) -> Result<Option<T>> {
     match fsutil::read_if_exists(path)? {
         None => Ok(None),
-        Some(b) => serde_json::from_slice(&b).map(Some).map_err(|e| {
-            Error::Internal(format!(
-                "catalog entry {} is unreadable: {e}",
-                path.display()
-            ))
-        }),
+        Some(b) => decode(&b, path).map(Some),
     }
-}
-
-fn write<T: Serialize>(dir: &Path, uuid: &Uuid, v: &T) -> Result<()> {
-    let bytes = serde_json::to_vec_pretty(v).map_err(|e| Error::Internal(e.to_string()))?;
-    fsutil::write_atomic(dir, &format!("{uuid}.json"), &bytes)
 }
 
 /// Uuids of the `<uuid>.json` entries of a directory, sorted for stable output.
@@ -57,6 +49,7 @@ fn uuids(dir: &Path) -> Result<Vec<Uuid>> {
 }
 
 impl Catalog {
+    /// The catalog under `root`, creating its directories if missing.
     pub fn open(root: &Path) -> Result<Self> {
         let c = Catalog {
             images: root.join("images"),
@@ -67,26 +60,38 @@ impl Catalog {
         Ok(c)
     }
 
+    /// The directories records live in.
     pub fn dirs(&self) -> [&Path; 2] {
         [&self.images, &self.vms]
     }
 
-    pub fn image(&self, uuid: &Uuid) -> Result<Option<Manifest>> {
-        read(&self.images.join(format!("{uuid}.json")))
+    fn image_path(&self, uuid: &Uuid) -> PathBuf {
+        self.images.join(format!("{uuid}.json"))
     }
 
-    pub fn put_image(&self, m: &Manifest) -> Result<()> {
-        write(&self.images, &m.uuid, m)
+    fn vm_path(&self, uuid: &Uuid) -> PathBuf {
+        self.vms.join(format!("{uuid}.json"))
     }
 
+    /// An image's record, if it exists.
+    pub fn image(&self, uuid: &Uuid) -> Result<Option<ImageRecord>> {
+        read(&self.image_path(uuid))
+    }
+
+    /// Write an image's record (atomically, durably).
+    pub fn put_image(&self, r: &ImageRecord) -> Result<()> {
+        fsutil::write_atomic(&self.images, &format!("{}.json", r.uuid), &encode(r)?)
+    }
+
+    /// Remove an image's record; whether it was there.
     pub fn remove_image(&self, uuid: &Uuid) -> Result<bool> {
-        let removed = fsutil::remove_file_if_exists(&self.images.join(format!("{uuid}.json")))?;
+        let removed = fsutil::remove_file_if_exists(&self.image_path(uuid))?;
         fsutil::sync_dir(&self.images)?;
         Ok(removed)
     }
 
     /// All images, by name, then version, then creation time.
-    pub fn images(&self) -> Result<Vec<Manifest>> {
+    pub fn images(&self) -> Result<Vec<ImageRecord>> {
         let mut out = Vec::new();
         for u in uuids(&self.images)? {
             // Deleted between listing and reading: not an error.
@@ -100,22 +105,25 @@ impl Catalog {
         Ok(out)
     }
 
-    pub fn vm(&self, uuid: &Uuid) -> Result<Option<Record>> {
-        read(&self.vms.join(format!("{uuid}.json")))
+    /// A VM's record, if it exists.
+    pub fn vm(&self, uuid: &Uuid) -> Result<Option<VmRecord>> {
+        read(&self.vm_path(uuid))
     }
 
-    pub fn put_vm(&self, r: &Record) -> Result<()> {
-        write(&self.vms, &r.uuid, r)
+    /// Write a VM's record (atomically, durably).
+    pub fn put_vm(&self, r: &VmRecord) -> Result<()> {
+        fsutil::write_atomic(&self.vms, &format!("{}.json", r.uuid), &encode(r)?)
     }
 
+    /// Remove a VM's record; whether it was there.
     pub fn remove_vm(&self, uuid: &Uuid) -> Result<bool> {
-        let removed = fsutil::remove_file_if_exists(&self.vms.join(format!("{uuid}.json")))?;
+        let removed = fsutil::remove_file_if_exists(&self.vm_path(uuid))?;
         fsutil::sync_dir(&self.vms)?;
         Ok(removed)
     }
 
     /// VMs, oldest first, optionally only those of one owner.
-    pub fn vms(&self, owner: Option<&str>) -> Result<Vec<Record>> {
+    pub fn vms(&self, owner: Option<&str>) -> Result<Vec<VmRecord>> {
         let mut out = Vec::new();
         for u in uuids(&self.vms)? {
             if let Some(r) = self.vm(&u)? {

@@ -1,0 +1,272 @@
+//! The on-disk catalog format: what `images/<uuid>.json` and `vms/<uuid>.json` hold.
+//!
+//! These types are the stored format and nothing else: the public types ([`Image`], [`Vm`])
+//! and the C ABI's JSON (`ffi::wire`) are separate, so each can change without breaking the
+//! others. Compatibility rules:
+//! - every record carries `schema`, the major version of this format ([`SCHEMA`]); records
+//!   written before the field existed read as schema 1;
+//! - a field added later gets `#[serde(default)]`, so older records stay readable, and does
+//!   not change the major version;
+//! - fields this version does not know (written by a newer minor version) are kept in
+//!   `extra` and written back unchanged when a record is rewritten;
+//! - a record with a newer major schema is refused with [`Error::Unsupported`], naming the
+//!   file and both versions, instead of being misread.
+//!
+//! `tests/golden/` holds records written by earlier versions; a test reads them forever.
+
+use crate::error::{Error, Result};
+use crate::image::{DiskFormat, Image, Tags};
+use crate::vm::{State, Vm};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+use uuid::Uuid;
+
+/// Major version of the record format this library writes and reads.
+pub const SCHEMA: u32 = 1;
+
+fn schema_1() -> u32 {
+    1
+}
+
+/// Fields of a newer minor version, kept as they are.
+pub type Extra = BTreeMap<String, serde_json::Value>;
+
+/// An image's record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageRecord {
+    /// Record format major version.
+    #[serde(default = "schema_1")]
+    pub schema: u32,
+    /// See [`Image`] for the meaning of each field.
+    pub uuid: Uuid,
+    #[allow(missing_docs)]
+    pub name: String,
+    #[allow(missing_docs)]
+    pub version: String,
+    #[allow(missing_docs)]
+    pub os: String,
+    #[allow(missing_docs)]
+    pub format: DiskFormat,
+    #[allow(missing_docs)]
+    pub size_bytes: u64,
+    #[allow(missing_docs)]
+    pub sha256: String,
+    #[allow(missing_docs)]
+    pub created_at: String,
+    #[allow(missing_docs)]
+    #[serde(default)]
+    pub tags: Tags,
+    #[allow(missing_docs)]
+    pub disk_format: DiskFormat,
+    #[allow(missing_docs)]
+    pub disk: String,
+    /// Unknown fields, written back as read.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// A VM's record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VmRecord {
+    /// Record format major version.
+    #[serde(default = "schema_1")]
+    pub schema: u32,
+    /// See [`Vm`] for the meaning of each field.
+    pub uuid: Uuid,
+    #[allow(missing_docs)]
+    pub alias: String,
+    #[allow(missing_docs)]
+    pub owner: String,
+    #[allow(missing_docs)]
+    pub image_uuid: Uuid,
+    #[allow(missing_docs)]
+    pub vcpus: u32,
+    #[allow(missing_docs)]
+    pub ram_mib: u64,
+    #[allow(missing_docs)]
+    pub disk_gib: u64,
+    #[allow(missing_docs)]
+    pub created_at: String,
+    #[allow(missing_docs)]
+    pub state: State,
+    #[allow(missing_docs)]
+    pub disk_path: String,
+    #[allow(missing_docs)]
+    pub disk_format: DiskFormat,
+    #[allow(missing_docs)]
+    pub disk_size_bytes: u64,
+    #[allow(missing_docs)]
+    pub clone_method: String,
+    /// Unknown fields, written back as read.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// Parse a stored record, refusing a newer major schema by name before looking at fields.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8], path: &Path) -> Result<T> {
+    let unreadable = |e: serde_json::Error| {
+        Error::Internal(format!(
+            "catalog entry {} is unreadable: {e}",
+            path.display()
+        ))
+    };
+    let v: serde_json::Value = serde_json::from_slice(bytes).map_err(unreadable)?;
+    let schema = match v.get("schema") {
+        None => 1,
+        Some(s) => s.as_u64().ok_or_else(|| {
+            Error::Internal(format!(
+                "catalog entry {} has a schema that is not a number: {s}",
+                path.display()
+            ))
+        })?,
+    };
+    if schema > u64::from(SCHEMA) {
+        return Err(Error::Unsupported(format!(
+            "catalog entry {} was written by a newer vmpool (record schema {schema}; this vmpool {} reads up to {SCHEMA}); upgrade vmpool to use this store",
+            path.display(),
+            crate::VERSION
+        )));
+    }
+    serde_json::from_value(v).map_err(unreadable)
+}
+
+/// Serialise a record for storage.
+pub fn encode<T: Serialize>(record: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec_pretty(record).map_err(|e| Error::Internal(e.to_string()))
+}
+
+impl From<&ImageRecord> for Image {
+    fn from(r: &ImageRecord) -> Image {
+        Image {
+            uuid: r.uuid,
+            name: r.name.clone(),
+            version: r.version.clone(),
+            os: r.os.clone(),
+            format: r.format,
+            size_bytes: r.size_bytes,
+            sha256: r.sha256.clone(),
+            created_at: r.created_at.clone(),
+            tags: r.tags.clone(),
+            disk_format: r.disk_format,
+            disk: r.disk.clone(),
+        }
+    }
+}
+
+impl From<&Image> for ImageRecord {
+    fn from(m: &Image) -> ImageRecord {
+        ImageRecord {
+            schema: SCHEMA,
+            uuid: m.uuid,
+            name: m.name.clone(),
+            version: m.version.clone(),
+            os: m.os.clone(),
+            format: m.format,
+            size_bytes: m.size_bytes,
+            sha256: m.sha256.clone(),
+            created_at: m.created_at.clone(),
+            tags: m.tags.clone(),
+            disk_format: m.disk_format,
+            disk: m.disk.clone(),
+            extra: Extra::new(),
+        }
+    }
+}
+
+impl From<&VmRecord> for Vm {
+    fn from(r: &VmRecord) -> Vm {
+        Vm {
+            uuid: r.uuid,
+            alias: r.alias.clone(),
+            owner: r.owner.clone(),
+            image_uuid: r.image_uuid,
+            vcpus: r.vcpus,
+            ram_mib: r.ram_mib,
+            disk_gib: r.disk_gib,
+            created_at: r.created_at.clone(),
+            state: r.state,
+            disk_path: r.disk_path.clone(),
+            disk_format: r.disk_format,
+            disk_size_bytes: r.disk_size_bytes,
+            clone_method: r.clone_method.clone(),
+        }
+    }
+}
+
+impl From<&Vm> for VmRecord {
+    fn from(v: &Vm) -> VmRecord {
+        VmRecord {
+            schema: SCHEMA,
+            uuid: v.uuid,
+            alias: v.alias.clone(),
+            owner: v.owner.clone(),
+            image_uuid: v.image_uuid,
+            vcpus: v.vcpus,
+            ram_mib: v.ram_mib,
+            disk_gib: v.disk_gib,
+            created_at: v.created_at.clone(),
+            state: v.state,
+            disk_path: v.disk_path.clone(),
+            disk_format: v.disk_format,
+            disk_size_bytes: v.disk_size_bytes,
+            clone_method: v.clone_method.clone(),
+            extra: Extra::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VM_V1: &str = r#"{"uuid":"33333333-3333-4333-8333-333333333333","alias":"golden-vm","owner":"alice","image_uuid":"11111111-1111-4111-8111-111111111111","vcpus":2,"ram_mib":512,"disk_gib":1,"created_at":"2026-11-26T10:19:50Z","state":"stopped","disk_path":"/x","disk_format":"qcow2","disk_size_bytes":1073741824,"clone_method":"qcow2-overlay"}"#;
+
+    #[test]
+    fn unknown_fields_survive_a_rewrite() {
+        let newer = VM_V1.replacen('{', r#"{"schema":1,"qos":{"iops":500},"#, 1);
+        let r: VmRecord = decode(newer.as_bytes(), Path::new("x")).unwrap();
+        assert_eq!(r.extra["qos"]["iops"], 500);
+        let again: serde_json::Value = serde_json::from_slice(&encode(&r).unwrap()).unwrap();
+        assert_eq!(again["qos"]["iops"], 500);
+        assert_eq!(again["schema"], 1);
+    }
+
+    #[test]
+    fn newer_major_is_refused_by_name() {
+        let newer = VM_V1.replacen('{', r#"{"schema":2,"#, 1);
+        let e = decode::<VmRecord>(newer.as_bytes(), Path::new("/s/vms/x.json")).unwrap_err();
+        assert_eq!(e.code(), crate::ResultCode::VMPOOL_RESULT_UNSUPPORTED);
+        let msg = e.to_string();
+        assert!(
+            msg.contains("/s/vms/x.json") && msg.contains("schema 2"),
+            "{msg}"
+        );
+    }
+
+    /// What the next version will do: add a field with a default. It reads this version's
+    /// records, and this version reads its records.
+    #[test]
+    fn an_added_field_reads_both_ways() {
+        #[derive(Deserialize, Serialize)]
+        struct NextVm {
+            #[serde(flatten)]
+            base: VmRecord,
+            #[serde(default)]
+            spice_port: Option<u16>,
+        }
+        let ours: VmRecord = decode(VM_V1.as_bytes(), Path::new("x")).unwrap();
+        let bytes = encode(&ours).unwrap();
+        let next: NextVm = decode(&bytes, Path::new("x")).unwrap();
+        assert_eq!(next.spice_port, None);
+        assert_eq!(next.base.uuid, ours.uuid);
+        let written_by_next = serde_json::to_vec(&NextVm {
+            spice_port: Some(5930),
+            ..next
+        })
+        .unwrap();
+        let back: VmRecord = decode(&written_by_next, Path::new("x")).unwrap();
+        assert_eq!(back.alias, "golden-vm");
+        assert_eq!(back.extra["spice_port"], 5930);
+    }
+}
