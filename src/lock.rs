@@ -28,15 +28,32 @@ pub struct Held {
 }
 
 fn open_lock_file(path: &Path) -> Result<File> {
-    OpenOptions::new()
+    let rw = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .mode(0o644)
         .custom_flags(libc::O_CLOEXEC)
-        .open(path)
-        .ctx(|| format!("opening lock file {}", path.display()))
+        .open(path);
+    match rw {
+        Ok(f) => Ok(f),
+        // A read-only file system, or a store owned by another user: flock works on a
+        // descriptor opened for reading, so readers still get their lock.
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EROFS | libc::EACCES | libc::EPERM)
+            ) =>
+        {
+            OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_CLOEXEC)
+                .open(path)
+                .ctx(|| format!("opening lock file {}", path.display()))
+        }
+        Err(e) => Err(e).ctx(|| format!("opening lock file {}", path.display())),
+    }
 }
 
 fn arg(mode: Mode, wait: bool) -> FlockArg {

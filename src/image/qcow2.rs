@@ -1,7 +1,9 @@
 //! The parts of qcow2 (QEMU's docs/interop/qcow2.txt) that vmpool needs, written here so that no
 //! `qemu-img` process is ever started:
 //! - reading an image: header checks, walking L1/L2 to validate it or expand it to raw
-//!   (back ends whose clones are block-level, btrfs and ZFS, store raw data);
+//!   (back ends whose clones are block-level, btrfs and ZFS, store raw data), with every
+//!   option `qemu-img` writes: cluster sizes 512 B to 2 MiB, compat 0.10 and 1.1, zlib and
+//!   zstd compressed clusters, extended L2 entries (subclusters);
 //! - writing an empty overlay whose backing file is an image: the O(1) clone on a directory
 //!   store without reflinks.
 
@@ -117,15 +119,17 @@ impl Header {
                 "qcow2 images with an external data file are not supported".into(),
             ));
         }
-        if inc & INCOMPAT_EXTL2 != 0 {
-            return Err(Error::UnsupportedFormat(
-                "qcow2 images with extended L2 entries are not supported".into(),
-            ));
+        if inc & INCOMPAT_EXTL2 != 0 && h.cluster_bits < 14 {
+            return Err(Error::CorruptImage(format!(
+                "qcow2 image has extended L2 entries with {}-byte clusters (16 KiB is the least)",
+                h.cluster_size()
+            )));
         }
-        if h.compression_type != 0 {
-            return Err(Error::UnsupportedFormat(
-                "qcow2 images compressed with zstd are not supported (zlib is)".into(),
-            ));
+        if h.compression_type > COMPRESSION_ZSTD {
+            return Err(Error::UnsupportedFormat(format!(
+                "qcow2 compression type {} is unknown (zlib and zstd are supported)",
+                h.compression_type
+            )));
         }
         let unknown = inc
             & !(INCOMPAT_DIRTY
@@ -139,7 +143,7 @@ impl Header {
             )));
         }
         let cluster = 1u64 << h.cluster_bits;
-        let per_l2 = cluster / 8;
+        let per_l2 = cluster / h.l2_entry_size();
         let needed = h.size.div_ceil(cluster * per_l2);
         if u64::from(h.l1_size) < needed {
             return Err(Error::CorruptImage(format!(
@@ -155,6 +159,19 @@ impl Header {
     pub fn cluster_size(&self) -> u64 {
         1 << self.cluster_bits
     }
+
+    /// Whether L2 entries are extended (128 bits: the entry and a subcluster bitmap).
+    pub fn extended_l2(&self) -> bool {
+        self.incompatible_features & INCOMPAT_EXTL2 != 0
+    }
+
+    fn l2_entry_size(&self) -> u64 {
+        if self.extended_l2() {
+            16
+        } else {
+            8
+        }
+    }
 }
 
 /// Where one guest cluster's data is.
@@ -162,8 +179,21 @@ impl Header {
 enum Cluster {
     Zero,
     Data(u64),
-    Compressed { offset: u64, len: u64 },
+    Compressed {
+        offset: u64,
+        len: u64,
+    },
+    /// Extended L2: the cluster at `offset` holds the subclusters whose bit is set in
+    /// `allocated` (32 subclusters); the others read as zeros (no backing file).
+    Subclusters {
+        offset: u64,
+        allocated: u32,
+    },
 }
+
+/// Subclusters per cluster with extended L2 entries.
+const SUBCLUSTERS: u64 = 32;
+const COMPRESSION_ZSTD: u8 = 1;
 
 /// The header of a qcow2 file, e.g. to read an overlay's virtual size.
 pub fn read_header(file: &File) -> Result<Header> {
@@ -219,7 +249,10 @@ impl<'a> Image<'a> {
         let file_len = fsutil::byte_size(file)?;
         let header = read_header(file)?;
         header.check_importable()?;
-        if header.l1_table_offset + u64::from(header.l1_size) * 8 > file_len {
+        let l1_end = header
+            .l1_table_offset
+            .checked_add(u64::from(header.l1_size) * 8);
+        if l1_end.is_none_or(|end| end > file_len) {
             return Err(Error::CorruptImage(format!(
                 "truncated qcow2: L1 table at {} is past the end of the {file_len}-byte file",
                 header.l1_table_offset
@@ -241,53 +274,73 @@ impl<'a> Image<'a> {
     fn walk(&self, mut visit: impl FnMut(u64, Cluster) -> Result<()>) -> Result<()> {
         let h = &self.header;
         let cs = h.cluster_size();
-        let per_l2 = cs / 8;
+        let entry = h.l2_entry_size();
+        let per_l2 = cs / entry;
+        // At most l1_size entries (checked against the file's length at open), so this
+        // allocation is bounded by the file, whatever the header claims.
         let l1_entries = h.size.div_ceil(cs * per_l2) as usize;
         let mut l1 = vec![0u8; l1_entries * 8];
         read_exact_at(self.file, &mut l1, h.l1_table_offset, "qcow2 L1 table")?;
         let mut l2 = vec![0u8; cs as usize];
         let x = 62 - (h.cluster_bits - 8);
+        let past_end = |what: String, at: u64| {
+            Error::CorruptImage(format!(
+                "truncated qcow2: {what} at offset {at} is past the end of the {}-byte file",
+                self.file_len
+            ))
+        };
         for (i, e) in l1.chunks_exact(8).enumerate() {
-            let l2_off = u64::from_be_bytes(e.try_into().unwrap()) & OFFSET_MASK;
+            let l2_off = be64(e, 0) & OFFSET_MASK;
             if l2_off == 0 {
                 continue;
             }
-            if l2_off + cs > self.file_len {
-                return Err(Error::CorruptImage(format!(
-                    "truncated qcow2: L2 table at offset {l2_off} is past the end of the {}-byte file",
-                    self.file_len
-                )));
+            if l2_off.checked_add(cs).is_none_or(|end| end > self.file_len) {
+                return Err(past_end("L2 table".into(), l2_off));
             }
             read_exact_at(self.file, &mut l2, l2_off, "qcow2 L2 table")?;
-            for (j, e) in l2.chunks_exact(8).enumerate() {
+            for (j, e) in l2.chunks_exact(entry as usize).enumerate() {
                 let guest = (i as u64 * per_l2 + j as u64) * cs;
                 if guest >= h.size {
                     break;
                 }
-                let e = u64::from_be_bytes(e.try_into().unwrap());
-                let c = if e & L2_COMPRESSED != 0 {
-                    let offset = e & ((1u64 << x) - 1);
-                    let sectors = ((e >> x) & ((1u64 << (h.cluster_bits - 8)) - 1)) + 1;
+                let word = be64(e, 0);
+                let c = if word & L2_COMPRESSED != 0 {
+                    let offset = word & ((1u64 << x) - 1);
+                    let sectors = ((word >> x) & ((1u64 << (h.cluster_bits - 8)) - 1)) + 1;
                     Cluster::Compressed {
                         offset,
                         len: sectors * 512 - (offset & 511),
                     }
-                } else if h.version >= 3 && e & L2_ZERO != 0 {
+                } else if h.extended_l2() {
+                    let bitmap = be64(e, 8);
+                    let allocated = bitmap as u32;
+                    let offset = word & OFFSET_MASK;
+                    if allocated == 0 {
+                        // Unallocated or zero subclusters only: all zeros without a backing
+                        // file. A zero-flagged subcluster is written as a hole anyway.
+                        continue;
+                    }
+                    if offset == 0 {
+                        return Err(Error::CorruptImage(format!(
+                            "qcow2 guest offset {guest} has allocated subclusters but no host cluster"
+                        )));
+                    }
+                    Cluster::Subclusters { offset, allocated }
+                } else if h.version >= 3 && word & L2_ZERO != 0 {
                     Cluster::Zero
-                } else if e & OFFSET_MASK != 0 {
-                    Cluster::Data(e & OFFSET_MASK)
+                } else if word & OFFSET_MASK != 0 {
+                    Cluster::Data(word & OFFSET_MASK)
                 } else {
                     continue;
                 };
                 let start = match c {
-                    Cluster::Data(o) | Cluster::Compressed { offset: o, .. } => o,
+                    Cluster::Data(o)
+                    | Cluster::Compressed { offset: o, .. }
+                    | Cluster::Subclusters { offset: o, .. } => o,
                     Cluster::Zero => 0,
                 };
                 if start >= self.file_len {
-                    return Err(Error::CorruptImage(format!(
-                        "truncated qcow2: data of guest offset {guest} is at {start}, past the end of the {}-byte file",
-                        self.file_len
-                    )));
+                    return Err(past_end(format!("data of guest offset {guest}"), start));
                 }
                 visit(guest, c)?;
             }
@@ -300,32 +353,94 @@ impl<'a> Image<'a> {
         self.walk(|_, _| Ok(()))
     }
 
+    /// Read up to `out.len()` bytes at `off`, zero-filling what lies past the end of the file
+    /// (qemu-img may leave the last cluster short).
+    fn read_tolerant(&self, out: &mut [u8], off: u64, what: &str) -> Result<()> {
+        out.fill(0);
+        let avail = (self.file_len - off).min(out.len() as u64) as usize;
+        read_exact_at(self.file, &mut out[..avail], off, what)
+    }
+
+    /// Inflate one compressed cluster into `out` (exactly one cluster): a stream that ends
+    /// early is corruption, as qemu-img treats it.
+    fn decompress(&self, packed: &[u8], out: &mut [u8], guest: u64) -> Result<()> {
+        let bad = |why: String| {
+            Error::CorruptImage(format!(
+                "qcow2 compressed cluster at guest offset {guest} does not decompress: {why}"
+            ))
+        };
+        if self.header.compression_type == COMPRESSION_ZSTD {
+            use zstd::stream::raw::{Decoder, InBuffer, Operation, OutBuffer};
+            let mut d = Decoder::new().map_err(|e| bad(e.to_string()))?;
+            let mut input = InBuffer::around(packed);
+            let mut output = OutBuffer::around(out);
+            // The compressed bytes may be followed by unrelated data up to the sector end;
+            // stop as soon as the cluster is whole.
+            while output.pos() < output.capacity() {
+                let before = (input.pos, output.pos());
+                d.run(&mut input, &mut output)
+                    .map_err(|e| bad(e.to_string()))?;
+                if (input.pos, output.pos()) == before {
+                    return Err(bad(format!(
+                        "the stream ends after {} of {} bytes",
+                        output.pos(),
+                        output.capacity()
+                    )));
+                }
+            }
+            Ok(())
+        } else {
+            let mut z = flate2::Decompress::new(false);
+            z.decompress(packed, out, flate2::FlushDecompress::Finish)
+                .map_err(|e| bad(e.to_string()))?;
+            if z.total_out() != out.len() as u64 {
+                return Err(bad(format!(
+                    "the stream ends after {} of {} bytes",
+                    z.total_out(),
+                    out.len()
+                )));
+            }
+            Ok(())
+        }
+    }
+
     /// Write the guest-visible contents to `dst` (a new sparse file or an empty zvol) at their
     /// guest offsets. All-zero clusters are skipped, so the target stays thin.
     pub fn expand_to(&self, dst: &File, progress: &mut dyn FnMut(u64) -> Result<()>) -> Result<()> {
         let cs = self.header.cluster_size();
         let size = self.header.size;
         let mut buf = vec![0u8; cs as usize];
+        let mut full = vec![0u8; cs as usize];
         let mut packed = Vec::new();
         self.walk(|guest, c| {
             let want = cs.min(size - guest) as usize;
             let out = &mut buf[..want];
             match c {
                 Cluster::Zero => return progress(guest + want as u64),
-                Cluster::Data(off) => {
+                Cluster::Data(off) => self.read_tolerant(out, off, "qcow2 data cluster")?,
+                Cluster::Subclusters { offset, allocated } => {
+                    let sc = cs / SUBCLUSTERS;
                     out.fill(0);
-                    let avail = (self.file_len - off).min(want as u64) as usize;
-                    read_exact_at(self.file, &mut out[..avail], off, "qcow2 data cluster")?;
+                    for k in 0..SUBCLUSTERS {
+                        let at = (k * sc) as usize;
+                        if allocated & (1 << k) == 0 || at >= want {
+                            continue;
+                        }
+                        let end = (at + sc as usize).min(want);
+                        let host = offset + k * sc;
+                        if host >= self.file_len {
+                            return Err(Error::CorruptImage(format!(
+                                "truncated qcow2: subcluster {k} of guest offset {guest} is past the end of the file"
+                            )));
+                        }
+                        self.read_tolerant(&mut out[at..end], host, "qcow2 subcluster")?;
+                    }
                 }
                 Cluster::Compressed { offset, len } => {
                     let len = len.min(self.file_len - offset) as usize;
                     packed.resize(len, 0);
                     read_exact_at(self.file, &mut packed, offset, "qcow2 compressed cluster")?;
-                    let mut full = vec![0u8; cs as usize];
-                    let mut z = flate2::Decompress::new(false);
-                    z.decompress(&packed, &mut full, flate2::FlushDecompress::Finish).map_err(|e| {
-                        Error::CorruptImage(format!("qcow2 compressed cluster at guest offset {guest} does not inflate: {e}"))
-                    })?;
+                    self.decompress(&packed, &mut full, guest)?;
                     out.copy_from_slice(&full[..want]);
                 }
             }

@@ -12,6 +12,57 @@ use std::fs::File;
 use std::path::Path;
 use uuid::Uuid;
 
+/// Open an image source for reading: only a regular file or a block device. Opened
+/// non-blocking and checked with fstat before any read, so a FIFO, a socket, a terminal or a
+/// directory is refused at once instead of blocking the caller forever.
+fn open_source(path: &Path) -> Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let src = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::not_found("file", path.display().to_string()))
+        }
+        // A socket cannot be opened at all: say what it is, not the errno.
+        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
+            let md = std::fs::metadata(path).ctx(|| format!("stat {}", path.display()))?;
+            return Err(not_importable(path, md.file_type()));
+        }
+        Err(e) => return Err(e).ctx(|| format!("opening {}", path.display())),
+    };
+    let t = src
+        .metadata()
+        .ctx(|| format!("stat {}", path.display()))?
+        .file_type();
+    if t.is_file() || std::os::unix::fs::FileTypeExt::is_block_device(&t) {
+        Ok(src)
+    } else {
+        Err(not_importable(path, t))
+    }
+}
+
+fn not_importable(path: &Path, t: std::fs::FileType) -> Error {
+    use std::os::unix::fs::FileTypeExt;
+    let what = if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_char_device() {
+        "a character device"
+    } else {
+        "not a regular file"
+    };
+    Error::invalid(format!(
+        "{} is {what}; import a regular file or a block device",
+        path.display()
+    ))
+}
+
 /// Progress of a long call: `(bytes done, bytes total)`; return `false` to cancel.
 pub type Progress<'a> = &'a mut dyn FnMut(u64, u64) -> bool;
 
@@ -31,20 +82,7 @@ impl Store {
             .unwrap_or_default();
         let v = req.validated(&stem)?;
 
-        let src = File::open(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Error::not_found("file", path.display().to_string()),
-            _ => Error::Io {
-                context: format!("opening {}", path.display()),
-                source: e,
-            },
-        })?;
-        let md = src.metadata().ctx(|| format!("stat {}", path.display()))?;
-        if md.is_dir() {
-            return Err(Error::invalid(format!(
-                "{} is a directory, not an image file",
-                path.display()
-            )));
-        }
+        let src = open_source(path)?;
         let probe = format::probe(&src, v.format)?;
         self.limits.image_bytes(probe.virtual_size)?;
         if let Some(expected) = v.size_bytes {
@@ -221,13 +259,14 @@ impl Store {
                 names.join(", ")
             )));
         }
-        let entry = self.begin(
-            Op::ImageDelete {
-                uuid: u,
-                format: m.disk_format,
-            },
+        // The manifest itself becomes the journal entry (a link: works on a full disk).
+        let entry = self.begin_delete(
+            &format!("image-{u}"),
+            &self.catalog.image_path(&u),
             |pid| Error::Busy(format!("image {u} is being changed by process {pid}")),
+            || Error::not_found("image", u.to_string()),
         )?;
+        fail_point!("image_delete.journaled");
         self.catalog.remove_image(&u)?;
         fail_point!("image_delete.unlisted");
         self.driver.image_destroy(&u, m.disk_format)?;

@@ -3,7 +3,14 @@
 //! its lock is free; the next open of the store finds it and the store rolls the operation back
 //! (creations) or forward (deletions). One entry per object key also keeps two processes from
 //! working on the same image or VM at once.
+//!
+//! Two kinds of entry share the key space (`<kind>-<uuid>.json`):
+//! - an operation body ([`Op`], pid, start time), written for imports and creates;
+//! - for deletes, the object's catalog record itself, hard-linked into the journal: a delete
+//!   must work on a file system that is 100% full (deleting is how an operator frees space),
+//!   and a link needs no new data block. The record says everything recovery needs.
 
+use super::catalog::records::{ImageRecord, VmRecord};
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::{self, TMP_PREFIX};
 use crate::image::DiskFormat;
@@ -13,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
@@ -134,8 +142,65 @@ impl Journal {
             started_at: crate::now_rfc3339(),
         };
         let bytes = serde_json::to_vec_pretty(&body).map_err(|e| Error::Internal(e.to_string()))?;
-        // Written and locked under a temp name, then linked into place: an entry is never
-        // visible unlocked or half-written, and link() refuses an existing key atomically.
+        let path = self.path(&key);
+        // Written and locked first, then linked into place: an entry is never visible
+        // unlocked or half-written, and link() refuses an existing key atomically. The
+        // entry is written as an unnamed file (O_TMPFILE), so a process killed before the
+        // link leaves nothing at all; where the file system cannot, under a temp name.
+        let linked = match OpenOptions::new()
+            .write(true)
+            .read(true)
+            .mode(0o644)
+            .custom_flags(libc::O_TMPFILE | libc::O_CLOEXEC)
+            .open(&self.dir)
+        {
+            Ok(f) => {
+                let mut lock = lock::lock_new(f, &self.dir)?;
+                lock.write_all(&bytes)
+                    .ctx(|| format!("writing journal entry {}", path.display()))?;
+                lock.sync_all()
+                    .ctx(|| format!("syncing journal entry {}", path.display()))?;
+                let proc_path = format!("/proc/self/fd/{}", lock.as_raw_fd());
+                match nix::unistd::linkat(
+                    None,
+                    Path::new(&proc_path),
+                    None,
+                    path.as_path(),
+                    nix::fcntl::AtFlags::AT_SYMLINK_FOLLOW,
+                ) {
+                    Ok(()) => Some(lock),
+                    Err(nix::errno::Errno::EEXIST) => None,
+                    Err(e) => {
+                        return Err(e).ctx(|| format!("linking journal entry {}", path.display()))
+                    }
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)
+                ) =>
+            {
+                self.begin_named(&key, &bytes, &path)?
+            }
+            Err(e) => return Err(e).ctx(|| format!("creating journal entry {}", path.display())),
+        };
+        match linked {
+            Some(lock) => {
+                fsutil::sync_dir(&self.dir)?;
+                Ok(Begin::Started(Entry {
+                    op: body.op,
+                    pid: body.pid,
+                    path,
+                    _lock: lock,
+                }))
+            }
+            None => self.contended(&path),
+        }
+    }
+
+    /// `begin` on a file system without O_TMPFILE: a temp name, then link, then unlink.
+    fn begin_named(&self, key: &str, bytes: &[u8], path: &Path) -> Result<Option<Flock<File>>> {
         let tmp = self
             .dir
             .join(format!("{TMP_PREFIX}{}-{key}", fsutil::token()));
@@ -147,40 +212,83 @@ impl Journal {
             .custom_flags(libc::O_CLOEXEC)
             .open(&tmp)
             .ctx(|| format!("creating journal entry {}", tmp.display()))?;
-        let path = self.path(&key);
         let linked = (|| {
             let mut lock = lock::lock_new(f, &tmp)?;
-            lock.write_all(&bytes)
+            lock.write_all(bytes)
                 .ctx(|| format!("writing {}", tmp.display()))?;
             lock.sync_all()
                 .ctx(|| format!("syncing {}", tmp.display()))?;
-            match fs::hard_link(&tmp, &path) {
+            match fs::hard_link(&tmp, path) {
                 Ok(()) => Ok(Some(lock)),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(None),
                 Err(e) => Err(e).ctx(|| format!("linking {}", path.display())),
             }
         })();
         let _ = fs::remove_file(&tmp);
-        match linked? {
-            Some(lock) => {
+        linked
+    }
+
+    /// Begin deleting the object whose catalog record is at `record`, under `key`, by linking
+    /// the record into the journal. Needs no new data block. `NotFound` if the record is gone.
+    pub fn begin_delete(&self, key: &str, record: &Path) -> Result<Begin> {
+        let f = match OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(record)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::not_found("record", record.display().to_string()))
+            }
+            Err(e) => return Err(e).ctx(|| format!("opening {}", record.display())),
+        };
+        // Read through the descriptor we will lock: the entry is this inode, whatever the name
+        // points to meanwhile.
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut &f, &mut bytes)
+            .ctx(|| format!("reading {}", record.display()))?;
+        let (op, pid) = parse_entry(key, &bytes)
+            .map_err(|e| Error::Internal(format!("{}: {e}", record.display())))?;
+        let path = self.path(key);
+        // Lock the record's inode before it becomes the entry: from the moment it is linked,
+        // a live lock on it tells others the delete is in flight.
+        let lock = match lock::lock_new(f, record) {
+            Ok(l) => l,
+            Err(_) => return self.contended(&path),
+        };
+        match fs::hard_link(record, &path) {
+            Ok(()) => {
                 fsutil::sync_dir(&self.dir)?;
                 Ok(Begin::Started(Entry {
-                    op: body.op,
-                    pid: body.pid,
+                    op,
+                    pid,
                     path,
                     _lock: lock,
                 }))
             }
-            None => match self.take_over(&path)? {
-                Some(entry) => Ok(Begin::Abandoned(entry)),
-                None => {
-                    let pid = fs::read(&path)
-                        .ok()
-                        .and_then(|b| serde_json::from_slice::<Body>(&b).ok())
-                        .map_or(0, |b| b.pid);
-                    Ok(Begin::InFlight { pid })
-                }
-            },
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                drop(lock);
+                self.contended(&path)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(Error::not_found("record", record.display().to_string()))
+            }
+            Err(e) => Err(e).ctx(|| format!("linking {} to {}", record.display(), path.display())),
+        }
+    }
+
+    /// Someone holds (or held) the key: take a dead owner's entry over, or say who is working.
+    fn contended(&self, path: &Path) -> Result<Begin> {
+        match self.take_over(path)? {
+            Some(entry) => Ok(Begin::Abandoned(entry)),
+            None => {
+                let key = key_of(path);
+                let pid = fs::read(path)
+                    .ok()
+                    .and_then(|b| parse_entry(&key, &b).ok())
+                    .map_or(0, |(_, pid)| pid);
+                Ok(Begin::InFlight { pid })
+            }
         }
     }
 
@@ -190,8 +298,8 @@ impl Journal {
             return Ok(None);
         };
         let bytes = fs::read(path).ctx(|| format!("reading {}", path.display()))?;
-        match serde_json::from_slice::<Body>(&bytes) {
-            Ok(body) => Ok(Some(Entry { op: body.op, pid: body.pid, path: path.to_owned(), _lock: lock })),
+        match parse_entry(&key_of(path), &bytes) {
+            Ok((op, pid)) => Ok(Some(Entry { op, pid, path: path.to_owned(), _lock: lock })),
             Err(e) => Err(Error::Internal(format!(
                 "journal entry {} is unreadable ({e}); it was written by a newer or broken vmpool, or is not vmpool's; it is left in place and skipped",
                 path.display()
@@ -223,5 +331,77 @@ impl Journal {
             }
         }
         Ok((out, unreadable))
+    }
+}
+
+/// The key of an entry path (`vm-<uuid>` of `.../vm-<uuid>.json`).
+fn key_of(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy())
+        .and_then(|n| n.strip_suffix(".json").map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// Read a journal entry stored under `key`: an operation body, or (for a delete) the object's
+/// catalog record. Returns the operation and the pid that started it (0 when unknown). Never
+/// panics, whatever the bytes (fuzzed).
+pub fn parse_entry(key: &str, bytes: &[u8]) -> std::result::Result<(Op, u32), String> {
+    let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    if v.get("op").is_some() {
+        let body: Body = serde_json::from_value(v).map_err(|e| e.to_string())?;
+        if body.op.key() != key {
+            return Err(format!("the entry is for {}, not {key}", body.op.key()));
+        }
+        return Ok((body.op, body.pid));
+    }
+    let (op, uuid) = if key.starts_with("vm-") {
+        let r: VmRecord = serde_json::from_value(v).map_err(|e| format!("VM record: {e}"))?;
+        (
+            Op::VmDelete {
+                uuid: r.uuid,
+                image_uuid: r.image_uuid,
+            },
+            r.uuid,
+        )
+    } else if key.starts_with("image-") {
+        let r: ImageRecord = serde_json::from_value(v).map_err(|e| format!("image record: {e}"))?;
+        (
+            Op::ImageDelete {
+                uuid: r.uuid,
+                format: r.disk_format,
+            },
+            r.uuid,
+        )
+    } else {
+        return Err(format!("unknown journal key {key:?}"));
+    };
+    if op.key() != key {
+        return Err(format!("the record is of {uuid}, not {key}"));
+    }
+    Ok((op, 0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_of_both_kinds_parse_and_garbage_does_not() {
+        let u = "11111111-1111-4111-8111-111111111111";
+        let body = format!(
+            r#"{{"op":"vm_create","uuid":"{u}","image_uuid":"{u}","image_format":"raw","pid":7,"started_at":"x"}}"#
+        );
+        let (op, pid) = parse_entry(&format!("vm-{u}"), body.as_bytes()).unwrap();
+        assert!(matches!(op, Op::VmCreate { .. }));
+        assert_eq!(pid, 7);
+        assert!(parse_entry(&format!("image-{u}"), body.as_bytes()).is_err());
+        let rec = format!(
+            r#"{{"uuid":"{u}","alias":"a","owner":"o","image_uuid":"{u}","vcpus":1,"ram_mib":64,"disk_gib":1,"created_at":"x","state":"stopped","disk_path":"/x","disk_format":"raw","disk_size_bytes":1,"clone_method":"reflink"}}"#
+        );
+        let (op, _) = parse_entry(&format!("vm-{u}"), rec.as_bytes()).unwrap();
+        assert!(matches!(op, Op::VmDelete { .. }));
+        for junk in [&b""[..], b"{", b"[]", b"{\"op\":\"explode\"}", b"\xff\xfe"] {
+            assert!(parse_entry(&format!("vm-{u}"), junk).is_err());
+        }
     }
 }

@@ -294,6 +294,31 @@ impl Store {
         Err(conflict(0))
     }
 
+    /// Start deleting the object whose record is at `record`, under `key` (see
+    /// `Journal::begin_delete`: no new blocks needed). A dead predecessor on the key is
+    /// recovered first; a live one makes this fail with `conflict(pid)`; a record that is gone
+    /// gives `gone()`.
+    fn begin_delete(
+        &self,
+        key: &str,
+        record: &Path,
+        conflict: impl Fn(u32) -> Error,
+        gone: impl Fn() -> Error,
+    ) -> Result<Entry> {
+        for _ in 0..3 {
+            match self.journal.begin_delete(key, record) {
+                Ok(Begin::Started(e)) => return Ok(e),
+                Ok(Begin::InFlight { pid }) => return Err(conflict(pid)),
+                Ok(Begin::Abandoned(dead)) => {
+                    self.undo(dead)?;
+                }
+                Err(Error::NotFound { .. }) => return Err(gone()),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(conflict(0))
+    }
+
     /// Finish what a dead process left: creations are rolled back, deletions completed.
     fn undo(&self, entry: Entry) -> Result<Recovery> {
         let mut r = Recovery::default();
@@ -373,10 +398,14 @@ impl Store {
         let stale = std::time::Duration::from_secs(60);
         let dirs = [self.catalog_dir(), self.journal.dir()];
         for dir in dirs.into_iter().chain(self.catalog.dirs()) {
-            for p in fsutil::remove_stale_temps(dir, stale)? {
-                report
-                    .cleaned
-                    .push(format!("removed stale temp file {}", p.display()));
+            // Best effort: on a read-only store (or one we may not write) reading must go on.
+            match fsutil::remove_stale_temps(dir, stale) {
+                Ok(removed) => report.cleaned.extend(
+                    removed
+                        .iter()
+                        .map(|p| format!("removed stale temp file {}", p.display())),
+                ),
+                Err(e) => report.errors.push(e.to_string()),
             }
         }
         *self.last_recovery.lock().unwrap_or_else(|p| p.into_inner()) = report.clone();

@@ -102,27 +102,28 @@ impl Store {
     /// clone of the VM's image (someone put another file there) is left untouched.
     pub fn delete_vm(&self, u: Uuid) -> Result<()> {
         let _shared = self.lock(Mode::Shared)?;
-        let r = self
-            .catalog
-            .vm(&u)?
-            .ok_or_else(|| Error::not_found("VM", u.to_string()))?;
-        let op = Op::VmDelete {
-            uuid: u,
-            image_uuid: r.image_uuid,
+        // The record itself becomes the journal entry (a link: works on a full disk).
+        let entry = self.begin_delete(
+            &format!("vm-{u}"),
+            &self.catalog.vm_path(&u),
+            |pid| {
+                Error::Busy(format!(
+                    "VM {u} is being created or deleted by process {pid}"
+                ))
+            },
+            || Error::not_found("VM", u.to_string()),
+        )?;
+        let Op::VmDelete { image_uuid, .. } = entry.op else {
+            return Err(Error::Internal(format!(
+                "VM {u}: unexpected journal entry {:?}",
+                entry.op
+            )));
         };
-        let entry = self.begin(op, |pid| {
-            Error::Busy(format!(
-                "VM {u} is being created or deleted by process {pid}"
-            ))
-        })?;
-        if !self.catalog.remove_vm(&u)? {
-            // Someone else deleted it between our read and our journal entry.
-            entry.finish()?;
-            return Err(Error::not_found("VM", u.to_string()));
-        }
+        fail_point!("vm_delete.journaled");
+        self.catalog.remove_vm(&u)?;
         fail_point!("vm_delete.unlisted");
         // A foreign disk at the name is left as it is; the VM is gone either way.
-        self.driver.vm_destroy(&u, &r.image_uuid)?;
+        self.driver.vm_destroy(&u, &image_uuid)?;
         entry.finish()
     }
 }

@@ -91,6 +91,60 @@ static void *thread_error(void *arg) {
     return NULL;
 }
 
+/* Freeing a store while another thread is inside a call on it (issue 9): the call must
+ * finish normally, on memory that is still the store's (valgrind and ASan check that). */
+struct race {
+    vmpool_store *store;
+    const char *image;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int in_call, freed, rc;
+    char *manifest;
+};
+
+static int race_progress(void *userdata, uint64_t done, uint64_t total) {
+    (void)done;
+    (void)total;
+    struct race *r = userdata;
+    pthread_mutex_lock(&r->mu);
+    if (!r->in_call) {
+        r->in_call = 1;
+        pthread_cond_broadcast(&r->cv);
+        while (!r->freed) pthread_cond_wait(&r->cv, &r->mu);
+    }
+    pthread_mutex_unlock(&r->mu);
+    return 0;
+}
+
+static void *race_import(void *arg) {
+    struct race *r = arg;
+    r->rc = vmpool_image_import_with_progress(r->store, r->image, "{\"name\":\"racing\"}",
+                                              race_progress, r, &r->manifest);
+    return NULL;
+}
+
+static void free_during_call(const char *uri, const char *image) {
+    struct race r = {0};
+    pthread_mutex_init(&r.mu, NULL);
+    pthread_cond_init(&r.cv, NULL);
+    r.image = image;
+    EXPECT(vmpool_store_open(uri, &r.store), VMPOOL_RESULT_OK);
+    pthread_t t;
+    pthread_create(&t, NULL, race_import, &r);
+    pthread_mutex_lock(&r.mu);
+    while (!r.in_call) pthread_cond_wait(&r.cv, &r.mu);
+    pthread_mutex_unlock(&r.mu);
+    vmpool_store_free(r.store); /* the import is in flight on the other thread */
+    pthread_mutex_lock(&r.mu);
+    r.freed = 1;
+    pthread_cond_broadcast(&r.cv);
+    pthread_mutex_unlock(&r.mu);
+    pthread_join(t, NULL);
+    CHECK(r.rc == VMPOOL_RESULT_OK);
+    CHECK(r.manifest != NULL && strstr(r.manifest, "\"racing\"") != NULL);
+    vmpool_string_free(r.manifest);
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) {
         fprintf(stderr, "usage: %s STORE_DIR\n", argv[0]);
@@ -125,6 +179,9 @@ int main(int argc, char **argv) {
     CHECK(store == (vmpool_store *)0x1);
     EXPECT(vmpool_store_open(uri, &store), VMPOOL_RESULT_OK);
     CHECK(strcmp(vmpool_last_error(), "") == 0);
+    char race_uri[4200];
+    snprintf(race_uri, sizeof race_uri, "dir:%s/race-store?clone=qcow2", argv[1]);
+    free_during_call(race_uri, img);
 
     char *info = NULL;
     EXPECT(vmpool_store_info(store, &info), VMPOOL_RESULT_OK);

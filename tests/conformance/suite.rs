@@ -890,6 +890,159 @@ pub fn foreign_disk_survives_recovery_and_delete(f: &dyn Fixture) {
     assert!(journal_empty(&s));
 }
 
+/// Every `fail_point!` in src/, as written there (so a new step cannot be forgotten: each
+/// must have a scenario below, or this fails).
+fn failpoints_in_source() -> Vec<String> {
+    let mut names = Vec::new();
+    let mut dirs = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("src")];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                let text = std::fs::read_to_string(&p).unwrap();
+                for part in text.split("fail_point!(\"").skip(1) {
+                    names.push(part.split('"').next().unwrap().to_owned());
+                }
+            }
+        }
+    }
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// What the catalog and the back end hold, and the bytes of every record: two snapshots are
+/// equal exactly when nothing was touched.
+fn snapshot(s: &Store, f: &dyn Fixture, uri: &str) -> (BTreeSet<String>, Vec<String>) {
+    let mut records: Vec<String> = s.images().unwrap().iter().map(image_json).collect();
+    records.extend(s.vms(None).unwrap().iter().map(vm_json));
+    (f.volumes(uri), records)
+}
+
+/// Kill and fail every step of every multi-step operation; after reopening the store the
+/// operation either happened completely or not at all, nothing is half-made or left over,
+/// and no other object was touched.
+pub fn every_failpoint_kill_and_error(f: &dyn Fixture) {
+    let tmp = scratch();
+    let src = small_raw(tmp.path());
+    let points = failpoints_in_source();
+    let mut cases = 0;
+    for point in &points {
+        for action in ["kill", "error"] {
+            let uri = f.new_store();
+            let s = Store::open(Some(&uri)).unwrap();
+            // Bystanders that no operation here may touch, and the targets of the deletes.
+            let other = import(&s, &src, r#"{"name":"bystander"}"#);
+            let other_vm = s
+                .create_vm(&payload(&other.uuid, "bystander", "o", 1))
+                .unwrap();
+            let target = import(&s, &src, r#"{"name":"target"}"#);
+            let target_vm = s
+                .create_vm(&payload(&target.uuid, "target", "o", 1))
+                .unwrap();
+            let new = Uuid::new_v4();
+            let (args, stdin): (Vec<String>, Option<String>) = match point.split('.').next() {
+                Some("import") => (
+                    vec![
+                        "image".into(),
+                        "import".into(),
+                        src.display().to_string(),
+                        "--uuid".into(),
+                        new.to_string(),
+                    ],
+                    None,
+                ),
+                Some("vm_create") => (
+                    vec!["vm".into(), "create".into(), "-".into()],
+                    Some(format!(
+                        r#"{{"uuid":"{new}","alias":"n","owner":"o","image_uuid":"{}","vcpus":1,"ram_mib":128,"disk_gib":1}}"#,
+                        target.uuid
+                    )),
+                ),
+                Some("vm_delete") => (
+                    vec!["vm".into(), "delete".into(), target_vm.uuid.to_string()],
+                    None,
+                ),
+                Some("image_delete") => {
+                    s.delete_vm(target_vm.uuid).unwrap();
+                    (
+                        vec!["image".into(), "delete".into(), target.uuid.to_string()],
+                        None,
+                    )
+                }
+                _ => panic!(
+                    "failpoint {point} has no scenario in every_failpoint_kill_and_error: add one"
+                ),
+            };
+            let before = snapshot(&s, f, &uri);
+            let fp = format!("{point}={action}");
+            let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+            let out = ctl(&uri, &argv, &[("VMPOOL_FAILPOINTS", &fp)], stdin.as_deref());
+            use std::os::unix::process::ExitStatusExt;
+            match action {
+                "kill" => assert_eq!(out.status.signal(), Some(9), "{fp}: {out:?}"),
+                _ => assert_eq!(
+                    out.status.code(),
+                    Some(Code::VMPOOL_RESULT_INTERNAL as i32),
+                    "{fp}: {out:?}"
+                ),
+            }
+            let s = Store::open(Some(&uri)).unwrap();
+            let rec = s.info().last_recovery;
+            assert!(
+                rec.errors.is_empty() && rec.kept.is_empty(),
+                "{fp}: {rec:?}"
+            );
+            assert!(journal_empty(&s), "{fp}: journal not empty");
+            let after = snapshot(&s, f, &uri);
+            // What the catalog lists is exactly what the back end holds.
+            let listed = expect(
+                &s.images()
+                    .unwrap()
+                    .iter()
+                    .map(|m| m.uuid)
+                    .collect::<Vec<_>>(),
+                &s.vms(None)
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.uuid)
+                    .collect::<Vec<_>>(),
+            );
+            assert_eq!(after.0, listed, "{fp}: half-made or leftover volumes");
+            // Either nothing changed, or the operation is complete; the bystanders never move.
+            let changed: BTreeSet<&String> = before
+                .1
+                .iter()
+                .collect::<BTreeSet<_>>()
+                .symmetric_difference(&after.1.iter().collect())
+                .copied()
+                .collect();
+            for r in &changed {
+                assert!(
+                    !r.contains(&other.uuid.to_string()) && !r.contains(&other_vm.uuid.to_string()),
+                    "{fp}: a bystander changed: {r}"
+                );
+            }
+            let done = match point.split('.').next().unwrap() {
+                "import" => s.image(new).is_ok(),
+                "vm_create" => s.vm(new).is_ok(),
+                "vm_delete" => s.vm(target_vm.uuid).is_err(),
+                _ => s.image(target.uuid).is_err(),
+            };
+            if !done {
+                assert_eq!(after, before, "{fp}: not done, yet something changed");
+            }
+            cases += 1;
+        }
+    }
+    eprintln!(
+        "fault injection: {} failpoints x 2 actions = {cases} cases, all clean",
+        points.len()
+    );
+}
+
 /// The suite as `#[test]` functions for one fixture: `conformance_suite!(FIXTURE)`, plus any
 /// attributes (e.g. `#[ignore = "..."]`) to put on every test.
 #[macro_export]
@@ -900,7 +1053,8 @@ macro_rules! conformance_suite {
             import_failure_each_step import_refusals clone_constant_in_image_size
             clone_grows_never_shrinks vm_lifecycle vm_refusals image_delete_with_dependents
             killed_midway_vm_and_delete concurrent_creates_threads concurrent_creates_processes
-            cli_matches_library foreign_disk_survives_recovery_and_delete);
+            cli_matches_library foreign_disk_survives_recovery_and_delete
+            every_failpoint_kill_and_error);
     };
     (@tests $fx:expr; $attrs:tt; $name:ident $($rest:ident)*) => {
         $crate::conformance_suite!(@one $fx; $attrs; $name);

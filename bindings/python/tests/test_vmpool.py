@@ -170,3 +170,45 @@ def test_library_lookup_names_every_place(monkeypatch):
     monkeypatch.setenv("VMPOOL_LIB", "/nonexistent/libvmpool.so")
     c = vmpool.library_candidates()
     assert c[0] == "/nonexistent/libvmpool.so" and any("libvmpool.so.0" in x for x in c)
+
+
+def test_close_during_a_call_in_flight(env):
+    """Closing while another thread is inside a call: the call finishes with its real result
+    (the handle is released after it), and later calls raise Closed."""
+    s, img, uri, _ = env
+    started, go_on, result = threading.Event(), threading.Event(), {}
+
+    def progress(done, total):
+        if not started.is_set():
+            started.set()
+            go_on.wait(10)
+        return True
+
+    def worker():
+        result["image"] = s.import_image(img, name="racing", progress=progress)
+
+    t = threading.Thread(target=worker)
+    t.start()
+    assert started.wait(10)
+    s.close()  # must not block on, nor free under, the import
+    assert s.closed
+    go_on.set()
+    t.join(30)
+    assert result["image"].name == "racing"
+    with pytest.raises(vmpool.Closed):
+        s.images()
+    with Store.open(uri) as again:
+        assert [m.uuid for m in again.images()] == [result["image"].uuid]
+
+
+@pytest.mark.parametrize("call", [
+    lambda s, img: s.vms(owner="alice\0x"),
+    lambda s, img: s.import_image(str(img) + "\0/../x"),
+    lambda s, img: s.vm("00000000-0000-4000-8000-000000000000\0"),
+    lambda s, img: Store.open("dir:/tmp/x\0y"),
+])
+def test_strings_with_nul_are_refused_not_cut(env, call):
+    s, img, _, _ = env
+    with pytest.raises(vmpool.InvalidArgument, match="NUL"):
+        call(s, img)
+    assert s.images() == []

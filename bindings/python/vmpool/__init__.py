@@ -13,10 +13,12 @@ waits. A :class:`Store` may be shared by threads.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import json
 import os
+import threading
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Type, TypeVar, Union
@@ -26,7 +28,7 @@ __all__ = [
     "NullPointer", "InvalidUtf8", "StringTooLong", "InvalidJson", "InvalidArgument",
     "NotFound", "AlreadyExists", "InUse", "NotAStore", "Busy", "Cancelled",
     "ChecksumMismatch", "CorruptImage", "UnsupportedFormat", "Unsupported", "IoError",
-    "NoSpace", "PermissionDenied", "Backend", "Panic", "Internal", "ArgumentError",
+    "NoSpace", "PermissionDenied", "Backend", "Panic", "Internal", "ArgumentError", "Closed",
 ]
 
 
@@ -106,6 +108,10 @@ class ArgumentError(VmpoolError):
     """Errors of the caller's arguments."""
 
 
+class Closed(VmpoolError):
+    """The :class:`Store` was closed; no library code (the binding refuses the call)."""
+
+
 def _cls(name: str, code: int, base: Type[VmpoolError] = VmpoolError) -> Type[VmpoolError]:
     return type(name, (base,), {"code": code, "__doc__": f"vmpool result {code}"})
 
@@ -156,10 +162,15 @@ def _json_out(call: Callable[[Any], int]) -> Any:
         _string_free(out)
 
 
-def _arg(s: Optional[str]) -> Optional[bytes]:
+def _arg(s: Optional[Union[str, bytes]], what: str = "argument") -> Optional[bytes]:
+    """A string argument for C: ctypes would silently cut it at a NUL byte (so that
+    ``owner="alice\\0x"`` meant alice), so a NUL anywhere is refused."""
     if s is None:
         return None
-    return s.encode("utf-8", errors="surrogateescape") if isinstance(s, str) else bytes(s)
+    b = s.encode("utf-8", errors="surrogateescape") if isinstance(s, str) else bytes(s)
+    if b"\0" in b:
+        raise InvalidArgument(f"{what} {s!r} contains a NUL byte", 5, "INVALID_ARGUMENT")
+    return b
 
 
 T = TypeVar("T", bound="_Record")
@@ -214,27 +225,57 @@ class Vm(_Record):
 
 
 class Store:
-    """An open store. Use as a context manager, or call :meth:`close`; thread-safe."""
+    """An open store. Use as a context manager, or call :meth:`close`; thread-safe.
+
+    Closing never frees the library's handle under a call in flight on another thread: the
+    handle is released when the last such call returns, and calls made after :meth:`close`
+    raise :class:`Closed`."""
 
     def __init__(self, handle: int):
         self._h: Optional[int] = handle
+        self._lock = threading.Lock()
+        self._inflight = 0
+        self._closing = False
 
     @classmethod
     def open(cls, uri: Optional[str] = None) -> "Store":
         """Open the store at ``uri`` (``dir:/path``, ``btrfs:/path``, ``zfs:pool/ds``, with
         ``?options``), or the default store for ``None``."""
         out = _c.c_void_p()
-        _check(_store_open(_arg(uri), _c.byref(out)))
+        _check(_store_open(_arg(uri, "uri"), _c.byref(out)))
         return cls(out.value)  # type: ignore[arg-type]
 
     def close(self) -> None:
-        h, self._h = self._h, None
-        if h:
+        with self._lock:
+            if self._closing:
+                return
+            self._closing = True
+            self._release_if_idle()
+
+    def _release_if_idle(self) -> None:
+        # Called with the lock held.
+        if self._inflight == 0 and self._h is not None:
+            h, self._h = self._h, None
             _store_free(h)
+
+    @contextlib.contextmanager
+    def _use(self) -> Any:
+        with self._lock:
+            if self._closing or self._h is None:
+                raise Closed("store is closed", -1, "CLOSED")
+            self._inflight += 1
+            h = self._h
+        try:
+            yield h
+        finally:
+            with self._lock:
+                self._inflight -= 1
+                if self._closing:
+                    self._release_if_idle()
 
     @property
     def closed(self) -> bool:
-        return self._h is None
+        return self._closing
 
     def __enter__(self) -> "Store":
         return self
@@ -248,16 +289,13 @@ class Store:
         except Exception:
             pass
 
-    def _handle(self) -> int:
-        if self._h is None:
-            raise VmpoolError("store is closed", -1, "CLOSED")
-        return self._h
-
     def info(self) -> Dict[str, Any]:
-        return _json_out(lambda out: _store_info(self._handle(), out))
+        with self._use() as h:
+            return _json_out(lambda out: _store_info(h, out))
 
     def recover(self) -> Dict[str, Any]:
-        return _json_out(lambda out: _store_recover(self._handle(), out))
+        with self._use() as h:
+            return _json_out(lambda out: _store_recover(h, out))
 
     def import_image(self, path: Union[str, os.PathLike], *, progress: Optional[Callable[[int, int], bool]] = None,
                      **manifest: Any) -> Image:
@@ -280,9 +318,10 @@ class Store:
                 return 1
 
         c_cb = PROGRESS_CB(cb)
+        p, m = _arg(os.fspath(path), "path"), _arg(json.dumps(manifest), "manifest")
         try:
-            d = _json_out(lambda out: _image_import(self._handle(), _arg(os.fspath(path)), _arg(json.dumps(manifest)),
-                                                    c_cb, None, out))
+            with self._use() as h:
+                d = _json_out(lambda out: _image_import(h, p, m, c_cb, None, out))
         except Cancelled:
             if errors:
                 raise errors[0]
@@ -290,14 +329,18 @@ class Store:
         return Image.from_json(d)
 
     def images(self) -> List[Image]:
-        return [Image.from_json(d) for d in _json_out(lambda out: _image_list(self._handle(), out))]
+        with self._use() as h:
+            return [Image.from_json(d) for d in _json_out(lambda out: _image_list(h, out))]
 
     def image(self, uuid: str) -> Image:
-        return Image.from_json(_json_out(lambda out: _image_get(self._handle(), _arg(uuid), out)))
+        u = _arg(uuid, "uuid")
+        with self._use() as h:
+            return Image.from_json(_json_out(lambda out: _image_get(h, u, out)))
 
     def delete_image(self, image: Union[str, Image]) -> None:
-        uuid = image.uuid if isinstance(image, Image) else image
-        _check(_image_delete(self._handle(), _arg(uuid)))
+        u = _arg(image.uuid if isinstance(image, Image) else image, "uuid")
+        with self._use() as h:
+            _check(_image_delete(h, u))
 
     def create_vm(self, *, alias: str, owner: str, image: Union[str, Image], vcpus: int, ram_mib: int,
                   disk_gib: Optional[int] = None, uuid: Optional[str] = None) -> Vm:
@@ -309,14 +352,21 @@ class Store:
             payload["disk_gib"] = disk_gib
         if uuid is not None:
             payload["uuid"] = uuid
-        return Vm.from_json(_json_out(lambda out: _vm_create(self._handle(), _arg(json.dumps(payload)), out)))
+        p = _arg(json.dumps(payload), "payload")
+        with self._use() as h:
+            return Vm.from_json(_json_out(lambda out: _vm_create(h, p, out)))
 
     def vm(self, uuid: str) -> Vm:
-        return Vm.from_json(_json_out(lambda out: _vm_get(self._handle(), _arg(uuid), out)))
+        u = _arg(uuid, "uuid")
+        with self._use() as h:
+            return Vm.from_json(_json_out(lambda out: _vm_get(h, u, out)))
 
     def vms(self, owner: Optional[str] = None) -> List[Vm]:
-        return [Vm.from_json(d) for d in _json_out(lambda out: _vm_list(self._handle(), _arg(owner), out))]
+        o = _arg(owner, "owner")
+        with self._use() as h:
+            return [Vm.from_json(d) for d in _json_out(lambda out: _vm_list(h, o, out))]
 
     def delete_vm(self, vm: Union[str, Vm]) -> None:
-        uuid = vm.uuid if isinstance(vm, Vm) else vm
-        _check(_vm_delete(self._handle(), _arg(uuid)))
+        u = _arg(vm.uuid if isinstance(vm, Vm) else vm, "uuid")
+        with self._use() as h:
+            _check(_vm_delete(h, u))

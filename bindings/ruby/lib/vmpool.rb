@@ -73,6 +73,9 @@ module Vmpool
   # Errors of the caller's arguments.
   class ArgumentError < Error; end
 
+  # The Store was closed (raised by the binding; there is no library code for it).
+  class Closed < Error; end
+
   CODES = {
     1 => %i[NullPointer ArgumentError], 2 => %i[InvalidUtf8 ArgumentError],
     3 => %i[StringTooLong ArgumentError], 4 => %i[InvalidJson ArgumentError],
@@ -121,6 +124,10 @@ module Vmpool
   end
 
   # An open store. Thread-safe; share one per process.
+  #
+  # Closing never frees the library's handle under a call in flight on another thread: the
+  # handle is released when the last such call returns, and calls made after #close raise
+  # Vmpool::Closed.
   class Store
     # Open the store at +uri+ (dir:/path, btrfs:/path, zfs:pool/dataset, with ?options), or
     # the default store for nil. With a block, yields the store and closes it afterwards.
@@ -140,26 +147,30 @@ module Vmpool
     def initialize(handle)
       @handle = handle
       @lock = Mutex.new
+      @inflight = 0
+      @closing = false
     end
 
-    # Release the handle now instead of at garbage collection. Further calls raise.
+    # Release the handle now instead of at garbage collection (once calls in flight on other
+    # threads have returned). Further calls raise Vmpool::Closed.
     def close
       @lock.synchronize do
-        @handle&.free
-        @handle = nil
+        @closing = true
+        release_if_idle
       end
+      nil
     end
 
     def closed?
-      @handle.nil?
+      @closing
     end
 
     def info
-      Vmpool.json_out { |out| Native.vmpool_store_info(ptr, out) }
+      use { |h| Vmpool.json_out { |out| Native.vmpool_store_info(h, out) } }
     end
 
     def recover
-      Vmpool.json_out { |out| Native.vmpool_store_recover(ptr, out) }
+      use { |h| Vmpool.json_out { |out| Native.vmpool_store_recover(h, out) } }
     end
 
     # Import a raw or qcow2 file as an image. Keywords: name, version, os, sha256, uuid,
@@ -176,22 +187,24 @@ module Vmpool
           r == false || r == :cancel ? 1 : 0
         end
       end
-      Vmpool.json_out do |out|
-        Native.vmpool_image_import_with_progress(ptr, path.to_s, JSON.generate(manifest), cb, nil, out)
+      use do |h|
+        Vmpool.json_out do |out|
+          Native.vmpool_image_import_with_progress(h, path.to_s, JSON.generate(manifest), cb, nil, out)
+        end
       end
     end
 
     def images
-      Vmpool.json_out { |out| Native.vmpool_image_list(ptr, out) }
+      use { |h| Vmpool.json_out { |out| Native.vmpool_image_list(h, out) } }
     end
 
     def image(uuid)
-      Vmpool.json_out { |out| Native.vmpool_image_get(ptr, uuid.to_s, out) }
+      use { |h| Vmpool.json_out { |out| Native.vmpool_image_get(h, uuid.to_s, out) } }
     end
 
     def delete_image(uuid)
       uuid = uuid[:uuid] if uuid.is_a?(Hash)
-      Vmpool.check!(Native.vmpool_image_delete(ptr, uuid.to_s))
+      use { |h| Vmpool.check!(Native.vmpool_image_delete(h, uuid.to_s)) }
       nil
     end
 
@@ -203,28 +216,50 @@ module Vmpool
                   vcpus: vcpus, ram_mib: ram_mib }
       payload[:disk_gib] = disk_gib if disk_gib
       payload[:uuid] = uuid if uuid
-      Vmpool.json_out { |out| Native.vmpool_vm_create(ptr, JSON.generate(payload), out) }
+      use { |h| Vmpool.json_out { |out| Native.vmpool_vm_create(h, JSON.generate(payload), out) } }
     end
 
     def vm(uuid)
-      Vmpool.json_out { |out| Native.vmpool_vm_get(ptr, uuid.to_s, out) }
+      use { |h| Vmpool.json_out { |out| Native.vmpool_vm_get(h, uuid.to_s, out) } }
     end
 
     # All VMs, or those of one owner, oldest first.
     def vms(owner: nil)
-      Vmpool.json_out { |out| Native.vmpool_vm_list(ptr, owner, out) }
+      use { |h| Vmpool.json_out { |out| Native.vmpool_vm_list(h, owner, out) } }
     end
 
     def delete_vm(uuid)
       uuid = uuid[:uuid] if uuid.is_a?(Hash)
-      Vmpool.check!(Native.vmpool_vm_delete(ptr, uuid.to_s))
+      use { |h| Vmpool.check!(Native.vmpool_vm_delete(h, uuid.to_s)) }
       nil
     end
 
     private
 
-    def ptr
-      @handle or raise Error.new("store is closed", code: nil, name: "CLOSED")
+    # Run a call with the handle, counted as in flight so that #close cannot free it meanwhile.
+    def use
+      h = @lock.synchronize do
+        raise Closed.new("store is closed", code: nil, name: "CLOSED") if @closing || @handle.nil?
+
+        @inflight += 1
+        @handle
+      end
+      begin
+        yield h
+      ensure
+        @lock.synchronize do
+          @inflight -= 1
+          release_if_idle if @closing
+        end
+      end
+    end
+
+    # With @lock held.
+    def release_if_idle
+      return unless @inflight.zero? && @handle
+
+      @handle.free
+      @handle = nil
     end
   end
 end

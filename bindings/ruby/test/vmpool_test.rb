@@ -165,4 +165,32 @@ class VmpoolTest < Minitest::Test
     ticker.kill
     assert_operator ticks, :>, 5, "the import held the GVL"
   end
+
+  # Closing a store while another thread is inside a call on it: the call finishes with its
+  # real result (the handle is released after it), and later calls raise Vmpool::Closed.
+  def test_close_during_a_call_in_flight
+    started = Queue.new
+    go_on = Queue.new
+    result = nil
+    worker = Thread.new do
+      first = true
+      result = import(name: "racing") do |_done, _total|
+        if first
+          first = false
+          started << true
+          go_on.pop
+        end
+        true
+      end
+    end
+    started.pop
+    @store.close # must not block on, nor free under, the import
+    assert @store.closed?
+    go_on << true
+    worker.join
+    assert_equal "racing", result[:name]
+    assert_raises(Vmpool::Closed) { @store.images }
+    # The import really happened: another handle sees it.
+    Vmpool::Store.open(@uri) { |s| assert_equal [result[:uuid]], s.images.map { |m| m[:uuid] } }
+  end
 end

@@ -65,11 +65,13 @@ impl Catalog {
         [&self.images, &self.vms]
     }
 
-    fn image_path(&self, uuid: &Uuid) -> PathBuf {
+    /// Where an image's record is.
+    pub fn image_path(&self, uuid: &Uuid) -> PathBuf {
         self.images.join(format!("{uuid}.json"))
     }
 
-    fn vm_path(&self, uuid: &Uuid) -> PathBuf {
+    /// Where a VM's record is.
+    pub fn vm_path(&self, uuid: &Uuid) -> PathBuf {
         self.vms.join(format!("{uuid}.json"))
     }
 
