@@ -17,11 +17,14 @@ DEBUG_DIR := target/debug
 REL_DIR   := target/release
 # What a program linking libvmpool.a statically needs besides it (rustc's native-static-libs).
 LIBS_PRIVATE := $(shell pkg-config --libs libzfs libzfs_core 2>/dev/null) -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
+# The bootable test guest (built and cached by the script the first time it is needed).
+TEST_IMAGE = $(shell scripts/make-test-image)
 # Build with ZFS when libzfs is installed (auto); CI sets VMPOOL_ZFS=1 so it cannot be left out.
 export VMPOOL_ZFS ?= auto
 
 .PHONY: help deps deps-demo build release header check-header lint demo test test-rust test-c \
-        test-ruby test-python test-examples test-zfs install bench bench-smoke clean check-release
+        test-ruby test-python test-examples test-zfs install bench bench-smoke clean check-release \
+        fuzz-smoke fuzz
 
 help:
 	@sed -n 's/^## //p' Makefile
@@ -67,8 +70,9 @@ check-release: release
 demo: deps-demo build
 	$(DEBUG_DIR)/examples/quickstart
 
-## test          every suite: Rust (dir, xfs-reflink, btrfs), C, Ruby, Python, examples, ZFS in the guest, lint
-test: deps build lint test-rust test-c test-ruby test-python test-examples test-zfs bench-smoke
+## test          every suite: Rust (dir, xfs-reflink, btrfs), C, Ruby, Python, examples, ZFS in the guest, lint,
+##               a short fuzzing run
+test: deps build lint fuzz-smoke test-rust test-c test-ruby test-python test-examples test-zfs bench-smoke
 	@echo "make test: all suites passed"
 
 ## test-rust     unit tests and the conformance suite on dir:, XFS reflink and btrfs (loop devices)
@@ -85,22 +89,23 @@ test-c: build
 	$(C_TEST) -g -o target/c/api_test
 	$(C_TEST) -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all \
 	   -o target/c/api_test_asan
-	rm -rf target/c/store && mkdir -p target/c/store && target/c/api_test $(CURDIR)/target/c/store
+	rm -rf target/c/store && mkdir -p target/c/store && target/c/api_test $(CURDIR)/target/c/store $(TEST_IMAGE)
 	rm -rf target/c/store && mkdir -p target/c/store && \
 	   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-	   target/c/api_test_asan $(CURDIR)/target/c/store
+	   target/c/api_test_asan $(CURDIR)/target/c/store $(TEST_IMAGE)
 	rm -rf target/c/store && mkdir -p target/c/store && \
 	   valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
-	   target/c/api_test $(CURDIR)/target/c/store
+	   target/c/api_test $(CURDIR)/target/c/store $(TEST_IMAGE)
 
 ## test-ruby     minitest suite of bindings/ruby against the freshly built .so
 test-ruby: build
-	VMPOOL_LIB=$(CURDIR)/$(DEBUG_DIR)/libvmpool.so ruby -Ibindings/ruby/lib -Ibindings/ruby/test \
+	VMPOOL_LIB=$(CURDIR)/$(DEBUG_DIR)/libvmpool.so VMPOOL_TEST_IMAGE=$(TEST_IMAGE) \
+	   ruby -Ibindings/ruby/lib -Ibindings/ruby/test \
 	   -e 'Dir["bindings/ruby/test/*_test.rb"].sort.each { |f| require File.expand_path(f) }'
 
 ## test-python   pytest suite of bindings/python against the freshly built .so
 test-python: build
-	VMPOOL_LIB=$(CURDIR)/$(DEBUG_DIR)/libvmpool.so PYTHONPATH=bindings/python \
+	VMPOOL_LIB=$(CURDIR)/$(DEBUG_DIR)/libvmpool.so VMPOOL_TEST_IMAGE=$(TEST_IMAGE) PYTHONPATH=bindings/python \
 	   python3 -m pytest -q bindings/python/tests
 
 ## test-examples the README's Ruby, Python and C examples, against an installed copy
@@ -131,6 +136,14 @@ bench: deps
 ## bench-smoke   the same benchmarks for a few iterations (part of make test; writes target/bench/)
 bench-smoke:
 	VMPOOL_BENCH_SMOKE=1 scripts/bench
+
+## fuzz-smoke    every fuzz target (fuzz/fuzz_targets/) for 60 s from the committed corpus (part of make test)
+fuzz-smoke:
+	scripts/fuzz smoke
+
+## fuzz          every fuzz target to 10 million executions or 30 minutes, writes FUZZING.md
+fuzz:
+	scripts/fuzz long
 
 clean:
 	$(CARGO) clean

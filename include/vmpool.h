@@ -70,6 +70,14 @@ enum vmpool_result
   VMPOOL_RESULT_BUSY = 14,
   // The caller's progress callback asked to stop.
   VMPOOL_RESULT_CANCELLED = 15,
+  // The VM is not in a state that allows this (pausing a stopped VM, changing the CPUs of
+  // a running one, a console of a VM that does not run); the message says which state.
+  VMPOOL_RESULT_INVALID_STATE = 16,
+  // The VM is already running (or being started by someone else).
+  VMPOOL_RESULT_ALREADY_RUNNING = 17,
+  // An operation did not finish in the time it had (QEMU did not answer, a guest did not
+  // shut down).
+  VMPOOL_RESULT_TIMEOUT = 18,
   // The data did not match the sha256 the caller gave.
   VMPOOL_RESULT_CHECKSUM_MISMATCH = 20,
   // The image file is truncated or structurally broken.
@@ -87,6 +95,8 @@ enum vmpool_result
   VMPOOL_RESULT_PERMISSION_DENIED = 33,
   // The storage back end (libzfs, a btrfs ioctl) reported an error.
   VMPOOL_RESULT_BACKEND = 34,
+  // QEMU could not be started or failed (the message has QEMU's own words).
+  VMPOOL_RESULT_HYPERVISOR = 35,
   // A bug: the library panicked. The panic was contained; the message says where.
   VMPOOL_RESULT_PANIC = 40,
   // A bug or an impossible state that is not a panic.
@@ -162,6 +172,69 @@ vmpool_result vmpool_image_get(const vmpool_store *store, const char *uuid, char
 // Delete an image. Fails with `VMPOOL_RESULT_IN_USE`, naming them, while any VM's disk is a
 // clone of it; there is no way to force it.
 vmpool_result vmpool_image_delete(const vmpool_store *store, const char *uuid);
+
+// Start a VM: QEMU under its own supervisor, detached from the caller (it keeps running when
+// the calling process exits, and any process using the store can control it). Returns once
+// QEMU's monitor answers; the guest then boots. `options_json` may be NULL or
+// `{"accel": "auto"|"kvm"|"tcg"}`. `VMPOOL_RESULT_ALREADY_RUNNING` if it runs;
+// `VMPOOL_RESULT_HYPERVISOR` with QEMU's own words if QEMU cannot start.
+vmpool_result vmpool_vm_start(const vmpool_store *store,
+                              const char *uuid,
+                              const char *options_json,
+                              char **vm_json_out);
+
+// Shut a VM down: the ACPI power button, then, if the guest has not powered off within
+// `timeout_seconds`, kill QEMU. Blocks until QEMU has ended. A VM that does not run is left
+// as it is (success).
+vmpool_result vmpool_vm_stop(const vmpool_store *store,
+                             const char *uuid,
+                             uint32_t timeout_seconds,
+                             char **vm_json_out);
+
+// Kill a VM's QEMU at once (SIGKILL). A VM that does not run is left as it is.
+vmpool_result vmpool_vm_kill(const vmpool_store *store, const char *uuid, char **vm_json_out);
+
+// Reset a running VM (as its reset button). `VMPOOL_RESULT_INVALID_STATE` if it does not run.
+vmpool_result vmpool_vm_reboot(const vmpool_store *store, const char *uuid, char **vm_json_out);
+
+// Pause a running VM's CPUs (memory stays). `VMPOOL_RESULT_INVALID_STATE` if it does not run.
+vmpool_result vmpool_vm_pause(const vmpool_store *store, const char *uuid, char **vm_json_out);
+
+// Continue a paused VM. `VMPOOL_RESULT_INVALID_STATE` if it does not run.
+vmpool_result vmpool_vm_resume(const vmpool_store *store, const char *uuid, char **vm_json_out);
+
+// A VM's live state and its current run as JSON: `{"vm": {...}, "run": {"supervisor_pid",
+// "qemu_pid", "qemu_start", "started_at", "accel", "spice"} or null, "uptime_s", "serial_log"}`.
+vmpool_result vmpool_vm_status(const vmpool_store *store, const char *uuid, char **json_out);
+
+// Change a stopped VM: `update_json` is `{"vcpus": N, "ram_mib": N, "disk_gib": N}` (any of
+// them). The disk only grows. `VMPOOL_RESULT_INVALID_STATE` while the VM runs.
+vmpool_result vmpool_vm_update(const vmpool_store *store,
+                               const char *uuid,
+                               const char *update_json,
+                               char **vm_json_out);
+
+// The last `max_bytes` of the VM's serial console log, as text (bytes that are not UTF-8
+// become U+FFFD; NUL bytes are dropped). The log is kept across runs and rotated at the
+// store's `serial_log_kib`.
+vmpool_result vmpool_vm_log(const vmpool_store *store,
+                            const char *uuid,
+                            uint64_t max_bytes,
+                            char **text_out);
+
+// A SPICE console ticket for a running VM, valid for `ttl_seconds` (1 to 86400): a fresh
+// random password that replaces the previous one. JSON: `{"kind": "unix"|"tcp", "path" |
+// "host"+"port", "uri", "password", "expires_at", "expires_at_unix", "vv"}` where `vv` is
+// the text of a remote-viewer connection file.
+vmpool_result vmpool_vm_console(const vmpool_store *store,
+                                const char *uuid,
+                                uint32_t ttl_seconds,
+                                char **json_out);
+
+// Save a running VM's screen as a PNG file at `png_path` (replaced if it exists).
+vmpool_result vmpool_vm_screenshot(const vmpool_store *store,
+                                   const char *uuid,
+                                   const char *png_path);
 
 // Open (creating if needed) the store named by `uri`: `dir:/path`, `btrfs:/path` or
 // `zfs:pool/dataset`, optionally followed by `?option=value&...`. `uri` may be NULL for the

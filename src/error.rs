@@ -40,6 +40,14 @@ pub enum vmpool_result {
     VMPOOL_RESULT_BUSY = 14,
     /// The caller's progress callback asked to stop.
     VMPOOL_RESULT_CANCELLED = 15,
+    /// The VM is not in a state that allows this (pausing a stopped VM, changing the CPUs of
+    /// a running one, a console of a VM that does not run); the message says which state.
+    VMPOOL_RESULT_INVALID_STATE = 16,
+    /// The VM is already running (or being started by someone else).
+    VMPOOL_RESULT_ALREADY_RUNNING = 17,
+    /// An operation did not finish in the time it had (QEMU did not answer, a guest did not
+    /// shut down).
+    VMPOOL_RESULT_TIMEOUT = 18,
     /// The data did not match the sha256 the caller gave.
     VMPOOL_RESULT_CHECKSUM_MISMATCH = 20,
     /// The image file is truncated or structurally broken.
@@ -57,6 +65,8 @@ pub enum vmpool_result {
     VMPOOL_RESULT_PERMISSION_DENIED = 33,
     /// The storage back end (libzfs, a btrfs ioctl) reported an error.
     VMPOOL_RESULT_BACKEND = 34,
+    /// QEMU could not be started or failed (the message has QEMU's own words).
+    VMPOOL_RESULT_HYPERVISOR = 35,
     /// A bug: the library panicked. The panic was contained; the message says where.
     VMPOOL_RESULT_PANIC = 40,
     /// A bug or an impossible state that is not a panic.
@@ -130,6 +140,18 @@ pub enum Error {
     /// The caller's progress callback asked to stop.
     #[error("cancelled by the caller")]
     Cancelled,
+    /// The VM's state does not allow this.
+    #[error("{0}")]
+    InvalidState(String),
+    /// The VM already runs.
+    #[error("{0}")]
+    AlreadyRunning(String),
+    /// Out of time.
+    #[error("{0}")]
+    Timeout(String),
+    /// QEMU failed.
+    #[error("{0}")]
+    Hypervisor(String),
     /// The data's sha256 differs from the one the caller gave.
     #[error("sha256 mismatch: expected {expected}, got {actual}")]
     ChecksumMismatch {
@@ -185,6 +207,10 @@ impl Error {
             Error::NotAStore(_) => VMPOOL_RESULT_NOT_A_STORE,
             Error::Busy(_) => VMPOOL_RESULT_BUSY,
             Error::Cancelled => VMPOOL_RESULT_CANCELLED,
+            Error::InvalidState(_) => VMPOOL_RESULT_INVALID_STATE,
+            Error::AlreadyRunning(_) => VMPOOL_RESULT_ALREADY_RUNNING,
+            Error::Timeout(_) => VMPOOL_RESULT_TIMEOUT,
+            Error::Hypervisor(_) => VMPOOL_RESULT_HYPERVISOR,
             Error::ChecksumMismatch { .. } => VMPOOL_RESULT_CHECKSUM_MISMATCH,
             Error::CorruptImage(_) => VMPOOL_RESULT_CORRUPT_IMAGE,
             Error::UnsupportedFormat(_) => VMPOOL_RESULT_UNSUPPORTED_FORMAT,

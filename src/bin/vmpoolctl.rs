@@ -8,7 +8,7 @@ use comfy_table::{presets, ContentArrangement, Table};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::{ErrorKind, Read, Write};
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use uuid::Uuid;
 use vmpool::ffi::wire;
 use vmpool::{validate, DiskFormat, Error, ImportRequest, Store};
@@ -92,6 +92,75 @@ enum VmCmd {
     },
     Delete {
         uuid: String,
+    },
+    /// Start a VM (QEMU under its supervisor, detached from this command)
+    Start {
+        uuid: String,
+        /// auto, kvm or tcg (default: the VM's, else the store's)
+        #[arg(long)]
+        accel: Option<String>,
+    },
+    /// Shut a VM down: ACPI power button, then kill after the timeout
+    Stop {
+        uuid: String,
+        /// Seconds the guest has to power off before QEMU is killed
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
+    /// Kill a VM's QEMU at once
+    Kill {
+        uuid: String,
+    },
+    /// Reset a VM (as its reset button)
+    Reboot {
+        uuid: String,
+    },
+    /// Pause a VM's CPUs
+    Pause {
+        uuid: String,
+    },
+    /// Continue a paused VM
+    Resume {
+        uuid: String,
+    },
+    /// A VM's live state and current run
+    Status {
+        uuid: String,
+    },
+    /// Change a stopped VM's CPUs, memory or disk (the disk only grows)
+    Update {
+        uuid: String,
+        #[arg(long)]
+        vcpus: Option<u32>,
+        #[arg(long)]
+        ram_mib: Option<u64>,
+        #[arg(long)]
+        disk_gib: Option<u64>,
+    },
+    /// A SPICE console ticket (and, with --vv, a remote-viewer file)
+    Console {
+        uuid: String,
+        /// Seconds the ticket is valid
+        #[arg(long, default_value_t = 600)]
+        ttl: u64,
+        /// Write a remote-viewer connection file here (mode 0600)
+        #[arg(long, value_name = "FILE")]
+        vv: Option<PathBuf>,
+    },
+    /// Save the VM's screen as a PNG file
+    Screenshot {
+        uuid: String,
+        file: PathBuf,
+    },
+    /// The VM's serial console log
+    Log {
+        uuid: String,
+        /// Keep printing what the guest writes
+        #[arg(long)]
+        follow: bool,
+        /// At most this many bytes from the end
+        #[arg(long, default_value_t = 65536)]
+        bytes: u64,
     },
 }
 
@@ -359,8 +428,174 @@ fn run(cli: Cli) -> vmpool::Result<()> {
                 out(&format!("deleted VM {uuid}"))?;
             }
         }
+        Cmd::Vm(VmCmd::Start { uuid, accel }) => {
+            let opts = vmpool::store::StartOptions {
+                accel: accel.as_deref().map(vmpool::vm::Accel::parse).transpose()?,
+            };
+            let started = Instant::now();
+            let v = store.start_vm(uuid_arg("VM uuid", &uuid)?, &opts)?;
+            vm_done(
+                &v,
+                json,
+                &format!("started in {:.0} ms", started.elapsed().as_secs_f64() * 1e3),
+            )?
+        }
+        Cmd::Vm(VmCmd::Stop { uuid, timeout }) => {
+            let v = store.stop_vm(uuid_arg("VM uuid", &uuid)?, Duration::from_secs(timeout))?;
+            vm_done(&v, json, "stop")?
+        }
+        Cmd::Vm(VmCmd::Kill { uuid }) => {
+            vm_done(&store.kill_vm(uuid_arg("VM uuid", &uuid)?)?, json, "kill")?
+        }
+        Cmd::Vm(VmCmd::Reboot { uuid }) => vm_done(
+            &store.reboot_vm(uuid_arg("VM uuid", &uuid)?)?,
+            json,
+            "reboot",
+        )?,
+        Cmd::Vm(VmCmd::Pause { uuid }) => {
+            vm_done(&store.pause_vm(uuid_arg("VM uuid", &uuid)?)?, json, "pause")?
+        }
+        Cmd::Vm(VmCmd::Resume { uuid }) => vm_done(
+            &store.resume_vm(uuid_arg("VM uuid", &uuid)?)?,
+            json,
+            "resume",
+        )?,
+        Cmd::Vm(VmCmd::Status { uuid }) => {
+            let st = store.vm_status(uuid_arg("VM uuid", &uuid)?)?;
+            show(&wire::VmStatusOut::from(&st), json)?
+        }
+        Cmd::Vm(VmCmd::Update {
+            uuid,
+            vcpus,
+            ram_mib,
+            disk_gib,
+        }) => {
+            let u = vmpool::store::VmUpdate {
+                vcpus,
+                ram_mib,
+                disk_gib,
+            };
+            let v = store.update_vm(uuid_arg("VM uuid", &uuid)?, &u)?;
+            vm_done(&v, json, "update")?
+        }
+        Cmd::Vm(VmCmd::Console { uuid, ttl, vv }) => {
+            let c = store.console(uuid_arg("VM uuid", &uuid)?, Duration::from_secs(ttl))?;
+            if let Some(path) = &vv {
+                use std::os::unix::fs::OpenOptionsExt;
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(path)
+                    .map_err(|e| Error::Io {
+                        context: format!("writing {}", path.display()),
+                        source: e,
+                    })?;
+                f.write_all(c.vv.as_bytes()).map_err(|e| Error::Io {
+                    context: format!("writing {}", path.display()),
+                    source: e,
+                })?;
+            }
+            if json {
+                out(&wire::to_string(&wire::ConsoleOut::from(&c))?)?
+            } else {
+                out(&format!(
+                    "{}\npassword {} (valid until {})",
+                    c.uri, c.password, c.expires_at
+                ))?;
+                if let Some(path) = vv {
+                    out(&format!(
+                        "remote-viewer file: {} (open with: remote-viewer {})",
+                        path.display(),
+                        path.display()
+                    ))?;
+                }
+            }
+        }
+        Cmd::Vm(VmCmd::Screenshot { uuid, file }) => {
+            store.screenshot(uuid_arg("VM uuid", &uuid)?, &file)?;
+            if !json {
+                out(&format!(
+                    "saved the screen of VM {uuid} to {}",
+                    file.display()
+                ))?;
+            }
+        }
+        Cmd::Vm(VmCmd::Log {
+            uuid,
+            follow,
+            bytes,
+        }) => {
+            let u = uuid_arg("VM uuid", &uuid)?;
+            let log = store.vm_log(u, bytes)?;
+            raw_out(&log)?;
+            if follow {
+                let path = store.vm_status(u)?.serial_log;
+                follow_file(&path, log.len() as u64)?;
+            }
+        }
     }
     Ok(())
+}
+
+/// The result of a lifecycle command: the VM (JSON) or one line for people.
+fn vm_done(v: &vmpool::Vm, json: bool, what: &str) -> vmpool::Result<()> {
+    if json {
+        out(&wire::to_string(&wire::VmOut::from(v))?)
+    } else {
+        let why = v
+            .last_exit
+            .as_ref()
+            .filter(|_| !v.state.is_active())
+            .map(|e| format!(" ({})", e.reason))
+            .unwrap_or_default();
+        out(&format!(
+            "VM {} ({}): {what}; now {}{why}",
+            v.uuid,
+            v.alias,
+            v.state.as_str()
+        ))
+    }
+}
+
+fn raw_out(b: &[u8]) -> vmpool::Result<()> {
+    let mut o = std::io::stdout().lock();
+    match o.write_all(b).and_then(|_| o.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => Err(Error::Io {
+            context: "writing to standard output".into(),
+            source: e,
+        }),
+    }
+}
+
+/// Print what is appended to the serial log (following its rotation) until interrupted.
+fn follow_file(path: &std::path::Path, mut pos: u64) -> vmpool::Result<()> {
+    use std::io::Seek;
+    // The part already shown may have come from the rotated file: start at the end.
+    pos = pos.min(std::fs::metadata(path).map(|m| m.len()).unwrap_or(0));
+    if let Ok(m) = std::fs::metadata(path) {
+        pos = m.len();
+    }
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let Ok(mut f) = std::fs::File::open(path) else {
+            continue;
+        };
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        if len < pos {
+            pos = 0; // rotated
+        }
+        if len > pos {
+            let _ = f.seek(std::io::SeekFrom::Start(pos));
+            let mut buf = Vec::new();
+            let _ = f.read_to_end(&mut buf);
+            pos += buf.len() as u64;
+            raw_out(&buf)?;
+        }
+    }
 }
 
 fn show<T: serde::Serialize>(v: &T, json: bool) -> vmpool::Result<()> {

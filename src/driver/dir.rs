@@ -338,6 +338,23 @@ impl StorageDriver for DirDriver {
         })
     }
 
+    fn vm_grow(&self, vm: &Uuid, _path: &str, format: DiskFormat, size: u64) -> Result<u64> {
+        let path = self.disk_path(vm, format);
+        match format {
+            DiskFormat::Qcow2 => qcow2::grow_in_place(&path, size)?,
+            DiskFormat::Raw => {
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .ctx(|| format!("opening {}", path.display()))?;
+                f.set_len(size)
+                    .ctx(|| format!("growing {}", path.display()))?;
+                f.sync_all().ctx(|| format!("syncing {}", path.display()))?;
+            }
+        }
+        Ok(size)
+    }
+
     fn vm_destroy(&self, vm: &Uuid, image: &Uuid) -> Result<Destroyed> {
         // Each name is judged on its own: ours is removed, anything else is left and reported.
         let (mut removed, mut foreign) = (false, Vec::new());

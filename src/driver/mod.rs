@@ -95,6 +95,10 @@ pub trait StorageDriver: Send + Sync + std::fmt::Debug {
     /// taken fails with `AlreadyExists` and is left alone; any other failure leaves nothing.
     fn vm_clone(&self, image: &Image, vm: &Uuid, size: u64) -> Result<VmDisk>;
 
+    /// Grow a VM's disk (at `path`, in `format`, as `vm_clone` made it) to `size` bytes,
+    /// while its VM is stopped; returns the new size (rounded up as the back end needs).
+    fn vm_grow(&self, vm: &Uuid, path: &str, format: DiskFormat, size: u64) -> Result<u64>;
+
     /// Remove the VM's disk if present, but only if it is a clone of `image` (what a VM
     /// create of this store would have made); anything else at that name is left untouched
     /// and reported as [`Destroyed::Foreign`].

@@ -91,8 +91,9 @@ pub fn schemes() -> String {
 pub fn unknown_option(key: &str, info: &DriverInfo) -> crate::Error {
     let known: Vec<&str> = info.caps.options.iter().map(|(k, _)| *k).collect();
     crate::Error::invalid(format!(
-        "store option {key:?} is not known for {}: stores (known: {}, and the limits max_vcpus, min_ram_mib, max_ram_mib, max_disk_gib, max_image_gib)",
+        "store option {key:?} is not known for {}: stores (known: {}; the limits max_vcpus, min_ram_mib, max_ram_mib, max_disk_gib, max_image_gib; and {})",
         info.scheme,
-        if known.is_empty() { "none".to_string() } else { known.join(", ") }
+        if known.is_empty() { "none".to_string() } else { known.join(", ") },
+        crate::vm::config::OPTIONS.join(", ")
     ))
 }

@@ -15,6 +15,7 @@
 //! - the message of the last failure is per thread (like `errno`): `vmpool_last_error()`.
 
 mod images;
+mod lifecycle;
 mod store;
 mod vms;
 /// The JSON wire format (not part of the C header).
@@ -23,6 +24,7 @@ mod vms;
 pub mod wire;
 
 pub use images::*;
+pub use lifecycle::*;
 pub use store::*;
 pub use vms::*;
 

@@ -10,9 +10,13 @@
 use crate::driver::{Detail, DiskKind};
 use crate::error::{Error, Result};
 use crate::image::{DiskFormat, Image, ImportRequest, Tags};
-use crate::store::{Recovery, StoreInfo};
+use crate::store::{Recovery, StartOptions, StoreInfo, VmStatus, VmUpdate};
 use crate::validate;
-use crate::vm::{Vm, VmSpec};
+use crate::vm::config::SpiceAddr;
+use crate::vm::console::Console;
+use crate::vm::runtime::RunInfo;
+use crate::vm::LastExit;
+use crate::vm::{Accel, Firmware, Vm, VmSpec};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -31,6 +35,8 @@ struct VmPayload {
     vcpus: i64,
     ram_mib: i64,
     disk_gib: Option<i64>,
+    firmware: Option<Firmware>,
+    accel: Option<Accel>,
 }
 
 fn non_negative(field: &str, v: i64) -> Result<u64> {
@@ -60,6 +66,8 @@ pub fn vm_spec(json: &str) -> Result<VmSpec> {
             .disk_gib
             .map(|d| non_negative("disk_gib", d))
             .transpose()?,
+        firmware: p.firmware.unwrap_or_default(),
+        accel: p.accel,
     })
 }
 
@@ -146,6 +154,11 @@ pub struct VmOut<'a> {
     disk_format: DiskFormat,
     disk_size_bytes: u64,
     clone_method: &'a str,
+    firmware: Firmware,
+    accel: Option<Accel>,
+    mac: &'a str,
+    vmgenid: &'a uuid::Uuid,
+    last_exit: Option<&'a LastExit>,
 }
 
 impl<'a> From<&'a Vm> for VmOut<'a> {
@@ -164,8 +177,115 @@ impl<'a> From<&'a Vm> for VmOut<'a> {
             disk_format: v.disk_format,
             disk_size_bytes: v.disk_size_bytes,
             clone_method: &v.clone_method,
+            firmware: v.firmware,
+            accel: v.accel,
+            mac: &v.mac,
+            vmgenid: &v.vmgenid,
+            last_exit: v.last_exit.as_ref(),
         }
     }
+}
+
+/// A VM's status as JSON (`vmpool_vm_status`): the VM (live state) and its current run.
+#[derive(Debug, Serialize)]
+pub struct VmStatusOut<'a> {
+    vm: VmOut<'a>,
+    run: Option<&'a RunInfo>,
+    uptime_s: Option<u64>,
+    serial_log: &'a Path,
+}
+
+impl<'a> From<&'a VmStatus> for VmStatusOut<'a> {
+    fn from(s: &'a VmStatus) -> Self {
+        VmStatusOut {
+            vm: VmOut::from(&s.vm),
+            run: s.run.as_ref(),
+            uptime_s: s.uptime_s,
+            serial_log: &s.serial_log,
+        }
+    }
+}
+
+/// A console ticket as JSON (`vmpool_vm_console`).
+#[derive(Debug, Serialize)]
+pub struct ConsoleOut<'a> {
+    /// `unix` or `tcp`.
+    kind: &'static str,
+    /// The socket path, for `unix`.
+    path: Option<&'a Path>,
+    /// Host and port, for `tcp`.
+    host: Option<String>,
+    port: Option<u16>,
+    uri: &'a str,
+    password: &'a str,
+    expires_at: &'a str,
+    expires_at_unix: u64,
+    vv: &'a str,
+}
+
+impl<'a> From<&'a Console> for ConsoleOut<'a> {
+    fn from(c: &'a Console) -> Self {
+        let (kind, path, host, port) = match &c.addr {
+            SpiceAddr::Unix { path } => ("unix", Some(path.as_path()), None, None),
+            SpiceAddr::Tcp { host, port } => ("tcp", None, Some(host.to_string()), Some(*port)),
+        };
+        ConsoleOut {
+            kind,
+            path,
+            host,
+            port,
+            uri: &c.uri,
+            password: &c.password,
+            expires_at: &c.expires_at,
+            expires_at_unix: c.expires_at_unix,
+            vv: &c.vv,
+        }
+    }
+}
+
+/// `vmpool_vm_start` options: `{"accel": "tcg"}` (all optional; unknown keys refused).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StartIn {
+    accel: Option<Accel>,
+}
+
+/// Parse start options (NULL or empty: defaults).
+pub fn start_options(json: Option<&str>) -> Result<StartOptions> {
+    let s: StartIn = match json.map(str::trim) {
+        None | Some("") => StartIn::default(),
+        Some(j) => serde_json::from_str(j)
+            .map_err(|e| Error::InvalidJson(format!("start options: {e}")))?,
+    };
+    Ok(StartOptions { accel: s.accel })
+}
+
+/// `vmpool_vm_update` input: `{"vcpus": 4, "ram_mib": 4096, "disk_gib": 40}` (any of them).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateIn {
+    vcpus: Option<i64>,
+    ram_mib: Option<i64>,
+    disk_gib: Option<i64>,
+}
+
+/// Parse an update.
+pub fn vm_update(json: &str) -> Result<VmUpdate> {
+    let u: UpdateIn =
+        serde_json::from_str(json).map_err(|e| Error::InvalidJson(format!("VM update: {e}")))?;
+    let vcpus = u.vcpus.map(|v| non_negative("vcpus", v)).transpose()?;
+    Ok(VmUpdate {
+        vcpus: vcpus
+            .map(|v| {
+                u32::try_from(v).map_err(|_| Error::invalid(format!("vcpus {v} is out of range")))
+            })
+            .transpose()?,
+        ram_mib: u.ram_mib.map(|v| non_negative("ram_mib", v)).transpose()?,
+        disk_gib: u
+            .disk_gib
+            .map(|v| non_negative("disk_gib", v))
+            .transpose()?,
+    })
 }
 
 /// What a recovery did, as JSON (`vmpool_store_recover`, `last_recovery` of the info).

@@ -14,8 +14,11 @@
 pub mod catalog;
 mod images;
 pub mod journal;
+mod lifecycle;
 pub mod uri;
 mod vms;
+
+pub use lifecycle::{StartOptions, VmStatus, VmUpdate};
 
 use crate::driver::{Capabilities, Destroyed, Detail, StorageDriver};
 use crate::error::{Error, IoContext, Result};
@@ -23,6 +26,7 @@ use crate::fsutil;
 use crate::lock::{self, Mode};
 use crate::revert::Revert;
 use crate::validate::Limits;
+use crate::vm::config::RunConfig;
 use catalog::Catalog;
 use journal::{Begin, Entry, Journal, Op};
 use serde::{Deserialize, Serialize};
@@ -86,6 +90,7 @@ pub struct Store {
     journal: Journal,
     lock_path: PathBuf,
     limits: Limits,
+    run: RunConfig,
     last_recovery: Mutex<Recovery>,
 }
 
@@ -188,9 +193,10 @@ impl Store {
         let uri_s = uri.map(str::to_owned).unwrap_or_else(uri::default_uri);
         let parsed = uri::parse(&uri_s)?;
         let mut limits = Limits::default();
+        let mut run = RunConfig::default();
         let mut rest = Vec::new();
         for (k, v) in &parsed.options {
-            if !limits.set(k, v)? {
+            if !limits.set(k, v)? && !run.set(k, v)? {
                 rest.push((k.as_str(), v.as_str()));
             }
         }
@@ -207,6 +213,7 @@ impl Store {
             lock_path: dir.join(".lock"),
             driver,
             limits,
+            run,
             last_recovery: Mutex::new(Recovery::default()),
         };
         store.recover()?;

@@ -70,6 +70,11 @@ impl Store {
                 disk_format: disk.format,
                 disk_size_bytes: disk.size_bytes,
                 clone_method: disk.method.to_owned(),
+                firmware: spec.firmware,
+                accel: spec.accel,
+                mac: crate::vm::mac_for(&uuid),
+                vmgenid: Uuid::new_v4(),
+                last_exit: None,
             };
             fail_point!("vm_create.cloned");
             // Undo first: a write that fails after its rename leaves the record.
@@ -82,11 +87,11 @@ impl Store {
         })
     }
 
-    /// One VM.
+    /// One VM, with its live state (a VM whose QEMU died shows `failed`).
     pub fn vm(&self, uuid: Uuid) -> Result<Vm> {
         self.catalog
             .vm(&uuid)?
-            .map(|r| Vm::from(&r))
+            .map(|r| self.live(&r))
             .ok_or_else(|| Error::not_found("VM", uuid.to_string()))
     }
 
@@ -95,12 +100,19 @@ impl Store {
         if let Some(o) = owner {
             validate::name("owner", o)?;
         }
-        Ok(self.catalog.vms(owner)?.iter().map(Vm::from).collect())
+        Ok(self
+            .catalog
+            .vms(owner)?
+            .iter()
+            .map(|r| self.live(r))
+            .collect())
     }
 
-    /// Delete a VM: its record (it disappears at once) and its disk. A disk that is not a
-    /// clone of the VM's image (someone put another file there) is left untouched.
+    /// Delete a VM: stopped first if it runs (ACPI, then killed after 30 s), then its record
+    /// (it disappears at once), its disk and its run directory. A disk that is not a clone of
+    /// the VM's image (someone put another file there) is left untouched.
     pub fn delete_vm(&self, u: Uuid) -> Result<()> {
+        self.ensure_stopped(u, std::time::Duration::from_secs(30))?;
         let _shared = self.lock(Mode::Shared)?;
         // The record itself becomes the journal entry (a link: works on a full disk).
         let entry = self.begin_delete(
@@ -124,6 +136,7 @@ impl Store {
         fail_point!("vm_delete.unlisted");
         // A foreign disk at the name is left as it is; the VM is gone either way.
         self.driver.vm_destroy(&u, &image_uuid)?;
+        self.run_dir(&u).remove()?;
         entry.finish()
     }
 }

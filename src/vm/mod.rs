@@ -1,10 +1,75 @@
-//! VMs: what a caller asks for ([`VmSpec`]) and what the store keeps ([`Vm`]).
+//! VMs: what a caller asks for ([`VmSpec`]), what the store keeps ([`Vm`]), and running them:
+//! the QEMU command line (`qemu`), the QMP client (`qmp`), the per-VM supervisor
+//! (`supervisor`), run-time files and liveness (`runtime`), SPICE consoles (`console`).
+
+pub mod config;
+pub mod console;
+pub mod qemu;
+pub mod qmp;
+pub mod runtime;
+pub mod supervisor;
 
 use crate::error::{Error, Result};
 use crate::image::DiskFormat;
 use crate::validate::{self, Limits};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+/// Firmware a VM boots with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Firmware {
+    /// SeaBIOS (the default).
+    #[default]
+    Bios,
+    /// OVMF (UEFI), with a per-VM copy of its variable store.
+    Uefi,
+}
+
+impl Firmware {
+    /// `bios` or `uefi`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Firmware::Bios => "bios",
+            Firmware::Uefi => "uefi",
+        }
+    }
+}
+
+/// Which accelerator QEMU uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Accel {
+    /// KVM when `/dev/kvm` works, TCG otherwise.
+    Auto,
+    /// Hardware virtualisation.
+    Kvm,
+    /// Software emulation (slow, always available).
+    Tcg,
+}
+
+impl Accel {
+    /// `auto`, `kvm` or `tcg`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Accel::Auto => "auto",
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        }
+    }
+
+    /// Parse `auto`, `kvm` or `tcg`.
+    pub fn parse(s: &str) -> Result<Accel> {
+        match s {
+            "auto" => Ok(Accel::Auto),
+            "kvm" => Ok(Accel::Kvm),
+            "tcg" => Ok(Accel::Tcg),
+            _ => Err(Error::invalid(format!(
+                "accel {s:?}: expected auto, kvm or tcg"
+            ))),
+        }
+    }
+}
 
 /// A VM to create. Build it with [`VmSpec::new`] and the builder methods; the store checks
 /// every field against its limits before anything is made.
@@ -24,6 +89,10 @@ pub struct VmSpec {
     pub ram_mib: u64,
     /// Disk size in GiB; `None`: the image's size rounded up to whole GiB.
     pub disk_gib: Option<u64>,
+    /// Firmware.
+    pub firmware: Firmware,
+    /// Accelerator for this VM; `None`: the store's.
+    pub accel: Option<Accel>,
 }
 
 impl VmSpec {
@@ -38,7 +107,19 @@ impl VmSpec {
             vcpus: 1,
             ram_mib: 512,
             disk_gib: None,
+            firmware: Firmware::Bios,
+            accel: None,
         }
+    }
+    /// Set the firmware.
+    pub fn firmware(mut self, firmware: Firmware) -> Self {
+        self.firmware = firmware;
+        self
+    }
+    /// Set the accelerator.
+    pub fn accel(mut self, accel: Accel) -> Self {
+        self.accel = Some(accel);
+        self
     }
     /// Set the alias.
     pub fn alias(mut self, alias: impl Into<String>) -> Self {
@@ -102,6 +183,14 @@ impl VmSpec {
 
 const GIB: u64 = 1 << 30;
 
+/// The MAC address of a VM: QEMU's locally administered prefix 52:54:00 and three bytes of
+/// the VM's uuid, so it is stable for the VM's life and differs between VMs.
+pub fn mac_for(uuid: &Uuid) -> String {
+    let b = uuid.as_bytes();
+    // The last bytes of a v4 uuid are random (the first hold the version nibble).
+    format!("52:54:00:{:02x}:{:02x}:{:02x}", b[13], b[14], b[15])
+}
+
 /// `gib` GiB in bytes, refusing sizes no file or volume can have (2^63 bytes and up).
 pub fn gib_to_bytes(gib: u64) -> Result<u64> {
     gib.checked_mul(GIB)
@@ -113,10 +202,18 @@ pub fn gib_to_bytes(gib: u64) -> Result<u64> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum State {
-    /// Not running.
+    /// Not running (never started, or ended cleanly).
     Stopped,
+    /// QEMU is being started.
+    Starting,
     /// Running.
     Running,
+    /// QEMU runs, the guest's CPUs are paused.
+    Paused,
+    /// Being shut down.
+    Stopping,
+    /// QEMU ended abnormally (crashed, killed, out of memory); `last_exit` says how.
+    Failed,
 }
 
 impl State {
@@ -124,9 +221,39 @@ impl State {
     pub fn as_str(self) -> &'static str {
         match self {
             State::Stopped => "stopped",
+            State::Starting => "starting",
             State::Running => "running",
+            State::Paused => "paused",
+            State::Stopping => "stopping",
+            State::Failed => "failed",
         }
     }
+
+    /// Whether a QEMU process belongs to this state.
+    pub fn is_active(self) -> bool {
+        matches!(
+            self,
+            State::Starting | State::Running | State::Paused | State::Stopping
+        )
+    }
+}
+
+/// How QEMU ended the last time it ran.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastExit {
+    /// When it was noticed, RFC 3339 UTC.
+    pub at: String,
+    /// `true` for a guest power-off or a stop asked for through vmpool.
+    pub clean: bool,
+    /// What happened, for people: "guest powered off", "killed by signal 9 (SIGKILL)",
+    /// "exited with status 1: <last lines of QEMU's stderr>", "out of memory", ...
+    pub reason: String,
+    /// The signal that ended QEMU, if one did.
+    #[serde(default)]
+    pub signal: Option<i32>,
+    /// QEMU's exit status, if it exited.
+    #[serde(default)]
+    pub status: Option<i32>,
 }
 
 /// A VM in a store: what `Store::vm` returns.
@@ -159,6 +286,16 @@ pub struct Vm {
     /// How the disk was cloned from the image (reflink, qcow2-overlay, btrfs-snapshot,
     /// zfs-clone).
     pub clone_method: String,
+    /// Firmware.
+    pub firmware: Firmware,
+    /// The VM's own accelerator choice (`None`: the store's).
+    pub accel: Option<Accel>,
+    /// Its network card's MAC address, chosen once.
+    pub mac: String,
+    /// Its VM generation id (given to the guest through `vmgenid`).
+    pub vmgenid: Uuid,
+    /// How QEMU ended the last time, if it ever ran and ended.
+    pub last_exit: Option<LastExit>,
 }
 
 #[cfg(test)]
@@ -166,6 +303,15 @@ mod tests {
     use super::*;
 
     const IMG: Uuid = uuid::uuid!("6f1c2b34-0d4e-4f8a-9b6c-1234567890ab");
+
+    #[test]
+    fn macs_are_local_unicast_and_derived() {
+        let u = uuid::uuid!("33333333-3333-4333-8333-333333333333");
+        let m = mac_for(&u);
+        assert!(m.starts_with("52:54:00:"));
+        assert_eq!(m, mac_for(&u));
+        assert_ne!(m, mac_for(&IMG));
+    }
 
     fn spec() -> VmSpec {
         VmSpec::new(IMG)

@@ -1,7 +1,8 @@
 /*
  * The C ABI from C: compiled with `cc` against include/vmpool.h and linked with the cdylib
  * (make test-c). Covers every exported function, its success path and its error codes, the
- * same codes the Rust API and the CLI give. Usage: api_test STORE_DIR
+ * same codes the Rust API and the CLI give. Usage: api_test STORE_DIR [BOOTABLE_IMAGE]
+ * (with the image, a VM is also started, ticketed, paused, resumed and stopped).
  */
 #define _GNU_SOURCE
 #include "vmpool.h"
@@ -145,9 +146,67 @@ static void free_during_call(const char *uri, const char *image) {
     vmpool_string_free(r.manifest);
 }
 
+/* Running a VM through the C ABI: start (TCG), status, console ticket, pause, resume, log,
+ * stop; and the refusals. */
+static void run_vm(const char *dir, const char *bootable) {
+    char uri[4200], payload[512], uuid[64], image_uuid[64];
+    snprintf(uri, sizeof uri, "dir:%s/run-store?accel=tcg", dir);
+    vmpool_store *store;
+    EXPECT(vmpool_store_open(uri, &store), VMPOOL_RESULT_OK);
+    char *m = NULL, *vm = NULL, *out = NULL;
+    EXPECT(vmpool_image_import(store, bootable, NULL, &m), VMPOOL_RESULT_OK);
+    json_str(m, "uuid", image_uuid, sizeof image_uuid);
+    snprintf(payload, sizeof payload,
+             "{\"alias\":\"c-vm\",\"owner\":\"c\",\"image_uuid\":\"%s\",\"vcpus\":1,\"ram_mib\":256}",
+             image_uuid);
+    EXPECT(vmpool_vm_create(store, payload, &vm), VMPOOL_RESULT_OK);
+    json_str(vm, "uuid", uuid, sizeof uuid);
+
+    EXPECT(vmpool_vm_console(store, uuid, 60, &out), VMPOOL_RESULT_INVALID_STATE);
+    EXPECT(vmpool_vm_start(store, uuid, "{\"colour\":1}", NULL), VMPOOL_RESULT_INVALID_JSON);
+    EXPECT(vmpool_vm_start(store, "00000000-0000-4000-8000-000000000000", NULL, NULL), VMPOOL_RESULT_NOT_FOUND);
+    EXPECT(vmpool_vm_start(store, NULL, NULL, NULL), VMPOOL_RESULT_NULL_POINTER);
+    EXPECT(vmpool_vm_start(store, uuid, "{\"accel\":\"tcg\"}", &out), VMPOOL_RESULT_OK);
+    CHECK(out && strstr(out, "\"state\":\"running\"") != NULL);
+    vmpool_string_free(out);
+    EXPECT(vmpool_vm_start(store, uuid, NULL, NULL), VMPOOL_RESULT_ALREADY_RUNNING);
+    EXPECT(vmpool_vm_status(store, uuid, &out), VMPOOL_RESULT_OK);
+    CHECK(out && strstr(out, "\"qemu_pid\":") != NULL);
+    vmpool_string_free(out);
+    EXPECT(vmpool_vm_console(store, uuid, 0, &out), VMPOOL_RESULT_INVALID_ARGUMENT);
+    EXPECT(vmpool_vm_console(store, uuid, 600, NULL), VMPOOL_RESULT_NULL_POINTER);
+    EXPECT(vmpool_vm_console(store, uuid, 600, &out), VMPOOL_RESULT_OK);
+    CHECK(out && strstr(out, "\"password\":\"") != NULL && strstr(out, "[virt-viewer]") != NULL);
+    vmpool_string_free(out);
+    EXPECT(vmpool_vm_pause(store, uuid, &out), VMPOOL_RESULT_OK);
+    CHECK(out && strstr(out, "\"state\":\"paused\"") != NULL);
+    vmpool_string_free(out);
+    EXPECT(vmpool_vm_resume(store, uuid, NULL), VMPOOL_RESULT_OK);
+    EXPECT(vmpool_vm_update(store, uuid, "{\"vcpus\":2}", NULL), VMPOOL_RESULT_INVALID_STATE);
+    /* The guest boots; its log fills. */
+    int seen = 0;
+    for (int i = 0; i < 600 && !seen; i++) {
+        EXPECT(vmpool_vm_log(store, uuid, 1 << 20, &out), VMPOOL_RESULT_OK);
+        seen = out && strstr(out, "VMPOOL-TEST-GUEST: ready") != NULL;
+        vmpool_string_free(out);
+        if (!seen) usleep(200000);
+    }
+    CHECK(seen);
+    EXPECT(vmpool_vm_stop(store, uuid, 60, &out), VMPOOL_RESULT_OK);
+    CHECK(out && strstr(out, "\"state\":\"stopped\"") != NULL);
+    vmpool_string_free(out);
+    EXPECT(vmpool_vm_update(store, uuid, "{\"vcpus\":2,\"disk_gib\":2}", &out), VMPOOL_RESULT_OK);
+    CHECK(out && strstr(out, "\"vcpus\":2") != NULL);
+    vmpool_string_free(out);
+    EXPECT(vmpool_vm_delete(store, uuid), VMPOOL_RESULT_OK);
+    vmpool_string_free(m);
+    vmpool_string_free(vm);
+    vmpool_store_free(store);
+}
+
 int main(int argc, char **argv) {
-    if (argc != 2) {
-        fprintf(stderr, "usage: %s STORE_DIR\n", argv[0]);
+    if (argc != 2 && argc != 3) {
+        fprintf(stderr, "usage: %s STORE_DIR [BOOTABLE_IMAGE]\n", argv[0]);
         return 2;
     }
     char uri[4200], img[4200];
@@ -287,6 +346,7 @@ int main(int argc, char **argv) {
     vmpool_store_free(store);
     vmpool_store_free(NULL);
     free(huge);
+    if (argc == 3) run_vm(argv[1], argv[2]);
     if (failures) {
         fprintf(stderr, "api_test: %d failure(s)\n", failures);
         return 1;

@@ -212,3 +212,37 @@ def test_strings_with_nul_are_refused_not_cut(env, call):
     with pytest.raises(vmpool.InvalidArgument, match="NUL"):
         call(s, img)
     assert s.images() == []
+
+
+def test_run_a_vm(tmp_path):
+    """A real VM from the bootable test image (make test-python sets VMPOOL_TEST_IMAGE)."""
+    image_path = os.environ.get("VMPOOL_TEST_IMAGE")
+    if not image_path:
+        pytest.skip("VMPOOL_TEST_IMAGE is not set (make test-python sets it)")
+    import time
+    with Store.open(f"dir:{tmp_path}/run?accel=tcg") as s:
+        image = s.import_image(image_path, name="guest")
+        vm = s.create_vm(alias="py", owner="python", image=image, vcpus=1, ram_mib=256)
+        with pytest.raises(vmpool.InvalidState):
+            s.console(vm)
+        assert s.start_vm(vm, accel="tcg").state == "running"
+        with pytest.raises(vmpool.AlreadyRunning):
+            s.start_vm(vm)
+        ticket = s.console(vm, ttl=60)
+        assert len(ticket["password"]) == 32 and f"password={ticket['password']}" in ticket["vv"]
+        with pytest.raises(vmpool.InvalidArgument):
+            s.console(vm, ttl=0)
+        assert s.pause_vm(vm).state == "paused"
+        assert s.resume_vm(vm).state == "running"
+        deadline = time.time() + 120
+        while "VMPOOL-TEST-GUEST: ready" not in s.vm_log(vm) and time.time() < deadline:
+            time.sleep(0.2)
+        assert "VMPOOL-TEST-GUEST: boot_count=1" in s.vm_log(vm)
+        png = tmp_path / "screen.png"
+        s.screenshot(vm, png)
+        assert png.read_bytes()[:4] == b"\x89PNG"
+        assert s.vm_status(vm)["run"]["qemu_pid"] > 0
+        stopped = s.stop_vm(vm, timeout=60)
+        assert stopped.state == "stopped" and stopped.last_exit["clean"]
+        assert s.update_vm(vm, vcpus=2).vcpus == 2
+        s.delete_vm(vm)

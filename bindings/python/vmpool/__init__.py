@@ -26,7 +26,8 @@ from typing import Any, Callable, Dict, List, Optional, Type, TypeVar, Union
 __all__ = [
     "Store", "Image", "Vm", "VmpoolError", "version", "library_candidates",
     "NullPointer", "InvalidUtf8", "StringTooLong", "InvalidJson", "InvalidArgument",
-    "NotFound", "AlreadyExists", "InUse", "NotAStore", "Busy", "Cancelled",
+    "NotFound", "AlreadyExists", "InUse", "NotAStore", "Busy", "Cancelled", "InvalidState",
+    "AlreadyRunning", "Timeout", "Hypervisor",
     "ChecksumMismatch", "CorruptImage", "UnsupportedFormat", "Unsupported", "IoError",
     "NoSpace", "PermissionDenied", "Backend", "Panic", "Internal", "ArgumentError", "Closed",
 ]
@@ -86,6 +87,17 @@ _vm_create = _fn("vmpool_vm_create", [_P, _S, _OUT])
 _vm_get = _fn("vmpool_vm_get", [_P, _S, _OUT])
 _vm_list = _fn("vmpool_vm_list", [_P, _S, _OUT])
 _vm_delete = _fn("vmpool_vm_delete", [_P, _S])
+_vm_start = _fn("vmpool_vm_start", [_P, _S, _S, _OUT])
+_vm_stop = _fn("vmpool_vm_stop", [_P, _S, _c.c_uint32, _OUT])
+_vm_kill = _fn("vmpool_vm_kill", [_P, _S, _OUT])
+_vm_reboot = _fn("vmpool_vm_reboot", [_P, _S, _OUT])
+_vm_pause = _fn("vmpool_vm_pause", [_P, _S, _OUT])
+_vm_resume = _fn("vmpool_vm_resume", [_P, _S, _OUT])
+_vm_status = _fn("vmpool_vm_status", [_P, _S, _OUT])
+_vm_update = _fn("vmpool_vm_update", [_P, _S, _S, _OUT])
+_vm_log = _fn("vmpool_vm_log", [_P, _S, _c.c_uint64, _OUT])
+_vm_console = _fn("vmpool_vm_console", [_P, _S, _c.c_uint32, _OUT])
+_vm_screenshot = _fn("vmpool_vm_screenshot", [_P, _S, _S])
 
 
 def version() -> str:
@@ -127,6 +139,9 @@ InUse = _cls("InUse", 12)
 NotAStore = _cls("NotAStore", 13)
 Busy = _cls("Busy", 14)
 Cancelled = _cls("Cancelled", 15)
+InvalidState = _cls("InvalidState", 16)
+AlreadyRunning = _cls("AlreadyRunning", 17)
+Timeout = _cls("Timeout", 18)
 ChecksumMismatch = _cls("ChecksumMismatch", 20)
 CorruptImage = _cls("CorruptImage", 21)
 UnsupportedFormat = _cls("UnsupportedFormat", 22)
@@ -135,14 +150,16 @@ IoError = _cls("IoError", 31)
 NoSpace = _cls("NoSpace", 32)
 PermissionDenied = _cls("PermissionDenied", 33)
 Backend = _cls("Backend", 34)
+Hypervisor = _cls("Hypervisor", 35)
 Panic = _cls("Panic", 40)
 Internal = _cls("Internal", 41)
 
 ERRORS: Dict[int, Type[VmpoolError]] = {
     c.code: c
     for c in (NullPointer, InvalidUtf8, StringTooLong, InvalidJson, InvalidArgument, NotFound, AlreadyExists,
-              InUse, NotAStore, Busy, Cancelled, ChecksumMismatch, CorruptImage, UnsupportedFormat, Unsupported,
-              IoError, NoSpace, PermissionDenied, Backend, Panic, Internal)
+              InUse, NotAStore, Busy, Cancelled, InvalidState, AlreadyRunning, Timeout, ChecksumMismatch,
+              CorruptImage, UnsupportedFormat, Unsupported, IoError, NoSpace, PermissionDenied, Backend,
+              Hypervisor, Panic, Internal)
 }
 
 
@@ -221,6 +238,11 @@ class Vm(_Record):
     disk_format: str
     disk_size_bytes: int
     clone_method: str
+    firmware: str = "bios"
+    accel: Optional[str] = None
+    mac: str = ""
+    vmgenid: str = ""
+    last_exit: Optional[Dict[str, Any]] = None
     extra: Dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
@@ -370,3 +392,67 @@ class Store:
         u = _arg(vm.uuid if isinstance(vm, Vm) else vm, "uuid")
         with self._use() as h:
             _check(_vm_delete(h, u))
+
+    def _vm(self, vm: Union[str, Vm], call: Callable[..., int], *args: Any) -> Vm:
+        u = _arg(vm.uuid if isinstance(vm, Vm) else vm, "uuid")
+        with self._use() as h:
+            return Vm.from_json(_json_out(lambda out: call(h, u, *args, out)))
+
+    def start_vm(self, vm: Union[str, Vm], *, accel: Optional[str] = None) -> Vm:
+        """Start a VM (QEMU under its supervisor, detached from this process); ``accel``:
+        ``"kvm"``, ``"tcg"`` or ``"auto"`` for this run. Raises :class:`AlreadyRunning`."""
+        opts = _arg(json.dumps({"accel": accel}), "options") if accel else None
+        return self._vm(vm, _vm_start, opts)
+
+    def stop_vm(self, vm: Union[str, Vm], *, timeout: int = 60) -> Vm:
+        """ACPI shutdown, then kill after ``timeout`` seconds. A VM that does not run: no error."""
+        return self._vm(vm, _vm_stop, int(timeout))
+
+    def kill_vm(self, vm: Union[str, Vm]) -> Vm:
+        return self._vm(vm, _vm_kill)
+
+    def reboot_vm(self, vm: Union[str, Vm]) -> Vm:
+        return self._vm(vm, _vm_reboot)
+
+    def pause_vm(self, vm: Union[str, Vm]) -> Vm:
+        return self._vm(vm, _vm_pause)
+
+    def resume_vm(self, vm: Union[str, Vm]) -> Vm:
+        return self._vm(vm, _vm_resume)
+
+    def update_vm(self, vm: Union[str, Vm], **changes: int) -> Vm:
+        """Change a stopped VM's ``vcpus``, ``ram_mib``, ``disk_gib`` (the disk only grows)."""
+        unknown = set(changes) - {"vcpus", "ram_mib", "disk_gib"}
+        if unknown:
+            raise TypeError(f"unknown keys: {', '.join(sorted(unknown))}")
+        return self._vm(vm, _vm_update, _arg(json.dumps(changes), "update"))
+
+    def vm_status(self, vm: Union[str, Vm]) -> Dict[str, Any]:
+        """``{"vm": {...live state...}, "run": {...} or None, "uptime_s", "serial_log"}``"""
+        u = _arg(vm.uuid if isinstance(vm, Vm) else vm, "uuid")
+        with self._use() as h:
+            return _json_out(lambda out: _vm_status(h, u, out))
+
+    def vm_log(self, vm: Union[str, Vm], *, max_bytes: int = 65536) -> str:
+        """The end of the VM's serial console log."""
+        u = _arg(vm.uuid if isinstance(vm, Vm) else vm, "uuid")
+        out = _c.c_void_p()
+        with self._use() as h:
+            _check(_vm_log(h, u, int(max_bytes), _c.byref(out)))
+        try:
+            return _c.string_at(out.value).decode(errors="replace")
+        finally:
+            _string_free(out)
+
+    def console(self, vm: Union[str, Vm], *, ttl: int = 600) -> Dict[str, Any]:
+        """A SPICE console ticket valid for ``ttl`` seconds: ``kind``, ``path`` or
+        ``host``/``port``, ``uri``, ``password``, ``expires_at``, ``vv`` (remote-viewer file)."""
+        u = _arg(vm.uuid if isinstance(vm, Vm) else vm, "uuid")
+        with self._use() as h:
+            return _json_out(lambda out: _vm_console(h, u, int(ttl), out))
+
+    def screenshot(self, vm: Union[str, Vm], path: Union[str, os.PathLike]) -> None:
+        """Save the VM's screen as a PNG file."""
+        u, p = _arg(vm.uuid if isinstance(vm, Vm) else vm, "uuid"), _arg(os.fspath(path), "path")
+        with self._use() as h:
+            _check(_vm_screenshot(h, u, p))

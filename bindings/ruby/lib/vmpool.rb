@@ -56,6 +56,17 @@ module Vmpool
     attach_function :vmpool_vm_get, %i[pointer string pointer], :uint32
     attach_function :vmpool_vm_list, %i[pointer string pointer], :uint32
     attach_function :vmpool_vm_delete, %i[pointer string], :uint32, blocking: true
+    attach_function :vmpool_vm_start, %i[pointer string string pointer], :uint32, blocking: true
+    attach_function :vmpool_vm_stop, %i[pointer string uint32 pointer], :uint32, blocking: true
+    attach_function :vmpool_vm_kill, %i[pointer string pointer], :uint32, blocking: true
+    attach_function :vmpool_vm_reboot, %i[pointer string pointer], :uint32, blocking: true
+    attach_function :vmpool_vm_pause, %i[pointer string pointer], :uint32, blocking: true
+    attach_function :vmpool_vm_resume, %i[pointer string pointer], :uint32, blocking: true
+    attach_function :vmpool_vm_status, %i[pointer string pointer], :uint32
+    attach_function :vmpool_vm_update, %i[pointer string string pointer], :uint32, blocking: true
+    attach_function :vmpool_vm_log, %i[pointer string uint64 pointer], :uint32
+    attach_function :vmpool_vm_console, %i[pointer string uint32 pointer], :uint32, blocking: true
+    attach_function :vmpool_vm_screenshot, %i[pointer string string], :uint32, blocking: true
   end
 
   # Base of every error the library reports. #code is the vmpool_result number, #name its
@@ -81,9 +92,11 @@ module Vmpool
     3 => %i[StringTooLong ArgumentError], 4 => %i[InvalidJson ArgumentError],
     5 => %i[InvalidArgument ArgumentError], 10 => %i[NotFound Error], 11 => %i[AlreadyExists Error],
     12 => %i[InUse Error], 13 => %i[NotAStore Error], 14 => %i[Busy Error], 15 => %i[Cancelled Error],
+    16 => %i[InvalidState Error], 17 => %i[AlreadyRunning Error], 18 => %i[Timeout Error],
     20 => %i[ChecksumMismatch Error], 21 => %i[CorruptImage Error], 22 => %i[UnsupportedFormat Error],
     30 => %i[Unsupported Error], 31 => %i[IOError Error], 32 => %i[NoSpace Error],
-    33 => %i[PermissionDenied Error], 34 => %i[Backend Error], 40 => %i[Panic Error], 41 => %i[Internal Error]
+    33 => %i[PermissionDenied Error], 34 => %i[Backend Error], 35 => %i[Hypervisor Error],
+    40 => %i[Panic Error], 41 => %i[Internal Error]
   }.freeze
 
   ERROR_CLASSES = CODES.to_h do |code, (name, parent)|
@@ -234,7 +247,84 @@ module Vmpool
       nil
     end
 
+    # Start a VM (QEMU under its supervisor, detached from this process). +accel+: "kvm",
+    # "tcg" or "auto" for this run. Raises Vmpool::AlreadyRunning if it runs.
+    def start_vm(uuid, accel: nil)
+      opts = accel ? JSON.generate(accel: accel.to_s) : nil
+      vm_call(uuid) { |h, u, out| Native.vmpool_vm_start(h, u, opts, out) }
+    end
+
+    # ACPI shutdown, then kill after +timeout+ seconds. A VM that does not run: no error.
+    def stop_vm(uuid, timeout: 60)
+      vm_call(uuid) { |h, u, out| Native.vmpool_vm_stop(h, u, Integer(timeout), out) }
+    end
+
+    def kill_vm(uuid)
+      vm_call(uuid) { |h, u, out| Native.vmpool_vm_kill(h, u, out) }
+    end
+
+    def reboot_vm(uuid)
+      vm_call(uuid) { |h, u, out| Native.vmpool_vm_reboot(h, u, out) }
+    end
+
+    def pause_vm(uuid)
+      vm_call(uuid) { |h, u, out| Native.vmpool_vm_pause(h, u, out) }
+    end
+
+    def resume_vm(uuid)
+      vm_call(uuid) { |h, u, out| Native.vmpool_vm_resume(h, u, out) }
+    end
+
+    # {vm: {...live state...}, run: {...} or nil, uptime_s:, serial_log:}
+    def vm_status(uuid)
+      uuid = uuid[:uuid] if uuid.is_a?(Hash)
+      use { |h| Vmpool.json_out { |out| Native.vmpool_vm_status(h, uuid.to_s, out) } }
+    end
+
+    # Change a stopped VM's vcpus, ram_mib, disk_gib (the disk only grows).
+    def update_vm(uuid, **changes)
+      unknown = changes.keys - %i[vcpus ram_mib disk_gib]
+      raise ::ArgumentError, "unknown keys: #{unknown.join(', ')}" unless unknown.empty?
+
+      body = JSON.generate(changes)
+      vm_call(uuid) { |h, u, out| Native.vmpool_vm_update(h, u, body, out) }
+    end
+
+    # The end of the serial console log, as a String.
+    def vm_log(uuid, max_bytes: 65_536)
+      uuid = uuid[:uuid] if uuid.is_a?(Hash)
+      use do |h|
+        out = FFI::MemoryPointer.new(:pointer)
+        Vmpool.check!(Native.vmpool_vm_log(h, uuid.to_s, Integer(max_bytes), out))
+        ptr = out.read_pointer
+        begin
+          ptr.read_string.force_encoding(Encoding::UTF_8)
+        ensure
+          Native.vmpool_string_free(ptr)
+        end
+      end
+    end
+
+    # A SPICE console ticket valid for +ttl+ seconds: {kind:, path: or host:/port:, uri:,
+    # password:, expires_at:, expires_at_unix:, vv: (a remote-viewer file)}.
+    def console(uuid, ttl: 600)
+      uuid = uuid[:uuid] if uuid.is_a?(Hash)
+      use { |h| Vmpool.json_out { |out| Native.vmpool_vm_console(h, uuid.to_s, Integer(ttl), out) } }
+    end
+
+    # Save the VM's screen as a PNG file.
+    def screenshot(uuid, path)
+      uuid = uuid[:uuid] if uuid.is_a?(Hash)
+      use { |h| Vmpool.check!(Native.vmpool_vm_screenshot(h, uuid.to_s, path.to_s)) }
+      nil
+    end
+
     private
+
+    def vm_call(uuid)
+      uuid = uuid[:uuid] if uuid.is_a?(Hash)
+      use { |h| Vmpool.json_out { |out| yield h, uuid.to_s, out } }
+    end
 
     # Run a call with the handle, counted as in flight so that #close cannot free it meanwhile.
     def use

@@ -193,4 +193,34 @@ class VmpoolTest < Minitest::Test
     # The import really happened: another handle sees it.
     Vmpool::Store.open(@uri) { |s| assert_equal [result[:uuid]], s.images.map { |m| m[:uuid] } }
   end
+
+  # A real VM from the bootable test image (make test-ruby sets VMPOOL_TEST_IMAGE).
+  def test_run_a_vm
+    image_path = ENV.fetch("VMPOOL_TEST_IMAGE") { skip "VMPOOL_TEST_IMAGE is not set (make test-ruby sets it)" }
+    Vmpool::Store.open("dir:#{@dir}/run?accel=tcg") do |s|
+      image = s.import_image(image_path, name: "guest")
+      vm = s.create_vm(alias: "rb", owner: "ruby", image: image, vcpus: 1, ram_mib: 256)
+      assert_raises(Vmpool::InvalidState) { s.console(vm) }
+      assert_equal "running", s.start_vm(vm, accel: "tcg")[:state]
+      assert_raises(Vmpool::AlreadyRunning) { s.start_vm(vm) }
+      ticket = s.console(vm, ttl: 60)
+      assert_match(/\A\h{32}\z/, ticket[:password])
+      assert_includes ticket[:vv], "password=#{ticket[:password]}"
+      assert_raises(Vmpool::InvalidArgument) { s.console(vm, ttl: 0) }
+      assert_equal "paused", s.pause_vm(vm)[:state]
+      assert_equal "running", s.resume_vm(vm)[:state]
+      deadline = Time.now + 120
+      sleep 0.2 until s.vm_log(vm).include?("VMPOOL-TEST-GUEST: ready") || Time.now > deadline
+      assert_includes s.vm_log(vm), "VMPOOL-TEST-GUEST: boot_count=1"
+      png = File.join(@dir, "screen.png")
+      s.screenshot(vm, png)
+      assert_equal "\x89PNG".b, File.binread(png, 4)
+      assert s.vm_status(vm)[:run][:qemu_pid].positive?
+      stopped = s.stop_vm(vm, timeout: 60)
+      assert_equal "stopped", stopped[:state]
+      assert stopped[:last_exit][:clean]
+      assert_equal 2, s.update_vm(vm, vcpus: 2)[:vcpus]
+      s.delete_vm(vm)
+    end
+  end
 end

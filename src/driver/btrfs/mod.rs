@@ -320,6 +320,18 @@ impl StorageDriver for BtrfsDriver {
         })
     }
 
+    fn vm_grow(&self, vm: &Uuid, _path: &str, _format: DiskFormat, size: u64) -> Result<u64> {
+        let path = self.vms.join(vm.to_string()).join(DISK);
+        let f = OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .ctx(|| format!("opening {}", path.display()))?;
+        f.set_len(size)
+            .ctx(|| format!("growing {}", path.display()))?;
+        f.sync_all().ctx(|| format!("syncing {}", path.display()))?;
+        Ok(size)
+    }
+
     fn vm_destroy(&self, vm: &Uuid, image: &Uuid) -> Result<Destroyed> {
         let name = vm.to_string();
         let path = self.vms.join(&name);

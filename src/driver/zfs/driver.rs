@@ -260,6 +260,17 @@ impl StorageDriver for ZfsDriver {
         })
     }
 
+    fn vm_grow(&self, vm: &Uuid, _path: &str, _format: DiskFormat, size: u64) -> Result<u64> {
+        libzfs::ensure_init()?;
+        let name = self.disk(vm);
+        let size = align(size);
+        libzfs::with(|lz| {
+            lz.open(&name, sys::ZFS_TYPE_VOLUME)?
+                .set_props(&NvList::new()?.uint64("volsize", size)?)
+        })?;
+        Ok(size)
+    }
+
     fn vm_destroy(&self, vm: &Uuid, image: &Uuid) -> Result<Destroyed> {
         libzfs::ensure_init()?;
         let name = self.disk(vm);

@@ -16,7 +16,8 @@
 
 use crate::error::{Error, Result};
 use crate::image::{DiskFormat, Image, Tags};
-use crate::vm::{State, Vm};
+use crate::vm::runtime::RunInfo;
+use crate::vm::{Accel, Firmware, LastExit, State, Vm};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -98,6 +99,24 @@ pub struct VmRecord {
     pub disk_size_bytes: u64,
     #[allow(missing_docs)]
     pub clone_method: String,
+    /// Added with VM lifecycle (absent in older records: BIOS).
+    #[serde(default)]
+    pub firmware: Firmware,
+    /// The VM's own accelerator choice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accel: Option<Accel>,
+    /// MAC address (older records: derived from the uuid at first start, see `mac_for`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+    /// VM generation id (older records: the VM's uuid).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vmgenid: Option<Uuid>,
+    /// The current run, while QEMU runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<RunInfo>,
+    /// How the last run ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_exit: Option<LastExit>,
     /// Unknown fields, written back as read.
     #[serde(flatten)]
     pub extra: Extra,
@@ -190,6 +209,11 @@ impl From<&VmRecord> for Vm {
             disk_format: r.disk_format,
             disk_size_bytes: r.disk_size_bytes,
             clone_method: r.clone_method.clone(),
+            firmware: r.firmware,
+            accel: r.accel,
+            mac: r.mac.clone().unwrap_or_else(|| crate::vm::mac_for(&r.uuid)),
+            vmgenid: r.vmgenid.unwrap_or(r.uuid),
+            last_exit: r.last_exit.clone(),
         }
     }
 }
@@ -211,6 +235,12 @@ impl From<&Vm> for VmRecord {
             disk_format: v.disk_format,
             disk_size_bytes: v.disk_size_bytes,
             clone_method: v.clone_method.clone(),
+            firmware: v.firmware,
+            accel: v.accel,
+            mac: Some(v.mac.clone()),
+            vmgenid: Some(v.vmgenid),
+            run: None,
+            last_exit: v.last_exit.clone(),
             extra: Extra::new(),
         }
     }

@@ -1,0 +1,196 @@
+//! `vmpool_vm_start` and the other calls that run VMs: stop, kill, reboot, pause, resume,
+//! status, update, log, console, screenshot.
+//!
+//! Each returns the VM as JSON (the same object as `vmpool_vm_get`, with its live `state`)
+//! through `vm_json_out`, which may be NULL when the caller does not need it.
+
+use super::store::{store_ref, vmpool_store};
+use super::{arg_str, check_out, ffi_call, opt_str, put_string, wire, ID_MAX, JSON_MAX, PATH_MAX};
+use crate::error::{vmpool_result, Result};
+use crate::validate;
+use crate::vm::Vm;
+use crate::Store;
+use std::ffi::c_char;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// The shape of every lifecycle call: a checked store and uuid, the operation, and the VM it
+/// returns handed out when the caller asked for it.
+fn vm_call(
+    store: *const vmpool_store,
+    uuid: *const c_char,
+    out: *mut *mut c_char,
+    op: impl FnOnce(&Store, Uuid) -> Result<Vm>,
+) -> Result<()> {
+    let s = store_ref(store)?;
+    let u = validate::uuid("VM uuid", arg_str(uuid, "uuid", ID_MAX)?)?;
+    let vm = op(&s.inner, u)?;
+    if !out.is_null() {
+        put_string(out, wire::to_string(&wire::VmOut::from(&vm))?)?;
+    }
+    Ok(())
+}
+
+/// Start a VM: QEMU under its own supervisor, detached from the caller (it keeps running when
+/// the calling process exits, and any process using the store can control it). Returns once
+/// QEMU's monitor answers; the guest then boots. `options_json` may be NULL or
+/// `{"accel": "auto"|"kvm"|"tcg"}`. `VMPOOL_RESULT_ALREADY_RUNNING` if it runs;
+/// `VMPOOL_RESULT_HYPERVISOR` with QEMU's own words if QEMU cannot start.
+#[no_mangle]
+pub extern "C" fn vmpool_vm_start(
+    store: *const vmpool_store,
+    uuid: *const c_char,
+    options_json: *const c_char,
+    vm_json_out: *mut *mut c_char,
+) -> vmpool_result {
+    ffi_call!({
+        let opts = wire::start_options(opt_str(options_json, "options_json", JSON_MAX)?)?;
+        vm_call(store, uuid, vm_json_out, |s, u| s.start_vm(u, &opts))
+    })
+}
+
+/// Shut a VM down: the ACPI power button, then, if the guest has not powered off within
+/// `timeout_seconds`, kill QEMU. Blocks until QEMU has ended. A VM that does not run is left
+/// as it is (success).
+#[no_mangle]
+pub extern "C" fn vmpool_vm_stop(
+    store: *const vmpool_store,
+    uuid: *const c_char,
+    timeout_seconds: u32,
+    vm_json_out: *mut *mut c_char,
+) -> vmpool_result {
+    ffi_call!({
+        vm_call(store, uuid, vm_json_out, |s, u| {
+            s.stop_vm(u, Duration::from_secs(u64::from(timeout_seconds)))
+        })
+    })
+}
+
+/// Kill a VM's QEMU at once (SIGKILL). A VM that does not run is left as it is.
+#[no_mangle]
+pub extern "C" fn vmpool_vm_kill(
+    store: *const vmpool_store,
+    uuid: *const c_char,
+    vm_json_out: *mut *mut c_char,
+) -> vmpool_result {
+    ffi_call!({ vm_call(store, uuid, vm_json_out, |s, u| s.kill_vm(u)) })
+}
+
+/// Reset a running VM (as its reset button). `VMPOOL_RESULT_INVALID_STATE` if it does not run.
+#[no_mangle]
+pub extern "C" fn vmpool_vm_reboot(
+    store: *const vmpool_store,
+    uuid: *const c_char,
+    vm_json_out: *mut *mut c_char,
+) -> vmpool_result {
+    ffi_call!({ vm_call(store, uuid, vm_json_out, |s, u| s.reboot_vm(u)) })
+}
+
+/// Pause a running VM's CPUs (memory stays). `VMPOOL_RESULT_INVALID_STATE` if it does not run.
+#[no_mangle]
+pub extern "C" fn vmpool_vm_pause(
+    store: *const vmpool_store,
+    uuid: *const c_char,
+    vm_json_out: *mut *mut c_char,
+) -> vmpool_result {
+    ffi_call!({ vm_call(store, uuid, vm_json_out, |s, u| s.pause_vm(u)) })
+}
+
+/// Continue a paused VM. `VMPOOL_RESULT_INVALID_STATE` if it does not run.
+#[no_mangle]
+pub extern "C" fn vmpool_vm_resume(
+    store: *const vmpool_store,
+    uuid: *const c_char,
+    vm_json_out: *mut *mut c_char,
+) -> vmpool_result {
+    ffi_call!({ vm_call(store, uuid, vm_json_out, |s, u| s.resume_vm(u)) })
+}
+
+/// A VM's live state and its current run as JSON: `{"vm": {...}, "run": {"supervisor_pid",
+/// "qemu_pid", "qemu_start", "started_at", "accel", "spice"} or null, "uptime_s", "serial_log"}`.
+#[no_mangle]
+pub extern "C" fn vmpool_vm_status(
+    store: *const vmpool_store,
+    uuid: *const c_char,
+    json_out: *mut *mut c_char,
+) -> vmpool_result {
+    ffi_call!({
+        let s = store_ref(store)?;
+        let u = validate::uuid("VM uuid", arg_str(uuid, "uuid", ID_MAX)?)?;
+        check_out(json_out, "json_out")?;
+        let st = s.inner.vm_status(u)?;
+        put_string(json_out, wire::to_string(&wire::VmStatusOut::from(&st))?)
+    })
+}
+
+/// Change a stopped VM: `update_json` is `{"vcpus": N, "ram_mib": N, "disk_gib": N}` (any of
+/// them). The disk only grows. `VMPOOL_RESULT_INVALID_STATE` while the VM runs.
+#[no_mangle]
+pub extern "C" fn vmpool_vm_update(
+    store: *const vmpool_store,
+    uuid: *const c_char,
+    update_json: *const c_char,
+    vm_json_out: *mut *mut c_char,
+) -> vmpool_result {
+    ffi_call!({
+        let u = wire::vm_update(arg_str(update_json, "update_json", JSON_MAX)?)?;
+        vm_call(store, uuid, vm_json_out, |s, id| s.update_vm(id, &u))
+    })
+}
+
+/// The last `max_bytes` of the VM's serial console log, as text (bytes that are not UTF-8
+/// become U+FFFD; NUL bytes are dropped). The log is kept across runs and rotated at the
+/// store's `serial_log_kib`.
+#[no_mangle]
+pub extern "C" fn vmpool_vm_log(
+    store: *const vmpool_store,
+    uuid: *const c_char,
+    max_bytes: u64,
+    text_out: *mut *mut c_char,
+) -> vmpool_result {
+    ffi_call!({
+        let s = store_ref(store)?;
+        let u = validate::uuid("VM uuid", arg_str(uuid, "uuid", ID_MAX)?)?;
+        check_out(text_out, "text_out")?;
+        let mut bytes = s.inner.vm_log(u, max_bytes)?;
+        bytes.retain(|b| *b != 0);
+        put_string(text_out, String::from_utf8_lossy(&bytes).into_owned())
+    })
+}
+
+/// A SPICE console ticket for a running VM, valid for `ttl_seconds` (1 to 86400): a fresh
+/// random password that replaces the previous one. JSON: `{"kind": "unix"|"tcp", "path" |
+/// "host"+"port", "uri", "password", "expires_at", "expires_at_unix", "vv"}` where `vv` is
+/// the text of a remote-viewer connection file.
+#[no_mangle]
+pub extern "C" fn vmpool_vm_console(
+    store: *const vmpool_store,
+    uuid: *const c_char,
+    ttl_seconds: u32,
+    json_out: *mut *mut c_char,
+) -> vmpool_result {
+    ffi_call!({
+        let s = store_ref(store)?;
+        let u = validate::uuid("VM uuid", arg_str(uuid, "uuid", ID_MAX)?)?;
+        check_out(json_out, "json_out")?;
+        let c = s
+            .inner
+            .console(u, Duration::from_secs(u64::from(ttl_seconds)))?;
+        put_string(json_out, wire::to_string(&wire::ConsoleOut::from(&c))?)
+    })
+}
+
+/// Save a running VM's screen as a PNG file at `png_path` (replaced if it exists).
+#[no_mangle]
+pub extern "C" fn vmpool_vm_screenshot(
+    store: *const vmpool_store,
+    uuid: *const c_char,
+    png_path: *const c_char,
+) -> vmpool_result {
+    ffi_call!({
+        let s = store_ref(store)?;
+        let u = validate::uuid("VM uuid", arg_str(uuid, "uuid", ID_MAX)?)?;
+        let p = arg_str(png_path, "png_path", PATH_MAX)?;
+        s.inner.screenshot(u, std::path::Path::new(p))
+    })
+}

@@ -1,0 +1,207 @@
+//! How a store runs its VMs: store URI options that every driver takes.
+//!
+//! | option | meaning | default |
+//! |---|---|---|
+//! | `accel` | `auto` (KVM when `/dev/kvm` works), `kvm` or `tcg` | `auto` |
+//! | `qemu` | path of `qemu-system-x86_64` | `$VMPOOL_QEMU`, else from `PATH` |
+//! | `spice` | `unix` (a socket in the VM's run directory) or `tcp` | `unix` |
+//! | `spice_addr` | address SPICE listens on with `spice=tcp` | `127.0.0.1` |
+//! | `spice_ports` | port range for `spice=tcp`, `FIRST-LAST` | `5900-5999` |
+//! | `serial_log_kib` | size at which the serial log is rotated | `1024` |
+
+use crate::error::{Error, Result};
+use crate::vm::Accel;
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+/// Where a VM's SPICE server listens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum SpiceAddr {
+    /// A unix socket.
+    Unix {
+        /// Its path.
+        path: PathBuf,
+    },
+    /// TCP.
+    Tcp {
+        /// The address.
+        host: IpAddr,
+        /// The port.
+        port: u16,
+    },
+}
+
+/// How SPICE listens, per store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SpiceListen {
+    /// A socket in each VM's run directory.
+    Unix,
+    /// TCP on `addr`, a port of `ports` per VM.
+    Tcp {
+        /// Listen address.
+        addr: IpAddr,
+        /// First and last port.
+        ports: (u16, u16),
+    },
+}
+
+/// The run options of a store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunConfig {
+    /// Accelerator for VMs that do not choose one.
+    pub accel: Accel,
+    /// QEMU binary.
+    pub qemu: PathBuf,
+    /// SPICE listening.
+    pub spice: SpiceListen,
+    /// Serial log rotation size in bytes.
+    pub serial_log_bytes: u64,
+}
+
+/// The option names, for error messages.
+pub const OPTIONS: &[&str] = &[
+    "accel",
+    "qemu",
+    "spice",
+    "spice_addr",
+    "spice_ports",
+    "serial_log_kib",
+];
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        RunConfig {
+            accel: Accel::Auto,
+            qemu: std::env::var_os("VMPOOL_QEMU")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("qemu-system-x86_64")),
+            spice: SpiceListen::Unix,
+            serial_log_bytes: 1 << 20,
+        }
+    }
+}
+
+impl RunConfig {
+    /// Apply one store option; false when the key is not a run option.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<bool> {
+        match key {
+            "accel" => self.accel = Accel::parse(value)?,
+            "qemu" => {
+                let p = PathBuf::from(value);
+                if !p.is_absolute() {
+                    return Err(Error::invalid(format!(
+                        "store option qemu={value:?} is not an absolute path"
+                    )));
+                }
+                self.qemu = p;
+            }
+            "spice" => {
+                self.spice = match value {
+                    "unix" => SpiceListen::Unix,
+                    "tcp" => SpiceListen::Tcp {
+                        addr: self.tcp_addr(),
+                        ports: self.tcp_ports(),
+                    },
+                    _ => {
+                        return Err(Error::invalid(format!(
+                            "store option spice={value:?}: expected unix or tcp"
+                        )))
+                    }
+                }
+            }
+            "spice_addr" => {
+                let addr: IpAddr = value.parse().map_err(|_| {
+                    Error::invalid(format!(
+                        "store option spice_addr={value:?} is not an IP address"
+                    ))
+                })?;
+                if let SpiceListen::Tcp { addr: a, .. } = &mut self.spice {
+                    *a = addr;
+                } else {
+                    self.spice = SpiceListen::Tcp {
+                        addr,
+                        ports: self.tcp_ports(),
+                    };
+                }
+            }
+            "spice_ports" => {
+                let bad = || {
+                    Error::invalid(format!(
+                        "store option spice_ports={value:?}: expected FIRST-LAST, 1024-65535"
+                    ))
+                };
+                let (a, b) = value.split_once('-').ok_or_else(bad)?;
+                let (a, b): (u16, u16) =
+                    (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+                if a < 1024 || a > b {
+                    return Err(bad());
+                }
+                if let SpiceListen::Tcp { ports, .. } = &mut self.spice {
+                    *ports = (a, b);
+                } else {
+                    self.spice = SpiceListen::Tcp {
+                        addr: self.tcp_addr(),
+                        ports: (a, b),
+                    };
+                }
+            }
+            "serial_log_kib" => {
+                let n: u64 = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (16..=1 << 20).contains(n))
+                    .ok_or_else(|| {
+                        Error::invalid(format!(
+                            "store option serial_log_kib={value:?}: expected 16 to 1048576"
+                        ))
+                    })?;
+                self.serial_log_bytes = n << 10;
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    fn tcp_addr(&self) -> IpAddr {
+        match &self.spice {
+            SpiceListen::Tcp { addr, .. } => *addr,
+            SpiceListen::Unix => IpAddr::from([127, 0, 0, 1]),
+        }
+    }
+
+    fn tcp_ports(&self) -> (u16, u16) {
+        match &self.spice {
+            SpiceListen::Tcp { ports, .. } => *ports,
+            SpiceListen::Unix => (5900, 5999),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options() {
+        let mut c = RunConfig::default();
+        assert!(c.set("accel", "tcg").unwrap());
+        assert_eq!(c.accel, Accel::Tcg);
+        assert!(c.set("accel", "xen").is_err());
+        assert!(!c.set("colour", "x").unwrap());
+        assert!(c.set("spice_ports", "6000-6009").unwrap());
+        assert_eq!(
+            c.spice,
+            SpiceListen::Tcp {
+                addr: IpAddr::from([127, 0, 0, 1]),
+                ports: (6000, 6009)
+            }
+        );
+        assert!(c.set("spice_ports", "80-90").is_err());
+        assert!(c.set("spice_addr", "not-an-ip").is_err());
+        assert!(c.set("qemu", "relative/qemu").is_err());
+        assert!(c.set("serial_log_kib", "1").is_err());
+    }
+}
