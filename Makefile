@@ -23,7 +23,7 @@ TEST_IMAGE = $(shell scripts/make-test-image)
 export VMPOOL_ZFS ?= auto
 
 .PHONY: help deps deps-demo build release header check-header lint demo test test-rust test-c \
-        test-ruby test-python test-examples test-zfs install bench bench-smoke clean check-release \
+        test-ruby test-python test-examples test-zfs test-zones-v2 install bench bench-smoke clean check-release \
         fuzz-smoke fuzz
 
 help:
@@ -72,7 +72,7 @@ demo: deps-demo build
 
 ## test          every suite: Rust (dir, xfs-reflink, btrfs), C, Ruby, Python, examples, ZFS in the guest, lint,
 ##               a short fuzzing run
-test: deps build lint fuzz-smoke test-rust test-c test-ruby test-python test-examples test-zfs bench-smoke
+test: deps build lint fuzz-smoke test-rust test-c test-ruby test-python test-examples test-zfs test-zones-v2 bench-smoke
 	@echo "make test: all suites passed"
 
 ## test-rust     unit tests and the conformance suite on dir:, XFS reflink and btrfs (loop devices)
@@ -111,6 +111,10 @@ test-python: build
 ## test-examples the README's Ruby, Python and C examples, against an installed copy
 test-examples: release
 	scripts/test-examples
+
+## test-zones-v2 the zone tests on cgroup v2, inside the guest harness (this host has v1)
+test-zones-v2:
+	scripts/test-zones-v2
 
 ## test-zfs      conformance and ZFS tests on a real OpenZFS pool inside a QEMU guest
 test-zfs:

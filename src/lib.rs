@@ -17,6 +17,8 @@
 //! - `vm/`      VM specs and VMs
 //! - `driver/`  storage drivers and their registry: `dir`, `btrfs`, `zfs` (with its raw `sys`
 //!   layer)
+//! - `zone/`    isolation of each VM's QEMU: Linux (cgroups, namespaces, no root) and
+//!   illumos (libzonecfg)
 //! - `ffi/`     the C ABI and its JSON wire format
 //! - `revert`, `lock`, `fsutil`, `failpoint`, `validate`: shared plumbing
 
@@ -61,6 +63,10 @@ pub mod validate;
 ///
 /// cbindgen:ignore
 pub mod vm;
+/// Isolation of each VM (Linux namespaces and cgroups; illumos zones).
+///
+/// cbindgen:ignore
+pub mod zone;
 
 pub use error::{Error, Result, ResultCode};
 pub use image::{DiskFormat, Image, ImportRequest};

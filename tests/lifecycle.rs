@@ -152,6 +152,32 @@ fn qemu_processes(vm: &Uuid) -> Vec<u32> {
         .collect()
 }
 
+/// The VM's QEMU runs in its zone: not as root, no capabilities, its own PID namespace.
+fn assert_zoned(s: &Store, vm: &Uuid) {
+    let pid = s.vm_status(*vm).unwrap().run.unwrap().qemu_pid;
+    let st = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |k: &str| {
+        st.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .unwrap_or("")
+            .trim()
+            .to_owned()
+    };
+    assert!(
+        !field("Uid:").starts_with('0'),
+        "QEMU runs as root: {}",
+        field("Uid:")
+    );
+    assert_eq!(field("CapEff:"), "0000000000000000");
+    assert_eq!(field("NoNewPrivs:"), "1");
+    assert_eq!(field("Seccomp:"), "2");
+    assert!(
+        field("NSpid:").ends_with(" 1") || field("NSpid:").ends_with("\t1"),
+        "{}",
+        field("NSpid:")
+    );
+}
+
 fn code<T: std::fmt::Debug>(r: vmpool::Result<T>) -> Code {
     match r {
         Ok(v) => panic!("expected an error, got {v:?}"),
@@ -168,6 +194,7 @@ fn boots_from_its_clone_counts_boots_and_sees_its_disk() {
     for v in [&a, &b] {
         let started = e.s.start_vm(v.uuid, &StartOptions::default()).unwrap();
         assert_eq!(started.state, State::Running);
+        assert_zoned(&e.s, &v.uuid);
     }
     for (v, gib) in [(&a, 1u64), (&b, 2)] {
         let log = e.wait_log(&v.uuid, "VMPOOL-TEST-GUEST: ready", 1);
@@ -230,6 +257,7 @@ fn survives_its_starter_and_every_end_is_recorded() {
     };
     // Started by a process that exits at once; stopped by another one.
     ctl_ok(&["vm", "start", &u]);
+    assert_zoned(&e.s, &v.uuid);
     e.wait_log(&v.uuid, "VMPOOL-TEST-GUEST: ready", 1);
     assert_eq!(e.s.vm(v.uuid).unwrap().state, State::Running);
     assert_eq!(qemu_processes(&v.uuid).len(), 1);
@@ -243,7 +271,7 @@ fn survives_its_starter_and_every_end_is_recorded() {
     e.wait_log(&v.uuid, "VMPOOL-TEST-GUEST: ready", 2);
     let run = e.s.catalog_dir().join("run").join(&u);
     let mut q =
-        vmpool::vm::qmp::Qmp::connect(&run.join("qmp.sock"), Duration::from_secs(10)).unwrap();
+        vmpool::vm::qmp::Qmp::connect(&run.join("qemu/qmp.sock"), Duration::from_secs(10)).unwrap();
     q.execute("system_powerdown", None, Duration::from_secs(10))
         .unwrap();
     drop(q);
@@ -639,4 +667,44 @@ fn every_lifecycle_failpoint_kill_and_error() {
         "lifecycle fault injection: {} failpoints x 2 actions = {cases} cases, all consistent",
         points.len()
     );
+}
+
+/// `firmware: uefi`: QEMU runs OVMF with the VM's own variable store (kept across runs).
+#[test]
+fn uefi_firmware_runs_with_its_own_variable_store() {
+    let e = env("");
+    let v =
+        e.s.create_vm(
+            &vmpool::VmSpec::new(e.image.uuid)
+                .alias("uefi")
+                .owner("t")
+                .vcpus(1)
+                .ram_mib(256)
+                .firmware(vmpool::vm::Firmware::Uefi),
+        )
+        .unwrap();
+    assert_eq!(v.firmware, vmpool::vm::Firmware::Uefi);
+    e.s.start_vm(v.uuid, &StartOptions::default()).unwrap();
+    let vars =
+        e.s.catalog_dir()
+            .join("run")
+            .join(v.uuid.to_string())
+            .join("qemu/uefi-vars.fd");
+    assert!(vars.exists());
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", qemu_processes(&v.uuid)[0])).unwrap();
+    let cmdline = String::from_utf8_lossy(&cmdline);
+    assert!(
+        cmdline.contains("if=pflash") && cmdline.contains("OVMF_CODE"),
+        "{cmdline}"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(e.s.vm(v.uuid).unwrap().state, State::Running);
+    e.s.kill_vm(v.uuid).unwrap();
+    // The payload takes it by name; an unknown firmware is refused by name.
+    let bad = format!(
+        r#"{{"alias":"x","owner":"o","image_uuid":"{}","vcpus":1,"ram_mib":256,"firmware":"coreboot"}}"#,
+        e.image.uuid
+    );
+    let err = e.s.create_json(&bad).unwrap_err();
+    assert_eq!(err.code(), Code::VMPOOL_RESULT_INVALID_JSON, "{err}");
 }

@@ -37,6 +37,10 @@ struct VmPayload {
     disk_gib: Option<i64>,
     firmware: Option<Firmware>,
     accel: Option<Accel>,
+    cpu_cap_pct: Option<i64>,
+    memory_cap_mib: Option<i64>,
+    io: Option<crate::zone::IoLimits>,
+    prealloc: Option<bool>,
 }
 
 fn non_negative(field: &str, v: i64) -> Result<u64> {
@@ -68,6 +72,23 @@ pub fn vm_spec(json: &str) -> Result<VmSpec> {
             .transpose()?,
         firmware: p.firmware.unwrap_or_default(),
         accel: p.accel,
+        caps: crate::vm::Caps {
+            cpu_pct: p
+                .cpu_cap_pct
+                .map(|c| {
+                    non_negative("cpu_cap_pct", c).and_then(|c| {
+                        u32::try_from(c)
+                            .map_err(|_| Error::invalid(format!("cpu_cap_pct {c} is out of range")))
+                    })
+                })
+                .transpose()?,
+            memory_mib: p
+                .memory_cap_mib
+                .map(|m| non_negative("memory_cap_mib", m))
+                .transpose()?,
+            io: p.io,
+            prealloc: p.prealloc.unwrap_or(false),
+        },
     })
 }
 
@@ -159,6 +180,7 @@ pub struct VmOut<'a> {
     mac: &'a str,
     vmgenid: &'a uuid::Uuid,
     last_exit: Option<&'a LastExit>,
+    caps: &'a crate::vm::Caps,
 }
 
 impl<'a> From<&'a Vm> for VmOut<'a> {
@@ -182,6 +204,7 @@ impl<'a> From<&'a Vm> for VmOut<'a> {
             mac: &v.mac,
             vmgenid: &v.vmgenid,
             last_exit: v.last_exit.as_ref(),
+            caps: &v.caps,
         }
     }
 }

@@ -20,6 +20,7 @@ use crate::vm::qmp::{Qmp, QmpError};
 use crate::vm::runtime::{self, RunDir, RunInfo};
 use crate::vm::supervisor::{self, LaunchFile, Ready, INTENT};
 use crate::vm::{Accel, Firmware, LastExit, State, Vm};
+use crate::zone::{Limits as ZoneLimits, ZoneSpec};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -237,7 +238,7 @@ impl Store {
             vcpus: r.vcpus,
             ram_mib: r.ram_mib,
             accel,
-            tcg_tb_mib: None,
+            tcg_tb_mib: (accel == Accel::Tcg).then_some(crate::zone::TCG_CACHE_MIB),
             cache: if qemu::direct_io_works(&disk) {
                 Cache::None
             } else {
@@ -254,6 +255,12 @@ impl Store {
             sandbox: true,
             memory_file: None,
             incoming_defer: false,
+            prealloc: r.caps.prealloc,
+        };
+        let zone = if self.run.zone {
+            Some(self.zone_spec(&mut r, &run, &launch)?)
+        } else {
+            None
         };
         let file = LaunchFile {
             qemu: self.run.qemu.clone(),
@@ -263,6 +270,7 @@ impl Store {
             serial_log_bytes: self.run.serial_log_bytes,
             accel,
             spice: spice.clone(),
+            zone,
         };
         fsutil::write_atomic(
             run.path(),
@@ -301,6 +309,83 @@ impl Store {
                 Err(e)
             }
         }
+    }
+
+    /// The zone of a VM about to start: its uid (chosen once, kept in the record), its limits,
+    /// and what it may see and write.
+    fn zone_spec(&self, r: &mut VmRecord, run: &RunDir, launch: &Launch) -> Result<ZoneSpec> {
+        let uid = match r.uid {
+            Some(u) => u,
+            None => {
+                // One uid per VM: the lowest of the store's range that no VM has.
+                let _l = lock::lock(
+                    &self.catalog_dir().join("run").join(".uids.lock"),
+                    Mode::Exclusive,
+                )?;
+                let used: std::collections::BTreeSet<u32> = self
+                    .catalog
+                    .vms(None)?
+                    .iter()
+                    .filter_map(|v| v.uid)
+                    .collect();
+                let base = self.run.uid_base;
+                let uid = (base..base.saturating_add(self.run.uid_count))
+                    .find(|u| !used.contains(u))
+                    .ok_or_else(|| {
+                        Error::Busy(format!(
+                            "all {} uids from {base} are taken; raise the store's uid_count",
+                            self.run.uid_count
+                        ))
+                    })?;
+                r.uid = Some(uid);
+                self.catalog.put_vm(r)?;
+                uid
+            }
+        };
+        let mut writable = vec![run.qemu_dir()];
+        let mut devices = Vec::new();
+        let mut groups = Vec::new();
+        if launch.accel == Accel::Kvm {
+            devices.push(PathBuf::from("/dev/kvm"));
+            groups.extend(group_id("kvm"));
+        }
+        if launch.disk.starts_with("/dev/") {
+            devices.push(launch.disk.clone());
+        } else {
+            writable.push(launch.disk.clone());
+        }
+        let mut readable = Vec::new();
+        if r.disk_format == crate::image::DiskFormat::Qcow2 {
+            if let Some(img) = self.catalog.image(&r.image_uuid)? {
+                readable.push(PathBuf::from(img.disk));
+            }
+        }
+        if let FirmwareFiles::Uefi { code, .. } = &launch.firmware {
+            if !code.starts_with("/usr") {
+                readable.push(code.clone());
+            }
+        }
+        Ok(ZoneSpec {
+            vm: r.uuid,
+            hostname: r.alias.clone(),
+            uid,
+            gid: uid,
+            groups,
+            limits: ZoneLimits::for_vm(
+                r.vcpus,
+                r.ram_mib,
+                launch.accel == Accel::Tcg,
+                r.caps.cpu_pct,
+                r.caps.memory_mib,
+                r.caps.io,
+            ),
+            writable,
+            readable,
+            devices,
+            run_dir: run.path().to_owned(),
+            vcpus: r.vcpus,
+            ram_mib: r.ram_mib,
+        })
     }
 
     /// A port of `ports` that no running VM of this store has and that can be bound now.
@@ -643,7 +728,9 @@ impl Store {
             )));
         }
         // QEMU may write only in its own directory: dump there, then copy.
-        let tmp = run.path().join(format!(".screen-{}.png", fsutil::token()));
+        let tmp = run
+            .qemu_dir()
+            .join(format!(".screen-{}.png", fsutil::token()));
         let res = self
             .qmp_call(
                 &uuid,
@@ -742,4 +829,17 @@ fn spawn_supervisor(run: &RunDir) -> Result<(u32, u32, u64)> {
             run.supervisor_log().display()
         ))),
     }
+}
+
+/// The id of a group of this host (`/etc/group`), if it has one of that name.
+fn group_id(name: &str) -> Option<u32> {
+    std::fs::read_to_string("/etc/group")
+        .ok()?
+        .lines()
+        .find_map(|l| {
+            let mut f = l.split(':');
+            (f.next()? == name)
+                .then(|| f.nth(1)?.parse().ok())
+                .flatten()
+        })
 }

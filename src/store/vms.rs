@@ -75,6 +75,7 @@ impl Store {
                 mac: crate::vm::mac_for(&uuid),
                 vmgenid: Uuid::new_v4(),
                 last_exit: None,
+                caps: spec.caps.clone(),
             };
             fail_point!("vm_create.cloned");
             // Undo first: a write that fails after its rename leaves the record.

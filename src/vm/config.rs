@@ -8,6 +8,8 @@
 //! | `spice_addr` | address SPICE listens on with `spice=tcp` | `127.0.0.1` |
 //! | `spice_ports` | port range for `spice=tcp`, `FIRST-LAST` | `5900-5999` |
 //! | `serial_log_kib` | size at which the serial log is rotated | `1024` |
+//! | `zone` | `on`: every VM's QEMU in its zone (needs root); `off`; `auto`: on as root | `auto` |
+//! | `uid_base`, `uid_count` | the uids (and gids) given to VMs, one each | `2000000`, `65536` |
 
 use crate::error::{Error, Result};
 use crate::vm::Accel;
@@ -58,6 +60,12 @@ pub struct RunConfig {
     pub spice: SpiceListen,
     /// Serial log rotation size in bytes.
     pub serial_log_bytes: u64,
+    /// Whether VMs run in zones (isolated); needs root.
+    pub zone: bool,
+    /// First uid (and gid) given to VMs' QEMU processes; each VM gets its own.
+    pub uid_base: u32,
+    /// How many uids from `uid_base` are vmpool's.
+    pub uid_count: u32,
 }
 
 /// The option names, for error messages.
@@ -68,6 +76,9 @@ pub const OPTIONS: &[&str] = &[
     "spice_addr",
     "spice_ports",
     "serial_log_kib",
+    "zone",
+    "uid_base",
+    "uid_count",
 ];
 
 impl Default for RunConfig {
@@ -80,6 +91,10 @@ impl Default for RunConfig {
                 .unwrap_or_else(|| PathBuf::from("qemu-system-x86_64")),
             spice: SpiceListen::Unix,
             serial_log_bytes: 1 << 20,
+            // SAFETY: geteuid has no preconditions.
+            zone: unsafe { libc::geteuid() } == 0,
+            uid_base: 2_000_000,
+            uid_count: 65_536,
         }
     }
 }
@@ -159,6 +174,40 @@ impl RunConfig {
                         ))
                     })?;
                 self.serial_log_bytes = n << 10;
+            }
+            "zone" => {
+                self.zone = match value {
+                    "on" | "1" => true,
+                    "off" | "0" => false,
+                    "auto" => RunConfig::default().zone,
+                    _ => {
+                        return Err(Error::invalid(format!(
+                            "store option zone={value:?}: expected on, off or auto"
+                        )))
+                    }
+                }
+            }
+            "uid_base" | "uid_count" => {
+                let n: u32 = value.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                    Error::invalid(format!(
+                        "store option {key}={value:?} is not a positive integer"
+                    ))
+                })?;
+                if key == "uid_base" {
+                    if n < 1000 {
+                        return Err(Error::invalid(format!(
+                            "store option uid_base={n}: below 1000 are system users; choose a range no one uses"
+                        )));
+                    }
+                    self.uid_base = n;
+                } else {
+                    self.uid_count = n;
+                }
+                if u64::from(self.uid_base) + u64::from(self.uid_count) > u64::from(u32::MAX - 1) {
+                    return Err(Error::invalid(
+                        "store options uid_base + uid_count pass the largest uid",
+                    ));
+                }
             }
             _ => return Ok(false),
         }

@@ -93,6 +93,25 @@ pub struct VmSpec {
     pub firmware: Firmware,
     /// Accelerator for this VM; `None`: the store's.
     pub accel: Option<Accel>,
+    /// Resource caps beyond what vcpus and ram_mib imply.
+    pub caps: Caps,
+}
+
+/// Resource caps of a VM's zone, where it asks for ones other than its size implies.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Caps {
+    /// CPU time in percent of one CPU (default: `vcpus * 100`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_pct: Option<u32>,
+    /// Memory of the whole QEMU process, MiB (default: RAM plus QEMU's overhead; see `zone`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mib: Option<u64>,
+    /// Disk bandwidth and operations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub io: Option<crate::zone::IoLimits>,
+    /// Allocate all guest RAM when QEMU starts (no later surprise when the host is short).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub prealloc: bool,
 }
 
 impl VmSpec {
@@ -109,7 +128,13 @@ impl VmSpec {
             disk_gib: None,
             firmware: Firmware::Bios,
             accel: None,
+            caps: Caps::default(),
         }
+    }
+    /// Set resource caps.
+    pub fn caps(mut self, caps: Caps) -> Self {
+        self.caps = caps;
+        self
     }
     /// Set the firmware.
     pub fn firmware(mut self, firmware: Firmware) -> Self {
@@ -160,6 +185,22 @@ impl VmSpec {
         limits.ram_mib(self.ram_mib)?;
         if let Some(d) = self.disk_gib {
             limits.disk_gib(d)?;
+        }
+        if let Some(c) = self.caps.cpu_pct {
+            if c == 0 || c > 100 * limits.max_vcpus {
+                return Err(Error::invalid(format!(
+                    "cpu cap {c}% is out of range 1..={}",
+                    100 * limits.max_vcpus
+                )));
+            }
+        }
+        if let Some(m) = self.caps.memory_mib {
+            if m < 64 || m > limits.max_ram_mib.saturating_mul(2) {
+                return Err(Error::invalid(format!(
+                    "memory cap of {m} MiB is out of range 64..={}",
+                    limits.max_ram_mib.saturating_mul(2)
+                )));
+            }
         }
         Ok(())
     }
@@ -296,6 +337,8 @@ pub struct Vm {
     pub vmgenid: Uuid,
     /// How QEMU ended the last time, if it ever ran and ended.
     pub last_exit: Option<LastExit>,
+    /// Resource caps of its zone.
+    pub caps: Caps,
 }
 
 #[cfg(test)]

@@ -88,6 +88,8 @@ pub struct Launch {
     pub memory_file: Option<MemoryFile>,
     /// Start waiting for an incoming migration (`-incoming defer`) instead of booting.
     pub incoming_defer: bool,
+    /// Allocate all guest RAM at start (`prealloc=on`).
+    pub prealloc: bool,
 }
 
 /// The arguments after the QEMU binary.
@@ -100,9 +102,9 @@ pub fn command_line(l: &Launch) -> Vec<String> {
     let a = &mut a;
     arg(a, "-name", format!("guest={},debug-threads=on", l.name));
     arg(a, "-uuid", l.uuid.to_string());
-    match &l.memory_file {
-        None => arg(a, "-machine", "q35".into()),
-        Some(_) => arg(a, "-machine", "q35,memory-backend=mem0".into()),
+    match (&l.memory_file, l.prealloc) {
+        (None, false) => arg(a, "-machine", "q35".into()),
+        _ => arg(a, "-machine", "q35,memory-backend=mem0".into()),
     }
     match (l.accel, l.tcg_tb_mib) {
         (Accel::Tcg, Some(tb)) => arg(a, "-accel", format!("tcg,tb-size={tb}")),
@@ -114,17 +116,24 @@ pub fn command_line(l: &Launch) -> Vec<String> {
     }
     arg(a, "-smp", l.vcpus.to_string());
     arg(a, "-m", format!("{}M", l.ram_mib));
-    if let Some(m) = &l.memory_file {
-        arg(
+    let prealloc = if l.prealloc { ",prealloc=on" } else { "" };
+    match &l.memory_file {
+        Some(m) => arg(
             a,
             "-object",
             format!(
-                "memory-backend-file,id=mem0,size={}M,mem-path={},share={}",
+                "memory-backend-file,id=mem0,size={}M,mem-path={},share={}{prealloc}",
                 l.ram_mib,
                 m.path.display(),
                 if m.share { "on" } else { "off" }
             ),
-        );
+        ),
+        None if l.prealloc => arg(
+            a,
+            "-object",
+            format!("memory-backend-ram,id=mem0,size={}M{prealloc}", l.ram_mib),
+        ),
+        None => {}
     }
     a.push("-nodefaults".into());
     a.push("-no-user-config".into());
@@ -286,6 +295,7 @@ mod tests {
             sandbox: false,
             memory_file: None,
             incoming_defer: false,
+            prealloc: false,
         }
     }
 

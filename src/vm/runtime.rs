@@ -10,13 +10,20 @@
 //! run/<uuid>/lock             lifecycle lock: one state transition of this VM at a time
 //! run/<uuid>/supervisor.lock  held by the supervisor while it lives
 //! run/<uuid>/launch.json      what the supervisor starts (written by `start`)
-//! run/<uuid>/qmp.sock         QMP for vmpool calls (one client at a time, per QEMU)
-//! run/<uuid>/events.sock      a second QMP monitor, the supervisor's, for events
-//! run/<uuid>/spice.sock       SPICE (unless the store listens on TCP)
+//! run/<uuid>/run.json         the current run's pids (written by the supervisor)
 //! run/<uuid>/serial.log(.1)   the serial console, rotated at a size bound
 //! run/<uuid>/qemu.log         QEMU's stderr, bounded
 //! run/<uuid>/supervisor.log   the supervisor's own messages
+//! run/<uuid>/root/            the zone's root (a mount point in QEMU's namespace only)
+//! run/<uuid>/qemu/            QEMU's own directory, owned by its uid, the only one it writes:
+//!   qmp.sock                  QMP for vmpool calls (one client at a time, per QEMU)
+//!   events.sock               a second QMP monitor, the supervisor's, for events
+//!   spice.sock                SPICE (unless the store listens on TCP)
+//!   uefi-vars.fd              the VM's UEFI variables
 //! ```
+//!
+//! Everything vmpool trusts (locks, pids, logs, what to launch) is root's, in a directory QEMU
+//! neither owns nor sees: a compromised QEMU cannot rewrite what vmpool acts on.
 
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil;
@@ -67,17 +74,21 @@ impl RunDir {
     pub fn launch(&self) -> PathBuf {
         self.dir.join("launch.json")
     }
+    /// QEMU's own directory (the only one it may write).
+    pub fn qemu_dir(&self) -> PathBuf {
+        self.dir.join("qemu")
+    }
     /// vmpool's QMP socket.
     pub fn qmp(&self) -> PathBuf {
-        self.dir.join("qmp.sock")
+        self.qemu_dir().join("qmp.sock")
     }
     /// The supervisor's QMP event socket.
     pub fn events(&self) -> PathBuf {
-        self.dir.join("events.sock")
+        self.qemu_dir().join("events.sock")
     }
     /// The SPICE socket.
     pub fn spice(&self) -> PathBuf {
-        self.dir.join("spice.sock")
+        self.qemu_dir().join("spice.sock")
     }
     /// The serial console log (newest part).
     pub fn serial_log(&self) -> PathBuf {
@@ -95,13 +106,9 @@ impl RunDir {
     pub fn supervisor_log(&self) -> PathBuf {
         self.dir.join("supervisor.log")
     }
-    /// Where QEMU writes screendumps (it may write only in its own directory).
-    pub fn screendump(&self) -> PathBuf {
-        self.dir.join("screen.png")
-    }
     /// The UEFI variable store of the VM.
     pub fn uefi_vars(&self) -> PathBuf {
-        self.dir.join("uefi-vars.fd")
+        self.qemu_dir().join("uefi-vars.fd")
     }
 
     /// Create the directory (and `run/`), and check that its sockets can be bound.
@@ -114,7 +121,7 @@ impl RunDir {
                 longest.as_os_str().len()
             )));
         }
-        fsutil::mkdirs(&self.dir)
+        fsutil::mkdirs(&self.qemu_dir())
     }
 
     /// Remove the files of a run that ended (sockets, launch), keeping the logs.

@@ -16,7 +16,7 @@
 //!    ([`classify`]): a guest power-off or a stop asked for through vmpool is `stopped`;
 //!    anything else (a signal, a non-zero exit, out of memory) is `failed`, with the reason.
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::lock::{self, Mode};
 use crate::store::catalog::Catalog;
 use crate::vm::qmp::{Message, Qmp};
@@ -50,6 +50,9 @@ pub struct LaunchFile {
     pub accel: crate::vm::Accel,
     /// Where SPICE listens (for `run.json`).
     pub spice: crate::vm::config::SpiceAddr,
+    /// The VM's zone, when the store isolates VMs.
+    #[serde(default)]
+    pub zone: Option<crate::zone::ZoneSpec>,
 }
 
 /// The one line the supervisor reports to `start`.
@@ -214,11 +217,61 @@ pub fn main(args: &[String]) -> i32 {
     }
 }
 
-/// Whether the kernel's OOM killer ended QEMU. Without a memory cgroup of its own there is
-/// nothing to ask (the kernel log is not ours to read), so this says no; the VM's zone
-/// (cgroup) answers it when there is one.
-fn oom_killed(_run: &RunDir) -> bool {
-    false
+/// QEMU, our child, waited for with `waitpid` (it may have been made by `clone`).
+struct Child(nix::unistd::Pid);
+
+impl Child {
+    fn status(ws: nix::sys::wait::WaitStatus) -> Option<std::process::ExitStatus> {
+        use nix::sys::wait::WaitStatus;
+        match ws {
+            WaitStatus::Exited(_, code) => {
+                Some(std::process::ExitStatus::from_raw((code & 0xff) << 8))
+            }
+            WaitStatus::Signaled(_, sig, _) => Some(std::process::ExitStatus::from_raw(sig as i32)),
+            _ => None,
+        }
+    }
+
+    fn try_wait(&self) -> Option<std::process::ExitStatus> {
+        nix::sys::wait::waitpid(self.0, Some(nix::sys::wait::WaitPidFlag::WNOHANG))
+            .ok()
+            .and_then(Self::status)
+    }
+
+    fn wait(&self) -> Result<std::process::ExitStatus> {
+        loop {
+            match nix::sys::wait::waitpid(self.0, None) {
+                Ok(ws) => {
+                    if let Some(st) = Self::status(ws) {
+                        return Ok(st);
+                    }
+                }
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => {
+                    return Err(Error::Io {
+                        context: format!("waiting for QEMU (pid {})", self.0),
+                        source: e.into(),
+                    })
+                }
+            }
+        }
+    }
+
+    fn kill(&self) {
+        let _ = nix::sys::signal::kill(self.0, nix::sys::signal::SIGKILL);
+    }
+}
+
+/// The absolute path of `program` (searched on PATH when it has no slash): `execve` in the
+/// zone does not search.
+fn find_program(program: &Path) -> Result<PathBuf> {
+    if program.components().count() > 1 {
+        return Ok(program.to_owned());
+    }
+    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()))
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+        .ok_or_else(|| Error::Hypervisor(format!("{} is not on PATH", program.display())))
 }
 
 fn report(ready: &mut Option<File>, r: &Ready) {
@@ -371,35 +424,77 @@ fn supervise(run: &RunDir, launch: &LaunchFile, ready: File) -> Result<()> {
     let supervisor_pid = std::process::id();
     let mut cmd = Command::new(&launch.qemu);
     cmd.args(&launch.args)
-        .current_dir(run.path())
+        .current_dir(run.qemu_dir())
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    // SAFETY: the closure runs in the forked child before exec and calls only
-    // async-signal-safe functions (prctl, getppid, kill).
-    unsafe {
-        cmd.pre_exec(move || {
-            // QEMU dies with this thread, which lives until QEMU is reaped.
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
+    let zone = crate::zone::linux::LinuxZone;
+    let spawned = match &launch.zone {
+        Some(spec) => {
+            use crate::zone::Zone;
+            // A zone left by a run that crashed is reused (create is idempotent).
+            zone.create(spec)
+                .map_err(|e| fail(&mut ready, format!("cannot create the VM's zone: {e}")))?;
+            let program =
+                find_program(&launch.qemu).map_err(|e| fail(&mut ready, e.to_string()))?;
+            zone.boot(spec, &program, &launch.args)
+        }
+        None => {
+            // SAFETY: the closure runs in the forked child before exec and calls only
+            // async-signal-safe functions (prctl, getppid, kill).
+            unsafe {
+                cmd.pre_exec(move || {
+                    // QEMU dies with this thread, which lives until QEMU is reaped.
+                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    if libc::getppid() as u32 != supervisor_pid {
+                        libc::kill(libc::getpid(), libc::SIGKILL);
+                    }
+                    Ok(())
+                });
             }
-            if libc::getppid() as u32 != supervisor_pid {
-                libc::kill(libc::getpid(), libc::SIGKILL);
+            cmd.spawn()
+                .map(|mut c| crate::zone::Booted {
+                    pid: c.id(),
+                    stdout: File::from(std::os::fd::OwnedFd::from(
+                        c.stdout.take().expect("stdout was piped"),
+                    )),
+                    stderr: File::from(std::os::fd::OwnedFd::from(
+                        c.stderr.take().expect("stderr was piped"),
+                    )),
+                })
+                .map_err(|e| {
+                    Error::Hypervisor(format!("cannot start {}: {e}", launch.qemu.display()))
+                })
+        }
+    };
+    let destroy_zone = || {
+        if let Some(spec) = &launch.zone {
+            use crate::zone::Zone;
+            if let Err(e) = zone.destroy(spec) {
+                eprintln!("vmpool-supervisor {}: {e}", launch.vm);
             }
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().map_err(|e| {
-        fail(
-            &mut ready,
-            format!("cannot start {}: {e}", launch.qemu.display()),
-        )
-    })?;
-    let qemu_pid = child.id();
+        }
+    };
+    let oom = || {
+        use crate::zone::Zone;
+        launch.zone.as_ref().is_some_and(|s| zone.oom_killed(s))
+    };
+    let booted = match spawned {
+        Ok(c) => c,
+        Err(e) => {
+            destroy_zone();
+            return Err(fail(&mut ready, e.to_string()));
+        }
+    };
+    let qemu_pid = booted.pid;
+    let child = Child(nix::unistd::Pid::from_raw(qemu_pid as i32));
     let qemu_start = runtime::start_ticks(qemu_pid).unwrap_or(0);
     let tail = Arc::new(Mutex::new(VecDeque::new()));
-    let out = child.stdout.take().expect("stdout was piped");
-    let err = child.stderr.take().expect("stderr was piped");
+    let (out, err) = (booted.stdout, booted.stderr);
     let serial_log = RotatingLog::new(
         run.serial_log(),
         Some(run.serial_log_old()),
@@ -426,21 +521,19 @@ fn supervise(run: &RunDir, launch: &LaunchFile, ready: File) -> Result<()> {
     // Wait for the event monitor, watching QEMU: a bad option makes it exit at once.
     let started = Instant::now();
     let qmp = loop {
-        if let Ok(Some(st)) = child.try_wait() {
+        if let Some(st) = child.try_wait() {
             let _ = t_err.join();
-            let why = match (st.code(), st.signal()) {
-                (Some(c), _) => format!("QEMU exited with status {c}"),
-                (_, Some(s)) => format!("QEMU was killed by signal {s}"),
-                _ => "QEMU ended".into(),
-            };
-            return Err(fail(&mut ready, format!("{why}: {}", tail_text(&tail))));
+            let ended = classify(st.code(), st.signal(), None, None, &tail_text(&tail), oom());
+            destroy_zone();
+            return Err(fail(&mut ready, ended.reason));
         }
         match Qmp::connect(&run.events(), Duration::from_millis(200)) {
             Ok(q) => break q,
             Err(_) if started.elapsed() < STARTUP => {}
             Err(e) => {
-                let _ = child.kill();
+                child.kill();
                 let _ = child.wait();
+                destroy_zone();
                 return Err(fail(
                     &mut ready,
                     format!("QEMU did not open its monitor within {STARTUP:?}: {e}"),
@@ -481,13 +574,12 @@ fn supervise(run: &RunDir, launch: &LaunchFile, ready: File) -> Result<()> {
         std::thread::spawn(move || follow_events(qmp, shutdown, run, catalog, vm));
     }
 
-    let status = child
-        .wait()
-        .ctx(|| format!("waiting for QEMU (pid {qemu_pid})"))?;
+    let status = child.wait()?;
     let _ = t_out.join();
     let _ = t_err.join();
     let intent = std::fs::read_to_string(run.path().join(INTENT)).ok();
-    let oom = status.signal() == Some(libc::SIGKILL) && oom_killed(run);
+    let oom = status.signal() == Some(libc::SIGKILL) && oom();
+    destroy_zone();
     let exit = classify(
         status.code(),
         status.signal(),

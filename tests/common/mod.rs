@@ -7,6 +7,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+#[allow(unused_imports)] // not every test binary compares codes
 pub use vmpool::ResultCode as Code;
 
 /// Where scratch stores and images go: `$VMPOOL_TEST_TMP`, else the system temp dir.

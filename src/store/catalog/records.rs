@@ -17,7 +17,7 @@
 use crate::error::{Error, Result};
 use crate::image::{DiskFormat, Image, Tags};
 use crate::vm::runtime::RunInfo;
-use crate::vm::{Accel, Firmware, LastExit, State, Vm};
+use crate::vm::{Accel, Caps, Firmware, LastExit, State, Vm};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -117,6 +117,12 @@ pub struct VmRecord {
     /// How the last run ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_exit: Option<LastExit>,
+    /// Resource caps of its zone.
+    #[serde(default)]
+    pub caps: Caps,
+    /// The unprivileged uid its QEMU runs as, chosen at its first zoned start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
     /// Unknown fields, written back as read.
     #[serde(flatten)]
     pub extra: Extra,
@@ -214,6 +220,7 @@ impl From<&VmRecord> for Vm {
             mac: r.mac.clone().unwrap_or_else(|| crate::vm::mac_for(&r.uuid)),
             vmgenid: r.vmgenid.unwrap_or(r.uuid),
             last_exit: r.last_exit.clone(),
+            caps: r.caps.clone(),
         }
     }
 }
@@ -241,6 +248,8 @@ impl From<&Vm> for VmRecord {
             vmgenid: Some(v.vmgenid),
             run: None,
             last_exit: v.last_exit.clone(),
+            caps: v.caps.clone(),
+            uid: None,
             extra: Extra::new(),
         }
     }
