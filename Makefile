@@ -24,7 +24,7 @@ export VMPOOL_ZFS ?= auto
 
 .PHONY: help deps deps-demo build release header check-header lint demo test test-rust test-c \
         test-ruby test-python test-examples test-zfs test-zones-v2 install bench bench-smoke clean check-release \
-        fuzz-smoke fuzz
+        fuzz-smoke fuzz check-illumos
 
 help:
 	@sed -n 's/^## //p' Makefile
@@ -58,9 +58,15 @@ check-header:
 lint: check-header
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	$(MAKE) check-illumos
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --lib
 	scripts/check-safety-comments
 	$(MAKE) check-release
+
+## check-illumos type-check the illumos zone module (libzonecfg) without linking it, and lint it
+check-illumos:
+	$(CARGO) check --features zones-typecheck --lib
+	$(CARGO) clippy --features zones-typecheck --lib -- -D warnings
 
 ## check-release the release library and CLI contain no fault-injection code
 check-release: release

@@ -78,6 +78,9 @@ enum vmpool_result
   // An operation did not finish in the time it had (QEMU did not answer, a guest did not
   // shut down).
   VMPOOL_RESULT_TIMEOUT = 18,
+  // The pool is at its maximum number of VMs, or the owner holds as many of its VMs as
+  // the pool allows.
+  VMPOOL_RESULT_POOL_EXHAUSTED = 19,
   // The data did not match the sha256 the caller gave.
   VMPOOL_RESULT_CHECKSUM_MISMATCH = 20,
   // The image file is truncated or structurally broken.
@@ -122,6 +125,12 @@ typedef struct vmpool_store vmpool_store;
 // anything else to cancel (the call then fails with `VMPOOL_RESULT_CANCELLED` and leaves
 // nothing behind). Called on the thread that made the call.
 typedef int (*vmpool_progress_cb)(void *userdata, uint64_t done, uint64_t total);
+
+// Progress of a refill: spares ready, the target, spares being made or warmed. Return 0 to
+// go on, anything else to stop early (the refill then returns what it did so far, with
+// success). Called on the calling thread or on the refill's worker threads, never two at
+// a time.
+typedef int (*vmpool_refill_cb)(void *userdata, uint32_t ready, uint32_t target, uint32_t working);
 
 #ifdef __cplusplus
 extern "C" {
@@ -235,6 +244,67 @@ vmpool_result vmpool_vm_console(const vmpool_store *store,
 vmpool_result vmpool_vm_screenshot(const vmpool_store *store,
                                    const char *uuid,
                                    const char *png_path);
+
+// Create a pool from a JSON payload: `{"name": "desk", "image_uuid": "...", "vcpus": 2,
+// "ram_mib": 2048, "max_vms": 50}` plus, optionally, `disk_gib`, `spares` (how many kept
+// ready; 0), `max_per_owner` (1), `warmth` (`"disk"`, `"paused"` or `"template"`),
+// `on_release` (`"destroy"` or `"reset"`), `ready_marker` (text on the guest's serial
+// console that says it is ready), `ready_delay_s`, `ready_timeout_s` (300), `accel`.
+// Unknown keys are refused. Spares are made by `vmpool_pool_refill`. On success
+// `*pool_json_out` (may be NULL) receives the pool.
+vmpool_result vmpool_pool_create(const vmpool_store *store,
+                                 const char *payload_json,
+                                 char **pool_json_out);
+
+// All pools as a JSON array, by name.
+vmpool_result vmpool_pool_list(const vmpool_store *store, char **json_out);
+
+// One pool as JSON; `VMPOOL_RESULT_NOT_FOUND` if there is none named `name`.
+vmpool_result vmpool_pool_get(const vmpool_store *store, const char *name, char **json_out);
+
+// Change a pool: `changes_json` has any of the create keys except `name` (`disk_gib`,
+// `ready_marker` and `accel` may be `null`). VMs held by owners keep theirs; spares that no
+// longer fit are replaced by the next refill. `*pool_json_out` (may be NULL) receives the
+// pool.
+vmpool_result vmpool_pool_update(const vmpool_store *store,
+                                 const char *name,
+                                 const char *changes_json,
+                                 char **pool_json_out);
+
+// Delete a pool with its spares and memory templates. `VMPOOL_RESULT_IN_USE`, naming them,
+// while owners hold VMs of it.
+vmpool_result vmpool_pool_delete(const vmpool_store *store, const char *name);
+
+// Get a running VM of pool `name` for `owner`: the one they hold (the redirect: never a
+// second), else a spare, else one made on the spot. `options_json` may be NULL or
+// `{"console_ttl": 600, "another": false}`: `console_ttl` also makes a console ticket;
+// `another` hands out one more VM up to the pool's `max_per_owner`. `*json_out` receives
+// `{"vm": {...}, "path": "redirect"|"spare"|"created", "was": "paused"|"waiting"|...,
+// "steps": [{"step": ..., "ms": ...}], "total_ms": ..., "console": {...} or null}`.
+// `VMPOOL_RESULT_POOL_EXHAUSTED` at the pool's maximum (or the owner's).
+vmpool_result vmpool_pool_acquire(const vmpool_store *store,
+                                  const char *name,
+                                  const char *owner,
+                                  const char *options_json,
+                                  char **json_out);
+
+// Give a VM back to its pool: destroyed, or (a pool with `on_release` `reset`) destroyed
+// with a fresh spare made in its place. `VMPOOL_RESULT_INVALID_ARGUMENT` for a VM not from a
+// pool.
+vmpool_result vmpool_pool_release(const vmpool_store *store, const char *vm_uuid);
+
+// Bring a pool's spares to its target at its warmth (building its memory template first
+// if it needs one). Idempotent; several processes may refill one pool at once. Blocks until
+// done; `progress` (may be NULL) is told how it goes and may stop it. `options_json` may be
+// NULL or `{"parallel": 8}`. `*json_out` receives `{"created", "warmed", "removed",
+// "template_built", "spares", "errors": [...]}` (single spares that failed are reported
+// there; the call still succeeds).
+vmpool_result vmpool_pool_refill(const vmpool_store *store,
+                                 const char *name,
+                                 const char *options_json,
+                                 vmpool_refill_cb progress,
+                                 void *userdata,
+                                 char **json_out);
 
 // Open (creating if needed) the store named by `uri`: `dir:/path`, `btrfs:/path` or
 // `zfs:pool/dataset`, optionally followed by `?option=value&...`. `uri` may be NULL for the

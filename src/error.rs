@@ -48,6 +48,9 @@ pub enum vmpool_result {
     /// An operation did not finish in the time it had (QEMU did not answer, a guest did not
     /// shut down).
     VMPOOL_RESULT_TIMEOUT = 18,
+    /// The pool is at its maximum number of VMs, or the owner holds as many of its VMs as
+    /// the pool allows.
+    VMPOOL_RESULT_POOL_EXHAUSTED = 19,
     /// The data did not match the sha256 the caller gave.
     VMPOOL_RESULT_CHECKSUM_MISMATCH = 20,
     /// The image file is truncated or structurally broken.
@@ -152,6 +155,9 @@ pub enum Error {
     /// QEMU failed.
     #[error("{0}")]
     Hypervisor(String),
+    /// A pool has no VM left to give.
+    #[error("{0}")]
+    PoolExhausted(String),
     /// The data's sha256 differs from the one the caller gave.
     #[error("sha256 mismatch: expected {expected}, got {actual}")]
     ChecksumMismatch {
@@ -211,6 +217,7 @@ impl Error {
             Error::AlreadyRunning(_) => VMPOOL_RESULT_ALREADY_RUNNING,
             Error::Timeout(_) => VMPOOL_RESULT_TIMEOUT,
             Error::Hypervisor(_) => VMPOOL_RESULT_HYPERVISOR,
+            Error::PoolExhausted(_) => VMPOOL_RESULT_POOL_EXHAUSTED,
             Error::ChecksumMismatch { .. } => VMPOOL_RESULT_CHECKSUM_MISMATCH,
             Error::CorruptImage(_) => VMPOOL_RESULT_CORRUPT_IMAGE,
             Error::UnsupportedFormat(_) => VMPOOL_RESULT_UNSUPPORTED_FORMAT,

@@ -68,6 +68,27 @@ pub fn create_new(path: &Path) -> Result<File> {
         })
 }
 
+/// Rename `from` to `to`, refusing to replace anything at `to` (`AlreadyExists`).
+pub fn rename_noreplace(from: &Path, to: &Path) -> Result<()> {
+    nix::fcntl::renameat2(
+        None,
+        from,
+        None,
+        to,
+        nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+    )
+    .map_err(|e| {
+        if e == nix::errno::Errno::EEXIST {
+            Error::AlreadyExists(format!("{} already exists", to.display()))
+        } else {
+            Error::Io {
+                context: format!("renaming {} to {}", from.display(), to.display()),
+                source: e.into(),
+            }
+        }
+    })
+}
+
 /// Create a directory and any missing parents, with mode 0755.
 pub fn mkdirs(dir: &Path) -> Result<()> {
     fs::create_dir_all(dir).ctx(|| format!("creating directory {}", dir.display()))

@@ -14,7 +14,9 @@
 //! - `store/`   a store: open by URI, catalog (and its on-disk format), intent journal,
 //!   crash recovery, operations
 //! - `image/`   images, import requests, format probing, qcow2, the import data path
-//! - `vm/`      VM specs and VMs
+//! - `vm/`      VM specs and VMs, running them (QEMU, QMP, the supervisor, SPICE consoles)
+//! - `pool/`    pools: spares handed to owners, memory templates (operations in
+//!   `store/pools.rs`, `store/templates.rs`)
 //! - `driver/`  storage drivers and their registry: `dir`, `btrfs`, `zfs` (with its raw `sys`
 //!   layer)
 //! - `zone/`    isolation of each VM's QEMU: Linux (cgroups, namespaces, no root) and
@@ -47,6 +49,10 @@ pub mod image;
 ///
 /// cbindgen:ignore
 pub mod lock;
+/// Pools of ready VMs.
+///
+/// cbindgen:ignore
+pub mod pool;
 /// Undo steps.
 ///
 /// cbindgen:ignore

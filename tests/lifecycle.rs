@@ -21,22 +21,6 @@ use vmpool::{ImportRequest, Store, Vm};
 
 const BOOT: Duration = Duration::from_secs(120);
 
-/// The bootable test template (built once, cached by the script).
-fn test_image() -> PathBuf {
-    let out = Command::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/scripts/make-test-image"
-    ))
-    .output()
-    .expect("scripts/make-test-image");
-    assert!(
-        out.status.success(),
-        "make-test-image: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
-
 struct Env {
     _tmp: tempfile::TempDir,
     uri: String,

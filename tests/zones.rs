@@ -15,25 +15,6 @@ use vmpool::store::StartOptions;
 use vmpool::vm::{Caps, State};
 use vmpool::{ImportRequest, Store, Vm, VmSpec};
 
-fn test_image() -> PathBuf {
-    // In the guest harness the cache is read-only: the script that runs it gives the path.
-    if let Ok(p) = std::env::var("VMPOOL_TEST_IMAGE") {
-        return PathBuf::from(p);
-    }
-    let out = std::process::Command::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/scripts/make-test-image"
-    ))
-    .output()
-    .expect("scripts/make-test-image");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
-
 struct Env {
     _tmp: tempfile::TempDir,
     s: Store,

@@ -300,6 +300,17 @@ impl StorageDriver for DirDriver {
         fsutil::sync_dir(&self.root.join("images"))
     }
 
+    fn image_adopt(&self, vm: &Uuid, format: DiskFormat, image: &Uuid, _token: &str) -> Result<()> {
+        // A qcow2 overlay names its backing file `../images/<uuid>.<ext>`, which resolves the
+        // same from images/ as from vms/.
+        fsutil::rename_noreplace(
+            &self.disk_path(vm, format),
+            &self.staging_path(image, format),
+        )?;
+        fsutil::sync_dir(&self.root.join("images"))?;
+        fsutil::sync_dir(&self.root.join("vms"))
+    }
+
     fn vm_clone(&self, image: &Image, vm: &Uuid, size: u64) -> Result<VmDisk> {
         // A VM's disk name is `<uuid>-disk0` with either extension: both must be free, so
         // that nothing found there later can be mistaken for (or hide) this VM's disk. Two

@@ -90,6 +90,13 @@ pub trait StorageDriver: Send + Sync + std::fmt::Debug {
     /// Remove a sealed image volume; absent is fine (a retried delete).
     fn image_destroy(&self, uuid: &Uuid, format: DiskFormat) -> Result<()>;
 
+    /// Turn a stopped VM's disk into the staged volume of image `image` (as `image_stage`
+    /// would have made it, marked with `token`), by moving it, not copying: a pool's memory
+    /// template keeps its template VM's disk, frozen at the instant its RAM was saved, as an
+    /// image its clones are cloned from. `image_seal` then makes it the image. On failure
+    /// the disk is left where it was.
+    fn image_adopt(&self, vm: &Uuid, format: DiskFormat, image: &Uuid, token: &str) -> Result<()>;
+
     /// Make the VM's disk: a writable copy-on-write clone of `image`, `size` bytes (never
     /// smaller than the image), in time independent of the image's size. A name that is
     /// taken fails with `AlreadyExists` and is left alone; any other failure leaves nothing.

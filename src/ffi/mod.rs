@@ -16,6 +16,7 @@
 
 mod images;
 mod lifecycle;
+mod pools;
 mod store;
 mod vms;
 /// The JSON wire format (not part of the C header).
@@ -25,6 +26,7 @@ pub mod wire;
 
 pub use images::*;
 pub use lifecycle::*;
+pub use pools::*;
 pub use store::*;
 pub use vms::*;
 

@@ -216,7 +216,14 @@ impl Store {
 
     /// All images, by name, then version, then creation time.
     pub fn images(&self) -> Result<Vec<Image>> {
-        Ok(self.catalog.images()?.iter().map(Image::from).collect())
+        // Pools' memory templates are theirs, not images to pick.
+        Ok(self
+            .catalog
+            .images()?
+            .iter()
+            .filter(|r| r.template_of.is_none())
+            .map(Image::from)
+            .collect())
     }
 
     /// One image.
@@ -227,14 +234,48 @@ impl Store {
             .ok_or_else(|| Error::not_found("image", uuid.to_string()))
     }
 
-    /// Delete an image. Refused while any VM's disk is a clone of it; the error names them.
+    /// Delete an image. Refused while any VM's disk is a clone of it, a pool makes VMs of
+    /// it, or a pool's memory template was made from it; the error names them.
     pub fn delete_image(&self, u: Uuid) -> Result<()> {
+        self.delete_image_as(u, false)
+    }
+
+    /// `delete_image`; `template`: a pool removing its own memory template image.
+    pub(crate) fn delete_image_as(&self, u: Uuid, template: bool) -> Result<()> {
         // Exclusive: no VM can be created from (or deleted off) this image meanwhile.
         let _excl = self.lock(Mode::Exclusive)?;
         let m = self
             .catalog
             .image(&u)?
             .ok_or_else(|| Error::not_found("image", u.to_string()))?;
+        if let (Some(pool), false) = (&m.template_of, template) {
+            return Err(Error::InUse(format!(
+                "image {u} is the memory template of pool {pool}; it is removed with the template (when the pool changes image or flavor, or is deleted)"
+            )));
+        }
+        if let Some(p) = self
+            .catalog
+            .pools()?
+            .into_iter()
+            .find(|p| p.spec.image_uuid == u)
+        {
+            return Err(Error::InUse(format!(
+                "image {u} is used by pool {}; change the pool's image or delete the pool first",
+                p.spec.name
+            )));
+        }
+        if let Some(child) = self
+            .catalog
+            .images()?
+            .into_iter()
+            .find(|i| i.parent == Some(u))
+        {
+            return Err(Error::InUse(format!(
+                "image {u} has a derived image {} (the memory template of pool {}); it goes when that pool's VMs made from it are gone",
+                child.uuid,
+                child.template_of.as_deref().unwrap_or("?")
+            )));
+        }
         self.recover_locked()?;
         let users = self
             .catalog

@@ -33,6 +33,9 @@ const QMP_TIMEOUT: Duration = Duration::from_secs(10);
 const START_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long to wait for the supervisor to record a run's end after QEMU was killed.
 const REAP_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long saving or loading a memory template's device state may take (about a megabyte;
+/// milliseconds normally).
+const MIGRATION_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Options of `start_vm`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -95,6 +98,8 @@ impl Store {
         if r.state == State::Starting {
             if supervised {
                 return match self.run_info(r, run) {
+                    // A template clone's QEMU starts waiting for the template's state.
+                    Some(_) if r.restore.is_some() => (State::Paused, r.last_exit.clone()),
                     Some(_) => (State::Running, r.last_exit.clone()),
                     None => (State::Starting, r.last_exit.clone()),
                 };
@@ -174,8 +179,21 @@ impl Store {
     }
 
     /// Start a stopped (or failed) VM: QEMU under its supervisor, detached from the caller.
-    /// Returns once QEMU's monitor answers (the guest is booting).
+    /// Returns once QEMU's monitor answers (the guest is booting). A VM cloned from a memory
+    /// template that has not run yet starts `paused`, its QEMU waiting for the template's
+    /// state: `resume_vm` loads it and the guest goes on from where the template was.
     pub fn start_vm(&self, uuid: Uuid, opts: &StartOptions) -> Result<Vm> {
+        self.start_vm_as(uuid, opts, None)
+    }
+
+    /// `start_vm`; with `template_dir`, as a pool's template build: the guest's RAM in a
+    /// shared file there (QEMU may write there too, for the device state).
+    pub(crate) fn start_vm_as(
+        &self,
+        uuid: Uuid,
+        opts: &StartOptions,
+        template_dir: Option<&Path>,
+    ) -> Result<Vm> {
         let run = self.run_dir(&uuid);
         let _lc = self.lifecycle_lock(&run)?;
         let mut r = self.record(&uuid)?;
@@ -227,6 +245,26 @@ impl Store {
                 FirmwareFiles::Uefi { code, vars }
             }
         };
+        // A clone whose template's files are gone (the host restarted: they live on tmpfs)
+        // boots from its disk, which is as the template's was at its pause: like after a
+        // power cut, which every file system in the guest recovers from.
+        if let Some(rs) = &r.restore {
+            if !rs.memory.exists() || !rs.state.exists() {
+                r.restore = None;
+            }
+        }
+        let memory_file = match (template_dir, &r.restore) {
+            (Some(dir), _) => Some(qemu::MemoryFile {
+                path: dir.join(crate::store::templates::MEMORY_FILE),
+                share: true,
+            }),
+            (None, Some(rs)) => Some(qemu::MemoryFile {
+                path: rs.memory.clone(),
+                share: false,
+            }),
+            (None, None) => None,
+        };
+        let incoming = template_dir.is_none() && r.restore.is_some();
         let mac = r
             .mac
             .get_or_insert_with(|| crate::vm::mac_for(&uuid))
@@ -253,12 +291,12 @@ impl Store {
             qmp: run.qmp(),
             events: run.events(),
             sandbox: true,
-            memory_file: None,
-            incoming_defer: false,
+            memory_file,
+            incoming_defer: incoming,
             prealloc: r.caps.prealloc,
         };
         let zone = if self.run.zone {
-            Some(self.zone_spec(&mut r, &run, &launch)?)
+            Some(self.zone_spec(&mut r, &run, &launch, template_dir)?)
         } else {
             None
         };
@@ -284,7 +322,11 @@ impl Store {
         match spawn_supervisor(&run) {
             Ok((supervisor_pid, qemu_pid, qemu_start)) => {
                 crate::fail_point!("vm_start.spawned");
-                r.state = State::Running;
+                r.state = if incoming {
+                    State::Paused
+                } else {
+                    State::Running
+                };
                 r.run = Some(RunInfo {
                     supervisor_pid,
                     qemu_pid,
@@ -311,37 +353,48 @@ impl Store {
         }
     }
 
+    /// The VM's uid, chosen once (the lowest of the store's range no VM has) and kept in its
+    /// record.
+    pub(crate) fn ensure_uid(&self, r: &mut VmRecord) -> Result<u32> {
+        if let Some(u) = r.uid {
+            return Ok(u);
+        }
+        // One uid per VM: the lowest of the store's range that no VM has.
+        fsutil::mkdirs(&self.catalog_dir().join("run"))?;
+        let _l = lock::lock(
+            &self.catalog_dir().join("run").join(".uids.lock"),
+            Mode::Exclusive,
+        )?;
+        let used: std::collections::BTreeSet<u32> = self
+            .catalog
+            .vms(None)?
+            .iter()
+            .filter_map(|v| v.uid)
+            .collect();
+        let base = self.run.uid_base;
+        let uid = (base..base.saturating_add(self.run.uid_count))
+            .find(|u| !used.contains(u))
+            .ok_or_else(|| {
+                Error::Busy(format!(
+                    "all {} uids from {base} are taken; raise the store's uid_count",
+                    self.run.uid_count
+                ))
+            })?;
+        r.uid = Some(uid);
+        self.catalog.put_vm(r)?;
+        Ok(uid)
+    }
+
     /// The zone of a VM about to start: its uid (chosen once, kept in the record), its limits,
     /// and what it may see and write.
-    fn zone_spec(&self, r: &mut VmRecord, run: &RunDir, launch: &Launch) -> Result<ZoneSpec> {
-        let uid = match r.uid {
-            Some(u) => u,
-            None => {
-                // One uid per VM: the lowest of the store's range that no VM has.
-                let _l = lock::lock(
-                    &self.catalog_dir().join("run").join(".uids.lock"),
-                    Mode::Exclusive,
-                )?;
-                let used: std::collections::BTreeSet<u32> = self
-                    .catalog
-                    .vms(None)?
-                    .iter()
-                    .filter_map(|v| v.uid)
-                    .collect();
-                let base = self.run.uid_base;
-                let uid = (base..base.saturating_add(self.run.uid_count))
-                    .find(|u| !used.contains(u))
-                    .ok_or_else(|| {
-                        Error::Busy(format!(
-                            "all {} uids from {base} are taken; raise the store's uid_count",
-                            self.run.uid_count
-                        ))
-                    })?;
-                r.uid = Some(uid);
-                self.catalog.put_vm(r)?;
-                uid
-            }
-        };
+    fn zone_spec(
+        &self,
+        r: &mut VmRecord,
+        run: &RunDir,
+        launch: &Launch,
+        template_dir: Option<&Path>,
+    ) -> Result<ZoneSpec> {
+        let uid = self.ensure_uid(r)?;
         let mut writable = vec![run.qemu_dir()];
         let mut devices = Vec::new();
         let mut groups = Vec::new();
@@ -354,11 +407,24 @@ impl Store {
         } else {
             writable.push(launch.disk.clone());
         }
+        if let Some(dir) = template_dir {
+            writable.push(dir.to_owned());
+        }
         let mut readable = Vec::new();
-        if r.disk_format == crate::image::DiskFormat::Qcow2 {
-            if let Some(img) = self.catalog.image(&r.image_uuid)? {
+        // A qcow2 overlay reads its backing chain: the image, and the image a template image
+        // was derived from.
+        let mut next = (r.disk_format == crate::image::DiskFormat::Qcow2).then_some(r.image_uuid);
+        while let Some(u) = next.take() {
+            if let Some(img) = self.catalog.image(&u)? {
+                if img.disk_format == crate::image::DiskFormat::Qcow2 || img.parent.is_some() {
+                    next = img.parent;
+                }
                 readable.push(PathBuf::from(img.disk));
             }
+        }
+        if let (None, Some(rs)) = (template_dir, &r.restore) {
+            readable.push(rs.memory.clone());
+            readable.push(rs.state.clone());
         }
         if let FirmwareFiles::Uefi { code, .. } = &launch.firmware {
             if !code.starts_with("/usr") {
@@ -456,6 +522,46 @@ impl Store {
         }
         self.finish_unsupervised(&uuid, &run, "stopped on request")?;
         self.vm(uuid)
+    }
+
+    /// End a pool's template-build VM by saving it: pause its CPUs, write its device state to
+    /// `state` (its RAM is already in the shared memory file), and quit QEMU. Its disk then
+    /// holds what the guest had written at that same instant. Returns once QEMU has ended.
+    pub(crate) fn save_template(&self, uuid: Uuid, state: &Path) -> Result<()> {
+        let run = self.run_dir(&uuid);
+        let info = {
+            let _lc = self.lifecycle_lock(&run)?;
+            let (mut r, _) =
+                self.running(&uuid, &run, &[State::Running, State::Paused], "saving")?;
+            let mut q = self.qmp(&uuid, &run)?;
+            q.execute("stop", None, QMP_TIMEOUT)
+                .map_err(|e| qmp_error(&uuid, "stop", e))?;
+            q.execute(
+                "migrate-set-capabilities",
+                Some(serde_json::json!({"capabilities": [
+                    {"capability": "x-ignore-shared", "state": true}]})),
+                QMP_TIMEOUT,
+            )
+            .map_err(|e| qmp_error(&uuid, "migrate-set-capabilities", e))?;
+            q.execute(
+                "migrate",
+                Some(serde_json::json!({"uri": format!("file:{},offset=0", state.display())})),
+                QMP_TIMEOUT,
+            )
+            .map_err(|e| qmp_error(&uuid, "migrate", e))?;
+            wait_migration(&uuid, &mut q, "saving the template's state")?;
+            std::fs::write(run.path().join(INTENT), "stop")
+                .ctx(|| format!("writing {}", run.path().join(INTENT).display()))?;
+            r.state = State::Stopping;
+            self.catalog.put_vm(&r)?;
+            // `quit` closes the disk cleanly (flushed); the guest's CPUs stay stopped.
+            let _ = q.execute("quit", None, QMP_TIMEOUT);
+            self.run_info(&r, &run)
+        };
+        if !self.wait_for_end(&run, info.as_ref(), REAP_TIMEOUT) {
+            self.kill_qemu(&uuid, &run, info.as_ref(), "stop")?;
+        }
+        self.finish_unsupervised(&uuid, &run, "stopped after saving its memory template")
     }
 
     /// Kill QEMU at once (SIGKILL), as pulling the plug. A VM that does not run is left as
@@ -562,29 +668,95 @@ impl Store {
 
     /// Pause the guest's CPUs (memory stays; `resume` continues where it was).
     pub fn pause_vm(&self, uuid: Uuid) -> Result<Vm> {
+        self.pause_vm_if(uuid, |_| true).map(|(vm, _)| vm)
+    }
+
+    /// `pause_vm`, only if the record (read under the VM's lifecycle lock) passes `cond`;
+    /// whether it was paused. A pool pauses a warmed spare this way, never a VM that was
+    /// handed to an owner meanwhile.
+    pub(crate) fn pause_vm_if(
+        &self,
+        uuid: Uuid,
+        cond: impl FnOnce(&VmRecord) -> bool,
+    ) -> Result<(Vm, bool)> {
         let run = self.run_dir(&uuid);
         let _lc = self.lifecycle_lock(&run)?;
         let (mut r, live) = self.running(&uuid, &run, &[State::Running, State::Paused], "pause")?;
+        if !cond(&r) {
+            return Ok((self.live(&r), false));
+        }
         if live == State::Running {
             self.qmp_call(&uuid, &run, "stop", None)?;
             r.state = State::Paused;
             self.catalog.put_vm(&r)?;
         }
-        Ok(self.live(&r))
+        Ok((self.live(&r), true))
     }
 
-    /// Continue a paused guest.
+    /// Continue a paused guest. A clone of a memory template whose QEMU waits for the
+    /// template's state gets it first: the guest goes on from where the template was paused.
     pub fn resume_vm(&self, uuid: Uuid) -> Result<Vm> {
         let run = self.run_dir(&uuid);
         let _lc = self.lifecycle_lock(&run)?;
         let (mut r, live) =
             self.running(&uuid, &run, &[State::Running, State::Paused], "resume")?;
-        if live == State::Paused {
-            self.qmp_call(&uuid, &run, "cont", None)?;
-            r.state = State::Running;
+        if live != State::Paused {
+            return Ok(self.live(&r));
+        }
+        let mut q = self.qmp(&uuid, &run)?;
+        let restored = match &r.restore {
+            Some(rs) => self.restore_state(&uuid, &mut q, rs)?,
+            None => false,
+        };
+        // Recorded before the guest runs: from `cont` on, its disk moves on from the
+        // template's, and a later start must boot it rather than load the template again.
+        r.restore = None;
+        r.state = State::Running;
+        self.catalog.put_vm(&r)?;
+        if let Err(e) = q.execute("cont", None, QMP_TIMEOUT) {
+            r.state = State::Paused;
             self.catalog.put_vm(&r)?;
+            return Err(qmp_error(&uuid, "cont", e));
+        }
+        if restored {
+            let mac = r.mac.clone().unwrap_or_else(|| crate::vm::mac_for(&uuid));
+            for (cmd, args) in qemu::nic_hotplug(&mac) {
+                q.execute(cmd, Some(args), QMP_TIMEOUT)
+                    .map_err(|e| qmp_error(&uuid, cmd, e))?;
+            }
         }
         Ok(self.live(&r))
+    }
+
+    /// Load a memory template's device state into a QEMU waiting for it (`-incoming defer`,
+    /// `-S`). Returns whether it loaded it now (`false`: it already had, before a crash).
+    fn restore_state(
+        &self,
+        uuid: &Uuid,
+        q: &mut Qmp,
+        rs: &super::catalog::records::Restore,
+    ) -> Result<bool> {
+        let status = q
+            .execute("query-status", None, QMP_TIMEOUT)
+            .map_err(|e| qmp_error(uuid, "query-status", e))?;
+        if status.get("status").and_then(|s| s.as_str()) != Some("inmigrate") {
+            return Ok(false);
+        }
+        q.execute(
+            "migrate-set-capabilities",
+            Some(serde_json::json!({"capabilities": [
+                {"capability": "x-ignore-shared", "state": true}]})),
+            QMP_TIMEOUT,
+        )
+        .map_err(|e| qmp_error(uuid, "migrate-set-capabilities", e))?;
+        q.execute(
+            "migrate-incoming",
+            Some(serde_json::json!({"uri": format!("file:{},offset=0", rs.state.display())})),
+            QMP_TIMEOUT,
+        )
+        .map_err(|e| qmp_error(uuid, "migrate-incoming", e))?;
+        wait_migration(uuid, q, "loading the template's state")?;
+        Ok(true)
     }
 
     /// The VM with its live state, and its run.
@@ -754,6 +926,37 @@ impl Store {
             self.stop_vm(uuid, timeout)?;
         }
         Ok(())
+    }
+}
+
+/// Poll `query-migrate` until the migration completed (or failed: its error).
+pub(crate) fn wait_migration(uuid: &Uuid, q: &mut Qmp, what: &str) -> Result<()> {
+    let deadline = Instant::now() + MIGRATION_TIMEOUT;
+    let mut pause = Duration::from_micros(200);
+    loop {
+        let m = q
+            .execute("query-migrate", None, QMP_TIMEOUT)
+            .map_err(|e| qmp_error(uuid, "query-migrate", e))?;
+        match m.get("status").and_then(|s| s.as_str()) {
+            Some("completed") => return Ok(()),
+            Some("failed") | Some("cancelled") => {
+                return Err(Error::Hypervisor(format!(
+                    "VM {uuid}: {what} failed: {}",
+                    m.get("error-desc")
+                        .and_then(|e| e.as_str())
+                        .unwrap_or("QEMU gave no reason")
+                )))
+            }
+            _ if Instant::now() > deadline => {
+                return Err(Error::Timeout(format!(
+                    "VM {uuid}: {what} did not finish within {MIGRATION_TIMEOUT:?}"
+                )))
+            }
+            _ => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
+        }
     }
 }
 

@@ -15,6 +15,8 @@ pub mod catalog;
 mod images;
 pub mod journal;
 mod lifecycle;
+mod pools;
+pub(crate) mod templates;
 pub mod uri;
 mod vms;
 

@@ -11,11 +11,28 @@ use crate::validate;
 use crate::vm::{State, Vm, VmSpec};
 use uuid::Uuid;
 
+/// What makes a VM a pool's (see `create_vm_in`).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Membership {
+    /// The pool.
+    pub pool: String,
+    /// It builds the pool's memory template.
+    pub template_build: bool,
+    /// It resumes from the pool's memory template.
+    pub restore: Option<super::catalog::records::Restore>,
+}
+
 impl Store {
     /// Create a VM: its disk is a copy-on-write clone of the image grown to `disk_gib`, and
     /// its record is written atomically next to it.
     pub fn create_vm(&self, spec: &VmSpec) -> Result<Vm> {
-        spec.check(&self.limits)?;
+        self.create_vm_in(spec, None)
+    }
+
+    /// `create_vm` for a pool (`member`): the record says which pool, and whether the VM
+    /// builds the pool's template or resumes from it.
+    pub(crate) fn create_vm_in(&self, spec: &VmSpec, member: Option<&Membership>) -> Result<Vm> {
+        spec.check(&self.limits, member.is_some())?;
         let uuid = spec.uuid.unwrap_or_else(Uuid::new_v4);
         // Shared: many creates at once, but the image cannot be deleted under us.
         let _shared = self.lock(Mode::Shared)?;
@@ -76,13 +93,22 @@ impl Store {
                 vmgenid: Uuid::new_v4(),
                 last_exit: None,
                 caps: spec.caps.clone(),
+                pool: member.map(|m| m.pool.clone()),
             };
             fail_point!("vm_create.cloned");
             // Undo first: a write that fails after its rename leaves the record.
             revert.add(format!("remove the record of VM {uuid}"), || {
                 self.catalog.remove_vm(&uuid).map(drop)
             });
-            self.catalog.put_vm(&VmRecord::from(&vm))?;
+            let mut record = VmRecord::from(&vm);
+            if let Some(m) = member {
+                record.template_build = m.template_build;
+                record.restore = m.restore.clone();
+                if !spec.owner.is_empty() {
+                    record.claimed_at = Some(vm.created_at.clone());
+                }
+            }
+            self.catalog.put_vm(&record)?;
             fail_point!("vm_create.recorded");
             Ok(vm)
         })
@@ -105,6 +131,7 @@ impl Store {
             .catalog
             .vms(owner)?
             .iter()
+            .filter(|r| !r.template_build)
             .map(|r| self.live(r))
             .collect())
     }

@@ -10,6 +10,7 @@
 //! | `serial_log_kib` | size at which the serial log is rotated | `1024` |
 //! | `zone` | `on`: every VM's QEMU in its zone (needs root); `off`; `auto`: on as root | `auto` |
 //! | `uid_base`, `uid_count` | the uids (and gids) given to VMs, one each | `2000000`, `65536` |
+//! | `template_dir` | where pools' memory templates keep their RAM (tmpfs or hugetlbfs) | `/dev/shm/vmpool` |
 
 use crate::error::{Error, Result};
 use crate::vm::Accel;
@@ -66,6 +67,9 @@ pub struct RunConfig {
     pub uid_base: u32,
     /// How many uids from `uid_base` are vmpool's.
     pub uid_count: u32,
+    /// Where memory templates keep their RAM and device state (each store in its own
+    /// subdirectory). On tmpfs or hugetlbfs: the RAM file is mapped by every clone.
+    pub template_dir: PathBuf,
 }
 
 /// The option names, for error messages.
@@ -79,6 +83,7 @@ pub const OPTIONS: &[&str] = &[
     "zone",
     "uid_base",
     "uid_count",
+    "template_dir",
 ];
 
 impl Default for RunConfig {
@@ -95,6 +100,7 @@ impl Default for RunConfig {
             zone: unsafe { libc::geteuid() } == 0,
             uid_base: 2_000_000,
             uid_count: 65_536,
+            template_dir: PathBuf::from("/dev/shm/vmpool"),
         }
     }
 }
@@ -162,6 +168,15 @@ impl RunConfig {
                         ports: (a, b),
                     };
                 }
+            }
+            "template_dir" => {
+                let p = PathBuf::from(value);
+                if !p.is_absolute() {
+                    return Err(Error::invalid(format!(
+                        "store option template_dir={value:?} is not an absolute path"
+                    )));
+                }
+                self.template_dir = p;
             }
             "serial_log_kib" => {
                 let n: u64 = value

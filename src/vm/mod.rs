@@ -178,9 +178,12 @@ impl VmSpec {
     }
 
     /// Check every field against the store's limits.
-    pub(crate) fn check(&self, limits: &Limits) -> Result<()> {
+    /// `spare`: a pool's spare, which belongs to nobody yet (empty owner).
+    pub(crate) fn check(&self, limits: &Limits, spare: bool) -> Result<()> {
         validate::name("alias", &self.alias)?;
-        validate::name("owner", &self.owner)?;
+        if !(spare && self.owner.is_empty()) {
+            validate::name("owner", &self.owner)?;
+        }
         limits.vcpus(u64::from(self.vcpus))?;
         limits.ram_mib(self.ram_mib)?;
         if let Some(d) = self.disk_gib {
@@ -339,6 +342,8 @@ pub struct Vm {
     pub last_exit: Option<LastExit>,
     /// Resource caps of its zone.
     pub caps: Caps,
+    /// The pool it belongs to, if any (a spare has an empty owner).
+    pub pool: Option<String>,
 }
 
 #[cfg(test)]
@@ -368,10 +373,10 @@ mod tests {
     #[test]
     fn checks() {
         let l = Limits::default();
-        spec().check(&l).unwrap();
-        assert!(spec().alias("../x").check(&l).is_err());
-        assert!(spec().vcpus(0).check(&l).is_err());
-        let e = spec().disk_gib(0).check(&l).unwrap_err();
+        spec().check(&l, false).unwrap();
+        assert!(spec().alias("../x").check(&l, false).is_err());
+        assert!(spec().vcpus(0).check(&l, false).is_err());
+        let e = spec().disk_gib(0).check(&l, false).unwrap_err();
         assert!(e.to_string().contains("disk_gib"), "{e}");
     }
 

@@ -118,14 +118,20 @@ pub fn command_line(l: &Launch) -> Vec<String> {
     arg(a, "-m", format!("{}M", l.ram_mib));
     let prealloc = if l.prealloc { ",prealloc=on" } else { "" };
     match &l.memory_file {
+        // A clone maps the template's file private and read-only (`rom=off`: the guest still
+        // writes, into its own copy of each page it touches); the file itself never changes.
         Some(m) => arg(
             a,
             "-object",
             format!(
-                "memory-backend-file,id=mem0,size={}M,mem-path={},share={}{prealloc}",
+                "memory-backend-file,id=mem0,size={}M,mem-path={},{}{prealloc}",
                 l.ram_mib,
                 m.path.display(),
-                if m.share { "on" } else { "off" }
+                if m.share {
+                    "share=on"
+                } else {
+                    "share=off,readonly=on,rom=off"
+                }
             ),
         ),
         None if l.prealloc => arg(
@@ -197,12 +203,23 @@ pub fn command_line(l: &Launch) -> Vec<String> {
     );
     arg(a, "-device", "virtio-rng-pci,rng=rng0".into());
     arg(a, "-device", format!("vmgenid,guid={}", l.vmgenid));
-    arg(a, "-netdev", "user,id=net0".into());
-    arg(
-        a,
-        "-device",
-        format!("virtio-net-pci,netdev=net0,mac={}", l.mac),
-    );
+    if l.memory_file.is_some() {
+        // Memory templates: the network card's MAC is part of the device state a clone
+        // loads, so the template has no card and each clone gets its own, with its own MAC,
+        // hot-plugged into this port once it runs (`NIC_HOTPLUG`).
+        arg(
+            a,
+            "-device",
+            format!("pcie-root-port,id={NIC_PORT},bus=pcie.0,chassis=1"),
+        );
+    } else {
+        arg(a, "-netdev", "user,id=net0".into());
+        arg(
+            a,
+            "-device",
+            format!("virtio-net-pci,netdev=net0,mac={}", l.mac),
+        );
+    }
     arg(a, "-chardev", "stdio,id=serial0,signal=off".into());
     arg(a, "-serial", "chardev:serial0".into());
     arg(
@@ -227,9 +244,30 @@ pub fn command_line(l: &Launch) -> Vec<String> {
         );
     }
     if l.incoming_defer {
+        // -S: the guest stays paused after the state is loaded, until vmpool says `cont`
+        // (after recording that the VM's disk may now move on from the template's).
+        a.push("-S".into());
         arg(a, "-incoming", "defer".into());
     }
     std::mem::take(a)
+}
+
+/// The PCIe port a memory-templated VM's network card is hot-plugged into.
+pub const NIC_PORT: &str = "nicport";
+
+/// The QMP commands that give a memory-templated VM its network card (after it runs).
+pub fn nic_hotplug(mac: &str) -> [(&'static str, serde_json::Value); 2] {
+    [
+        (
+            "netdev_add",
+            serde_json::json!({"type": "user", "id": "net0"}),
+        ),
+        (
+            "device_add",
+            serde_json::json!({"driver": "virtio-net-pci", "netdev": "net0", "mac": mac,
+                               "bus": NIC_PORT, "id": "nic0"}),
+        ),
+    ]
 }
 
 /// Whether KVM works on this host: `/dev/kvm` opens and answers the API version every KVM
@@ -381,7 +419,13 @@ mod tests {
         assert_eq!(values(&a, "-machine"), ["q35,memory-backend=mem0"]);
         assert!(values(&a, "-object")
             .iter()
-            .any(|o| o.contains("mem-path=/dev/shm/t/mem,share=off")));
+            .any(|o| o.contains("mem-path=/dev/shm/t/mem,share=off,readonly=on,rom=off")));
         assert_eq!(values(&a, "-incoming"), ["defer"]);
+        assert!(a.contains(&"-S".to_string()));
+        // A templated VM gets its card later, with its own MAC.
+        assert!(values(&a, "-netdev").is_empty());
+        assert!(values(&a, "-device")
+            .iter()
+            .any(|d| d.starts_with("pcie-root-port,id=nicport")));
     }
 }

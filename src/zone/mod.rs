@@ -15,6 +15,10 @@ pub mod linux;
 #[path = "illumos/mod.rs"]
 pub mod illumos;
 
+// The illumos zone's values: pure, so built and tested on every platform.
+#[path = "illumos/values.rs"]
+pub mod illumos_values;
+
 use crate::error::Result;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;

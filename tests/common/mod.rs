@@ -273,3 +273,19 @@ pub fn same_content(src: &Path, disk: &str, format: vmpool::DiskFormat) -> bool 
     }
     true
 }
+
+/// The bootable test template (built once, cached by the script).
+pub fn test_image() -> PathBuf {
+    let out = Command::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scripts/make-test-image"
+    ))
+    .output()
+    .expect("scripts/make-test-image");
+    assert!(
+        out.status.success(),
+        "make-test-image: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}

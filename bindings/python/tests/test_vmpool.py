@@ -246,3 +246,37 @@ def test_run_a_vm(tmp_path):
         assert stopped.state == "stopped" and stopped.last_exit["clean"]
         assert s.update_vm(vm, vcpus=2).vcpus == 2
         s.delete_vm(vm)
+
+
+def test_pool(tmp_path):
+    """A pool of memory-template clones: spares, the redirect, the maximum, release."""
+    image_path = os.environ.get("VMPOOL_TEST_IMAGE")
+    if not image_path:
+        pytest.skip("VMPOOL_TEST_IMAGE is not set (make test-python sets it)")
+    with vmpool.Store.open(f"dir:{tmp_path}/pool?accel=tcg&template_dir={tmp_path}/tpl") as s:
+        image = s.import_image(image_path, name="guest")
+        p = s.create_pool(name="py", image=image, vcpus=1, ram_mib=256, max_vms=2, spares=1,
+                          warmth="template", ready_marker="VMPOOL-TEST-GUEST: tick=2")
+        assert p["warmth"] == "template" and p["status"]["total"] == 0
+        with pytest.raises(TypeError):
+            s.create_pool(name="x", image=image, vcpus=1, ram_mib=256, max_vms=2, colour=1)
+        seen = []
+        r = s.refill("py", progress=lambda ready, target, working: seen.append((ready, target)))
+        assert r["template_built"] and r["spares"] == 1 and seen
+        a = s.acquire("py", owner="alice", console_ttl=60)
+        assert (a["path"], a["was"], a["vm"].state) == ("spare", "waiting", "running")
+        assert a["vm"].pool == "py" and len(a["console"]["password"]) == 32
+        assert s.acquire("py", owner="alice")["vm"].uuid == a["vm"].uuid
+        b = s.acquire("py", owner="bob")
+        assert b["path"] == "created"
+        with pytest.raises(vmpool.PoolExhausted):
+            s.acquire("py", owner="carol")
+        with pytest.raises(vmpool.InUse):
+            s.delete_pool("py")
+        assert s.update_pool("py", max_vms=3)["max_vms"] == 3
+        s.release(a["vm"])
+        s.release(b["vm"])
+        with pytest.raises(vmpool.NotFound):
+            s.vm(a["vm"].uuid)
+        s.delete_pool("py")
+        assert s.pools() == []

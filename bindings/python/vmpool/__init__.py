@@ -27,7 +27,7 @@ __all__ = [
     "Store", "Image", "Vm", "VmpoolError", "version", "library_candidates",
     "NullPointer", "InvalidUtf8", "StringTooLong", "InvalidJson", "InvalidArgument",
     "NotFound", "AlreadyExists", "InUse", "NotAStore", "Busy", "Cancelled", "InvalidState",
-    "AlreadyRunning", "Timeout", "Hypervisor",
+    "AlreadyRunning", "Timeout", "PoolExhausted", "Hypervisor",
     "ChecksumMismatch", "CorruptImage", "UnsupportedFormat", "Unsupported", "IoError",
     "NoSpace", "PermissionDenied", "Backend", "Panic", "Internal", "ArgumentError", "Closed",
 ]
@@ -60,6 +60,7 @@ def _load() -> ctypes.CDLL:
 _lib = _load()
 _c = ctypes
 PROGRESS_CB = _c.CFUNCTYPE(_c.c_int, _c.c_void_p, _c.c_uint64, _c.c_uint64)
+REFILL_CB = _c.CFUNCTYPE(_c.c_int, _c.c_void_p, _c.c_uint32, _c.c_uint32, _c.c_uint32)
 
 
 def _fn(name: str, args: list, res: Any = _c.c_uint32) -> Any:
@@ -98,6 +99,14 @@ _vm_update = _fn("vmpool_vm_update", [_P, _S, _S, _OUT])
 _vm_log = _fn("vmpool_vm_log", [_P, _S, _c.c_uint64, _OUT])
 _vm_console = _fn("vmpool_vm_console", [_P, _S, _c.c_uint32, _OUT])
 _vm_screenshot = _fn("vmpool_vm_screenshot", [_P, _S, _S])
+_pool_create = _fn("vmpool_pool_create", [_P, _S, _OUT])
+_pool_list = _fn("vmpool_pool_list", [_P, _OUT])
+_pool_get = _fn("vmpool_pool_get", [_P, _S, _OUT])
+_pool_update = _fn("vmpool_pool_update", [_P, _S, _S, _OUT])
+_pool_delete = _fn("vmpool_pool_delete", [_P, _S])
+_pool_acquire = _fn("vmpool_pool_acquire", [_P, _S, _S, _S, _OUT])
+_pool_release = _fn("vmpool_pool_release", [_P, _S])
+_pool_refill = _fn("vmpool_pool_refill", [_P, _S, _S, REFILL_CB, _P, _OUT])
 
 
 def version() -> str:
@@ -142,6 +151,7 @@ Cancelled = _cls("Cancelled", 15)
 InvalidState = _cls("InvalidState", 16)
 AlreadyRunning = _cls("AlreadyRunning", 17)
 Timeout = _cls("Timeout", 18)
+PoolExhausted = _cls("PoolExhausted", 19)
 ChecksumMismatch = _cls("ChecksumMismatch", 20)
 CorruptImage = _cls("CorruptImage", 21)
 UnsupportedFormat = _cls("UnsupportedFormat", 22)
@@ -157,7 +167,7 @@ Internal = _cls("Internal", 41)
 ERRORS: Dict[int, Type[VmpoolError]] = {
     c.code: c
     for c in (NullPointer, InvalidUtf8, StringTooLong, InvalidJson, InvalidArgument, NotFound, AlreadyExists,
-              InUse, NotAStore, Busy, Cancelled, InvalidState, AlreadyRunning, Timeout, ChecksumMismatch,
+              InUse, NotAStore, Busy, Cancelled, InvalidState, AlreadyRunning, Timeout, PoolExhausted, ChecksumMismatch,
               CorruptImage, UnsupportedFormat, Unsupported, IoError, NoSpace, PermissionDenied, Backend,
               Hypervisor, Panic, Internal)
 }
@@ -243,7 +253,12 @@ class Vm(_Record):
     mac: str = ""
     vmgenid: str = ""
     last_exit: Optional[Dict[str, Any]] = None
+    pool: Optional[str] = None
     extra: Dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+
+_POOL_KEYS = {"vcpus", "ram_mib", "disk_gib", "spares", "max_vms", "max_per_owner", "warmth", "on_release",
+              "ready_marker", "ready_delay_s", "ready_timeout_s", "accel"}
 
 
 class Store:
@@ -456,3 +471,93 @@ class Store:
         u, p = _arg(vm.uuid if isinstance(vm, Vm) else vm, "uuid"), _arg(os.fspath(path), "path")
         with self._use() as h:
             _check(_vm_screenshot(h, u, p))
+
+    def create_pool(self, *, name: str, image: Union[str, Image], vcpus: int, ram_mib: int, max_vms: int,
+                    **opts: Any) -> Dict[str, Any]:
+        """Create a pool. Keywords: disk_gib, spares, max_per_owner, warmth ("disk", "paused",
+        "template"), on_release ("destroy", "reset"), ready_marker, ready_delay_s,
+        ready_timeout_s, accel. Spares are made by :meth:`refill`."""
+        unknown = set(opts) - _POOL_KEYS
+        if unknown:
+            raise TypeError(f"unknown pool keys: {', '.join(sorted(unknown))}")
+        payload: Dict[str, Any] = {"name": name, "image_uuid": image.uuid if isinstance(image, Image) else image,
+                                   "vcpus": vcpus, "ram_mib": ram_mib, "max_vms": max_vms}
+        payload.update({k: v for k, v in opts.items() if v is not None})
+        p = _arg(json.dumps(payload), "payload")
+        with self._use() as h:
+            return _json_out(lambda out: _pool_create(h, p, out))
+
+    def pools(self) -> List[Dict[str, Any]]:
+        with self._use() as h:
+            return _json_out(lambda out: _pool_list(h, out))
+
+    def pool(self, name: str) -> Dict[str, Any]:
+        n = _arg(name, "name")
+        with self._use() as h:
+            return _json_out(lambda out: _pool_get(h, n, out))
+
+    def update_pool(self, name: str, **changes: Any) -> Dict[str, Any]:
+        """Change a pool: any create keyword except name (``image`` an uuid or Image);
+        ``disk_gib``, ``ready_marker`` and ``accel`` may be None (back to the default)."""
+        if "image" in changes:
+            img = changes.pop("image")
+            changes["image_uuid"] = img.uuid if isinstance(img, Image) else img
+        unknown = set(changes) - _POOL_KEYS - {"image_uuid"}
+        if unknown:
+            raise TypeError(f"unknown pool keys: {', '.join(sorted(unknown))}")
+        n, c = _arg(name, "name"), _arg(json.dumps(changes), "changes")
+        with self._use() as h:
+            return _json_out(lambda out: _pool_update(h, n, c, out))
+
+    def delete_pool(self, name: str) -> None:
+        """Delete a pool with its spares; raises :class:`InUse` while owners hold VMs of it."""
+        n = _arg(name, "name")
+        with self._use() as h:
+            _check(_pool_delete(h, n))
+
+    def acquire(self, pool: str, *, owner: str, console_ttl: Optional[int] = None,
+                another: bool = False) -> Dict[str, Any]:
+        """A running VM of ``pool`` for ``owner``: theirs if they hold one (never a second), else
+        a spare, else a new one. ``{"vm": Vm, "path", "was", "steps", "total_ms", "console"}``;
+        raises :class:`PoolExhausted` at the pool's maximum."""
+        opts: Dict[str, Any] = {}
+        if console_ttl is not None:
+            opts["console_ttl"] = int(console_ttl)
+        if another:
+            opts["another"] = True
+        n, o = _arg(pool, "pool"), _arg(owner, "owner")
+        b = _arg(json.dumps(opts), "options") if opts else None
+        with self._use() as h:
+            d = _json_out(lambda out: _pool_acquire(h, n, o, b, out))
+        d["vm"] = Vm.from_json(d["vm"])
+        return d
+
+    def release(self, vm: Union[str, Vm]) -> None:
+        """Give a VM back to its pool (destroyed, or reset to a fresh spare, per the pool)."""
+        u = _arg(vm.uuid if isinstance(vm, Vm) else vm, "uuid")
+        with self._use() as h:
+            _check(_pool_release(h, u))
+
+    def refill(self, pool: str, *, parallel: Optional[int] = None,
+               progress: Optional[Callable[[int, int, int], bool]] = None) -> Dict[str, Any]:
+        """Bring the pool's spares to its target. ``progress(ready, target, working)``
+        returning False stops early."""
+        errors: List[BaseException] = []
+
+        def cb(_userdata: Any, ready: int, target: int, working: int) -> int:
+            if progress is None:
+                return 0
+            try:
+                return 0 if progress(ready, target, working) is not False else 1
+            except BaseException as e:  # never let an exception unwind through C
+                errors.append(e)
+                return 1
+
+        c_cb = REFILL_CB(cb)
+        n = _arg(pool, "pool")
+        b = _arg(json.dumps({"parallel": int(parallel)}), "options") if parallel is not None else None
+        with self._use() as h:
+            d = _json_out(lambda out: _pool_refill(h, n, b, c_cb, None, out))
+        if errors:
+            raise errors[0]
+        return d

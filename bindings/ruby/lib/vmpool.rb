@@ -39,6 +39,7 @@ module Vmpool
     raise LoadError, "libvmpool not found; tried: #{tried.join('; ')}. Set VMPOOL_LIB to the path of libvmpool.so." unless loaded
 
     callback :progress_cb, %i[pointer uint64 uint64], :int
+    callback :refill_cb, %i[pointer uint32 uint32 uint32], :int
 
     attach_function :vmpool_version, [], :string
     attach_function :vmpool_last_error, [], :string
@@ -67,6 +68,14 @@ module Vmpool
     attach_function :vmpool_vm_log, %i[pointer string uint64 pointer], :uint32
     attach_function :vmpool_vm_console, %i[pointer string uint32 pointer], :uint32, blocking: true
     attach_function :vmpool_vm_screenshot, %i[pointer string string], :uint32, blocking: true
+    attach_function :vmpool_pool_create, %i[pointer string pointer], :uint32, blocking: true
+    attach_function :vmpool_pool_list, %i[pointer pointer], :uint32
+    attach_function :vmpool_pool_get, %i[pointer string pointer], :uint32
+    attach_function :vmpool_pool_update, %i[pointer string string pointer], :uint32, blocking: true
+    attach_function :vmpool_pool_delete, %i[pointer string], :uint32, blocking: true
+    attach_function :vmpool_pool_acquire, %i[pointer string string string pointer], :uint32, blocking: true
+    attach_function :vmpool_pool_release, %i[pointer string], :uint32, blocking: true
+    attach_function :vmpool_pool_refill, %i[pointer string string refill_cb pointer pointer], :uint32, blocking: true
   end
 
   # Base of every error the library reports. #code is the vmpool_result number, #name its
@@ -93,6 +102,7 @@ module Vmpool
     5 => %i[InvalidArgument ArgumentError], 10 => %i[NotFound Error], 11 => %i[AlreadyExists Error],
     12 => %i[InUse Error], 13 => %i[NotAStore Error], 14 => %i[Busy Error], 15 => %i[Cancelled Error],
     16 => %i[InvalidState Error], 17 => %i[AlreadyRunning Error], 18 => %i[Timeout Error],
+    19 => %i[PoolExhausted Error],
     20 => %i[ChecksumMismatch Error], 21 => %i[CorruptImage Error], 22 => %i[UnsupportedFormat Error],
     30 => %i[Unsupported Error], 31 => %i[IOError Error], 32 => %i[NoSpace Error],
     33 => %i[PermissionDenied Error], 34 => %i[Backend Error], 35 => %i[Hypervisor Error],
@@ -317,6 +327,85 @@ module Vmpool
       uuid = uuid[:uuid] if uuid.is_a?(Hash)
       use { |h| Vmpool.check!(Native.vmpool_vm_screenshot(h, uuid.to_s, path.to_s)) }
       nil
+    end
+
+    POOL_KEYS = %i[vcpus ram_mib disk_gib spares max_vms max_per_owner warmth on_release ready_marker
+                   ready_delay_s ready_timeout_s accel].freeze
+
+    # Create a pool. +image+ is an image uuid or an image Hash. warmth: "disk", "paused" or
+    # "template"; on_release: "destroy" or "reset". Spares are made by #refill.
+    def create_pool(name:, image:, vcpus:, ram_mib:, max_vms:, **opts)
+      unknown = opts.keys - POOL_KEYS
+      raise ::ArgumentError, "unknown pool keys: #{unknown.join(', ')}" unless unknown.empty?
+
+      payload = { name: name, image_uuid: image.is_a?(Hash) ? image[:uuid] : image.to_s,
+                  vcpus: vcpus, ram_mib: ram_mib, max_vms: max_vms }.merge(opts.compact)
+      use { |h| Vmpool.json_out { |out| Native.vmpool_pool_create(h, JSON.generate(payload), out) } }
+    end
+
+    def pools
+      use { |h| Vmpool.json_out { |out| Native.vmpool_pool_list(h, out) } }
+    end
+
+    def pool(name)
+      use { |h| Vmpool.json_out { |out| Native.vmpool_pool_get(h, name.to_s, out) } }
+    end
+
+    # Change a pool: any of the create keywords except name (image: an image uuid or Hash).
+    # disk_gib:, ready_marker: and accel: may be nil to go back to the default.
+    def update_pool(name, **changes)
+      if changes.key?(:image)
+        img = changes.delete(:image)
+        changes[:image_uuid] = img.is_a?(Hash) ? img[:uuid] : img.to_s
+      end
+      unknown = changes.keys - POOL_KEYS - [:image_uuid]
+      raise ::ArgumentError, "unknown pool keys: #{unknown.join(', ')}" unless unknown.empty?
+
+      body = JSON.generate(changes)
+      use { |h| Vmpool.json_out { |out| Native.vmpool_pool_update(h, name.to_s, body, out) } }
+    end
+
+    # Delete a pool with its spares. Raises Vmpool::InUse while owners hold VMs of it.
+    def delete_pool(name)
+      use { |h| Vmpool.check!(Native.vmpool_pool_delete(h, name.to_s)) }
+      nil
+    end
+
+    # A running VM of the pool for +owner+: the one they hold (never a second), else a spare,
+    # else a new one. Returns {vm:, path: "redirect"|"spare"|"created", was:, steps:, total_ms:,
+    # console: (with console_ttl:) or nil}. Raises Vmpool::PoolExhausted at the maximum.
+    def acquire(pool_name, owner:, console_ttl: nil, another: false)
+      opts = {}
+      opts[:console_ttl] = Integer(console_ttl) if console_ttl
+      opts[:another] = true if another
+      body = opts.empty? ? nil : JSON.generate(opts)
+      use do |h|
+        Vmpool.json_out { |out| Native.vmpool_pool_acquire(h, pool_name.to_s, owner.to_s, body, out) }
+      end
+    end
+
+    # Give a VM back to its pool (destroyed, or reset to a fresh spare, per the pool).
+    def release(uuid)
+      uuid = uuid[:uuid] if uuid.is_a?(Hash)
+      use { |h| Vmpool.check!(Native.vmpool_pool_release(h, uuid.to_s)) }
+      nil
+    end
+
+    # Bring the pool's spares to its target. With a block, it is called with (ready, target,
+    # working) as it goes; return false (or :stop) from it to stop early. Returns {created:,
+    # warmed:, removed:, template_built:, spares:, errors:}.
+    def refill(pool_name, parallel: nil, &progress)
+      body = parallel ? JSON.generate(parallel: Integer(parallel)) : nil
+      cb = nil
+      if progress
+        cb = proc do |_userdata, ready, target, working|
+          r = progress.call(ready, target, working)
+          r == false || r == :stop ? 1 : 0
+        end
+      end
+      use do |h|
+        Vmpool.json_out { |out| Native.vmpool_pool_refill(h, pool_name.to_s, body, cb, nil, out) }
+      end
     end
 
     private

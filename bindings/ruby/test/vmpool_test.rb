@@ -223,4 +223,38 @@ class VmpoolTest < Minitest::Test
       s.delete_vm(vm)
     end
   end
+
+  # A pool of memory-template clones: spares, the redirect, the maximum, release.
+  def test_pool
+    image_path = ENV.fetch("VMPOOL_TEST_IMAGE") { skip "VMPOOL_TEST_IMAGE is not set (make test-ruby sets it)" }
+    Vmpool::Store.open("dir:#{@dir}/pool?accel=tcg&template_dir=#{@dir}/tpl") do |s|
+      image = s.import_image(image_path, name: "guest")
+      p = s.create_pool(name: "rb", image: image, vcpus: 1, ram_mib: 256, max_vms: 2, spares: 1,
+                        warmth: "template", ready_marker: "VMPOOL-TEST-GUEST: tick=2")
+      assert_equal "template", p[:warmth]
+      assert_raises(Vmpool::AlreadyExists) { s.create_pool(name: "rb", image: image, vcpus: 1, ram_mib: 256, max_vms: 2) }
+      assert_raises(ArgumentError) { s.create_pool(name: "x", image: image, vcpus: 1, ram_mib: 256, max_vms: 2, colour: 1) }
+      seen = []
+      r = s.refill("rb") { |ready, target, _working| seen << [ready, target] }
+      assert r[:template_built]
+      assert_equal 1, r[:spares]
+      refute_empty seen
+      assert_equal 1, s.pool("rb")[:status][:spares_ready]
+      a = s.acquire("rb", owner: "alice", console_ttl: 60)
+      assert_equal %w[spare waiting running], [a[:path], a[:was], a[:vm][:state]]
+      assert_equal "rb", a[:vm][:pool]
+      assert_match(/\A\h{32}\z/, a[:console][:password])
+      assert_equal a[:vm][:uuid], s.acquire("rb", owner: "alice")[:vm][:uuid]
+      b = s.acquire("rb", owner: "bob")
+      assert_equal "created", b[:path]
+      assert_raises(Vmpool::PoolExhausted) { s.acquire("rb", owner: "carol") }
+      assert_raises(Vmpool::InUse) { s.delete_pool("rb") }
+      assert_equal 3, s.update_pool("rb", max_vms: 3)[:max_vms]
+      s.release(a[:vm])
+      s.release(b[:vm])
+      assert_raises(Vmpool::NotFound) { s.vm(a[:vm][:uuid]) }
+      s.delete_pool("rb")
+      assert_empty s.pools
+    end
+  end
 end

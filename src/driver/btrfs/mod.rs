@@ -251,23 +251,7 @@ impl StorageDriver for BtrfsDriver {
         let staged = self.images.join(Self::staging(uuid));
         let fin = self.images.join(uuid.to_string());
         set_readonly(&staged, true)?;
-        nix::fcntl::renameat2(
-            None,
-            &staged,
-            None,
-            &fin,
-            nix::fcntl::RenameFlags::RENAME_NOREPLACE,
-        )
-        .map_err(|e| {
-            if e == nix::errno::Errno::EEXIST {
-                Error::AlreadyExists(format!("{} already exists", fin.display()))
-            } else {
-                Error::Io {
-                    context: format!("renaming {} to {}", staged.display(), fin.display()),
-                    source: e.into(),
-                }
-            }
-        })?;
+        fsutil::rename_noreplace(&staged, &fin)?;
         fsutil::sync_dir(&self.images)?;
         Ok(fin.join(DISK).to_string_lossy().into_owned())
     }
@@ -286,6 +270,22 @@ impl StorageDriver for BtrfsDriver {
 
     fn image_destroy(&self, uuid: &Uuid, _format: DiskFormat) -> Result<()> {
         subvol_destroy(&self.images, &uuid.to_string()).map(drop)
+    }
+
+    fn image_adopt(
+        &self,
+        vm: &Uuid,
+        _format: DiskFormat,
+        image: &Uuid,
+        _token: &str,
+    ) -> Result<()> {
+        // A subvolume moves with rename(2); it stays a snapshot of the template's base image.
+        fsutil::rename_noreplace(
+            &self.vms.join(vm.to_string()),
+            &self.images.join(Self::staging(image)),
+        )?;
+        fsutil::sync_dir(&self.images)?;
+        fsutil::sync_dir(&self.vms)
     }
 
     fn vm_clone(&self, image: &Image, vm: &Uuid, size: u64) -> Result<VmDisk> {

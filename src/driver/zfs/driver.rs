@@ -213,6 +213,18 @@ impl StorageDriver for ZfsDriver {
         Self::destroy_volume(&self.image(uuid))
     }
 
+    fn image_adopt(&self, vm: &Uuid, _format: DiskFormat, image: &Uuid, token: &str) -> Result<()> {
+        libzfs::ensure_init()?;
+        let disk = self.disk(vm);
+        // Marked first, so that whatever is found at the staging name after a crash can be
+        // discarded as this operation's.
+        libzfs::with(|lz| {
+            lz.open(&disk, sys::ZFS_TYPE_VOLUME)?
+                .set_props(&NvList::new()?.string(&import_marker(token), "1")?)
+        })?;
+        libzfs::rename(&disk, &self.staging(image))
+    }
+
     fn vm_clone(&self, image: &Image, vm: &Uuid, size: u64) -> Result<VmDisk> {
         libzfs::ensure_init()?;
         let name = self.disk(vm);

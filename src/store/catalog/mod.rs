@@ -1,12 +1,12 @@
-//! The catalog: one JSON file per image (`images/<uuid>.json`) and per VM (`vms/<uuid>.json`),
-//! each replaced atomically. An image or VM exists exactly when its file does; readers take no
+//! The catalog: one JSON file per image (`images/<uuid>.json`), per VM (`vms/<uuid>.json`)
+//! and per pool (`pools/<name>.json`), each replaced atomically. An image or VM exists exactly when its file does; readers take no
 //! locks and always see whole records. The format is in [`records`].
 
 pub mod records;
 
 use crate::error::{Error, Result};
 use crate::fsutil;
-use records::{decode, encode, ImageRecord, VmRecord};
+use records::{decode, encode, ImageRecord, PoolRecord, VmRecord};
 use serde::de::DeserializeOwned;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -17,6 +17,7 @@ use uuid::Uuid;
 pub struct Catalog {
     images: PathBuf,
     vms: PathBuf,
+    pools: PathBuf,
 }
 
 fn read<T: DeserializeOwned>(path: &Path) -> Result<Option<T>> {
@@ -54,15 +55,70 @@ impl Catalog {
         let c = Catalog {
             images: root.join("images"),
             vms: root.join("vms"),
+            pools: root.join("pools"),
         };
         fsutil::mkdirs(&c.images)?;
         fsutil::mkdirs(&c.vms)?;
+        // Best effort: a read-only store opened by a reader has no pools to show.
+        let _ = fsutil::mkdirs(&c.pools);
         Ok(c)
     }
 
     /// The directories records live in.
-    pub fn dirs(&self) -> [&Path; 2] {
-        [&self.images, &self.vms]
+    pub fn dirs(&self) -> [&Path; 3] {
+        [&self.images, &self.vms, &self.pools]
+    }
+
+    /// Where a pool's record is.
+    pub fn pool_path(&self, name: &str) -> PathBuf {
+        self.pools.join(format!("{name}.json"))
+    }
+
+    /// A pool's record, if it exists.
+    pub fn pool(&self, name: &str) -> Result<Option<PoolRecord>> {
+        read(&self.pool_path(name))
+    }
+
+    /// Write a pool's record (atomically, durably).
+    pub fn put_pool(&self, r: &PoolRecord) -> Result<()> {
+        fsutil::mkdirs(&self.pools)?;
+        fsutil::write_atomic(&self.pools, &format!("{}.json", r.spec.name), &encode(r)?)
+    }
+
+    /// Remove a pool's record; whether it was there.
+    pub fn remove_pool(&self, name: &str) -> Result<bool> {
+        let removed = fsutil::remove_file_if_exists(&self.pool_path(name))?;
+        fsutil::sync_dir(&self.pools)?;
+        Ok(removed)
+    }
+
+    /// All pools, by name.
+    pub fn pools(&self) -> Result<Vec<PoolRecord>> {
+        let rd = match fs::read_dir(&self.pools) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => {
+                return Err(Error::Io {
+                    context: format!("listing {}", self.pools.display()),
+                    source: e,
+                })
+            }
+        };
+        let mut names: Vec<String> = rd
+            .flatten()
+            .filter_map(|e| {
+                let n = e.file_name().to_str()?.strip_suffix(".json")?.to_owned();
+                crate::validate::name("pool", &n).ok().map(|_| n)
+            })
+            .collect();
+        names.sort();
+        let mut out = Vec::new();
+        for n in names {
+            if let Some(p) = self.pool(&n)? {
+                out.push(p);
+            }
+        }
+        Ok(out)
     }
 
     /// Where an image's record is.

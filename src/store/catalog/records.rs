@@ -62,9 +62,31 @@ pub struct ImageRecord {
     pub disk_format: DiskFormat,
     #[allow(missing_docs)]
     pub disk: String,
+    /// The image this one was derived from (a pool's memory template: the disk of a VM
+    /// booted from `parent`, frozen at the instant its memory was saved). Such an image
+    /// depends on its parent, which cannot be deleted while it exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<Uuid>,
+    /// The pool whose memory template this image is (hidden from image lists; removed with
+    /// the template).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_of: Option<String>,
     /// Unknown fields, written back as read.
     #[serde(flatten)]
     pub extra: Extra,
+}
+
+/// Where a VM cloned from a memory template resumes: the template's saved RAM and device
+/// state. Present until the VM first runs from it; after that its disk has moved on and a
+/// later start boots from the disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Restore {
+    /// The template image the VM's disk was cloned from.
+    pub template: Uuid,
+    /// The template's memory file (tmpfs or hugetlbfs), mapped private.
+    pub memory: std::path::PathBuf,
+    /// The template's device state (QEMU's migration stream).
+    pub state: std::path::PathBuf,
 }
 
 /// A VM's record.
@@ -123,9 +145,67 @@ pub struct VmRecord {
     /// The unprivileged uid its QEMU runs as, chosen at its first zoned start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uid: Option<u32>,
+    /// The pool it belongs to. With an empty `owner` it is one of the pool's spares.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
+    /// When its owner got it from the pool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claimed_at: Option<String>,
+    /// A pool's own VM that boots to become its memory template (never handed out).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub template_build: bool,
+    /// Set while the VM waits to resume from a memory template instead of booting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<Restore>,
     /// Unknown fields, written back as read.
     #[serde(flatten)]
     pub extra: Extra,
+}
+
+/// A pool's record (`pools/<name>.json`). See [`crate::pool::PoolSpec`] for the fields.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PoolRecord {
+    /// Record format major version.
+    #[serde(default = "schema_1")]
+    pub schema: u32,
+    /// The pool's settings, as the caller gave them.
+    #[serde(flatten)]
+    pub spec: crate::pool::PoolSpec,
+    /// When it was created, RFC 3339 UTC.
+    pub created_at: String,
+    /// When its settings last changed.
+    pub updated_at: String,
+    /// Set once a delete began: no acquire or refill touches it; the next delete finishes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleting: bool,
+    /// Its current memory template (warmth `template`), once built.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<TemplateRecord>,
+    /// Unknown fields, written back as read.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// A pool's memory template: an image (the template VM's disk, frozen) plus its RAM and
+/// device state in files, and what it was built from (it is rebuilt when that changes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TemplateRecord {
+    /// The template image (clones' disks are clones of it).
+    pub image: Uuid,
+    /// The image it was booted from.
+    pub base_image: Uuid,
+    /// The flavor it was booted with.
+    pub vcpus: u32,
+    #[allow(missing_docs)]
+    pub ram_mib: u64,
+    #[allow(missing_docs)]
+    pub disk_gib: u64,
+    /// Its RAM (mapped private by each clone).
+    pub memory: std::path::PathBuf,
+    /// Its device state.
+    pub state: std::path::PathBuf,
+    /// When it was made.
+    pub made_at: String,
 }
 
 /// Parse a stored record, refusing a newer major schema by name before looking at fields.
@@ -194,6 +274,8 @@ impl From<&Image> for ImageRecord {
             tags: m.tags.clone(),
             disk_format: m.disk_format,
             disk: m.disk.clone(),
+            parent: None,
+            template_of: None,
             extra: Extra::new(),
         }
     }
@@ -221,6 +303,7 @@ impl From<&VmRecord> for Vm {
             vmgenid: r.vmgenid.unwrap_or(r.uuid),
             last_exit: r.last_exit.clone(),
             caps: r.caps.clone(),
+            pool: r.pool.clone(),
         }
     }
 }
@@ -250,6 +333,10 @@ impl From<&Vm> for VmRecord {
             last_exit: v.last_exit.clone(),
             caps: v.caps.clone(),
             uid: None,
+            pool: v.pool.clone(),
+            claimed_at: None,
+            template_build: false,
+            restore: None,
             extra: Extra::new(),
         }
     }

@@ -3,6 +3,8 @@
 //! returns (`--json`, through the same `vmpool::ffi::wire` serialisation). The exit status is
 //! the `vmpool_result` code (0 on success, 64 for usage errors).
 
+mod pool;
+
 use clap::{Parser, Subcommand};
 use comfy_table::{presets, ContentArrangement, Table};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -19,7 +21,7 @@ const EX_USAGE: i32 = 64;
 #[command(
     name = "vmpoolctl",
     version,
-    about = "Images, copy-on-write clones and VMs in a vmpool store"
+    about = "Images, copy-on-write clones, VMs and pools in a vmpool store"
 )]
 struct Cli {
     /// Store URI (dir:/path, btrfs:/path, zfs:pool/dataset); default $VMPOOL_STORE, else dir:$VMPOOL_HOME, else dir:/var/lib/vmpool
@@ -40,6 +42,9 @@ enum Cmd {
     /// Virtual machines: create, list, get, delete
     #[command(subcommand)]
     Vm(VmCmd),
+    /// Pools of ready VMs handed to owners: create, list, acquire, release, refill
+    #[command(subcommand)]
+    Pool(pool::PoolCmd),
     /// The store itself
     #[command(subcommand)]
     Store(StoreCmd),
@@ -196,7 +201,7 @@ fn main() {
 
 /// Write to stdout. When the reader has gone (`vmpoolctl ... | head`), the work is already
 /// done: exit quietly with success, as other Unix tools do, instead of panicking.
-fn out(s: &str) -> vmpool::Result<()> {
+pub(crate) fn out(s: &str) -> vmpool::Result<()> {
     let mut o = std::io::stdout().lock();
     match writeln!(o, "{s}").and_then(|_| o.flush()) {
         Ok(()) => Ok(()),
@@ -208,7 +213,7 @@ fn out(s: &str) -> vmpool::Result<()> {
     }
 }
 
-fn uuid_arg(what: &str, s: &str) -> vmpool::Result<Uuid> {
+pub(crate) fn uuid_arg(what: &str, s: &str) -> vmpool::Result<Uuid> {
     validate::uuid(what, s)
 }
 
@@ -216,6 +221,7 @@ fn run(cli: Cli) -> vmpool::Result<()> {
     let store = Store::open(cli.store.as_deref())?;
     let json = cli.json;
     match cli.cmd {
+        Cmd::Pool(c) => pool::run(&store, c, json)?,
         Cmd::Store(StoreCmd::Info) => {
             let info = store.info();
             let w = wire::StoreInfoOut::from(&info);
@@ -349,24 +355,7 @@ fn run(cli: Cli) -> vmpool::Result<()> {
             }
         }
         Cmd::Vm(VmCmd::Create { file }) => {
-            let mut payload = String::new();
-            if file == "-" {
-                std::io::stdin()
-                    .take(wire::PAYLOAD_MAX as u64 + 1)
-                    .read_to_string(&mut payload)
-                    .map_err(|e| Error::Io {
-                        context: "reading payload from stdin".into(),
-                        source: e,
-                    })?;
-            } else {
-                payload = std::fs::read_to_string(&file).map_err(|e| match e.kind() {
-                    ErrorKind::NotFound => Error::not_found("file", file.clone()),
-                    _ => Error::Io {
-                        context: format!("reading {file}"),
-                        source: e,
-                    },
-                })?;
-            }
+            let payload = read_payload(&file)?;
             // The payload file is the C ABI's JSON; parsed once, here, into a typed spec.
             let spec = wire::vm_spec(&payload)?;
             let started = Instant::now();
@@ -539,6 +528,29 @@ fn run(cli: Cli) -> vmpool::Result<()> {
     Ok(())
 }
 
+/// A JSON payload from a file, or from standard input for `-`.
+pub(crate) fn read_payload(file: &str) -> vmpool::Result<String> {
+    let mut payload = String::new();
+    if file == "-" {
+        std::io::stdin()
+            .take(wire::PAYLOAD_MAX as u64 + 1)
+            .read_to_string(&mut payload)
+            .map_err(|e| Error::Io {
+                context: "reading payload from stdin".into(),
+                source: e,
+            })?;
+        Ok(payload)
+    } else {
+        std::fs::read_to_string(file).map_err(|e| match e.kind() {
+            ErrorKind::NotFound => Error::not_found("file", file.to_owned()),
+            _ => Error::Io {
+                context: format!("reading {file}"),
+                source: e,
+            },
+        })
+    }
+}
+
 /// The result of a lifecycle command: the VM (JSON) or one line for people.
 fn vm_done(v: &vmpool::Vm, json: bool, what: &str) -> vmpool::Result<()> {
     if json {
@@ -598,7 +610,7 @@ fn follow_file(path: &std::path::Path, mut pos: u64) -> vmpool::Result<()> {
     }
 }
 
-fn show<T: serde::Serialize>(v: &T, json: bool) -> vmpool::Result<()> {
+pub(crate) fn show<T: serde::Serialize>(v: &T, json: bool) -> vmpool::Result<()> {
     if json {
         out(&wire::to_string(v)?)
     } else {
@@ -611,7 +623,7 @@ fn human(b: u64) -> String {
 }
 
 /// A plain table for people: no borders, columns padded, as `zfs list` or `vmadm list`.
-fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
+pub(crate) fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
     let mut t = Table::new();
     t.load_preset(presets::NOTHING)
         .set_content_arrangement(ContentArrangement::Disabled)

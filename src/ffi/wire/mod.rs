@@ -20,6 +20,9 @@ use crate::vm::{Accel, Firmware, Vm, VmSpec};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
+mod pools;
+pub use pools::*;
+
 /// Longest VM payload accepted, in bytes.
 pub const PAYLOAD_MAX: usize = 64 * 1024;
 
@@ -43,7 +46,7 @@ struct VmPayload {
     prealloc: Option<bool>,
 }
 
-fn non_negative(field: &str, v: i64) -> Result<u64> {
+pub(crate) fn non_negative(field: &str, v: i64) -> Result<u64> {
     u64::try_from(v).map_err(|_| Error::invalid(format!("{field} {v} is negative")))
 }
 
@@ -181,6 +184,7 @@ pub struct VmOut<'a> {
     vmgenid: &'a uuid::Uuid,
     last_exit: Option<&'a LastExit>,
     caps: &'a crate::vm::Caps,
+    pool: Option<&'a str>,
 }
 
 impl<'a> From<&'a Vm> for VmOut<'a> {
@@ -205,6 +209,7 @@ impl<'a> From<&'a Vm> for VmOut<'a> {
             vmgenid: &v.vmgenid,
             last_exit: v.last_exit.as_ref(),
             caps: &v.caps,
+            pool: v.pool.as_deref(),
         }
     }
 }

@@ -1,0 +1,341 @@
+//! Memory templates of pools (warmth `template`): instant clones that go on from a running
+//! guest instead of booting.
+//!
+//! Building one: a VM of the pool's image and flavor boots with its RAM in a file on tmpfs
+//! (`memory-backend-file,share=on`) until the pool's readiness (its serial marker or delay);
+//! then its CPUs stop, its device state is saved with `x-ignore-shared` (the RAM is not
+//! copied: it is the file), and QEMU quits. Its disk, untouched since the CPUs stopped, is
+//! moved (not copied) to become the template's image. Each clone is a copy-on-write clone of
+//! that image whose QEMU maps the RAM file private (`share=off,readonly=on,rom=off`), starts
+//! with `-incoming defer`, loads the state and continues (`store/lifecycle.rs`): its pages
+//! stay shared with the template's until it writes them.
+//!
+//! Files: `<template_dir>/<store id>/<pool>/<template image uuid>/{memory,state}`. A
+//! template is rebuilt when the pool's image or flavor changes or its files are gone (tmpfs
+//! does not survive a reboot); old templates go once no VM still needs them.
+//!
+//! What a clone still shares with its template, and what a guest agent would have to redo:
+//! the guest's machine-id and host keys, its kernel's and user space's RNG state (Linux
+//! re-seeds the kernel RNG on the vmgenid change; user-space generators do not notice), its
+//! clock (it resumes at the template's time until NTP or an agent sets it), open TCP
+//! connections and DHCP leases (the network card is hot-plugged after the restore, with the
+//! clone's own MAC, so the guest sees a new card), and anything cached from the template's
+//! uptime. Each clone has its own disk, MAC, vmgenid, SPICE ticket, uid and zone.
+
+use super::catalog::records::{ImageRecord, PoolRecord, TemplateRecord, SCHEMA};
+use super::journal::Op;
+use super::vms::Membership;
+use super::Store;
+use crate::error::{Error, IoContext, Result};
+use crate::fsutil;
+use crate::pool::claims::PoolDir;
+use crate::vm::{State, VmSpec};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// The RAM file of a template.
+pub const MEMORY_FILE: &str = "memory";
+/// The device state of a template.
+pub const STATE_FILE: &str = "state";
+
+/// A short, stable name for a store's directory among others' (FNV-1a of its catalog path:
+/// a hash that is the same in every version and process; no crate needed for ten lines).
+fn store_id(catalog: &Path) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in catalog.as_os_str().as_encoded_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+impl Store {
+    /// Where the templates of pool `pool` keep their files.
+    pub(crate) fn template_root(&self, pool: &str) -> PathBuf {
+        let catalog = std::fs::canonicalize(self.catalog_dir())
+            .unwrap_or_else(|_| self.catalog_dir().to_owned());
+        self.run.template_dir.join(store_id(&catalog)).join(pool)
+    }
+
+    /// The pool's template if it fits the pool's settings and its files are there.
+    pub(crate) fn current_template(&self, rec: &PoolRecord) -> Option<TemplateRecord> {
+        let t = rec.template.as_ref()?;
+        let s = &rec.spec;
+        let fits = t.base_image == s.image_uuid
+            && t.vcpus == s.vcpus
+            && t.ram_mib == s.ram_mib
+            && s.disk_gib.is_none_or(|d| d == t.disk_gib);
+        let there = t.memory.exists()
+            && t.state.exists()
+            && self.catalog.image(&t.image).ok().flatten().is_some();
+        (fits && there).then(|| t.clone())
+    }
+
+    /// Build the pool's memory template unless it has one that fits, or another process is
+    /// building it right now (then this returns at once). Returns whether it built one.
+    pub(crate) fn ensure_template(&self, pool: &str) -> Result<bool> {
+        let dir = PoolDir::new(self.catalog_dir(), pool);
+        dir.ensure()?;
+        let Some(_build) = dir.try_build_lock()? else {
+            return Ok(false);
+        };
+        let rec = self.pool_record(pool)?;
+        self.remove_dead_builds(pool)?;
+        if self.current_template(&rec).is_some() {
+            return Ok(false);
+        }
+        let t = self.build_template(&rec)?;
+        {
+            let _l = dir.lock()?;
+            let mut rec = self.pool_record(pool)?;
+            rec.template = Some(t);
+            self.catalog.put_pool(&rec)?;
+        }
+        Ok(true)
+    }
+
+    /// Template-build VMs left by processes that died mid-build (the caller holds the build
+    /// lock, so none is in progress).
+    fn remove_dead_builds(&self, pool: &str) -> Result<()> {
+        for r in self.catalog.vms(None)? {
+            if r.template_build && r.pool.as_deref() == Some(pool) {
+                self.kill_vm(r.uuid)?;
+                self.delete_vm(r.uuid)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn build_template(&self, rec: &PoolRecord) -> Result<TemplateRecord> {
+        let s = &rec.spec;
+        let image = self
+            .catalog
+            .image(&s.image_uuid)?
+            .ok_or_else(|| Error::not_found("image", s.image_uuid.to_string()))?;
+        let t = Uuid::new_v4();
+        let build_vm = Uuid::new_v4();
+        let tdir = self.template_root(&s.name).join(t.to_string());
+        fsutil::mkdirs(&tdir)?;
+        let mut revert = crate::revert::Revert::new();
+        revert.add(format!("remove {}", tdir.display()), || {
+            std::fs::remove_dir_all(&tdir).ctx(|| format!("removing {}", tdir.display()))
+        });
+        let mut spec = VmSpec::new(s.image_uuid)
+            .alias(format!("{}-template", s.name))
+            .uuid(build_vm)
+            .vcpus(s.vcpus)
+            .ram_mib(s.ram_mib);
+        if let Some(d) = s.disk_gib {
+            spec = spec.disk_gib(d);
+        }
+        if let Some(a) = s.accel {
+            spec = spec.accel(a);
+        }
+        let vm = self.create_vm_in(
+            &spec,
+            Some(&Membership {
+                pool: s.name.clone(),
+                template_build: true,
+                restore: None,
+            }),
+        )?;
+        revert.add(format!("delete the template-build VM {build_vm}"), || {
+            self.kill_vm(build_vm)?;
+            self.delete_vm(build_vm)
+        });
+        if self.run.zone {
+            // Its QEMU (an unprivileged uid) writes the RAM and state files there.
+            let mut r = self
+                .catalog
+                .vm(&vm.uuid)?
+                .ok_or_else(|| Error::not_found("VM", vm.uuid.to_string()))?;
+            let uid = self.ensure_uid(&mut r)?;
+            std::os::unix::fs::chown(&tdir, Some(uid), Some(uid))
+                .ctx(|| format!("chown {}", tdir.display()))?;
+        }
+        let log_from = 0;
+        self.start_vm_as(
+            vm.uuid,
+            &super::StartOptions { accel: s.accel },
+            Some(&tdir),
+        )?;
+        self.wait_ready(vm.uuid, s, log_from)?;
+        let state = tdir.join(STATE_FILE);
+        self.save_template(vm.uuid, &state)?;
+        let memory = tdir.join(MEMORY_FILE);
+        // From now on nobody writes them: root's, read-only.
+        for f in [&memory, &state] {
+            std::os::unix::fs::chown(f.as_path(), Some(0), Some(0))
+                .or_else(|e| if is_root() { Err(e) } else { Ok(()) })
+                .ctx(|| format!("chown {}", f.display()))?;
+            std::fs::set_permissions(f, std::os::unix::fs::PermissionsExt::from_mode(0o444))
+                .ctx(|| format!("chmod {}", f.display()))?;
+        }
+        if self.run.zone {
+            std::os::unix::fs::chown(&tdir, Some(0), Some(0))
+                .ctx(|| format!("chown {}", tdir.display()))?;
+        }
+        let r = self
+            .catalog
+            .vm(&vm.uuid)?
+            .ok_or_else(|| Error::not_found("VM", vm.uuid.to_string()))?;
+        if r.state != State::Stopped {
+            return Err(Error::Hypervisor(format!(
+                "the template-build VM {} of pool {} ended {} instead of stopping",
+                vm.uuid,
+                s.name,
+                r.state.as_str()
+            )));
+        }
+        // Its disk becomes the template image (journalled as an import of it).
+        let token = fsutil::token();
+        let op = Op::ImageImport {
+            uuid: t,
+            token: token.clone(),
+            format: r.disk_format,
+        };
+        let entry = self.begin(op, |pid| {
+            Error::Busy(format!("image {t} is being made by process {pid}"))
+        })?;
+        let made_at = crate::now_rfc3339();
+        self.run_journalled(entry, |undo| {
+            self.driver
+                .image_adopt(&vm.uuid, r.disk_format, &t, &token)?;
+            undo.add(format!("discard template image {t}"), || {
+                self.driver
+                    .image_discard(&t, &token, r.disk_format)
+                    .map(drop)
+            });
+            crate::fail_point!("template.adopted");
+            let disk = self.driver.image_seal(&t, &token, r.disk_format)?;
+            self.catalog.put_image(&ImageRecord {
+                schema: SCHEMA,
+                uuid: t,
+                name: format!("{}-template", s.name),
+                version: made_at.clone(),
+                os: image.os.clone(),
+                format: r.disk_format,
+                size_bytes: r.disk_size_bytes,
+                sha256: String::new(),
+                created_at: made_at.clone(),
+                tags: Default::default(),
+                disk_format: r.disk_format,
+                disk,
+                parent: Some(image.uuid),
+                template_of: Some(s.name.clone()),
+                extra: Default::default(),
+            })
+        })?;
+        // The build VM's record goes (its disk is the image now).
+        self.delete_vm(vm.uuid)?;
+        revert.commit();
+        Ok(TemplateRecord {
+            image: t,
+            base_image: image.uuid,
+            vcpus: s.vcpus,
+            ram_mib: s.ram_mib,
+            disk_gib: r.disk_gib,
+            memory,
+            state,
+            made_at,
+        })
+    }
+
+    /// Wait until a VM's guest is ready by the pool's rule: its marker on the serial console
+    /// (after byte `log_from` of the log), then the delay; or the delay alone.
+    pub(crate) fn wait_ready(
+        &self,
+        vm: Uuid,
+        s: &crate::pool::PoolSpec,
+        log_from: u64,
+    ) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(u64::from(s.ready_timeout_s));
+        if let Some(marker) = &s.ready_marker {
+            let log = self.run_dir(&vm).serial_log();
+            loop {
+                let seen = std::fs::read(&log)
+                    .map(|b| {
+                        let from = usize::try_from(log_from).unwrap_or(0).min(b.len());
+                        let tail = &b[from..];
+                        tail.windows(marker.len()).any(|w| w == marker.as_bytes())
+                    })
+                    .unwrap_or(false);
+                if seen {
+                    break;
+                }
+                let v = self.vm(vm)?;
+                if !v.state.is_active() {
+                    return Err(Error::Hypervisor(format!(
+                        "VM {vm} ended ({}) before it was ready{}",
+                        v.state.as_str(),
+                        v.last_exit
+                            .map(|e| format!(": {}", e.reason))
+                            .unwrap_or_default()
+                    )));
+                }
+                if Instant::now() > deadline {
+                    return Err(Error::Timeout(format!(
+                        "VM {vm} did not print {marker:?} on its serial console within {} s",
+                        s.ready_timeout_s
+                    )));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        std::thread::sleep(Duration::from_secs(u64::from(s.ready_delay_s)));
+        Ok(())
+    }
+
+    /// Remove what old templates of `pool` leave once nothing needs it: an image no VM's
+    /// disk is cloned from any more, RAM files no VM waits to resume from, directories of
+    /// builds that died. Takes the build lock (skips if a build is in progress).
+    pub(crate) fn collect_templates(&self, pool: &str, removing_pool: bool) -> Result<()> {
+        let dir = PoolDir::new(self.catalog_dir(), pool);
+        let Some(_build) = dir.try_build_lock()? else {
+            return Ok(());
+        };
+        let rec = self.catalog.pool(pool)?;
+        let current = rec
+            .as_ref()
+            .filter(|_| !removing_pool)
+            .and_then(|r| self.current_template(r))
+            .map(|t| t.image);
+        let vms = self.catalog.vms(None)?;
+        let mut keep_dirs: Vec<String> = current.iter().map(|u| u.to_string()).collect();
+        for img in self.catalog.images()? {
+            if img.template_of.as_deref() != Some(pool) || Some(img.uuid) == current {
+                continue;
+            }
+            let cloned = vms.iter().any(|v| v.image_uuid == img.uuid);
+            let waiting = vms
+                .iter()
+                .any(|v| v.restore.as_ref().is_some_and(|r| r.template == img.uuid));
+            if !cloned {
+                self.delete_image_as(img.uuid, true)?;
+            } else if waiting {
+                keep_dirs.push(img.uuid.to_string());
+            }
+        }
+        let root = self.template_root(pool);
+        if let Ok(rd) = std::fs::read_dir(&root) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if !keep_dirs.contains(&name) {
+                    std::fs::remove_dir_all(e.path())
+                        .ctx(|| format!("removing {}", e.path().display()))?;
+                }
+            }
+        }
+        if removing_pool {
+            let _ = std::fs::remove_dir(&root);
+        }
+        Ok(())
+    }
+}
+
+/// Whether this process runs as root (then a failed chown is an error, not expected).
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}

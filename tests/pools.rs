@@ -1,0 +1,452 @@
+//! Pools for real: QEMU (TCG) guests from the test template, spares, owners coming back,
+//! memory templates whose clones go on without booting, and many processes acquiring at once
+//! (some killed with SIGKILL mid-way).
+
+mod common;
+
+use common::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+use vmpool::pool::{AcquireOptions, AcquirePath, PoolSpec, RefillOptions, Warmth};
+use vmpool::vm::State;
+use vmpool::{ImportRequest, Store};
+
+const MARKER: &str = "VMPOOL-TEST-GUEST: tick=3";
+
+struct Env {
+    _tmp: tempfile::TempDir,
+    uri: String,
+    s: Store,
+    image: vmpool::Image,
+}
+
+fn env() -> Env {
+    let tmp = scratch();
+    let uri = format!(
+        "dir:{}/s?accel=tcg&template_dir={}/tpl",
+        tmp.path().display(),
+        tmp.path().display()
+    );
+    let s = Store::open(Some(&uri)).unwrap();
+    let image = s
+        .import_image(
+            &test_image(),
+            &ImportRequest::default().name("test-guest"),
+            None,
+        )
+        .unwrap();
+    Env {
+        _tmp: tmp,
+        uri,
+        s,
+        image,
+    }
+}
+
+impl Env {
+    fn pool(&self, name: &str, warmth: Warmth, spares: u32, max: u32) -> PoolSpec {
+        let mut p = PoolSpec::new(name, self.image.uuid);
+        p.vcpus = 1;
+        p.ram_mib = 256;
+        p.warmth = warmth;
+        p.spares = spares;
+        p.max_vms = max;
+        p.ready_marker = Some(MARKER.into());
+        self.s.create_pool(&p).unwrap();
+        p
+    }
+
+    fn refill(&self, name: &str) -> vmpool::pool::RefillReport {
+        let r = self
+            .s
+            .refill(
+                name,
+                &RefillOptions::default(),
+                &|_| {},
+                &AtomicBool::new(false),
+            )
+            .unwrap();
+        assert!(r.errors.is_empty(), "refill: {:?}", r.errors);
+        r
+    }
+
+    fn log(&self, vm: &Uuid) -> String {
+        String::from_utf8_lossy(&self.s.vm_log(*vm, 1 << 30).unwrap()).into_owned()
+    }
+
+    /// Wait until the VM's serial log has a line with `needle`; the log.
+    fn wait_log(&self, vm: &Uuid, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let log = self.log(vm);
+            if log.contains(needle) {
+                return log;
+            }
+            let v = self.s.vm(*vm).unwrap();
+            assert!(
+                Instant::now() < deadline && v.state.is_active(),
+                "VM {vm}: no {needle:?}; state {:?} {:?}; log:\n{log}",
+                v.state,
+                v.last_exit
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// The ticks a guest printed, in order.
+fn ticks(log: &str) -> Vec<u64> {
+    log.lines()
+        .filter_map(|l| l.split("tick=").nth(1)?.trim().parse().ok())
+        .collect()
+}
+
+#[test]
+fn a_template_clone_goes_on_without_booting() {
+    let e = env();
+    e.pool("tpl", Warmth::Template, 1, 5);
+    let r = e.refill("tpl");
+    assert!(r.template_built, "{r:?}");
+    assert_eq!(r.spares, 1, "{r:?}");
+    let p = e.s.pool("tpl").unwrap();
+    let t = p.template.expect("a template");
+    assert_eq!(p.status.spares_ready, 1, "{:?}", p.status);
+
+    let opts = AcquireOptions {
+        console_ttl: Some(Duration::from_secs(60)),
+        another: false,
+    };
+    let a = e.s.acquire("tpl", "alice", &opts).unwrap();
+    eprintln!(
+        "template clone, waiting QEMU: {:.1} ms {:?}",
+        a.total_ms, a.steps
+    );
+    assert_eq!(a.path, AcquirePath::Spare);
+    assert_eq!(a.was, "waiting");
+    assert_eq!(a.vm.state, State::Running);
+    assert_eq!(a.vm.owner, "alice");
+    assert_eq!(a.vm.image_uuid, t.image_uuid);
+    assert!(a.console.is_some());
+    // The template was paused after it printed tick=3: the clone's first tick is past it,
+    // and it never booted.
+    let log = e.wait_log(&a.vm.uuid, "tick=");
+    let first = ticks(&log)[0];
+    assert!(first > 3, "first tick {first} of the clone:\n{log}");
+    assert!(!log.contains("booted"), "the clone booted:\n{log}");
+    // Its own identity: MAC and vmgenid differ from every other clone's.
+    let again = e.s.acquire("tpl", "alice", &opts).unwrap();
+    assert_eq!(again.path, AcquirePath::Redirect);
+    assert_eq!(again.vm.uuid, a.vm.uuid);
+
+    // No spare left: a clone with a fresh QEMU, same story.
+    let b = e.s.acquire("tpl", "bob", &opts).unwrap();
+    eprintln!(
+        "template clone, fresh QEMU: {:.1} ms {:?}",
+        b.total_ms, b.steps
+    );
+    assert_eq!(b.path, AcquirePath::Created);
+    assert_ne!(b.vm.uuid, a.vm.uuid);
+    assert_ne!(b.vm.mac, a.vm.mac);
+    assert_ne!(b.vm.vmgenid, a.vm.vmgenid);
+    let log = e.wait_log(&b.vm.uuid, "tick=");
+    assert!(ticks(&log)[0] > 3 && !log.contains("booted"), "{log}");
+
+    // Release: destroyed; the pool can be deleted once nobody holds a VM.
+    assert_eq!(
+        e.s.delete_pool("tpl").unwrap_err().code(),
+        Code::VMPOOL_RESULT_IN_USE
+    );
+    e.s.release(a.vm.uuid).unwrap();
+    e.s.release(b.vm.uuid).unwrap();
+    assert!(e.s.vm(a.vm.uuid).is_err());
+    e.s.delete_pool("tpl").unwrap();
+    assert!(e.s.vms(None).unwrap().is_empty());
+    let _ = e.uri;
+}
+
+#[test]
+fn owners_get_their_own_vm_and_come_back_to_it() {
+    let e = env();
+    e.pool("desk", Warmth::Disk, 2, 3);
+    e.refill("desk");
+    assert_eq!(e.s.pool("desk").unwrap().status.spares_ready, 2);
+    let o = AcquireOptions::default();
+    let mut got = BTreeMap::new();
+    for who in ["ann", "ben", "cat"] {
+        let a = e.s.acquire("desk", who, &o).unwrap();
+        assert_eq!(a.vm.owner, who);
+        assert!(a.vm.state.is_active());
+        got.insert(who, a.vm.uuid);
+    }
+    let distinct: BTreeSet<_> = got.values().collect();
+    assert_eq!(distinct.len(), 3);
+    // At the maximum: a fourth owner is refused, nothing is made.
+    let err = e.s.acquire("desk", "dan", &o).unwrap_err();
+    assert_eq!(err.code(), Code::VMPOOL_RESULT_POOL_EXHAUSTED, "{err}");
+    assert_eq!(e.s.vms(None).unwrap().len(), 3);
+    // Coming back: the same VM, never a second.
+    for (who, u) in &got {
+        let a = e.s.acquire("desk", who, &o).unwrap();
+        assert_eq!(a.path, AcquirePath::Redirect);
+        assert_eq!(a.vm.uuid, *u);
+    }
+    // Another one, past the owner's maximum of 1: refused.
+    let err =
+        e.s.acquire(
+            "desk",
+            "ann",
+            &AcquireOptions {
+                another: true,
+                ..o.clone()
+            },
+        )
+        .unwrap_err();
+    assert_eq!(err.code(), Code::VMPOOL_RESULT_POOL_EXHAUSTED, "{err}");
+    for u in got.values() {
+        e.s.release(*u).unwrap();
+    }
+    e.s.delete_pool("desk").unwrap();
+}
+
+/// A worker process of the tests below: this test binary run again with `POOL_WORKER` set
+/// (`acquire OWNER...`: acquire each, pause it to spare the CPU, print `owner uuid path`;
+/// `refill`: one refill). Without the variable it does nothing.
+#[test]
+fn worker_process() {
+    let Ok(mode) = std::env::var("POOL_WORKER") else {
+        return;
+    };
+    let s = Store::open(Some(&std::env::var("POOL_WORKER_URI").unwrap())).unwrap();
+    let pool = std::env::var("POOL_WORKER_POOL").unwrap();
+    let mut words = mode.split_whitespace();
+    match words.next() {
+        Some("acquire") => {
+            for owner in words {
+                let a = s.acquire(&pool, owner, &AcquireOptions::default()).unwrap();
+                assert_eq!(a.vm.state, State::Running, "{owner}: {:?}", a.vm);
+                println!("GOT {owner} {} {}", a.vm.uuid, a.path.as_str());
+                // Coming back at once: the same VM.
+                let again = s.acquire(&pool, owner, &AcquireOptions::default()).unwrap();
+                assert_eq!(again.vm.uuid, a.vm.uuid);
+                assert_eq!(again.path, AcquirePath::Redirect);
+                s.pause_vm(a.vm.uuid).unwrap();
+            }
+        }
+        Some("refill") => {
+            let r = s
+                .refill(
+                    &pool,
+                    &RefillOptions::default(),
+                    &|_| {},
+                    &AtomicBool::new(false),
+                )
+                .unwrap();
+            assert!(r.errors.is_empty(), "{r:?}");
+        }
+        other => panic!("unknown worker mode {other:?}"),
+    }
+}
+
+fn worker(uri: &str, pool: &str, mode: &str) -> std::process::Command {
+    let mut c = std::process::Command::new(std::env::current_exe().unwrap());
+    c.args([
+        "--exact",
+        "worker_process",
+        "--nocapture",
+        "--test-threads",
+        "1",
+    ])
+    .env("POOL_WORKER", mode)
+    .env("POOL_WORKER_URI", uri)
+    .env("POOL_WORKER_POOL", pool)
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped());
+    c
+}
+
+/// `owner -> uuid` of the pool's VMs held by owners, from the records; panics if an owner
+/// holds two.
+fn holdings(s: &Store, pool: &str) -> BTreeMap<String, Uuid> {
+    let mut m = BTreeMap::new();
+    for v in s.vms(None).unwrap() {
+        if v.pool.as_deref() == Some(pool) && !v.owner.is_empty() {
+            if let Some(prev) = m.insert(v.owner.clone(), v.uuid) {
+                panic!("{} holds two VMs: {prev} and {}", v.owner, v.uuid);
+            }
+        }
+    }
+    m
+}
+
+#[test]
+fn eight_processes_acquiring_at_once_hand_out_each_vm_once() {
+    let e = env();
+    e.pool("many", Warmth::Template, 4, 300);
+    e.refill("many");
+    let kids: Vec<_> = (0..8)
+        .map(|i| {
+            let owners: Vec<String> = (0..25).map(|j| format!("p{i}-o{j}")).collect();
+            worker(&e.uri, "many", &format!("acquire {}", owners.join(" ")))
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut got: BTreeMap<String, Uuid> = BTreeMap::new();
+    let mut paths: BTreeMap<String, usize> = BTreeMap::new();
+    for k in kids {
+        let o = k.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success(),
+            "worker failed: {text}\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        // The test harness may print its own words before the first line.
+        for l in text
+            .lines()
+            .filter_map(|l| l.find("GOT ").map(|i| &l[i + 4..]))
+        {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            assert!(got.insert(f[0].into(), f[1].parse().unwrap()).is_none());
+            *paths.entry(f[2].into()).or_default() += 1;
+        }
+    }
+    assert_eq!(got.len(), 200, "owners served");
+    let distinct: BTreeSet<_> = got.values().collect();
+    assert_eq!(distinct.len(), 200, "distinct VMs");
+    assert_eq!(paths.get("spare"), Some(&4), "{paths:?}");
+    // The records agree: each owner holds exactly the VM they were given.
+    assert_eq!(holdings(&e.s, "many"), got);
+    // Three refills at once end at exactly the target.
+    let kids: Vec<_> = (0..3)
+        .map(|_| worker(&e.uri, "many", "refill").spawn().unwrap())
+        .collect();
+    for k in kids {
+        let o = k.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let p = e.s.pool("many").unwrap();
+    assert_eq!(
+        (p.status.spares_ready, p.status.owned, p.status.total),
+        (4, 200, 204),
+        "{:?}",
+        p.status
+    );
+    for u in got.values() {
+        e.s.release(*u).unwrap();
+    }
+    e.s.delete_pool("many").unwrap();
+    assert!(e.s.vms(None).unwrap().is_empty());
+}
+
+#[test]
+fn acquirers_killed_at_random_leave_no_orphan_and_no_double_hand_out() {
+    let e = env();
+    e.pool("kill", Warmth::Template, 2, 100);
+    e.refill("kill");
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
+    eprintln!("seed {seed}");
+    let mut rng = seed | 1;
+    let mut next = |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    let mut tried = Vec::new();
+    for round in 0..20 {
+        let owners: Vec<String> = (0..3).map(|j| format!("k{round}-{j}")).collect();
+        tried.extend(owners.iter().cloned());
+        let mut k = worker(&e.uri, "kill", &format!("acquire {}", owners.join(" ")))
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(50 + next(800)));
+        // SAFETY-free: kill -9 through the std API.
+        k.kill().unwrap();
+        k.wait().unwrap();
+    }
+    // The next open cleans what the dead left; a refill restores the spares.
+    let s = Store::open(Some(&e.uri)).unwrap();
+    e.refill("kill");
+    let held = holdings(&s, "kill");
+    eprintln!(
+        "{} of {} owners held a VM when their acquirer was killed",
+        held.len(),
+        tried.len()
+    );
+    // Everyone gets exactly one VM: the one they hold if a killed process got that far.
+    for o in &tried {
+        let a = s.acquire("kill", o, &AcquireOptions::default()).unwrap();
+        if let Some(u) = held.get(o) {
+            assert_eq!(a.vm.uuid, *u, "{o} got a second VM");
+            assert_eq!(a.path, AcquirePath::Redirect);
+        }
+        s.pause_vm(a.vm.uuid).unwrap();
+    }
+    let held = holdings(&s, "kill");
+    assert_eq!(held.len(), tried.len());
+    // No orphan: every VM of the pool is an owner's or a spare, every disk and every QEMU
+    // belongs to a record, and nothing is left in the journal.
+    let vms = s.vms(None).unwrap();
+    let known: BTreeSet<Uuid> = vms.iter().map(|v| v.uuid).collect();
+    let p = s.pool("kill").unwrap();
+    assert_eq!(
+        p.status.total as usize,
+        vms.iter()
+            .filter(|v| v.pool.as_deref() == Some("kill"))
+            .count()
+    );
+    assert_eq!(p.status.owned as usize, tried.len());
+    let root = e._tmp.path().join("s");
+    for f in std::fs::read_dir(root.join("vms")).unwrap().flatten() {
+        let n = f.file_name().to_string_lossy().into_owned();
+        let u: Uuid = n[..36].parse().unwrap();
+        assert!(known.contains(&u), "{n} has no VM record");
+    }
+    for q in qemus_of(&root) {
+        assert!(
+            known.contains(&q),
+            "a QEMU runs for {q}, which has no record"
+        );
+    }
+    assert_eq!(
+        std::fs::read_dir(root.join(".journal")).unwrap().count(),
+        0,
+        "journal entries left"
+    );
+    for v in vms {
+        if v.pool.is_some() && !v.owner.is_empty() {
+            s.release(v.uuid).unwrap();
+        }
+    }
+    s.delete_pool("kill").unwrap();
+    assert!(qemus_of(&root).is_empty());
+}
+
+/// The VMs whose QEMU runs with a disk under `root`.
+fn qemus_of(root: &std::path::Path) -> Vec<Uuid> {
+    let mut out = Vec::new();
+    for p in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(cmd) = std::fs::read(p.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmd
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if !args.first().is_some_and(|a| a.contains("qemu-system"))
+            || !args.iter().any(|a| a.contains(&*root.to_string_lossy()))
+        {
+            continue;
+        }
+        if let Some(i) = args.iter().position(|a| a == "-uuid") {
+            out.push(args[i + 1].parse().unwrap());
+        }
+    }
+    out
+}
