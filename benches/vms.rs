@@ -7,59 +7,22 @@
 //! Prints `VMPOOL-BENCH` lines (driver `vm`) that scripts/bench-report turns into BENCHMARKS.md.
 //! `VMPOOL_BENCH_SMOKE=1`: a few runs only.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use support::{emit as emit_as, smaps_kib, smoke, test_image, time};
 use vmpool::store::StartOptions;
 use vmpool::vm::qmp::Qmp;
 use vmpool::{ImportRequest, Store, VmSpec};
 
-fn smoke() -> bool {
-    std::env::var("VMPOOL_BENCH_SMOKE").is_ok_and(|v| v == "1")
-}
-
 fn emit(id: &str, samples: &[Duration], extra: serde_json::Value) {
-    let mut us: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1e6).collect();
-    if us.is_empty() {
-        return;
-    }
-    us.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let pct = |p: f64| us[((us.len() as f64 - 1.0) * p).round() as usize];
-    let mut v = serde_json::json!({
-        "driver": "vm", "id": id, "n": us.len(),
-        "median_us": pct(0.5), "p90_us": pct(0.9), "p99_us": pct(0.99),
-        "mean_us": us.iter().sum::<f64>() / us.len() as f64,
-    });
-    if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
-        o.extend(e.clone());
-    }
-    println!("VMPOOL-BENCH {v}");
+    emit_as("vm", id, samples, extra)
 }
 
-fn time<T>(f: impl FnOnce() -> T) -> (Duration, T) {
-    let t = Instant::now();
-    let r = f();
-    (t.elapsed(), r)
-}
-
-fn test_image() -> PathBuf {
-    let out = Command::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/scripts/make-test-image"
-    ))
-    .output()
-    .expect("scripts/make-test-image");
-    assert!(out.status.success());
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
-
-/// Proportional set size of a process, in KiB (`/proc/PID/smaps_rollup`).
 fn pss_kib(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
-    s.lines()
-        .find_map(|l| l.strip_prefix("Pss:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
+    smaps_kib(pid, "Pss")
 }
 
 fn wait_log(s: &Store, vm: uuid::Uuid, needle: &str, from: usize) -> Duration {

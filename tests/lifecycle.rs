@@ -50,6 +50,12 @@ fn env(options: &str) -> Env {
     }
 }
 
+impl Drop for Env {
+    fn drop(&mut self) {
+        kill_all(&self.s);
+    }
+}
+
 impl Env {
     fn vm(&self, alias: &str, disk_gib: u64) -> Vm {
         self.s

@@ -45,6 +45,12 @@ fn env() -> Env {
     }
 }
 
+impl Drop for Env {
+    fn drop(&mut self) {
+        kill_all(&self.s);
+    }
+}
+
 impl Env {
     fn pool(&self, name: &str, warmth: Warmth, spares: u32, max: u32) -> PoolSpec {
         let mut p = PoolSpec::new(name, self.image.uuid);

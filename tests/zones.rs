@@ -44,6 +44,12 @@ fn env() -> Env {
     }
 }
 
+impl Drop for Env {
+    fn drop(&mut self) {
+        kill_all(&self.s);
+    }
+}
+
 impl Env {
     fn start(&self, alias: &str, ram: u64, caps: Caps) -> Vm {
         let v = self

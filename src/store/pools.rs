@@ -717,7 +717,8 @@ impl Store {
         let dir = self.pool_dir(name);
         dir.ensure()?;
         let rec = self.pool_record(name)?;
-        if rec.spec.warmth == Warmth::Template && rec.spec.spares > 0 {
+        // The template is built even without spares: a clone made on the spot needs it.
+        if rec.spec.warmth == Warmth::Template {
             match self.ensure_template(name) {
                 Ok(built) => lock(&report).template_built |= built,
                 Err(e) => lock(&report)

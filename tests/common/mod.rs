@@ -289,3 +289,13 @@ pub fn test_image() -> PathBuf {
     );
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }
+
+/// Kill every VM of a store (test clean-up, also when a test fails: QEMU processes would
+/// otherwise outlive the scratch directory they run from).
+pub fn kill_all(s: &vmpool::Store) {
+    if let Ok(vms) = s.vms(None) {
+        for v in vms {
+            let _ = s.kill_vm(v.uuid);
+        }
+    }
+}
