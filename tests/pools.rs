@@ -167,7 +167,61 @@ fn a_template_clone_goes_on_without_booting() {
     e.s.release(a.vm.uuid).unwrap();
     e.s.release(b.vm.uuid).unwrap();
     assert!(e.s.vm(a.vm.uuid).is_err());
+
+    // A new flavor: the template is rebuilt, the old one goes, spares follow.
+    e.s.update_pool(
+        "tpl",
+        &vmpool::pool::PoolUpdate {
+            ram_mib: Some(320),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let r = e.refill("tpl");
+    assert!(r.template_built, "{r:?}");
+    let p = e.s.pool("tpl").unwrap();
+    let t2 = p.template.unwrap();
+    assert_ne!(t2.image_uuid, t.image_uuid);
+    assert_eq!(
+        e.s.image(t.image_uuid).unwrap_err().code(),
+        Code::VMPOOL_RESULT_NOT_FOUND,
+        "the old template image is gone"
+    );
+    assert!(!t.memory.exists(), "the old template's RAM file is gone");
+    let spares: Vec<_> =
+        e.s.vms(None)
+            .unwrap()
+            .into_iter()
+            .filter(|v| v.pool.as_deref() == Some("tpl"))
+            .collect();
+    assert_eq!(spares.len(), 1);
+    assert_eq!(
+        (spares[0].ram_mib, spares[0].image_uuid),
+        (320, t2.image_uuid)
+    );
+    // Template images are the pool's: not listed, not deletable by hand.
+    assert!(e
+        .s
+        .images()
+        .unwrap()
+        .iter()
+        .all(|i| i.uuid != t2.image_uuid));
+    assert_eq!(
+        e.s.delete_image(t2.image_uuid).unwrap_err().code(),
+        Code::VMPOOL_RESULT_IN_USE
+    );
+    assert_eq!(
+        e.s.delete_image(e.image.uuid).unwrap_err().code(),
+        Code::VMPOOL_RESULT_IN_USE,
+        "the pool's image"
+    );
     e.s.delete_pool("tpl").unwrap();
+    assert!(!t2.memory.exists());
+    assert_eq!(
+        e.s.image(t2.image_uuid).unwrap_err().code(),
+        Code::VMPOOL_RESULT_NOT_FOUND
+    );
+    e.s.delete_image(e.image.uuid).unwrap();
     assert!(e.s.vms(None).unwrap().is_empty());
     let _ = e.uri;
 }
@@ -372,8 +426,7 @@ fn acquirers_killed_at_random_leave_no_orphan_and_no_double_hand_out() {
             .spawn()
             .unwrap();
         std::thread::sleep(Duration::from_millis(50 + next(800)));
-        // SAFETY-free: kill -9 through the std API.
-        k.kill().unwrap();
+        k.kill().unwrap(); // SIGKILL
         k.wait().unwrap();
     }
     // The next open cleans what the dead left; a refill restores the spares.
@@ -455,4 +508,215 @@ fn qemus_of(root: &std::path::Path) -> Vec<Uuid> {
         }
     }
     out
+}
+
+#[test]
+fn paused_spares_resume_and_reset_makes_a_fresh_one() {
+    let e = env();
+    let mut p = PoolSpec::new("warm", e.image.uuid);
+    p.ram_mib = 256;
+    p.warmth = Warmth::Paused;
+    p.spares = 1;
+    p.max_vms = 2;
+    p.on_release = vmpool::pool::OnRelease::Reset;
+    p.ready_marker = Some("VMPOOL-TEST-GUEST: ready".into());
+    e.s.create_pool(&p).unwrap();
+    let r = e.refill("warm");
+    assert_eq!((r.created, r.warmed, r.spares), (1, 1, 1), "{r:?}");
+    let spare =
+        e.s.vms(None)
+            .unwrap()
+            .into_iter()
+            .find(|v| v.pool.as_deref() == Some("warm"))
+            .unwrap();
+    assert_eq!(spare.state, State::Paused);
+    assert!(spare.owner.is_empty());
+    let a =
+        e.s.acquire("warm", "ann", &AcquireOptions::default())
+            .unwrap();
+    assert_eq!(
+        (a.path, a.was, a.vm.uuid),
+        (AcquirePath::Spare, "paused", spare.uuid)
+    );
+    assert_eq!(a.vm.state, State::Running);
+    // It went on: booted once, and ticks after it was resumed.
+    let before = ticks(&e.log(&a.vm.uuid)).last().copied().unwrap_or(0);
+    let log = e.wait_log(&a.vm.uuid, &format!("tick={}", before + 1));
+    assert_eq!(log.matches("VMPOOL-TEST-GUEST: booted").count(), 1, "{log}");
+    // Reset: wiped, and a fresh spare takes its place at once.
+    e.s.release(a.vm.uuid).unwrap();
+    assert!(e.s.vm(a.vm.uuid).is_err());
+    let left: Vec<_> =
+        e.s.vms(None)
+            .unwrap()
+            .into_iter()
+            .filter(|v| v.pool.as_deref() == Some("warm"))
+            .collect();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(left[0].owner.is_empty() && left[0].uuid != a.vm.uuid);
+    // Refill pauses it once the guest is ready.
+    e.refill("warm");
+    assert_eq!(e.s.pool("warm").unwrap().status.spares_ready, 1);
+    assert_eq!(e.s.vm(left[0].uuid).unwrap().state, State::Paused);
+    e.s.delete_pool("warm").unwrap();
+    assert!(e.s.vms(None).unwrap().is_empty());
+}
+
+#[test]
+fn bad_input_is_refused_and_changes_nothing() {
+    let e = env();
+    let o = AcquireOptions::default();
+    let code = |r: vmpool::Result<vmpool::pool::Acquired>| r.unwrap_err().code();
+    assert_eq!(
+        code(e.s.acquire("nope", "ann", &o)),
+        Code::VMPOOL_RESULT_NOT_FOUND
+    );
+    let mut p = PoolSpec::new("p", Uuid::new_v4());
+    assert_eq!(
+        e.s.create_pool(&p).unwrap_err().code(),
+        Code::VMPOOL_RESULT_NOT_FOUND
+    );
+    p.image_uuid = e.image.uuid;
+    p.spares = 11;
+    assert_eq!(
+        e.s.create_pool(&p).unwrap_err().code(),
+        Code::VMPOOL_RESULT_INVALID_ARGUMENT
+    );
+    p.spares = 0;
+    p.name = "../p".into();
+    assert_eq!(
+        e.s.create_pool(&p).unwrap_err().code(),
+        Code::VMPOOL_RESULT_INVALID_ARGUMENT
+    );
+    p.name = "p".into();
+    e.s.create_pool(&p).unwrap();
+    assert_eq!(
+        e.s.create_pool(&p).unwrap_err().code(),
+        Code::VMPOOL_RESULT_ALREADY_EXISTS
+    );
+    assert_eq!(
+        code(e.s.acquire("p", "a b", &o)),
+        Code::VMPOOL_RESULT_INVALID_ARGUMENT
+    );
+    assert_eq!(
+        code(e.s.acquire("p", "", &o)),
+        Code::VMPOOL_RESULT_INVALID_ARGUMENT
+    );
+    let u = vmpool::pool::PoolUpdate {
+        max_vms: Some(0),
+        ..Default::default()
+    };
+    assert_eq!(
+        e.s.update_pool("p", &u).unwrap_err().code(),
+        Code::VMPOOL_RESULT_INVALID_ARGUMENT
+    );
+    assert_eq!(e.s.pool("p").unwrap().spec.max_vms, 10, "unchanged");
+    let vm =
+        e.s.create_vm(&payload(&e.image.uuid, "plain", "ann", 1))
+            .unwrap();
+    assert_eq!(
+        e.s.release(vm.uuid).unwrap_err().code(),
+        Code::VMPOOL_RESULT_INVALID_ARGUMENT
+    );
+    assert_eq!(
+        e.s.release(Uuid::new_v4()).unwrap_err().code(),
+        Code::VMPOOL_RESULT_NOT_FOUND
+    );
+    assert_eq!(e.s.vms(None).unwrap().len(), 1);
+    assert_eq!(e.s.pool("p").unwrap().status.total, 0);
+}
+
+/// The CLI as a pool service: `pool create` from stdin, `pool refill --watch` keeps the
+/// spares up (also after they are taken) and ends cleanly on SIGTERM; JSON as the C ABI's.
+#[test]
+fn the_cli_runs_a_pool_and_its_refill_service() {
+    let e = env();
+    let payload = format!(
+        r#"{{"name":"cli","image_uuid":"{}","vcpus":1,"ram_mib":256,"max_vms":5,"spares":2}}"#,
+        e.image.uuid
+    );
+    let out = ctl(
+        &e.uri,
+        &["--json", "pool", "create", "-"],
+        &[],
+        Some(&payload),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (v["name"].as_str(), v["spares"].as_u64()),
+        (Some("cli"), Some(2))
+    );
+    let mut svc = std::process::Command::new(env!("CARGO_BIN_EXE_vmpoolctl"))
+        .args([
+            "--store",
+            &e.uri,
+            "pool",
+            "refill",
+            "cli",
+            "--watch",
+            "--interval",
+            "1",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let ready = |n: u32| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while e.s.pool("cli").unwrap().status.spares_ready != n {
+            assert!(Instant::now() < deadline, "spares never reached {n}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    ready(2);
+    let out = ctl(
+        &e.uri,
+        &["--json", "pool", "acquire", "cli", "--owner", "ann"],
+        &[],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let a: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(a["path"], "spare");
+    assert_eq!(a["vm"]["owner"], "ann");
+    assert_eq!(a["vm"]["pool"], "cli");
+    ready(2); // the service made another
+    let t = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(svc.id() as i32),
+        nix::sys::signal::SIGTERM,
+    )
+    .unwrap();
+    let st = svc.wait().unwrap();
+    assert!(st.success(), "refill --watch ended with {st:?}");
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "SIGTERM took {:?}",
+        t.elapsed()
+    );
+    let out = ctl(&e.uri, &["pool", "list"], &[], None);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("cli") && text.contains("2/2"), "{text}");
+    let out = ctl(
+        &e.uri,
+        &["pool", "release", a["vm"]["uuid"].as_str().unwrap()],
+        &[],
+        None,
+    );
+    assert!(out.status.success());
+    let out = ctl(&e.uri, &["pool", "delete", "cli"], &[], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -21,8 +21,9 @@ use uuid::Uuid;
 
 /// Longest an acquire waits for another process that is making this owner's VM.
 const OWNER_WAIT: Duration = Duration::from_secs(120);
-/// How long `release` gives a VM to be killed and reaped.
-const KILL_WAIT: Duration = Duration::from_secs(15);
+/// Longest `acquire` waits for the owner's VM to finish a transition someone else began
+/// (a start, or a stop that may take its full ACPI timeout).
+const TRANSITION_WAIT: Duration = Duration::from_secs(90);
 
 /// What the locked part of `acquire` decided.
 enum Decision {
@@ -585,7 +586,8 @@ impl Store {
     /// Bring a VM to running from whatever state it is in; what it was.
     fn make_running(&self, u: Uuid) -> Result<(Vm, &'static str)> {
         let mut was = None;
-        for _ in 0..200 {
+        let deadline = Instant::now() + TRANSITION_WAIT;
+        while Instant::now() < deadline {
             let vm = self.vm(u)?;
             let r = self
                 .catalog
@@ -619,7 +621,10 @@ impl Store {
                 }
             }
         }
-        Err(Error::Timeout(format!("VM {u} did not come to run")))
+        Err(Error::Timeout(format!(
+            "VM {u} did not come to run within {} s",
+            TRANSITION_WAIT.as_secs()
+        )))
     }
 
     /// Give a VM back to its pool: destroyed, or (release `reset`) destroyed with a fresh
@@ -640,7 +645,6 @@ impl Store {
             )));
         }
         let rec = self.catalog.pool(&name)?.filter(|p| !p.deleting);
-        let _ = KILL_WAIT;
         self.remove_vm_now(u)?;
         let dir = self.pool_dir(&name);
         {
