@@ -16,9 +16,9 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::AtomicBool;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
-use support::{emit, emit_value, mem_available_kib, smaps_kib, smoke, test_image, time};
+use support::{emit, emit_value, mem_available_kib, smaps_kib, smoke, time};
 use vmpool::pool::{AcquireOptions, PoolSpec, PoolUpdate, RefillOptions, Warmth};
-use vmpool::{ImportRequest, Store};
+use vmpool::Store;
 
 const READY: &str = "VMPOOL-TEST-GUEST: ready";
 
@@ -194,14 +194,7 @@ fn main() {
         tmp.path().display(),
         shm.path().display()
     );
-    let s = Store::open(Some(&uri)).unwrap();
-    let image = s
-        .import_image(
-            &test_image(),
-            &ImportRequest::default().name("bench-guest"),
-            None,
-        )
-        .unwrap();
+    let (s, image) = support::guest_store(&uri);
     for (name, warmth) in [
         ("paused", Warmth::Paused),
         ("tpl", Warmth::Template),

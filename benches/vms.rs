@@ -12,10 +12,10 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{emit as emit_as, smaps_kib, smoke, test_image, time};
+use support::{emit as emit_as, smaps_kib, smoke, time};
 use vmpool::store::StartOptions;
 use vmpool::vm::qmp::Qmp;
-use vmpool::{ImportRequest, Store, VmSpec};
+use vmpool::{Store, VmSpec};
 
 fn emit(id: &str, samples: &[Duration], extra: serde_json::Value) {
     emit_as("vm", id, samples, extra)
@@ -46,18 +46,9 @@ fn main() {
     }
     let runs = if smoke() { 3 } else { 20 };
     let quick = if smoke() { 10 } else { 50 };
-    let base = std::env::var("VMPOOL_BENCH_TMP")
-        .unwrap_or_else(|_| std::env::temp_dir().display().to_string());
-    let tmp = tempfile::tempdir_in(base).unwrap();
+    let tmp = support::scratch();
     let uri = format!("dir:{}/s?accel=tcg&clone=qcow2", tmp.path().display());
-    let s = Store::open(Some(&uri)).unwrap();
-    let image = s
-        .import_image(
-            &test_image(),
-            &ImportRequest::default().name("bench-guest"),
-            None,
-        )
-        .unwrap();
+    let (s, image) = support::guest_store(&uri);
     let spec = |i: usize| {
         VmSpec::new(image.uuid)
             .alias(format!("bench{i}"))

@@ -11,44 +11,15 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 use vmpool::pool::{AcquireOptions, AcquirePath, PoolSpec, RefillOptions, Warmth};
 use vmpool::vm::State;
-use vmpool::{ImportRequest, Store};
+use vmpool::Store;
 
 const MARKER: &str = "VMPOOL-TEST-GUEST: tick=3";
 
-struct Env {
-    _tmp: tempfile::TempDir,
-    uri: String,
-    s: Store,
-    image: vmpool::Image,
-}
+type Env = GuestStore;
 
 fn env() -> Env {
-    let tmp = scratch();
-    let uri = format!(
-        "dir:{}/s?accel=tcg&template_dir={}/tpl",
-        tmp.path().display(),
-        tmp.path().display()
-    );
-    let s = Store::open(Some(&uri)).unwrap();
-    let image = s
-        .import_image(
-            &test_image(),
-            &ImportRequest::default().name("test-guest"),
-            None,
-        )
-        .unwrap();
-    Env {
-        _tmp: tmp,
-        uri,
-        s,
-        image,
-    }
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        kill_all(&self.s);
-    }
+    // Memory templates in the scratch directory, removed with it.
+    guest_store("&template_dir={tmp}/tpl")
 }
 
 impl Env {
@@ -461,7 +432,7 @@ fn acquirers_killed_at_random_leave_no_orphan_and_no_double_hand_out() {
             .count()
     );
     assert_eq!(p.status.owned as usize, tried.len());
-    let root = e._tmp.path().join("s");
+    let root = e.tmp.path().join("s");
     for f in std::fs::read_dir(root.join("vms")).unwrap().flatten() {
         let n = f.file_name().to_string_lossy().into_owned();
         let u: Uuid = n[..36].parse().unwrap();

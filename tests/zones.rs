@@ -13,13 +13,9 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 use vmpool::store::StartOptions;
 use vmpool::vm::{Caps, State};
-use vmpool::{ImportRequest, Store, Vm, VmSpec};
+use vmpool::{Vm, VmSpec};
 
-struct Env {
-    _tmp: tempfile::TempDir,
-    s: Store,
-    image: vmpool::Image,
-}
+type Env = GuestStore;
 
 fn env() -> Env {
     assert_eq!(
@@ -28,26 +24,7 @@ fn env() -> Env {
         0,
         "zones need root"
     );
-    let tmp = scratch();
-    let s = Store::open(Some(&format!(
-        "dir:{}/s?accel=tcg&clone=qcow2&zone=on",
-        tmp.path().display()
-    )))
-    .unwrap();
-    let image = s
-        .import_image(&test_image(), &ImportRequest::default().name("g"), None)
-        .unwrap();
-    Env {
-        _tmp: tmp,
-        s,
-        image,
-    }
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        kill_all(&self.s);
-    }
+    guest_store("&clone=qcow2&zone=on")
 }
 
 impl Env {

@@ -86,3 +86,16 @@ pub fn scratch() -> tempfile::TempDir {
         .unwrap_or_else(|_| std::env::temp_dir().display().to_string());
     tempfile::tempdir_in(base).unwrap()
 }
+
+/// A store at `uri` with the test template imported.
+pub fn guest_store(uri: &str) -> (vmpool::Store, vmpool::Image) {
+    let s = vmpool::Store::open(Some(uri)).unwrap();
+    let image = s
+        .import_image(
+            &test_image(),
+            &vmpool::ImportRequest::default().name("bench-guest"),
+            None,
+        )
+        .unwrap();
+    (s, image)
+}

@@ -299,3 +299,50 @@ pub fn kill_all(s: &vmpool::Store) {
         }
     }
 }
+
+/// A scratch `dir:` store running VMs under TCG, with the bootable test template imported as
+/// `image`. Its VMs are killed when it is dropped (also when a test fails).
+pub struct GuestStore {
+    pub tmp: tempfile::TempDir,
+    pub uri: String,
+    pub s: vmpool::Store,
+    pub image: vmpool::Image,
+}
+
+/// A [`GuestStore`]; `options` are appended to its URI (`&zone=on`, ...), with `{tmp}`
+/// replaced by its scratch directory.
+pub fn guest_store(options: &str) -> GuestStore {
+    let tmp = scratch();
+    let options = options.replace("{tmp}", &tmp.path().display().to_string());
+    let uri = format!("dir:{}/s?accel=tcg{options}", tmp.path().display());
+    let s = vmpool::Store::open(Some(&uri)).unwrap();
+    let image = s
+        .import_image(
+            &test_image(),
+            &vmpool::ImportRequest::default().name("test-guest"),
+            None,
+        )
+        .unwrap();
+    GuestStore { tmp, uri, s, image }
+}
+
+impl Drop for GuestStore {
+    fn drop(&mut self) {
+        kill_all(&self.s);
+    }
+}
+
+/// Run the CLI stopped at `point` by `action` (`kill` or `error`) and check it ended that way.
+pub fn ctl_failing_at(uri: &str, point: &str, action: &str, args: &[&str], stdin: Option<&str>) {
+    use std::os::unix::process::ExitStatusExt;
+    let fp = format!("{point}={action}");
+    let out = ctl(uri, args, &[("VMPOOL_FAILPOINTS", &fp)], stdin);
+    match action {
+        "kill" => assert_eq!(out.status.signal(), Some(9), "{fp}: {out:?}"),
+        _ => assert_eq!(
+            out.status.code(),
+            Some(Code::VMPOOL_RESULT_INTERNAL as i32),
+            "{fp}: {out:?}"
+        ),
+    }
+}

@@ -984,16 +984,7 @@ pub fn every_failpoint_kill_and_error(f: &dyn Fixture) {
             let before = snapshot(&s, f, &uri);
             let fp = format!("{point}={action}");
             let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-            let out = ctl(&uri, &argv, &[("VMPOOL_FAILPOINTS", &fp)], stdin.as_deref());
-            use std::os::unix::process::ExitStatusExt;
-            match action {
-                "kill" => assert_eq!(out.status.signal(), Some(9), "{fp}: {out:?}"),
-                _ => assert_eq!(
-                    out.status.code(),
-                    Some(Code::VMPOOL_RESULT_INTERNAL as i32),
-                    "{fp}: {out:?}"
-                ),
-            }
+            ctl_failing_at(&uri, point, action, &argv, stdin.as_deref());
             let s = Store::open(Some(&uri)).unwrap();
             let rec = s.info().last_recovery;
             assert!(
