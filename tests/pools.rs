@@ -691,3 +691,119 @@ fn the_cli_runs_a_pool_and_its_refill_service() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Every failpoint of pools and templates, with the CLI killed there and failing there: the
+/// next open and the next call leave exactly one VM per owner, spares that are spares, and no
+/// leftover (template images, build VMs, disks, journal entries).
+#[test]
+fn every_pool_failpoint_kill_and_error() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut points = Vec::new();
+    for f in ["src/store/pools.rs", "src/store/templates.rs"] {
+        let text = std::fs::read_to_string(root.join(f)).unwrap();
+        points.extend(
+            text.split("fail_point!(\"")
+                .skip(1)
+                .map(|p| p.split('"').next().unwrap().to_owned()),
+        );
+    }
+    assert!(points.len() >= 4, "{points:?}");
+    for point in &points {
+        for action in ["kill", "error"] {
+            let e = env();
+            let fp = format!("{point}={action}");
+            let template = point.starts_with("template.");
+            let mut p = PoolSpec::new("fp", e.image.uuid);
+            p.ram_mib = 256;
+            p.max_vms = 4;
+            p.warmth = if template {
+                Warmth::Template
+            } else {
+                Warmth::Disk
+            };
+            p.ready_marker = Some(MARKER.into());
+            p.spares = u32::from(point.starts_with("pool_acquire") || template);
+            e.s.create_pool(&p).unwrap();
+            let args: Vec<&str> = match point.split('.').next().unwrap() {
+                "pool_acquire" | "pool_make" => {
+                    e.refill("fp");
+                    vec!["pool", "acquire", "fp", "--owner", "ann"]
+                }
+                "template" => vec!["pool", "refill", "fp"],
+                other => panic!("failpoint {point}: no scenario for {other} in this test"),
+            };
+            if template && action == "error" {
+                // A refill reports what failed and goes on (spares of the image meanwhile).
+                let out = ctl(&e.uri, &args, &[("VMPOOL_FAILPOINTS", &fp)], None);
+                let text = String::from_utf8_lossy(&out.stdout);
+                assert!(out.status.success(), "{fp}: {out:?}");
+                assert!(
+                    text.contains("error: building the memory template"),
+                    "{fp}: {text}"
+                );
+            } else {
+                ctl_failing_at(&e.uri, point, action, &args, None);
+            }
+            // The next open cleans up; the next calls go on from there.
+            let s = Store::open(Some(&e.uri)).unwrap();
+            let r = s
+                .refill(
+                    "fp",
+                    &RefillOptions::default(),
+                    &|_| {},
+                    &AtomicBool::new(false),
+                )
+                .unwrap();
+            assert!(r.errors.is_empty(), "{fp}: {r:?}");
+            let a = s.acquire("fp", "ann", &AcquireOptions::default()).unwrap();
+            assert_eq!(a.vm.state, State::Running, "{fp}");
+            let held = holdings(&s, "fp");
+            assert_eq!(held.get("ann"), Some(&a.vm.uuid), "{fp}: {held:?}");
+            assert_eq!(held.len(), 1, "{fp}");
+            let vms = s.vms(None).unwrap();
+            let pool = s.pool("fp").unwrap();
+            assert_eq!(
+                pool.status.total as usize,
+                vms.len(),
+                "{fp}: {:?}",
+                pool.status
+            );
+            let known: BTreeSet<Uuid> = vms.iter().map(|v| v.uuid).collect();
+            let store = e.tmp.path().join("s");
+            for f in std::fs::read_dir(store.join("vms")).unwrap().flatten() {
+                let n = f.file_name().to_string_lossy().into_owned();
+                assert!(
+                    known.contains(&n[..36].parse().unwrap()),
+                    "{fp}: {n} has no record"
+                );
+            }
+            assert_eq!(
+                std::fs::read_dir(store.join(".journal")).unwrap().count(),
+                0,
+                "{fp}: journal entries left"
+            );
+            if template {
+                // One template image (the current one), its files, nothing else.
+                let t = pool.template.expect("a template after the refill");
+                let images: Vec<_> = std::fs::read_dir(store.join("images"))
+                    .unwrap()
+                    .flatten()
+                    .map(|f| f.file_name().to_string_lossy().into_owned())
+                    .filter(|n| !n.ends_with(".json") && !n.contains(&e.image.uuid.to_string()))
+                    .collect();
+                assert_eq!(images.len(), 1, "{fp}: {images:?}");
+                assert!(
+                    images[0].contains(&t.image_uuid.to_string()),
+                    "{fp}: {images:?}"
+                );
+                let dirs = std::fs::read_dir(t.memory.parent().unwrap().parent().unwrap())
+                    .unwrap()
+                    .count();
+                assert_eq!(dirs, 1, "{fp}: template directories left");
+            }
+            s.release(a.vm.uuid).unwrap();
+            s.delete_pool("fp").unwrap();
+            assert!(s.vms(None).unwrap().is_empty(), "{fp}");
+        }
+    }
+}

@@ -927,11 +927,16 @@ fn snapshot(s: &Store, f: &dyn Fixture, uri: &str) -> (BTreeSet<String>, Vec<Str
 pub fn every_failpoint_kill_and_error(f: &dyn Fixture) {
     let tmp = scratch();
     let src = small_raw(tmp.path());
-    // Steps of running VMs are killed and failed with real guests in tests/lifecycle.rs
-    // (every_lifecycle_failpoint_kill_and_error), which covers every one of them.
+    // Steps of running VMs and of pools are killed and failed with real guests in
+    // tests/lifecycle.rs (every_lifecycle_failpoint_kill_and_error) and tests/pools.rs
+    // (every_pool_failpoint_kill_and_error), which cover every one of them.
     let points: Vec<String> = failpoints_in_source()
         .into_iter()
-        .filter(|p| !p.starts_with("vm_start.") && !p.starts_with("vm_stop."))
+        .filter(|p| {
+            !["vm_start.", "vm_stop.", "pool_", "template."]
+                .iter()
+                .any(|pre| p.starts_with(pre))
+        })
         .collect();
     let mut cases = 0;
     for point in &points {
