@@ -24,7 +24,7 @@ export VMPOOL_ZFS ?= auto
 
 .PHONY: help deps deps-demo build release header check-header lint demo test test-rust test-c \
         test-ruby test-python test-examples test-zfs test-zones-v2 install bench bench-smoke clean check-release \
-        fuzz-smoke fuzz check-illumos
+        fuzz-smoke fuzz check-illumos portal test-portal
 
 help:
 	@sed -n 's/^## //p' Makefile
@@ -76,9 +76,9 @@ check-release: release
 demo: deps-demo build
 	$(DEBUG_DIR)/examples/quickstart
 
-## test          every suite: Rust (dir, xfs-reflink, btrfs), C, Ruby, Python, examples, ZFS in the guest, lint,
-##               a short fuzzing run
-test: deps build lint fuzz-smoke test-rust test-c test-ruby test-python test-examples test-zfs test-zones-v2 bench-smoke
+## test          every suite: Rust (dir, xfs-reflink, btrfs), C, Ruby, Python, examples, ZFS in the guest, zones
+##               on cgroup v2 in the guest, the portal in a browser, lint, a short fuzzing run, the benchmarks briefly
+test: deps build lint fuzz-smoke test-rust test-c test-ruby test-python test-examples test-zfs test-zones-v2 test-portal bench-smoke
 	@echo "make test: all suites passed"
 
 ## test-rust     unit tests and the conformance suite on dir:, XFS reflink and btrfs (loop devices)
@@ -121,6 +121,14 @@ test-examples: release
 ## test-zones-v2 the zone tests on cgroup v2, inside the guest harness (this host has v1)
 test-zones-v2:
 	scripts/test-zones-v2
+
+## test-portal   the web portal (examples/portal): Rails tests and the browser end to end, on SQLite and PostgreSQL
+test-portal: release
+	VMPOOL_LIB=$(CURDIR)/$(REL_DIR)/libvmpool.so scripts/test-portal
+
+## portal        the web portal on http://127.0.0.1:3000/ (installs, builds, prepares a pool, prints the admin password)
+portal:
+	scripts/portal
 
 ## test-zfs      conformance and ZFS tests on a real OpenZFS pool inside a QEMU guest
 test-zfs:

@@ -1,0 +1,35 @@
+# frozen_string_literal: true
+
+module Internal
+  # Asked by the console proxy (console_proxy/portal_console_proxy.py) for every WebSocket it is
+  # about to open: which SPICE socket may this token reach? Answers only requests from the
+  # loopback address that carry the proxy's shared secret. The proxy forwards the browser's
+  # Cookie header, so the session is read exactly as for a page request, and a token used from
+  # a browser that is not logged in to the session it was issued to is refused.
+  class ConsoleController < ApplicationController
+    skip_before_action :require_login
+    skip_forgery_protection
+    before_action :require_proxy
+
+    def resolve
+      browser_session = UserSession.find_active(session[:token])
+      r = ConsoleToken.resolve(request.headers["X-Console-Token"].to_s, browser_session: browser_session,
+                                                                        bound: Portal.config.console_cookie_bound)
+      if r.is_a?(ConsoleToken::Refusal)
+        logger.info("console token refused: #{r.reason}")
+        render json: { error: r.reason }, status: :forbidden
+      else
+        render json: r
+      end
+    end
+
+    private
+
+    def require_proxy
+      secret = Portal.config.proxy_secret
+      ok = secret && request.remote_addr.to_s.then { |a| a == "127.0.0.1" || a == "::1" } &&
+           ActiveSupport::SecurityUtils.secure_compare(request.headers["X-Portal-Proxy-Secret"].to_s, secret)
+      head :not_found unless ok
+    end
+  end
+end

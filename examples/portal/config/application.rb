@@ -1,0 +1,49 @@
+# frozen_string_literal: true
+
+require_relative "boot"
+
+require "rails"
+require "active_model/railtie"
+require "active_record/railtie"
+require "action_controller/railtie"
+require "action_view/railtie"
+require "rails/test_unit/railtie"
+
+Bundler.require(*Rails.groups)
+
+module Portal
+  # The vmpool web portal: users get desktops (VMs from the library's pools) in the browser.
+  class Application < Rails::Application
+    config.load_defaults 6.1
+    config.generators.system_tests = nil
+    config.time_zone = "UTC"
+
+    # No asset pipeline: the few stylesheets and scripts are plain files in public/, served by
+    # Rails itself (the portal listens on 127.0.0.1 with nothing in front of it by default).
+    config.public_file_server.enabled = true
+
+    # Sessions live in the database (UserSession, with absolute and idle expiry); the cookie only
+    # carries an encrypted reference to that row.
+    config.session_store :cookie_store, key: "_vmpool_portal", httponly: true, same_site: :lax,
+                                        secure: ENV["PORTAL_SECURE_COOKIES"] == "1"
+
+    # Settings read from the environment (see README).
+    config.x.portal = ActiveSupport::OrderedOptions.new
+    env = ENV
+    config.x.portal.store_uri = env.fetch("VMPOOL_STORE", "dir:/var/lib/vmpool-portal/store?accel=tcg")
+    config.x.portal.state_dir = env.fetch("PORTAL_STATE_DIR", Rails.root.join("tmp", "state").to_s)
+    config.x.portal.session_ttl = Integer(env.fetch("PORTAL_SESSION_TTL", 8 * 3600))   # absolute, s
+    config.x.portal.session_idle = Integer(env.fetch("PORTAL_SESSION_IDLE", 30 * 60)) # idle, s
+    config.x.portal.console_ttl = Integer(env.fetch("PORTAL_CONSOLE_TTL", 120))       # SPICE ticket, s
+    config.x.portal.console_port = Integer(env.fetch("PORTAL_CONSOLE_PORT", 6080))
+    config.x.portal.console_url = env["PORTAL_CONSOLE_URL"].presence # e.g. wss://host/console
+    config.x.portal.console_cookie_bound = env.fetch("PORTAL_CONSOLE_COOKIE_BOUND", "1") == "1"
+    config.x.portal.proxy_secret = env["PORTAL_PROXY_SECRET"].presence
+    config.x.portal.signup = env.fetch("PORTAL_SIGNUP", "1") == "1"
+    config.x.portal.import_dirs = env.fetch("PORTAL_IMPORT_DIRS", "/var/tmp/vmpool-test-image:/var/lib/vmpool-portal/images")
+                                     .split(":").reject(&:empty?)
+    config.x.portal.spice_html5_dir = env.fetch("SPICE_HTML5_DIR", "/usr/share/spice-html5")
+    config.x.portal.refill = env["PORTAL_REFILL"] == "1"
+    config.x.portal.refill_interval = Float(env.fetch("PORTAL_REFILL_INTERVAL", 10))
+  end
+end

@@ -1,0 +1,110 @@
+#!/usr/bin/python3
+"""The portal's console proxy: Debian's websockify, with a request handler that asks the portal
+which VM's SPICE socket a WebSocket may reach.
+
+Why not a plain websockify token plugin: a plugin's lookup() sees only the token, never the
+request. This handler also forwards the browser's Cookie header to the portal, which then checks
+that the token belongs to the very login session of the browser using it (a leaked token is
+useless from another browser or after log-out), besides its expiry and the VM's owner. Everything
+else (the WebSocket protocol, framing, the per-connection process, the proxying) is websockify's.
+
+    portal_console_proxy.py --listen 127.0.0.1:6080 --resolve http://127.0.0.1:3000/internal/console/resolve
+    (the shared secret comes from $PORTAL_PROXY_SECRET)
+
+The portal answers {"kind": "unix", "path": "..."} (or {"kind": "tcp", "host":, "port":}) or a
+refusal; a refused WebSocket is closed before anything reaches a VM. Only the loopback address
+may be listened on unless --allow-remote is given.
+"""
+import argparse
+import ipaddress
+import logging
+import json
+import os
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+
+from websockify import websocketproxy
+
+
+class PortalProxyHandler(websocketproxy.ProxyRequestHandler):
+    """websockify's handler, with the target decided by the portal for each connection."""
+
+    resolve_url = None
+    secret = None
+    timeout = 10
+
+    def validate_connection(self):
+        query = urllib.parse.parse_qs(urllib.parse.urlparse(self.path).query)
+        token = (query.get("token") or [""])[0]
+        if not token:
+            raise self.server.EClose("console token missing")
+        headers = {"X-Portal-Proxy-Secret": self.secret, "X-Console-Token": token, "Accept": "application/json"}
+        cookie = self.headers.get("Cookie")
+        if cookie:
+            headers["Cookie"] = cookie
+        req = urllib.request.Request(self.resolve_url, headers=headers, method="GET")
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                target = json.loads(resp.read().decode("utf-8"))
+        except urllib.error.HTTPError as e:
+            reason = "refused"
+            try:
+                reason = json.loads(e.read().decode("utf-8")).get("error", reason)
+            except Exception:  # noqa: BLE001 - any body: keep the generic reason
+                pass
+            self.log_message("console token refused (%s): %s", e.code, reason)
+            raise self.server.EClose("console token refused (%s): %s" % (e.code, reason))
+        except Exception as e:  # noqa: BLE001 - the portal is down or answered garbage
+            self.log_message("console token not resolved: %s", e)
+            raise self.server.EClose("console token not resolved: %s" % e)
+        # Each connection runs in its own forked process, so setting the target on this
+        # process's copy of the server affects this connection only.
+        if target.get("kind") == "unix":
+            self.server.unix_target = target["path"]
+        elif target.get("kind") == "tcp":
+            self.server.unix_target = None
+            self.server.target_host = target["host"]
+            self.server.target_port = int(target["port"])
+        else:
+            raise self.server.EClose("console target not understood")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--listen", default="127.0.0.1:6080", help="HOST:PORT to listen on")
+    ap.add_argument("--resolve", required=True, help="the portal's resolve URL")
+    ap.add_argument("--allow-remote", action="store_true", help="allow listening beyond loopback")
+    ap.add_argument("--verbose", action="store_true")
+    a = ap.parse_args()
+
+    host, _, port = a.listen.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    if not a.allow_remote and not ipaddress.ip_address(host).is_loopback:
+        ap.error("refusing to listen on %s: the console proxy stays on loopback (--allow-remote)" % host)
+    secret = os.environ.get("PORTAL_PROXY_SECRET", "")
+    if not secret:
+        ap.error("PORTAL_PROXY_SECRET is not set")
+    u = urllib.parse.urlparse(a.resolve)
+    if u.scheme != "http" or not ipaddress.ip_address(u.hostname).is_loopback:
+        ap.error("the resolve URL must be http on loopback")
+
+    PortalProxyHandler.resolve_url = a.resolve
+    PortalProxyHandler.secret = secret
+    opts = dict(listen_host=host, listen_port=int(port), verbose=a.verbose, web=None,
+                # a token source is what makes websockify pick the target per connection
+                token_plugin=None, heartbeat=30, daemon=False, record=None)
+    # websockify's own log set-up: its lines go to stderr
+    logger = logging.getLogger(websocketproxy.WebSocketProxy.log_prefix)
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG if a.verbose else logging.INFO)
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    logger.addHandler(handler)
+    server = websocketproxy.WebSocketProxy(RequestHandlerClass=PortalProxyHandler, **opts)
+    server.start_server()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+// Shared helpers of the portal's browser tests and perf script: Debian's Chromium through
+// playwright-core, with the flags that work on these machines (shared/FACTS.md).
+'use strict';
+const { chromium } = require('playwright-core');
+const { spawnSync } = require('child_process');
+const path = require('path');
+
+const BASE = process.env.PORTAL_URL || 'http://127.0.0.1:3000';
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+function launch() {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium', headless: true, timeout: 60000,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+           '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+}
+
+// A fresh browser profile (its own cookies), like a second browser on another machine.
+async function newPage(browser, log) {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, acceptDownloads: true });
+  const page = await context.newPage();
+  page.consoleLines = [];
+  page.on('console', (m) => { page.consoleLines.push(m.text()); if (log) log('  [page] ' + m.text()); });
+  page.on('pageerror', (e) => { page.consoleLines.push('pageerror: ' + e.message); if (log) log('  [pageerror] ' + e.message); });
+  page.on('dialog', (d) => d.accept().catch(() => {})); // data-confirm prompts
+  return page;
+}
+
+async function login(page, user, password) {
+  await page.goto(BASE + '/login');
+  await page.fill('#username', user);
+  await page.fill('#password', password);
+  await Promise.all([page.waitForNavigation(), page.click('#login-form input[type=submit]')]);
+}
+
+async function logout(page) {
+  await Promise.all([page.waitForNavigation(), page.click('#logout')]);
+}
+
+function desktopUuid(page) {
+  const m = /\/desktops\/([0-9a-f-]{36})/.exec(page.url());
+  return m ? m[1] : null;
+}
+
+// The library, asked directly on the same store (e2e/store.rb, the same gem the portal uses).
+function store(cmd, arg) {
+  const args = [path.join(__dirname, 'store.rb'), cmd];
+  if (arg !== undefined) args.push(arg);
+  const r = spawnSync('ruby', args, { encoding: 'utf8', timeout: 60000 });
+  if (r.status !== 0 && r.status !== 3) throw new Error(`store.rb ${cmd} ${arg || ''}: ${r.stderr || r.error}`);
+  return JSON.parse(r.stdout);
+}
+
+async function waitFor(what, fn, timeoutMs, everyMs = 500) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  for (;;) {
+    last = await fn();
+    if (last) return last;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs / 1000} s waiting for ${what}`);
+    await sleep(everyMs);
+  }
+}
+
+// Epoch ms of the first non-blank frame on the SPICE canvas (set by public/js/desktop.js).
+async function firstFrame(page, timeoutMs = 60000) {
+  await page.waitForFunction(() => document.getElementById('desktop') &&
+    document.getElementById('desktop').dataset.firstFrame, null, { timeout: timeoutMs, polling: 50 });
+  return Number(await page.evaluate(() => document.getElementById('desktop').dataset.firstFrame));
+}
+
+// What is on the SPICE canvas: size, how much of it differs from its dominant grey level, and
+// how many pixels equal the guest's real screen (QMP screendump through the page's own
+// thumbnail URL, i.e. store.screenshot) - the proof that the canvas shows that guest.
+async function canvasVsScreen(page) {
+  return page.evaluate(async () => {
+    const c = document.getElementById('spice_surface_0');
+    if (!c) return { canvas: false };
+    const w = c.width, h = c.height;
+    const a = c.getContext('2d').getImageData(0, 0, w, h).data;
+    const hist = new Array(256).fill(0);
+    for (let i = 0; i < a.length; i += 4) hist[Math.round(0.299 * a[i] + 0.587 * a[i + 1] + 0.114 * a[i + 2])]++;
+    let dom = 0; for (let v = 0; v < 256; v++) if (hist[v] > hist[dom]) dom = v;
+    let differ = 0, levels = 0;
+    for (let v = 0; v < 256; v++) { if (Math.abs(v - dom) > 40) differ += hist[v]; if (hist[v]) levels++; }
+    const uuid = document.getElementById('desktop').dataset.uuid;
+    const r = await fetch(`/desktops/${uuid}/thumbnail.png?t=${Date.now()}`, { credentials: 'same-origin' });
+    let match = null, shot = null;
+    if (r.status === 200) {
+      const bmp = await createImageBitmap(await r.blob());
+      shot = `${bmp.width}x${bmp.height}`;
+      if (bmp.width === w && bmp.height === h) {
+        const o = new OffscreenCanvas(w, h).getContext('2d');
+        o.drawImage(bmp, 0, 0);
+        const b = o.getImageData(0, 0, w, h).data;
+        let same = 0;
+        for (let i = 0; i < a.length; i += 4) {
+          if (Math.abs(a[i] - b[i]) + Math.abs(a[i + 1] - b[i + 1]) + Math.abs(a[i + 2] - b[i + 2]) < 48) same++;
+        }
+        match = same / (w * h);
+      }
+    }
+    return { canvas: true, size: `${w}x${h}`, shot, nonblank: differ / (w * h), levels, match };
+  });
+}
+
+async function saveCanvas(page, file) {
+  const b64 = await page.evaluate(() => document.getElementById('spice_surface_0').toDataURL('image/png').split(',')[1]);
+  require('fs').writeFileSync(file, Buffer.from(b64, 'base64'));
+}
+
+// Open a WebSocket to the console proxy from this page (so with this browser's cookies) and say
+// whether the proxy let it through to a SPICE server: "open" (it answered the SPICE link
+// message) or "refused".
+async function wsProbe(page, url) {
+  return page.evaluate((u) => new Promise((resolve) => {
+    let done = false;
+    const end = (v) => { if (!done) { done = true; try { ws.close(); } catch (e) { /* closed */ } resolve(v); } };
+    const ws = new WebSocket(u, 'binary');
+    ws.binaryType = 'arraybuffer';
+    ws.onopen = () => {
+      // a SPICE link message for the main channel: magic "REDQ", version 2.2, no capabilities
+      const msg = new ArrayBuffer(16 + 18);
+      const v = new DataView(msg);
+      [0x52, 0x45, 0x44, 0x51].forEach((c, i) => v.setUint8(i, c));
+      v.setUint32(4, 2, true); v.setUint32(8, 2, true); v.setUint32(12, 18, true);
+      v.setUint32(16, 0, true); v.setUint8(20, 1); v.setUint8(21, 0);
+      v.setUint32(22, 0, true); v.setUint32(26, 0, true); v.setUint32(30, 18, true);
+      ws.send(msg);
+    };
+    ws.onmessage = (e) => {
+      const d = new DataView(e.data);
+      end(d.byteLength >= 4 && d.getUint32(0, true) === 0x51444552 ? 'open' : 'garbage');
+    };
+    ws.onerror = () => end('refused');
+    ws.onclose = () => end('refused');
+    setTimeout(() => end('timeout'), 10000);
+  }), url);
+}
+
+function percentile(xs, p) {
+  const s = [...xs].sort((a, b) => a - b);
+  if (!s.length) return null;
+  const i = Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1));
+  return s[i];
+}
+
+module.exports = { BASE, sleep, launch, newPage, login, logout, desktopUuid, store, waitFor, firstFrame,
+                   canvasVsScreen, saveCanvas, wsProbe, percentile };

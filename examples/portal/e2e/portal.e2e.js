@@ -1,0 +1,346 @@
+#!/usr/bin/env node
+// End-to-end test of the portal in a real browser (Debian's Chromium via playwright-core), against
+// a running portal (e2e/with-portal starts a throwaway one) on the real library, real QEMU (TCG)
+// guests and the real console proxy:
+//   sign up, get a desktop, the canvas shows the guest's screen (non-blank and equal to the QMP
+//   screendump), the guest's marker on its serial log (store.vm_log), full screen, .vv download,
+//   thumbnails, log out and in lands on the same VM (also from a second browser), a second user
+//   gets another VM and cannot open the first user's desktop, console URL or console socket,
+//   tokens refused when foreign, bogus, expired or logged out, Ctrl-Alt-Del reaches the guest,
+//   stop/start/reset/delete, and the admin: users, VMs (stop/delete any), image import with its
+//   progress bar, a new pool whose spares appear.
+// Screenshots go to $E2E_SHOTS (default target/portal/). Prints "N passed, N failed"; exit 1 on
+// any failure.
+'use strict';
+const fs = require('fs');
+const path = require('path');
+const L = require('./lib');
+
+const SHOTS = process.env.E2E_SHOTS || path.resolve(__dirname, '../../../target/portal');
+const ADMIN = process.env.PORTAL_ADMIN || 'admin';
+const ADMIN_PW = process.env.PORTAL_ADMIN_PASSWORD;
+const PW = 'e2e password 1';
+const VERBOSE = !!process.env.E2E_VERBOSE;
+fs.mkdirSync(SHOTS, { recursive: true });
+
+let passed = 0, failed = 0;
+const results = [];
+const t0 = Date.now();
+function log(...a) { console.log(`[${((Date.now() - t0) / 1000).toFixed(1).padStart(6)} s]`, ...a); }
+function assert(cond, msg) { if (!cond) throw new Error(msg); }
+
+// One named check. A failure is counted and reported; the section it belongs to stops (later
+// checks in it depend on it), other sections still run.
+async function check(name, fn) {
+  const t = Date.now();
+  try {
+    const detail = await fn();
+    passed++;
+    results.push({ name, ok: true, ms: Date.now() - t });
+    log('ok  ', name, detail ? `(${detail})` : '');
+  } catch (e) {
+    failed++;
+    results.push({ name, ok: false, ms: Date.now() - t, error: String(e && e.message || e) });
+    log('FAIL', name, '-', String(e && e.stack || e).split('\n').slice(0, 3).join(' | '));
+    throw new SectionStop();
+  }
+}
+class SectionStop extends Error {}
+async function section(name, fn) {
+  log(`-- ${name}`);
+  try { await fn(); } catch (e) { if (!(e instanceof SectionStop)) { failed++; log('FAIL', name, e.stack); } }
+}
+
+async function shot(page, name) {
+  await page.screenshot({ path: path.join(SHOTS, name + '.png') }).catch(() => {});
+}
+
+// The desktop page shows the guest: a first frame, then (once the guest has drawn its text) the
+// canvas equal to the guest's screen as QEMU dumps it.
+async function seesGuest(page, label, timeoutMs = 120000) {
+  const ff = await L.firstFrame(page, 90000);
+  const st = await L.waitFor(`the canvas of ${label} to equal the guest's screen`, async () => {
+    const s = await L.canvasVsScreen(page);
+    return s.canvas && s.nonblank > 0.01 && s.levels > 2 && s.match !== null && s.match > 0.97 ? s : null;
+  }, timeoutMs, 1000);
+  return { firstFrame: ff, ...st };
+}
+
+async function main() {
+  assert(ADMIN_PW, 'PORTAL_ADMIN_PASSWORD is not set (run through e2e/with-portal)');
+  const browser = await L.launch();
+  const ctx = {};
+  const vlog = VERBOSE ? log : null;
+
+  await section('user alice: a desktop in the browser', async () => {
+    const page = ctx.alice = await L.newPage(browser, vlog);
+    await check('sign up through the form', async () => {
+      await page.goto(L.BASE + '/signup');
+      await page.fill('#user_username', 'alice');
+      await page.fill('#user_password', PW);
+      await page.fill('#user_password_confirmation', PW);
+      await Promise.all([page.waitForNavigation(), page.click('#signup-form input[type=submit]')]);
+      assert(new URL(page.url()).pathname === '/', 'not on the home page after sign up: ' + page.url());
+      assert(await page.locator('#pools tr[data-pool="desktop"] .get-desktop').count() === 1, 'no "Get a desktop" for pool desktop');
+      await shot(page, 'home-alice');
+    });
+    await check('"Get a desktop" opens the desktop page', async () => {
+      const t = Date.now();
+      await Promise.all([page.waitForURL(/\/desktops\/[0-9a-f-]{36}$/, { timeout: 120000 }),
+                         page.click('#pools tr[data-pool="desktop"] .get-desktop')]);
+      ctx.aliceVm = L.desktopUuid(page);
+      const vm = L.store('vm', ctx.aliceVm);
+      assert(vm.state === 'running', 'VM state ' + vm.state);
+      assert(vm.pool === 'desktop', 'VM pool ' + vm.pool);
+      ctx.aliceOwner = vm.owner;
+      assert(/^u\d+-[0-9a-f]{8}$/.test(vm.owner), 'owner ' + vm.owner);
+      const info = await page.locator('#acquire-info').textContent().catch(() => '');
+      return `${Date.now() - t} ms to the page; ${info.trim()}`;
+    });
+    await check("the guest's marker is on its serial log (store.vm_log)", async () => {
+      const logText = await L.waitFor('VMPOOL-TEST-GUEST: ready on the serial log', async () => {
+        const s = L.store('vm-log', ctx.aliceVm);
+        return typeof s === 'string' && s.includes('VMPOOL-TEST-GUEST: ready') ? s : null;
+      }, 240000, 1000);
+      assert(logText.includes('VMPOOL-TEST-GUEST: booted'), 'no booted marker');
+    });
+    await check("the canvas shows the guest's screen (not blank, equal to its screendump)", async () => {
+      const s = await seesGuest(page, 'alice');
+      await L.saveCanvas(page, path.join(SHOTS, 'alice-canvas.png'));
+      await shot(page, 'desktop-alice');
+      assert(await page.evaluate(() => document.body.dataset.console) === 'connected', 'console not connected');
+      return `canvas ${s.size}, ${(s.nonblank * 100).toFixed(1)} % drawn, ${(s.match * 100).toFixed(1)} % equal to the screendump`;
+    });
+    await check('nothing listens beyond 127.0.0.1 (portal, console proxy, QEMU)', async () => {
+      const ss = require('child_process').spawnSync('ss', ['-Hltnp'], { encoding: 'utf8' }).stdout;
+      const ports = [new URL(L.BASE).port, process.env.PORTAL_CONSOLE_PORT].filter(Boolean);
+      const mine = ss.split('\n').filter((l) => ports.some((p) => new RegExp(`:${p}\\s`).test(l)));
+      assert(mine.length >= ports.length, 'listeners not found: ' + ss);
+      for (const l of mine) assert(/\s127\.0\.0\.1:\d+\s/.test(l), 'not on loopback: ' + l);
+      const run = L.store('vm', ctx.aliceVm);
+      const qemu = ss.split('\n').filter((l) => /qemu/.test(l));
+      assert(qemu.length === 0, 'QEMU listens on TCP: ' + qemu.join(' | '));
+      return `${mine.length} listeners, all 127.0.0.1; SPICE of ${run.uuid.slice(0, 8)} on a unix socket`;
+    });
+    await check('full-screen button puts the screen in full screen', async () => {
+      await page.click('#fullscreen');
+      await L.waitFor('full screen', () => page.evaluate(() => document.fullscreenElement && document.fullscreenElement.id === 'spice-area'), 5000, 100);
+      await shot(page, 'desktop-alice-fullscreen');
+      await page.evaluate(() => document.exitFullscreen());
+    });
+    await check('.vv download is a remote-viewer file for this VM', async () => {
+      const [dl] = await Promise.all([page.waitForEvent('download'), page.click('#download-vv')]);
+      const text = fs.readFileSync(await dl.path(), 'utf8');
+      const vm = L.store('vm', ctx.aliceVm);
+      assert(/^\[virt-viewer\]\ntype=spice\n/.test(text), 'not a .vv: ' + text.slice(0, 80));
+      assert(text.includes(`unix-path=`) && text.includes(vm.uuid), 'not this VM\'s socket');
+      assert(/\npassword=[0-9a-f]{32}\n/.test(text), 'no password');
+      return dl.suggestedFilename();
+    });
+    await check('home page lists the desktop with a thumbnail (store.screenshot)', async () => {
+      await page.goto(L.BASE + '/');
+      const img = page.locator(`#my-desktops li[data-uuid="${ctx.aliceVm}"] img`);
+      await img.waitFor({ timeout: 10000 });
+      await L.waitFor('the thumbnail to load', () => img.evaluate((i) => i.complete && i.naturalWidth > 0), 20000, 250);
+      const label = await page.locator('#pools tr[data-pool="desktop"] .get-desktop').getAttribute('value');
+      assert(label === 'Open my desktop', 'button says ' + label);
+      await shot(page, 'home-alice-with-desktop');
+    });
+    await check('"Get a desktop" again lands on the same VM (acquire redirect)', async () => {
+      await Promise.all([page.waitForURL(/\/desktops\//), page.click('#pools tr[data-pool="desktop"] .get-desktop')]);
+      assert(L.desktopUuid(page) === ctx.aliceVm, `got ${L.desktopUuid(page)}, had ${ctx.aliceVm}`);
+      const info = await page.locator('#acquire-info').textContent();
+      assert(/redirect/.test(info), 'acquire path: ' + info);
+      await L.firstFrame(page);
+    });
+    await check('log out, log in again: lands on the same VM, screen back', async () => {
+      await L.logout(page);
+      assert(new URL(page.url()).pathname === '/login', 'not on the login page: ' + page.url());
+      await L.login(page, 'alice', PW);
+      assert(L.desktopUuid(page) === ctx.aliceVm, `landed on ${page.url()}`);
+      await seesGuest(page, 'alice after login');
+    });
+    await check('another browser: log in, same VM', async () => {
+      const p2 = await L.newPage(browser, vlog);
+      await L.login(p2, 'alice', PW);
+      assert(L.desktopUuid(p2) === ctx.aliceVm, `second browser landed on ${p2.url()}`);
+      await L.firstFrame(p2);
+      await p2.context().close();
+    });
+  });
+
+  await section('user bob: another VM, and nothing of alice\'s', async () => {
+    const admin = ctx.admin = await L.newPage(browser, vlog);
+    await check('admin creates user bob', async () => {
+      await L.login(admin, ADMIN, ADMIN_PW);
+      await admin.goto(L.BASE + '/admin/users/new');
+      await admin.fill('#user_username', 'bob');
+      await admin.fill('#user_password', PW);
+      await Promise.all([admin.waitForNavigation(), admin.click('#new-user-form input[type=submit]')]);
+      assert(await admin.locator('tr[data-user="bob"]').count() === 1, 'bob not listed');
+    });
+    const page = ctx.bob = await L.newPage(browser, vlog);
+    await check('bob gets a different VM', async () => {
+      await L.login(page, 'bob', PW);
+      await Promise.all([page.waitForURL(/\/desktops\/[0-9a-f-]{36}$/, { timeout: 120000 }),
+                         page.click('#pools tr[data-pool="desktop"] .get-desktop')]);
+      ctx.bobVm = L.desktopUuid(page);
+      assert(ctx.bobVm && ctx.bobVm !== ctx.aliceVm, 'bob got alice\'s VM');
+      const vm = L.store('vm', ctx.bobVm);
+      assert(vm.owner !== ctx.aliceOwner, 'same owner');
+      await L.firstFrame(page, 90000);
+      await shot(page, 'desktop-bob');
+    });
+    await check("bob cannot open alice's desktop page, console URL or .vv", async () => {
+      const r = await page.goto(`${L.BASE}/desktops/${ctx.aliceVm}`);
+      assert(r.status() === 404, 'desktop page: ' + r.status());
+      assert(await page.locator('#spice-screen').count() === 0, 'a screen on the 404 page');
+      await shot(page, 'bob-opens-alice-desktop');
+      const vv = await page.request.get(`${L.BASE}/desktops/${ctx.aliceVm}/console.vv`);
+      assert(vv.status() === 404, '.vv: ' + vv.status());
+      const th = await page.request.get(`${L.BASE}/desktops/${ctx.aliceVm}/thumbnail.png`);
+      assert(th.status() === 404, 'thumbnail: ' + th.status());
+      await page.goto(L.BASE + '/');
+      const csrf = await page.locator('meta[name="csrf-token"]').getAttribute('content');
+      const c = await page.request.post(`${L.BASE}/desktops/${ctx.aliceVm}/console`, { headers: { 'X-CSRF-Token': csrf, Accept: 'application/json' } });
+      assert(c.status() === 404, 'console ticket: ' + c.status());
+      const stop = await page.request.post(`${L.BASE}/desktops/${ctx.aliceVm}/stop`, { headers: { 'X-CSRF-Token': csrf } });
+      assert(stop.status() === 404, 'stop: ' + stop.status());
+      assert(L.store('vm', ctx.aliceVm).state === 'running', 'alice\'s VM was touched');
+      assert(!(await page.content()).includes(ctx.aliceVm), 'bob\'s home page mentions alice\'s VM');
+    });
+    await check("the console proxy refuses alice's token from bob's browser, bogus and missing tokens", async () => {
+      const alice = ctx.alice;
+      await alice.goto(`${L.BASE}/desktops/${ctx.aliceVm}`); // a fresh ticket
+      await L.firstFrame(alice);
+      const d = await alice.evaluate(() => ({ ...document.getElementById('desktop').dataset }));
+      ctx.aliceTicket = d;
+      const url = `${d.wsUrl}?token=${encodeURIComponent(d.token)}`;
+      const fromBob = await L.wsProbe(page, url);
+      assert(fromBob === 'refused', 'from bob: ' + fromBob);
+      const fromAlice = await L.wsProbe(alice, url);
+      assert(fromAlice === 'open', 'from alice: ' + fromAlice);
+      assert(await L.wsProbe(alice, `${d.wsUrl}?token=bogus${Date.now()}`) === 'refused', 'bogus token accepted');
+      assert(await L.wsProbe(alice, d.wsUrl) === 'refused', 'no token accepted');
+    });
+    await check('an expired token is refused while the open console stays up', async () => {
+      const d = ctx.aliceTicket;
+      const wait = Number(d.expires) * 1000 - Date.now() + 1500;
+      if (wait > 0) await L.sleep(wait);
+      const r = await L.wsProbe(ctx.alice, `${d.wsUrl}?token=${encodeURIComponent(d.token)}`);
+      assert(r === 'refused', 'expired token: ' + r);
+      assert(await ctx.alice.evaluate(() => document.body.dataset.console) === 'connected', 'the open console dropped');
+      return `waited ${Math.max(0, Math.round(wait / 1000))} s for the expiry`;
+    });
+    await check("a token is refused after its session logged out", async () => {
+      const p3 = await L.newPage(browser, vlog);
+      await L.login(p3, 'alice', PW);
+      const d = await p3.evaluate(() => ({ ...document.getElementById('desktop').dataset }));
+      const url = `${d.wsUrl}?token=${encodeURIComponent(d.token)}`;
+      assert(await L.wsProbe(p3, url) === 'open', 'fresh token refused');
+      await L.logout(p3);
+      assert(await L.wsProbe(p3, url) === 'refused', 'token of a logged-out session accepted');
+      await p3.context().close();
+    });
+  });
+
+  await section('alice controls her desktop', async () => {
+    const page = ctx.alice;
+    await check('Ctrl-Alt-Del reaches the guest', async () => {
+      await page.goto(`${L.BASE}/desktops/${ctx.aliceVm}`);
+      await L.firstFrame(page);
+      await L.sleep(1000);
+      await page.click('#ctrl-alt-del');
+      await L.waitFor('"rebooting" on the serial log', () => {
+        const s = L.store('vm-log', ctx.aliceVm);
+        return typeof s === 'string' && s.includes('VMPOOL-TEST-GUEST: rebooting');
+      }, 30000, 500);
+    });
+    await check('stop, then start again', async () => {
+      await L.waitFor('the guest to be ready again', () => {
+        const s = L.store('vm-log', ctx.aliceVm);
+        return s.split('VMPOOL-TEST-GUEST: rebooting').pop().includes('VMPOOL-TEST-GUEST: ready');
+      }, 240000, 1000);
+      await Promise.all([page.waitForNavigation({ timeout: 90000 }), page.click('#stop')]);
+      assert(await page.locator('#desktop-off').count() === 1, 'no "stopped" notice');
+      assert(L.store('vm', ctx.aliceVm).state === 'stopped', 'VM not stopped');
+      await shot(page, 'desktop-alice-stopped');
+      await Promise.all([page.waitForNavigation(), page.click('#start')]);
+      assert(L.store('vm', ctx.aliceVm).state === 'running', 'VM not running');
+      await L.firstFrame(page, 90000);
+    });
+    await check('reset gives a fresh VM from the pool', async () => {
+      await Promise.all([page.waitForNavigation({ timeout: 120000 }), page.click('#reset')]);
+      const fresh = L.desktopUuid(page);
+      assert(fresh && fresh !== ctx.aliceVm, 'same VM after reset: ' + page.url());
+      const old = L.store('vm', ctx.aliceVm);
+      assert(old.error === 'NOT_FOUND' || old.owner !== ctx.aliceOwner, 'old VM still alice\'s');
+      assert(L.store('vm', fresh).owner === ctx.aliceOwner, 'new VM not alice\'s');
+      ctx.aliceVm = fresh;
+      await L.firstFrame(page, 90000);
+    });
+    await check('delete the desktop', async () => {
+      await Promise.all([page.waitForNavigation(), page.click('#delete')]);
+      assert(new URL(page.url()).pathname === '/', 'not home after delete');
+      assert(await page.locator('#no-desktops').count() === 1, 'desktop still listed');
+      const mine = L.store('vms', ctx.aliceOwner);
+      assert(Array.isArray(mine) && mine.length === 0, 'alice still owns ' + JSON.stringify(mine).slice(0, 200));
+    });
+  });
+
+  await section('admin', async () => {
+    const page = ctx.admin;
+    await check('VM list shows every VM with owner and state; admin stops and deletes bob\'s', async () => {
+      await page.goto(L.BASE + '/admin/vms');
+      const row = page.locator(`tr[data-uuid="${ctx.bobVm}"]`);
+      assert(await row.count() === 1, 'bob\'s VM not listed');
+      assert((await row.textContent()).includes('bob'), 'owner not shown');
+      assert(await row.locator('.state').getAttribute('data-state') === 'running', 'state not running');
+      await shot(page, 'admin-vms');
+      await Promise.all([page.waitForNavigation({ timeout: 90000 }), row.locator('form[action$="/stop"] button, form[action$="/stop"] input[type=submit]').click()]);
+      assert(L.store('vm', ctx.bobVm).state === 'stopped', 'not stopped');
+      await Promise.all([page.waitForNavigation(), page.locator(`tr[data-uuid="${ctx.bobVm}"] .danger`).click()]);
+      assert(L.store('vm', ctx.bobVm).error === 'NOT_FOUND', 'bob\'s VM not deleted');
+    });
+    await check('image import from a server path, progress bar to 100 %', async () => {
+      await page.goto(L.BASE + '/admin/images');
+      await page.fill('#image_import_name', 'e2e-import');
+      await page.fill('#image_import_version', '9');
+      await page.fill('#image_import_path', process.env.VMPOOL_TEST_IMAGE);
+      await Promise.all([page.waitForNavigation(), page.click('#import-form input[type=submit]')]);
+      await L.waitFor('the import to finish', () => page.evaluate(() => ['done', 'failed'].includes(document.getElementById('import').dataset.status)), 60000, 250);
+      const st = await page.evaluate(() => ({ status: document.getElementById('import').dataset.status,
+        bar: document.getElementById('import-progress').value, updates: Number(document.getElementById('import').dataset.updates),
+        text: document.getElementById('import-text').textContent }));
+      await shot(page, 'admin-import');
+      assert(st.status === 'done', st.text);
+      assert(st.bar === 1, 'bar at ' + st.bar);
+      assert(st.updates >= 1, 'no progress updates');
+      return st.text;
+    });
+    await check('admin creates a pool and sees its spares appear', async () => {
+      await page.goto(L.BASE + '/admin/pools/new');
+      await page.fill('input[name="pool[name]"]', 'e2e-pool');
+      await page.fill('input[name="pool[spares]"]', '1');
+      await page.fill('input[name="pool[max_vms]"]', '3');
+      await page.selectOption('select[name="pool[warmth]"]', 'paused');
+      await page.fill('input[name="pool[ready_marker]"]', 'VMPOOL-TEST-GUEST: ready');
+      await Promise.all([page.waitForNavigation({ timeout: 60000 }), page.click('#pool-form button[type=submit]')]);
+      assert(/\/admin\/pools\/e2e-pool\/edit$/.test(page.url()), 'not on the pool page: ' + page.url());
+      const t = Date.now();
+      await L.waitFor('a ready spare in e2e-pool', () => page.evaluate(() => Number(document.getElementById('pool').dataset.sparesReady) >= 1), 240000, 1000);
+      await shot(page, 'admin-pool-spares');
+      const p = L.store('pool', 'e2e-pool');
+      assert(p.status && p.status.spares_ready >= 1, 'library says ' + JSON.stringify(p.status));
+      return `first spare ready after ${((Date.now() - t) / 1000).toFixed(1)} s`;
+    });
+  });
+
+  await browser.close();
+  fs.writeFileSync(path.join(SHOTS, 'e2e-results.json'), JSON.stringify({ passed, failed, results }, null, 2));
+  console.log(`portal e2e: ${passed} passed, ${failed} failed`);
+  console.log(`${passed} passed, ${failed} failed`);
+  process.exit(failed ? 1 : 0);
+}
+
+main().catch((e) => { console.error(e); console.log(`${passed} passed, ${failed + 1} failed`); process.exit(1); });

@@ -1,0 +1,89 @@
+# frozen_string_literal: true
+
+require "test_helper"
+
+class AuthTest < ActionDispatch::IntegrationTest
+  test "pages need a login" do
+    get root_path
+    assert_redirected_to login_path
+    get admin_root_path
+    assert_redirected_to login_path
+  end
+
+  test "sign up makes a bcrypt user and logs in" do
+    get signup_path
+    assert_response :success
+    post signup_path, params: { user: { username: "newbie", password: PASSWORD, password_confirmation: PASSWORD },
+                                authenticity_token: page_token }
+    assert_redirected_to root_path
+    u = User.find_by!(username: "newbie")
+    assert u.authenticate(PASSWORD)
+    refute u.admin?
+    assert_equal 1, u.user_sessions.count
+  end
+
+  test "sign up refuses bad input and mismatched passwords" do
+    get signup_path
+    post signup_path, params: { user: { username: "x y", password: "short", password_confirmation: "short" }, authenticity_token: page_token }
+    assert_response :unprocessable_entity
+    post signup_path, params: { user: { username: "okname", password: PASSWORD, password_confirmation: "#{PASSWORD}!" }, authenticity_token: page_token }
+    assert_response :unprocessable_entity
+    assert_nil User.find_by(username: "okname")
+  end
+
+  test "sign up can be closed; admins still create users" do
+    Portal.config.signup = false
+    get signup_path
+    assert_response :not_found
+  ensure
+    Portal.config.signup = true
+  end
+
+  test "login with a wrong password fails; the right one starts a fresh session" do
+    u = create_user
+    get login_path
+    post login_path, params: { username: u.username, password: "wrong password", authenticity_token: page_token }
+    assert_response :unprocessable_entity
+    assert_equal 0, u.user_sessions.count
+    old_cookie = cookies["_vmpool_portal"]
+    post login_path, params: { username: u.username, password: PASSWORD, authenticity_token: page_token }
+    assert_response :redirect
+    refute_equal old_cookie, cookies["_vmpool_portal"], "the session cookie must change at login"
+    assert_equal 1, u.user_sessions.count
+  end
+
+  test "CSRF: a form post without the token is refused" do
+    u = create_user
+    assert_raises(ActionController::InvalidAuthenticityToken) do
+      post login_path, params: { username: u.username, password: PASSWORD }
+    end
+    log_in(u)
+    assert_raises(ActionController::InvalidAuthenticityToken) { delete logout_path }
+    assert_raises(ActionController::InvalidAuthenticityToken) do
+      post login_path, params: { username: u.username, password: PASSWORD, authenticity_token: "forged" }
+    end
+  end
+
+  test "logout ends the session on the server, so the old cookie is worthless" do
+    u = create_user
+    log_in(u)
+    stolen = cookies["_vmpool_portal"]
+    log_out
+    assert_redirected_to login_path
+    assert_equal 0, u.user_sessions.count
+    cookies["_vmpool_portal"] = stolen
+    get root_path
+    assert_redirected_to login_path
+  end
+
+  test "sessions expire when idle" do
+    u = create_user
+    log_in(u)
+    get root_path
+    assert_response :success
+    travel(Portal.config.session_idle + 10) do
+      get root_path
+      assert_redirected_to login_path
+    end
+  end
+end

@@ -1,0 +1,132 @@
+# frozen_string_literal: true
+
+require "test_helper"
+
+# A user's desktop pages, against real VMs; and that nobody else can see, control or open them.
+class DesktopsTest < ActionDispatch::IntegrationTest
+  setup do
+    @alice = create_user("alice#{SecureRandom.hex(2)}")
+    @bob = create_user("bob#{SecureRandom.hex(2)}")
+    @admin = create_user("root#{SecureRandom.hex(2)}", admin: true)
+    @vm = make_vm(@alice, start: true)
+  end
+
+  teardown { cleanup_vm(@vm[:uuid]) }
+
+  test "the owner gets the desktop page with a console ticket, a .vv file, a thumbnail and the status" do
+    log_in(@alice)
+    get desktop_path(@vm[:uuid])
+    assert_response :success
+    assert_equal "no-store", response.headers["Cache-Control"]
+    page = css_select("#desktop").first
+    assert page["data-token"].present?
+    assert page["data-password"].present?
+    assert_equal "ws://www.example.com:#{Portal.config.console_port}/", page["data-ws-url"]
+    assert_select "#fullscreen"
+    assert_select "#ctrl-alt-del"
+    assert_select "a#download-vv[href=?]", vv_desktop_path(@vm[:uuid])
+    assert_match "connect-src 'self' ws://www.example.com:#{Portal.config.console_port}", response.headers["Content-Security-Policy"]
+
+    # the token in the page resolves for this session (what the proxy asks), to this VM's socket
+    sess = UserSession.find_by!(user: @alice)
+    r = ConsoleToken.resolve(page["data-token"], browser_session: sess)
+    assert_equal store.vm_status(@vm[:uuid]).dig(:run, :spice, :path), r[:path]
+
+    post console_desktop_path(@vm[:uuid]), headers: { "X-CSRF-Token" => page_token, "Accept" => "application/json" }
+    assert_response :success
+    t = JSON.parse(response.body)
+    refute_equal page["data-token"], t["token"]
+    assert_operator t["expires_at_unix"], :<=, Time.now.to_i + Portal.config.console_ttl + 1
+
+    get vv_desktop_path(@vm[:uuid])
+    assert_response :success
+    assert_match(/\A\[virt-viewer\]\ntype=spice\n/, response.body)
+    assert_match %r{unix-path=.*/spice\.sock}, response.body
+    assert_match(/^password=\h{32}$/, response.body)
+    assert_match(/attachment/, response.headers["Content-Disposition"])
+
+    get thumbnail_desktop_path(@vm[:uuid])
+    assert_response :success
+    assert_equal "image/png", response.media_type
+    assert_equal "\x89PNG".b, response.body.b[0, 4]
+
+    get status_desktop_path(@vm[:uuid])
+    assert_equal "running", JSON.parse(response.body)["state"]
+
+    get root_path
+    assert_select "#my-desktops li[data-uuid=?]", @vm[:uuid]
+    assert_select "#my-desktops img[src=?]", thumbnail_desktop_path(@vm[:uuid])
+  end
+
+  test "another user can neither see, control nor open the console of the desktop" do
+    log_in(@bob)
+    get root_path
+    assert_select "li[data-uuid=?]", @vm[:uuid], count: 0
+    refute_includes response.body, @vm[:uuid]
+
+    [[:get, desktop_path(@vm[:uuid])], [:get, vv_desktop_path(@vm[:uuid])], [:get, thumbnail_desktop_path(@vm[:uuid])],
+     [:get, status_desktop_path(@vm[:uuid])]].each do |verb, path|
+      send(verb, path)
+      assert_response :not_found, "#{verb} #{path}"
+      refute_includes response.body, "password", path
+    end
+    tokens = ConsoleToken.count
+    [console_desktop_path(@vm[:uuid]), stop_desktop_path(@vm[:uuid]), start_desktop_path(@vm[:uuid]),
+     reset_desktop_path(@vm[:uuid])].each do |path|
+      submit(:post, path)
+      assert_response :not_found, "POST #{path}"
+    end
+    submit(:delete, desktop_path(@vm[:uuid]))
+    assert_response :not_found
+    assert_equal tokens, ConsoleToken.count, "a console token was issued to another user"
+    assert_equal "running", store.vm(@vm[:uuid])[:state], "the VM was touched"
+    assert_equal @alice.owner, store.vm(@vm[:uuid])[:owner]
+  end
+
+  test "admins manage any VM in the admin pages, but do not get other users' consoles" do
+    log_in(@admin)
+    get desktop_path(@vm[:uuid])
+    assert_response :not_found
+    get admin_vms_path
+    assert_select "tr[data-uuid=?]", @vm[:uuid]
+    assert_select "tr[data-uuid=?] td", @vm[:uuid], text: @alice.username
+    get admin_vms_path(format: :json)
+    row = JSON.parse(response.body).find { |v| v["uuid"] == @vm[:uuid] }
+    assert_equal "running", row["state"]
+    assert_operator row.dig("resources", "rss_mib"), :>, 10
+  end
+
+  test "bad and unknown uuids are plain 404s" do
+    log_in(@alice)
+    get desktop_path("not-a-uuid")
+    assert_response :not_found
+    get desktop_path(SecureRandom.uuid)
+    assert_response :not_found
+  end
+
+  test "stop, start and delete own desktop" do
+    wait_for_serial(@vm[:uuid], "VMPOOL-TEST-GUEST: ready")
+    log_in(@alice)
+    submit(:post, stop_desktop_path(@vm[:uuid]), from: desktop_path(@vm[:uuid]))
+    assert_redirected_to desktop_path(@vm[:uuid])
+    assert_equal "stopped", store.vm(@vm[:uuid])[:state]
+    assert_match "powering off", store.vm_log(@vm[:uuid]), "the guest was not shut down through ACPI"
+
+    get desktop_path(@vm[:uuid])
+    assert_select "#desktop-off"
+    assert_nil css_select("#desktop").first["data-token"]
+    submit(:post, start_desktop_path(@vm[:uuid]), from: desktop_path(@vm[:uuid]))
+    assert_equal "running", store.vm(@vm[:uuid])[:state]
+
+    submit(:delete, desktop_path(@vm[:uuid]), from: desktop_path(@vm[:uuid]))
+    assert_redirected_to root_path
+    assert_raises(Vmpool::NotFound) { store.vm(@vm[:uuid]) }
+  end
+
+  test "a user with exactly one desktop lands on it at login" do
+    log_in(@alice)
+    assert_redirected_to desktop_path(@vm[:uuid])
+    log_in(@bob)
+    assert_redirected_to root_path
+  end
+end

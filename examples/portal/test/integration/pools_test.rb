@@ -1,0 +1,186 @@
+# frozen_string_literal: true
+
+require "test_helper"
+
+# Getting desktops from the library's pools through the pages, and the admin's pool pages.
+class PoolsTest < ActionDispatch::IntegrationTest
+  setup do
+    @alice = create_user
+    @bob = create_user
+    @admin = create_user("admin#{SecureRandom.hex(2)}", admin: true)
+    @pools = []
+  end
+
+  teardown do
+    @pools.each do |name|
+      store.vms.select { |v| v[:pool] == name && !v[:owner].to_s.empty? }.each { |v| store.release(v[:uuid]) }
+      store.delete_pool(name)
+    rescue Vmpool::NotFound
+      nil
+    end
+  end
+
+  def make_pool(**opts)
+    name = "p-#{SecureRandom.hex(3)}"
+    @pools << name
+    store.create_pool(name: name, image: image, vcpus: 1, ram_mib: 256, disk_gib: 1, max_vms: 3,
+                      warmth: "disk", on_release: "destroy", **opts)
+  end
+
+  def acquire(pool)
+    submit(:post, acquire_pool_path(pool))
+    assert_response :redirect
+    follow_redirect!
+    response
+  end
+
+  test "the home page lists pools with their flavor and a button to get a desktop" do
+    p = make_pool(spares: 0)
+    log_in(@alice)
+    get root_path
+    assert_select "#pools tr[data-pool=?]", p[:name] do
+      assert_select "td", text: "1 vCPU · 256 MiB RAM · 1 GiB disk"
+      assert_select "td", text: "test-guest 1"
+      assert_select "input.get-desktop[value=?]", "Get a desktop"
+    end
+  end
+
+  test "get a desktop: a running VM of the pool, with a console ticket; again: the same VM" do
+    p = make_pool(spares: 0)
+    log_in(@alice)
+    acquire(p[:name])
+    uuid = path[%r{/desktops/(\h{8}-\h{4}-\h{4}-\h{4}-\h{12})\z}, 1]
+    assert uuid, "not on a desktop page: #{path}"
+    vm = store.vm(uuid)
+    assert_equal @alice.owner, vm[:owner]
+    assert_equal p[:name], vm[:pool]
+    assert_equal "running", vm[:state]
+    assert_select "#acquire-info", /created/
+    page = css_select("#desktop").first
+    sess = UserSession.find_by!(user: @alice)
+    assert_equal "unix", ConsoleToken.resolve(page["data-token"], browser_session: sess)[:kind],
+                 "the ticket acquire returned does not reach the VM"
+
+    acquire(p[:name])
+    assert_equal desktop_path(uuid), path, "a second acquire gave another VM"
+    assert_select "#acquire-info", /redirect/
+    get root_path
+    assert_select "#pools tr[data-pool=?] input.get-desktop[value=?]", p[:name], "Open my desktop"
+    assert_equal 1, store.vms(owner: @alice.owner).size
+
+    log_out
+    log_in(@bob)
+    acquire(p[:name])
+    refute_equal desktop_path(uuid), path, "bob got alice's VM"
+    assert_equal @bob.owner, store.vm(path.split("/").last)[:owner]
+  end
+
+  test "a spare is handed out when there is one" do
+    p = make_pool(spares: 1)
+    r = store.refill(p[:name])
+    assert_equal 1, r[:spares], r.inspect
+    spare = store.vms.find { |v| v[:pool] == p[:name] }
+    assert_equal "", spare[:owner]
+    log_in(@alice)
+    acquire(p[:name])
+    assert_equal desktop_path(spare[:uuid]), path
+    assert_select "#acquire-info", /spare/
+  end
+
+  test "a full pool says so" do
+    p = make_pool(spares: 0, max_vms: 1)
+    log_in(@alice)
+    acquire(p[:name])
+    log_out
+    log_in(@bob)
+    submit(:post, acquire_pool_path(p[:name]))
+    assert_redirected_to root_path
+    follow_redirect!
+    assert_select ".flash.alert", /No desktop is free/
+    assert_empty store.vms(owner: @bob.owner)
+  end
+
+  test "an unknown pool is a 404" do
+    log_in(@alice)
+    submit(:post, acquire_pool_path("no-such-pool"))
+    assert_response :not_found
+  end
+
+  test "reset gives a fresh VM from the pool; delete gives the VM back" do
+    p = make_pool(spares: 0, on_release: "reset")
+    log_in(@alice)
+    acquire(p[:name])
+    first = path.split("/").last
+    submit(:post, reset_desktop_path(first), from: desktop_path(first))
+    assert_response :redirect
+    follow_redirect!
+    second = path.split("/").last
+    refute_equal first, second
+    assert_raises(Vmpool::NotFound) { store.vm(first) }
+    assert_equal @alice.owner, store.vm(second)[:owner]
+
+    submit(:delete, desktop_path(second), from: desktop_path(second))
+    assert_redirected_to root_path
+    assert_raises(Vmpool::NotFound) { store.vm(second) }
+    assert_equal 0, store.pool(p[:name]).dig(:status, :owned)
+  end
+
+  test "an admin creates, edits, refills and deletes a pool" do
+    log_in(@admin)
+    get new_admin_pool_path
+    assert_select "select[name='pool[image_uuid]'] option[value=?]", image[:uuid]
+    name = "adm-#{SecureRandom.hex(3)}"
+    @pools << name
+    submit(:post, admin_pools_path, from: new_admin_pool_path,
+                                    params: { pool: { name: name, image_uuid: image[:uuid], vcpus: "1", ram_mib: "256", disk_gib: "1",
+                                                      spares: "1", max_vms: "4", max_per_owner: "1", warmth: "disk",
+                                                      on_release: "reset", ready_marker: "VMPOOL-TEST-GUEST: ready",
+                                                      ready_delay_s: "", ready_timeout_s: "", accel: "" } })
+    assert_redirected_to edit_admin_pool_path(name)
+    p = store.pool(name)
+    assert_equal [1, 256, 1, 1, 4, "disk", "reset", "VMPOOL-TEST-GUEST: ready"],
+                 p.values_at(:vcpus, :ram_mib, :disk_gib, :spares, :max_vms, :warmth, :on_release, :ready_marker)
+
+    submit(:patch, admin_pool_path(name), from: edit_admin_pool_path(name),
+                                          params: { pool: { image_uuid: image[:uuid], vcpus: "1", ram_mib: "256", disk_gib: "1", spares: "2",
+                                                            max_vms: "5", max_per_owner: "1", warmth: "disk", on_release: "reset",
+                                                            ready_marker: "", ready_delay_s: "0", ready_timeout_s: p[:ready_timeout_s].to_s, accel: "" } })
+    assert_redirected_to edit_admin_pool_path(name)
+    p = store.pool(name)
+    assert_equal [2, 5, nil], p.values_at(:spares, :max_vms, :ready_marker)
+
+    submit(:post, refill_admin_pool_path(name), from: edit_admin_pool_path(name))
+    assert_redirected_to edit_admin_pool_path(name)
+    follow_redirect!
+    assert_select ".flash.notice", /Refill: 2 created/
+    assert_equal 2, store.pool(name).dig(:status, :spares_cold) + store.pool(name).dig(:status, :spares_ready)
+    get admin_pool_path(name, format: :json)
+    assert_equal 2, JSON.parse(response.body)["spares"]
+
+    # held by a user: refused, and said so
+    store.acquire(name, owner: @alice.owner)
+    submit(:delete, admin_pool_path(name), from: admin_pools_path)
+    follow_redirect!
+    assert_select ".flash.alert", /IN_USE/
+    store.vms(owner: @alice.owner).each { |v| store.release(v[:uuid]) }
+    submit(:delete, admin_pool_path(name), from: admin_pools_path)
+    assert_raises(Vmpool::NotFound) { store.pool(name) }
+    assert_empty store.vms.select { |v| v[:pool] == name }
+  end
+
+  test "bad pool input comes back with the library's message" do
+    log_in(@admin)
+    submit(:post, admin_pools_path, from: new_admin_pool_path,
+                                    params: { pool: { name: "bad/name", image_uuid: image[:uuid], vcpus: "1", ram_mib: "256", max_vms: "2", spares: "0",
+                                                      max_per_owner: "1", warmth: "disk", on_release: "destroy" } })
+    assert_response :unprocessable_entity
+    assert_select ".flash.alert", /INVALID_ARGUMENT/
+  end
+
+  test "users who are not admins cannot create pools" do
+    log_in(@alice)
+    submit(:post, admin_pools_path, params: { pool: { name: "sneaky", image_uuid: image[:uuid], vcpus: "1", ram_mib: "256", max_vms: "2" } })
+    assert_response :not_found
+    assert_raises(Vmpool::NotFound) { store.pool("sneaky") }
+  end
+end

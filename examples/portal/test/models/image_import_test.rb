@@ -1,0 +1,76 @@
+# frozen_string_literal: true
+
+require "test_helper"
+
+class ImageImportTest < ActiveSupport::TestCase
+  setup do
+    @dir = Dir.mktmpdir("imports.", TEST_ROOT)
+    @outside = Dir.mktmpdir("outside.", TEST_ROOT)
+    @saved_dirs = Portal.config.import_dirs
+    Portal.config.import_dirs = [@dir]
+  end
+
+  teardown { Portal.config.import_dirs = @saved_dirs }
+
+  test "server paths must be regular files inside the import directories" do
+    inside = File.join(@dir, "disk.raw")
+    File.write(inside, "x")
+    assert ImageImport.allowed_path?(inside)
+    outside = File.join(@outside, "disk.raw")
+    File.write(outside, "x")
+    refute ImageImport.allowed_path?(outside)
+    link = File.join(@dir, "escape.raw")
+    File.symlink(outside, link)
+    refute ImageImport.allowed_path?(link), "a symlink out of the import directory was allowed"
+    refute ImageImport.allowed_path?("#{@dir}/../#{File.basename(@outside)}/disk.raw")
+    refute ImageImport.allowed_path?(@dir), "a directory was allowed"
+    refute ImageImport.allowed_path?("relative/disk.raw")
+    refute ImageImport.new(source: "path", path: outside, name: "x").valid?
+    # a sibling directory whose name starts like the allowed one
+    sibling = "#{@dir}-evil"
+    FileUtils.mkdir_p(sibling)
+    File.write("#{sibling}/d.raw", "x")
+    refute ImageImport.allowed_path?("#{sibling}/d.raw")
+  end
+
+  test "an import runs the library's import and records its progress callbacks" do
+    path = File.join(@dir, "guest.raw")
+    FileUtils.cp(PortalTestHelpers.test_image_path, path)
+    imp = ImageImport.create!(source: "path", path: path, name: "imported-#{SecureRandom.hex(3)}", version: "2", os: "linux")
+    imp.start!(wait: true)
+    imp.reload
+    assert_equal "done", imp.status, imp.error
+    assert_equal File.size(path), imp.total_bytes
+    assert_equal imp.total_bytes, imp.done_bytes
+    assert_operator imp.progress_updates, :>=, 1
+    assert_equal 1.0, imp.fraction
+    image = store.image(imp.image_uuid)
+    assert_equal imp.name, image[:name]
+    assert_equal "2", image[:version]
+  ensure
+    store.delete_image(imp.image_uuid) if imp&.image_uuid
+  end
+
+  test "a broken image fails with the library's error, and the row says so" do
+    path = File.join(@dir, "broken.qcow2")
+    File.binwrite(path, "QFI\xFB".b + ("\0" * 60).b + "garbage".b)
+    imp = ImageImport.create!(source: "path", path: path, name: "broken")
+    imp.start!(wait: true)
+    imp.reload
+    assert_equal "failed", imp.status
+    assert_match(/CORRUPT_IMAGE|UNSUPPORTED_FORMAT/, imp.error)
+    assert_nil imp.image_uuid
+    refute store.images.any? { |i| i[:name] == "broken" }
+  end
+
+  test "an uploaded file is removed after its import" do
+    path = File.join(@outside, "upload.raw")
+    FileUtils.cp(PortalTestHelpers.test_image_path, path)
+    imp = ImageImport.create!(source: "upload", path: path, name: "uploaded")
+    imp.start!(wait: true)
+    assert_equal "done", imp.reload.status, imp.error
+    refute File.exist?(path)
+  ensure
+    store.delete_image(imp.image_uuid) if imp&.image_uuid
+  end
+end
