@@ -215,6 +215,33 @@ pub fn fs_magic(path: &Path) -> Result<i64> {
     Ok(st.filesystem_type().0 as i64)
 }
 
+/// The type and source (`/proc/self/mountinfo`'s fields) of the mounted file system holding
+/// `path`, found by its device number: whatever is mounted over what, this is the one whose
+/// files `path` reaches. `None` when no mount has that device.
+pub fn mount_of(path: &Path) -> Result<Option<(String, String)>> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = fs::metadata(path)
+        .ctx(|| format!("stat {}", path.display()))?
+        .dev();
+    let want = format!("{}:{}", libc::major(dev), libc::minor(dev));
+    let info =
+        fs::read_to_string("/proc/self/mountinfo").ctx(|| "reading /proc/self/mountinfo".into())?;
+    // ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS [OPTIONAL...] - FSTYPE SOURCE SUPEROPTS
+    let unescape = |s: &str| {
+        s.replace("\\040", " ")
+            .replace("\\011", "\t")
+            .replace("\\134", "\\")
+    };
+    Ok(info.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        if left.split(' ').nth(2)? != want {
+            return None;
+        }
+        let mut r = right.split(' ');
+        Some((r.next()?.to_owned(), unescape(r.next()?)))
+    }))
+}
+
 /// Set an extended attribute on an open file (replacing its value).
 pub fn set_xattr(f: &File, name: &str, value: &[u8]) -> io::Result<()> {
     let n = std::ffi::CString::new(name).map_err(|_| io::ErrorKind::InvalidInput)?;
@@ -258,5 +285,18 @@ pub fn get_xattr(f: &File, name: &str) -> io::Result<Option<Vec<u8>>> {
     match e.raw_os_error() {
         Some(libc::ENODATA) | Some(libc::ENOTSUP) => Ok(None),
         _ => Err(e),
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mount_of_names_the_file_system_holding_a_path() {
+        let (fstype, source) = mount_of(Path::new("/proc/self")).unwrap().unwrap();
+        assert_eq!((fstype.as_str(), source.as_str()), ("proc", "proc"));
+        let (fstype, _) = mount_of(Path::new("/sys/kernel")).unwrap().unwrap();
+        assert_eq!(fstype, "sysfs");
     }
 }

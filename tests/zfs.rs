@@ -169,6 +169,76 @@ mod zfs {
         assert!(s.vms(None).unwrap().is_empty());
     }
 
+    /// A disk bigger than its image is a clone of the image grown once per size (so a create
+    /// is one clone without properties); VM disks have no partition devices; a create's
+    /// journal entry is made durable by the clone. Deleting the image removes its grown
+    /// origins and what a crash left of making one, and nothing that is not vmpool's.
+    #[test]
+    #[ignore = "needs VMPOOL_TEST_ZFS_DATASET: runs in the guest harness (make test-zfs)"]
+    fn bigger_disks_clone_a_grown_origin() {
+        let ds = new_ds("grown");
+        let s = Store::open(Some(&format!("zfs:{ds}"))).unwrap();
+        let get = |p: &str, d: &str| zfs(&["get", "-H", "-o", "value", p, d]);
+        let exists = |d: &str| {
+            Command::new("zfs")
+                .args(["list", "-t", "all", d])
+                .output()
+                .unwrap()
+                .status
+                .success()
+        };
+        assert_eq!(get("volmode", &format!("{ds}/vms")), "dev");
+        assert!(s.info().capabilities.clone_syncs_catalog);
+        let m = small_image(&s);
+        let image = format!("{ds}/images/{}", m.uuid);
+        let grown = format!("{image}-grown-{}", 2u64 << 30);
+        let mut vms = Vec::new();
+        for alias in ["a", "b"] {
+            let vm = s.create_vm(&payload(&m.uuid, alias, "t", 2)).unwrap();
+            let disk = format!("{ds}/vms/{}-disk0", vm.uuid);
+            assert_eq!(get("origin", &disk), format!("{grown}@final"));
+            assert_eq!(prop(&disk, "volsize"), 2 << 30);
+            assert_eq!(get("readonly", &disk), "off");
+            assert_eq!(vm.disk_size_bytes, 2 << 30);
+            vms.push(vm.uuid);
+        }
+        assert_eq!(get("readonly", &grown), "on");
+        assert_eq!(get("vmpool:grown-origin", &grown), "1");
+        // What a crash while making one leaves (marked, under a temp name), and a dataset of
+        // someone else's at the name of another size.
+        let leftover = format!("{grown}-0123456789ab");
+        zfs(&[
+            "clone",
+            "-o",
+            "vmpool:grown-origin=1",
+            &format!("{image}@final"),
+            &leftover,
+        ]);
+        let foreign = format!("{image}-grown-{}", 4u64 << 30);
+        zfs(&["create", "-s", "-V", "16M", &foreign]);
+        // That size is then grown by the clone's own volsize, from the image.
+        let vm = s.create_vm(&payload(&m.uuid, "c", "t", 4)).unwrap();
+        let disk = format!("{ds}/vms/{}-disk0", vm.uuid);
+        assert_eq!(get("origin", &disk), format!("{image}@final"));
+        assert_eq!(prop(&disk, "volsize"), 4 << 30);
+        vms.push(vm.uuid);
+        for u in vms {
+            s.delete_vm(u).unwrap();
+        }
+        s.delete_image(m.uuid).unwrap();
+        assert!(!exists(&grown) && !exists(&leftover) && !exists(&image));
+        assert!(exists(&foreign), "someone else's dataset was removed");
+        // The catalog elsewhere (`?catalog=`): entries are synced as everywhere else.
+        let other = new_ds("elsewhere");
+        let dir = scratch();
+        let s = Store::open(Some(&format!(
+            "zfs:{other}?catalog={}",
+            dir.path().join("cat").display()
+        )))
+        .unwrap();
+        assert!(!s.driver().clone_syncs_catalog());
+    }
+
     #[test]
     #[ignore = "needs VMPOOL_TEST_ZFS_DATASET: runs in the guest harness (make test-zfs)"]
     fn store_on_a_non_store_dataset_is_refused() {

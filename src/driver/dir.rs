@@ -35,6 +35,7 @@ pub static INFO: DriverInfo = DriverInfo {
         keeps_qcow2: true,
         thick: false,
         disk_kind: DiskKind::File,
+        clone_syncs_catalog: false,
         options: &[(
             "clone",
             "auto (reflink where possible, else qcow2), reflink or qcow2",

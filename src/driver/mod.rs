@@ -70,6 +70,14 @@ pub trait StorageDriver: Send + Sync + std::fmt::Debug {
     /// Directory holding the catalog, journal and locks of this store.
     fn catalog_dir(&self) -> &Path;
 
+    /// Whether this store's clones make its catalog's earlier writes durable
+    /// ([`Capabilities::clone_syncs_catalog`], and the catalog is where that holds): a VM
+    /// create then writes its journal entry without syncing it, and relies on `vm_clone`
+    /// returning only once the entry is on disk. False unless a driver shows why it holds.
+    fn clone_syncs_catalog(&self) -> bool {
+        false
+    }
+
     /// Whether images in `format` are kept as they are (otherwise qcow2 is expanded to raw).
     fn keeps(&self, format: DiskFormat) -> bool {
         format == DiskFormat::Raw || self.info().caps.keeps_qcow2

@@ -43,6 +43,13 @@ pub struct Capabilities {
     pub thick: bool,
     /// What a VM disk is.
     pub disk_kind: DiskKind,
+    /// Whether a VM clone returns only once the transaction that made it is on disk, together
+    /// with everything written before it to a catalog kept on the store's own file system
+    /// (ZFS: clones and the catalog's files are in one pool, whose transaction groups reach
+    /// the disk in order). Then a VM create's journal entry needs no sync of its own: the
+    /// clone makes it durable. Whether a given store's catalog qualifies is
+    /// `StorageDriver::clone_syncs_catalog`.
+    pub clone_syncs_catalog: bool,
     /// Store URI options the driver takes (besides the limits every store takes), with
     /// their meaning.
     pub options: &'static [(&'static str, &'static str)],

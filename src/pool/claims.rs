@@ -149,6 +149,23 @@ impl PoolDir {
         put(&self.root.join("members"), &vm.to_string())
     }
 
+    /// Note several VMs of the pool, before their records are written: every entry is
+    /// durable when this returns, made so by one sync of the directory (not one per entry).
+    pub fn add_members(&self, vms: &[Uuid]) -> Result<()> {
+        let dir = self.root.join("members");
+        fsutil::mkdirs(&dir)?;
+        for vm in vms {
+            let p = dir.join(vm.to_string());
+            fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&p)
+                .ctx(|| format!("creating {}", p.display()))?;
+        }
+        fsutil::sync_dir(&dir)
+    }
+
     /// Forget a VM that no longer exists (under the pool lock, after checking).
     pub fn remove_member(&self, vm: &Uuid) -> Result<()> {
         remove(&self.root.join("members"), &vm.to_string())?;

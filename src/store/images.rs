@@ -1,7 +1,7 @@
 //! Image operations of a store (imgadm's import, list, get, delete).
 
 use super::catalog::records::ImageRecord;
-use super::journal::Op;
+use super::journal::{Durability, Op};
 use super::Store;
 use crate::error::{Error, IoContext, Result};
 use crate::fail_point;
@@ -114,6 +114,7 @@ impl Store {
                 token: token.clone(),
                 format: stored,
             },
+            Durability::Now,
             |pid| {
                 Error::AlreadyExists(format!(
                     "image {} is being imported by process {pid}",

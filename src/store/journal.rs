@@ -9,6 +9,12 @@
 //! - for deletes, the object's catalog record itself, hard-linked into the journal: a delete
 //!   must work on a file system that is 100% full (deleting is how an operator frees space),
 //!   and a link needs no new data block. The record says everything recovery needs.
+//!
+//! An entry is durable before the operation does anything it describes: either synced at once
+//! ([`Durability::Now`]), or, for a VM create on a driver whose clone commits the catalog
+//! ([`Durability::ByClone`]), by the clone itself. An entry found empty (0 bytes) and
+//! unlocked is what a crash leaves of a `ByClone` begin whose body never reached the disk;
+//! nothing it describes can exist (see `Durability::ByClone`), so recovery removes it.
 
 use super::catalog::records::{ImageRecord, VmRecord};
 use crate::error::{Error, IoContext, Result};
@@ -99,6 +105,24 @@ impl Entry {
     }
 }
 
+/// How a new entry is made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Synced before `begin` returns: the entry's file, then the journal directory.
+    Now,
+    /// Not synced by `begin`: the caller's next step is a driver clone that returns only once
+    /// everything written to the catalog before it is on disk (a driver whose
+    /// `StorageDriver::clone_syncs_catalog` holds, e.g. ZFS: see its implementation for why).
+    /// Until that clone exists nothing the entry describes exists, so an entry lost (or found
+    /// empty) after a crash before it is harmless.
+    ///
+    /// The entry is written under a temp name and linked into place, never as an O_TMPFILE:
+    /// ZFS makes the link of an O_TMPFILE wait for a transaction-group sync (its creation is
+    /// not in the intent log), holding the journal directory's lock meanwhile, which would
+    /// queue every concurrent begin and finish behind one sync each.
+    ByClone,
+}
+
 /// Outcome of trying to start an operation on a key.
 pub enum Begin {
     /// Ours now.
@@ -110,6 +134,31 @@ pub enum Begin {
     },
     /// A dead process left an entry for this key; it has been taken over for recovery.
     Abandoned(Entry),
+    /// The entry in the way went away meanwhile (its operation finished, or it was an empty
+    /// leftover of a crash and was removed): try again.
+    Vanished,
+}
+
+/// Entries of dead processes, as `Journal::abandoned` finds them.
+#[derive(Debug, Default)]
+pub struct Leftovers {
+    /// Each locked for the caller to recover.
+    pub entries: Vec<Entry>,
+    /// Descriptions of entries that cannot be read (left in place).
+    pub unreadable: Vec<String>,
+    /// Descriptions of empty entries removed (begins cut short by a crash; nothing of their
+    /// operation exists).
+    pub removed: Vec<String>,
+}
+
+/// What locking an existing entry found.
+enum Taken {
+    /// A dead owner's entry, now ours.
+    Dead(Entry),
+    /// Its owner still runs, or it is gone.
+    NotOurs,
+    /// It was empty: a begin cut short by a crash; removed.
+    Empty,
 }
 
 /// The journal directory of a store.
@@ -133,8 +182,9 @@ impl Journal {
         self.dir.join(format!("{key}.json"))
     }
 
-    /// Record the intent of `op`, durably, before doing anything it describes.
-    pub fn begin(&self, op: Op) -> Result<Begin> {
+    /// Record the intent of `op`, durably (as `durability` says), before doing anything it
+    /// describes.
+    pub fn begin(&self, op: Op, durability: Durability) -> Result<Begin> {
         let key = op.key();
         let body = Body {
             op,
@@ -143,17 +193,23 @@ impl Journal {
         };
         let bytes = serde_json::to_vec_pretty(&body).map_err(|e| Error::Internal(e.to_string()))?;
         let path = self.path(&key);
+        let sync = durability == Durability::Now;
         // Written and locked first, then linked into place: an entry is never visible
         // unlocked or half-written, and link() refuses an existing key atomically. The
         // entry is written as an unnamed file (O_TMPFILE), so a process killed before the
-        // link leaves nothing at all; where the file system cannot, under a temp name.
-        let linked = match OpenOptions::new()
-            .write(true)
-            .read(true)
-            .mode(0o644)
-            .custom_flags(libc::O_TMPFILE | libc::O_CLOEXEC)
-            .open(&self.dir)
-        {
+        // link leaves nothing at all; where the file system cannot (or for `ByClone`, see
+        // there), under a temp name.
+        let tmpfile = if sync {
+            OpenOptions::new()
+                .write(true)
+                .read(true)
+                .mode(0o644)
+                .custom_flags(libc::O_TMPFILE | libc::O_CLOEXEC)
+                .open(&self.dir)
+        } else {
+            Err(std::io::Error::from_raw_os_error(libc::EOPNOTSUPP))
+        };
+        let linked = match tmpfile {
             Ok(f) => {
                 let mut lock = lock::lock_new(f, &self.dir)?;
                 lock.write_all(&bytes)
@@ -181,13 +237,15 @@ impl Journal {
                     Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)
                 ) =>
             {
-                self.begin_named(&key, &bytes, &path)?
+                self.begin_named(&key, &bytes, &path, sync)?
             }
             Err(e) => return Err(e).ctx(|| format!("creating journal entry {}", path.display())),
         };
         match linked {
             Some(lock) => {
-                fsutil::sync_dir(&self.dir)?;
+                if sync {
+                    fsutil::sync_dir(&self.dir)?;
+                }
                 Ok(Begin::Started(Entry {
                     op: body.op,
                     pid: body.pid,
@@ -199,8 +257,15 @@ impl Journal {
         }
     }
 
-    /// `begin` on a file system without O_TMPFILE: a temp name, then link, then unlink.
-    fn begin_named(&self, key: &str, bytes: &[u8], path: &Path) -> Result<Option<Flock<File>>> {
+    /// `begin` under a temp name (a file system without O_TMPFILE, or `ByClone`): a temp
+    /// name, then link, then unlink; the file synced before the link when `sync`.
+    fn begin_named(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        path: &Path,
+        sync: bool,
+    ) -> Result<Option<Flock<File>>> {
         let tmp = self
             .dir
             .join(format!("{TMP_PREFIX}{}-{key}", fsutil::token()));
@@ -216,8 +281,10 @@ impl Journal {
             let mut lock = lock::lock_new(f, &tmp)?;
             lock.write_all(bytes)
                 .ctx(|| format!("writing {}", tmp.display()))?;
-            lock.sync_all()
-                .ctx(|| format!("syncing {}", tmp.display()))?;
+            if sync {
+                lock.sync_all()
+                    .ctx(|| format!("syncing {}", tmp.display()))?;
+            }
             match fs::hard_link(&tmp, path) {
                 Ok(()) => Ok(Some(lock)),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(None),
@@ -280,8 +347,9 @@ impl Journal {
     /// Someone holds (or held) the key: take a dead owner's entry over, or say who is working.
     fn contended(&self, path: &Path) -> Result<Begin> {
         match self.take_over(path)? {
-            Some(entry) => Ok(Begin::Abandoned(entry)),
-            None => {
+            Taken::Dead(entry) => Ok(Begin::Abandoned(entry)),
+            Taken::Empty => Ok(Begin::Vanished),
+            Taken::NotOurs => {
                 let key = key_of(path);
                 let pid = fs::read(path)
                     .ok()
@@ -292,14 +360,22 @@ impl Journal {
         }
     }
 
-    /// Lock an entry whose owner is gone. `None` if its owner still runs or it just finished.
-    fn take_over(&self, path: &Path) -> Result<Option<Entry>> {
+    /// Lock an entry whose owner is gone. `NotOurs` if its owner still runs or it just
+    /// finished; an empty one is removed (see the module comment).
+    fn take_over(&self, path: &Path) -> Result<Taken> {
         let Some(lock) = lock::try_lock_existing(path, lock::Mode::Exclusive)? else {
-            return Ok(None);
+            return Ok(Taken::NotOurs);
         };
         let bytes = fs::read(path).ctx(|| format!("reading {}", path.display()))?;
+        if bytes.is_empty() {
+            // Locked by us, so no live process is writing it; and a live begin links its
+            // entry only once written. Unlinked before the lock goes (with `lock`).
+            fsutil::remove_file_if_exists(path)?;
+            drop(lock);
+            return Ok(Taken::Empty);
+        }
         match parse_entry(&key_of(path), &bytes) {
-            Ok((op, pid)) => Ok(Some(Entry { op, pid, path: path.to_owned(), _lock: lock })),
+            Ok((op, pid)) => Ok(Taken::Dead(Entry { op, pid, path: path.to_owned(), _lock: lock })),
             Err(e) => Err(Error::Internal(format!(
                 "journal entry {} is unreadable ({e}); it was written by a newer or broken vmpool, or is not vmpool's; it is left in place and skipped",
                 path.display()
@@ -307,15 +383,14 @@ impl Journal {
         }
     }
 
-    /// Entries left by processes that died, each locked for the caller to recover, and a
+    /// Entries left by processes that died, each locked for the caller to recover; a
     /// description of each entry that cannot be read (left in place, reported, skipped: one
-    /// bad file must not make the whole store unusable).
-    pub fn abandoned(&self) -> Result<(Vec<Entry>, Vec<String>)> {
-        let mut out = Vec::new();
-        let mut unreadable = Vec::new();
+    /// bad file must not make the whole store unusable); and of each empty one removed.
+    pub fn abandoned(&self) -> Result<Leftovers> {
+        let mut out = Leftovers::default();
         let rd = match fs::read_dir(&self.dir) {
             Ok(rd) => rd,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((out, unreadable)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
             Err(e) => return Err(e).ctx(|| format!("listing {}", self.dir.display())),
         };
         for ent in rd.flatten() {
@@ -325,12 +400,15 @@ impl Journal {
                 continue;
             }
             match self.take_over(&ent.path()) {
-                Ok(Some(entry)) => out.push(entry),
-                Ok(None) => {}
-                Err(e) => unreadable.push(e.to_string()),
+                Ok(Taken::Dead(entry)) => out.entries.push(entry),
+                Ok(Taken::NotOurs) => {}
+                Ok(Taken::Empty) => out.removed.push(format!(
+                    "removed the empty journal entry {name} (a start that a crash cut short before its entry was on disk; nothing of it was made)"
+                )),
+                Err(e) => out.unreadable.push(e.to_string()),
             }
         }
-        Ok((out, unreadable))
+        Ok(out)
     }
 }
 
@@ -384,6 +462,63 @@ pub fn parse_entry(key: &str, bytes: &[u8]) -> std::result::Result<(Op, u32), St
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unsynced_entries_and_empty_leftovers() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let j = Journal::new(dir.to_owned());
+        let u = Uuid::new_v4();
+        let op = Op::VmCreate {
+            uuid: u,
+            image_uuid: Uuid::new_v4(),
+        };
+        let entry = dir.join(format!("vm-{u}.json"));
+        let Begin::Started(e) = j.begin(op.clone(), Durability::ByClone).unwrap() else {
+            panic!("not started");
+        };
+        // Held: another begin on the key sees it in flight (flock is per open file).
+        assert!(matches!(
+            j.begin(op.clone(), Durability::ByClone).unwrap(),
+            Begin::InFlight { pid } if pid == std::process::id()
+        ));
+        // The entry, complete, and no temp file beside it.
+        let names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, vec![format!("vm-{u}.json")]);
+        assert_eq!(
+            parse_entry(&format!("vm-{u}"), &fs::read(&entry).unwrap())
+                .unwrap()
+                .0,
+            op
+        );
+        e.finish().unwrap();
+        assert!(!entry.exists());
+        // What a crash can leave of an unsynced begin: the name without the body. Recovery
+        // removes it, and so does a begin that finds it in the way.
+        fs::write(&entry, b"").unwrap();
+        let left = j.abandoned().unwrap();
+        assert!(left.entries.is_empty() && left.unreadable.is_empty());
+        assert_eq!(left.removed.len(), 1, "{:?}", left.removed);
+        assert!(!entry.exists());
+        fs::write(&entry, b"").unwrap();
+        assert!(matches!(
+            j.begin(op.clone(), Durability::Now).unwrap(),
+            Begin::Vanished
+        ));
+        assert!(matches!(
+            j.begin(op, Durability::Now).unwrap(),
+            Begin::Started(_)
+        ));
+        // Anything else unreadable is left in place and reported.
+        let other = dir.join(format!("vm-{}.json", Uuid::new_v4()));
+        fs::write(&other, b"{").unwrap();
+        let left = j.abandoned().unwrap();
+        assert_eq!(left.unreadable.len(), 1);
+        assert!(other.exists());
+    }
 
     #[test]
     fn entries_of_both_kinds_parse_and_garbage_does_not() {

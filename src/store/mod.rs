@@ -30,7 +30,7 @@ use crate::revert::Revert;
 use crate::validate::Limits;
 use crate::vm::config::RunConfig;
 use catalog::Catalog;
-use journal::{Begin, Entry, Journal, Op};
+use journal::{Begin, Durability, Entry, Journal, Op};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -94,11 +94,25 @@ pub struct Store {
     limits: Limits,
     run: RunConfig,
     last_recovery: Mutex<Recovery>,
+    /// How a VM create's journal entry is made durable: by the clone itself when the driver
+    /// commits the catalog with its clones and the journal is on the catalog's file system.
+    create_durability: Durability,
 }
 
 /// Directory entries that do not make a directory "in use" when it is first made a store.
 fn ignorable(name: &str) -> bool {
     name == "lost+found" || name.starts_with(fsutil::TMP_PREFIX)
+}
+
+/// Whether `a` and `b` are on one mounted file system (nothing mounted between them).
+fn same_fs(a: &Path, b: &Path) -> Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = |p: &Path| {
+        std::fs::metadata(p)
+            .map(|m| m.dev())
+            .ctx(|| format!("stat {}", p.display()))
+    };
+    Ok(dev(a)? == dev(b)?)
 }
 
 /// The store (a directory holding `store.json`) that `dir` lies inside, if any.
@@ -208,6 +222,11 @@ impl Store {
         let dir = driver.catalog_dir().to_owned();
         let journal = Journal::new(dir.join(".journal"));
         fsutil::mkdirs(journal.dir())?;
+        let create_durability = if driver.clone_syncs_catalog() && same_fs(&dir, journal.dir())? {
+            Durability::ByClone
+        } else {
+            Durability::Now
+        };
         let store = Store {
             uri: uri_s,
             catalog: Catalog::open(&dir)?,
@@ -217,6 +236,7 @@ impl Store {
             limits,
             run,
             last_recovery: Mutex::new(Recovery::default()),
+            create_durability,
         };
         store.recover()?;
         Ok(store)
@@ -288,16 +308,22 @@ impl Store {
         }
     }
 
-    /// Start `op`: journal its intent. A dead predecessor on the same key is recovered first;
-    /// a live one makes this fail with `conflict(pid)`.
-    fn begin(&self, op: Op, conflict: impl Fn(u32) -> Error) -> Result<Entry> {
+    /// Start `op`: journal its intent, durable as `durability` says. A dead predecessor on the
+    /// same key is recovered first; a live one makes this fail with `conflict(pid)`.
+    fn begin(
+        &self,
+        op: Op,
+        durability: Durability,
+        conflict: impl Fn(u32) -> Error,
+    ) -> Result<Entry> {
         for _ in 0..3 {
-            match self.journal.begin(op.clone())? {
+            match self.journal.begin(op.clone(), durability)? {
                 Begin::Started(e) => return Ok(e),
                 Begin::InFlight { pid } => return Err(conflict(pid)),
                 Begin::Abandoned(dead) => {
                     self.undo(dead)?;
                 }
+                Begin::Vanished => {}
             }
         }
         Err(conflict(0))
@@ -321,6 +347,7 @@ impl Store {
                 Ok(Begin::Abandoned(dead)) => {
                     self.undo(dead)?;
                 }
+                Ok(Begin::Vanished) => {}
                 Err(Error::NotFound { .. }) => return Err(gone()),
                 Err(e) => return Err(e),
             }
@@ -391,9 +418,10 @@ impl Store {
 
     fn recover_locked(&self) -> Result<Recovery> {
         let mut report = Recovery::default();
-        let (abandoned, unreadable) = self.journal.abandoned()?;
-        report.errors.extend(unreadable);
-        for entry in abandoned {
+        let left = self.journal.abandoned()?;
+        report.errors.extend(left.unreadable);
+        report.cleaned.extend(left.removed);
+        for entry in left.entries {
             let what = format!("{:?}", entry.op);
             match self.undo(entry) {
                 Ok(r) => {

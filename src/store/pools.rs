@@ -705,10 +705,11 @@ impl Store {
     }
 
     /// Bring the pool's spares to its target, at its warmth: make missing ones (at most
-    /// `parallel` at once), warm cold ones, remove extra or outdated ones, build the memory
-    /// template if the pool needs one. Idempotent; safe from several processes at once
-    /// (they share the work and end at exactly the target). `progress` is called as it goes;
-    /// `stop` (checked between steps) ends it early.
+    /// `parallel` at once, from one queue of all that are missing), warm cold ones, remove
+    /// extra or outdated ones, build the memory template if the pool needs one. Idempotent;
+    /// safe from several processes at once (each takes what nobody is making yet, under the
+    /// pool lock; they end at exactly the target). `progress` is called as it goes; `stop`
+    /// (checked between steps) ends it early.
     pub fn refill(
         &self,
         name: &str,
@@ -741,7 +742,7 @@ impl Store {
             let (work, rec) = {
                 let _l = dir.lock()?;
                 let rec = self.pool_record(name)?;
-                let work = self.plan_refill(&rec, &dir, parallel, &report, progress)?;
+                let work = self.plan_refill(&rec, &dir, &report, progress)?;
                 (work, rec)
             };
             if work.is_empty() || rounds > 1000 {
@@ -798,7 +799,6 @@ impl Store {
         &self,
         rec: &PoolRecord,
         dir: &PoolDir,
-        parallel: usize,
         report: &Mutex<RefillReport>,
         progress: &(dyn Fn(RefillProgress) + Sync),
     ) -> Result<Vec<Job>> {
@@ -855,10 +855,11 @@ impl Store {
         }
         let total = dir.members()?.len();
         let room = (rec.spec.max_vms as usize).saturating_sub(total);
+        // Every spare missing is planned now; `refill` makes them `parallel` at a time from
+        // one queue (no round waits for its slowest spare before the next starts).
         let missing = target
             .saturating_sub(spares.len() + making_spares)
-            .min(room)
-            .min(parallel.saturating_sub(jobs.len()).max(1));
+            .min(room);
         let ready = spares.iter().filter(|s| s.1 == Standing::Ready).count() as u32;
         progress(RefillProgress {
             ready,
@@ -866,9 +867,9 @@ impl Store {
             working: (missing + making_spares + jobs.len()) as u32,
         });
         if target > spares.len() + making_spares {
-            for _ in 0..missing {
-                let u = Uuid::new_v4();
-                dir.add_member(&u)?;
+            let new: Vec<Uuid> = (0..missing).map(|_| Uuid::new_v4()).collect();
+            dir.add_members(&new)?;
+            for u in new {
                 jobs.push(Job::Make(u, dir.begin_making(&u, "")?));
             }
         }

@@ -23,7 +23,7 @@
 //! uptime. Each clone has its own disk, MAC, vmgenid, SPICE ticket, uid and zone.
 
 use super::catalog::records::{ImageRecord, PoolRecord, TemplateRecord, SCHEMA};
-use super::journal::Op;
+use super::journal::{Durability, Op};
 use super::vms::Membership;
 use super::Store;
 use crate::error::{Error, IoContext, Result};
@@ -195,7 +195,7 @@ impl Store {
             token: token.clone(),
             format: r.disk_format,
         };
-        let entry = self.begin(op, |pid| {
+        let entry = self.begin(op, Durability::Now, |pid| {
             Error::Busy(format!("image {t} is being made by process {pid}"))
         })?;
         let made_at = crate::now_rfc3339();

@@ -51,7 +51,10 @@ impl Store {
             uuid,
             image_uuid: image.uuid,
         };
-        let entry = self.begin(op, |pid| {
+        // With `Durability::ByClone` the entry is not synced here: the clone below is the
+        // first thing this operation makes, and it returns only once the entry is on disk
+        // (see `StorageDriver::clone_syncs_catalog`).
+        let entry = self.begin(op, self.create_durability, |pid| {
             Error::AlreadyExists(format!(
                 "VM {uuid} is being created or deleted by process {pid}"
             ))

@@ -34,6 +34,7 @@ pub static INFO: DriverInfo = DriverInfo {
         keeps_qcow2: false,
         thick: false,
         disk_kind: DiskKind::File,
+        clone_syncs_catalog: false,
         options: &[],
     },
     open,

@@ -7,9 +7,12 @@ use crate::driver::{Destroyed, Detail, StorageDriver, VmDisk};
 use crate::error::{Error, IoContext, Result};
 use crate::image::{DiskFormat, Image};
 use crate::revert::Revert;
+use once_cell::sync::Lazy;
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -46,12 +49,28 @@ fn import_marker(token: &str) -> String {
     format!("vmpool:import-{token}")
 }
 
+/// User property marking a grown origin (see `ZfsDriver::grown_origin`) as vmpool's.
+const GROWN_MARKER: &str = "vmpool:grown-origin";
+
+/// Grown origins this process has checked (`Some`: usable) or failed to make or check
+/// (`None`: clone from the image with `volsize` instead), by snapshot name.
+static GROWN: Lazy<Mutex<HashMap<String, Option<()>>>> = Lazy::new(Default::default);
+
+/// Held while this process makes or checks a grown origin (one at a time; rare).
+static GROWING: Mutex<()> = Mutex::new(());
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// A ZFS store's driver.
 #[derive(Debug)]
 pub struct ZfsDriver {
     ds: String,
     catalog: PathBuf,
     thick: bool,
+    /// The catalog is the mounted store dataset itself (see `clone_syncs_catalog`).
+    catalog_in_pool: bool,
 }
 
 impl ZfsDriver {
@@ -59,6 +78,7 @@ impl ZfsDriver {
     /// directory before anything is created inside the dataset, so a dataset that is not a
     /// store is refused untouched.
     pub fn open(ds: &str, o: Options, claim: Claim) -> Result<Box<dyn StorageDriver>> {
+        let own_mountpoint = o.catalog.is_none();
         let catalog = libzfs::with(|lz| {
             if !libzfs::exists(ds)? {
                 let parent = ds.rsplit_once('/').map(|(p, _)| p).unwrap_or(ds);
@@ -95,7 +115,15 @@ impl ZfsDriver {
             for child in ["images", "vms"] {
                 let name = format!("{ds}/{child}");
                 if !libzfs::exists(&name)? {
-                    let props = NvList::new()?.string("canmount", "off")?;
+                    let mut props = NvList::new()?.string("canmount", "off")?;
+                    if child == "vms" {
+                        // VM disks (inheriting it) get device nodes without partitions:
+                        // the host never reads a guest's partition table, and making a
+                        // clone's device skips the partition scan, whose first open of the
+                        // new volume holds the pool-wide spa_namespace_lock (zvol_open),
+                        // serialising concurrent clones.
+                        props = props.string("volmode", "dev")?;
+                    }
                     match lz.create(&name, sys::ZFS_TYPE_FILESYSTEM, &props) {
                         Ok(()) | Err(Error::AlreadyExists(_)) => {}
                         Err(e) => return Err(e),
@@ -104,10 +132,23 @@ impl ZfsDriver {
             }
             Ok(())
         })?;
+        // The catalog's files must be in the store dataset itself (so in the clones' pool),
+        // not in something mounted over its mountpoint.
+        // Elsewhere (illumos: no mountinfo) entries are synced as on any other store.
+        #[cfg(target_os = "linux")]
+        let catalog_in_pool = own_mountpoint
+            && crate::fsutil::mount_of(&catalog)?
+                .is_some_and(|(fstype, source)| fstype == "zfs" && source == ds);
+        #[cfg(not(target_os = "linux"))]
+        let catalog_in_pool = {
+            let _ = own_mountpoint;
+            false
+        };
         Ok(Box::new(ZfsDriver {
             ds: ds.to_owned(),
             catalog,
             thick: o.thick,
+            catalog_in_pool,
         }))
     }
 
@@ -121,6 +162,89 @@ impl ZfsDriver {
 
     fn disk(&self, vm: &Uuid) -> String {
         format!("{}/vms/{vm}-disk0", self.ds)
+    }
+
+    /// The origin of VM disks of `size` bytes cloned from `image`: the image's snapshot
+    /// grown to `size` (`grown_origin`).
+    fn grown(&self, image: &Uuid, size: u64) -> String {
+        format!("{}/images/{image}-grown-{size}", self.ds)
+    }
+
+    /// Whether `origin` is one of `image`'s grown origins' snapshot (by its name).
+    fn is_grown_origin(&self, image: &Uuid, origin: &str) -> bool {
+        origin
+            .strip_prefix(&format!("{}/images/{image}-grown-", self.ds))
+            .and_then(|r| r.strip_suffix("@final"))
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    }
+
+    /// A snapshot of `image` already grown to `size`, made the first time a disk of that
+    /// size is asked for: then every later clone of that size is one `lzc_clone` without
+    /// properties (one transaction group), where a clone grown by its `volsize` property
+    /// waits for a second one (`zvol_set_volsize` syncs its own) and reopens the new volume.
+    /// `<image>-grown-<size>` is a clone of `<image>@final` with `volsize` and `readonly`
+    /// set and the `vmpool:grown-origin` marker, snapshotted `@final`; it is made under a
+    /// temp name and renamed into place whole, so the name never holds a half-made one, and
+    /// a crash leaves at most a `<image>-grown-<size>-<token>` that `image_destroy` removes.
+    /// `None` when it cannot be made or what is at the name is not ours: the caller clones
+    /// the image with `volsize` instead.
+    fn grown_origin(&self, image: &Image, size: u64) -> Option<String> {
+        let grown = self.grown(&image.uuid, size);
+        let snap = format!("{grown}@final");
+        if let Some(known) = lock(&GROWN).get(&snap) {
+            return known.map(|()| snap);
+        }
+        let _one = lock(&GROWING);
+        if let Some(known) = lock(&GROWN).get(&snap) {
+            return known.map(|()| snap);
+        }
+        let usable = match libzfs::exists(&snap) {
+            Ok(true) => self.grown_is_ours(image, &grown, size),
+            Ok(false) => self.make_grown(image, &grown, size).is_ok(),
+            Err(_) => false,
+        };
+        lock(&GROWN).insert(snap.clone(), usable.then_some(()));
+        usable.then_some(snap)
+    }
+
+    /// Whether the grown origin at `grown` is one this store made from `image` at `size`.
+    fn grown_is_ours(&self, image: &Image, grown: &str, size: u64) -> bool {
+        let origin = format!("{}@final", self.image(&image.uuid));
+        libzfs::with(|lz| {
+            let d = lz.open(grown, sys::ZFS_TYPE_VOLUME)?;
+            Ok(d.has_user_prop(GROWN_MARKER)?
+                && d.origin()?.as_deref() == Some(origin.as_str())
+                && d.prop_u64("volsize")? == size)
+        })
+        .unwrap_or(false)
+    }
+
+    /// Make `grown` (see `grown_origin`); another process making it at the same time is
+    /// fine (one rename wins, the other's copy is destroyed).
+    fn make_grown(&self, image: &Image, grown: &str, size: u64) -> Result<()> {
+        let tmp = format!("{grown}-{}", crate::fsutil::token());
+        let props = NvList::new()?
+            .uint64("volsize", size)?
+            // Raw to the kernel (no libzfs to translate "on"): index properties are numbers.
+            .uint64("readonly", 1)?
+            .string(GROWN_MARKER, "1")?;
+        libzfs::clone(
+            &tmp,
+            &format!("{}@final", self.image(&image.uuid)),
+            Some(&props),
+        )?;
+        let made =
+            libzfs::snapshot(&format!("{tmp}@final")).and_then(|()| libzfs::rename(&tmp, grown));
+        match made {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let _ = Self::destroy_volume(&tmp);
+                match e {
+                    Error::AlreadyExists(_) if self.grown_is_ours(image, grown, size) => Ok(()),
+                    e => Err(e),
+                }
+            }
+        }
     }
 
     /// Destroy a volume and its @final snapshot if present.
@@ -150,6 +274,42 @@ impl StorageDriver for ZfsDriver {
 
     fn catalog_dir(&self) -> &Path {
         &self.catalog
+    }
+
+    /// True when the catalog is the mountpoint of the store's dataset (not `?catalog=`).
+    ///
+    /// Why a VM create's journal entry then needs no sync of its own (checked against the
+    /// OpenZFS source, 2.1.11 and master; the names are its functions):
+    ///
+    /// 1. The entry's file operations (create, write, link of the temp name, its unlink) are
+    ///    ZPL operations on `<ds>`, in the same pool as the clone. Each is assigned to the
+    ///    pool's open transaction group when it runs (`dmu_tx_assign` in `zfs_write`,
+    ///    `zfs_create`, `zfs_link`, `zfs_remove`) and has returned, its tx committed, before
+    ///    `lzc_clone` is called. Let W be the latest of those groups.
+    /// 2. `lzc_clone` is `zfs_ioc_clone` -> `dmu_objset_clone` -> `dsl_sync_task`:
+    ///    `dsl_sync_task_common` assigns its tx to the group open at that moment, C
+    ///    (`dmu_tx_assign(tx, TXG_WAIT)`, `dst_txg`), the sync task makes the clone while C
+    ///    syncs, and the call returns after `txg_wait_synced(dp, C)` (an EAGAIN retry takes a
+    ///    later group and waits again). Open-group numbers only grow, so C >= W.
+    /// 3. A pool's groups reach the disk whole and in order: `spa_sync` of C starts after
+    ///    C-1 is synced and writes C's uberblock after all of C's blocks. Any pool state a
+    ///    crash leaves that holds the clone holds every change of groups <= C, the entry's
+    ///    among them: the clone on disk implies its entry on disk, and recovery finds it.
+    ///    An entry that did not make it describes a clone that does not exist either.
+    /// 4. The intent log can bring the entry's name back without its data: another thread's
+    ///    fsync on the dataset commits every namespace record (create, link: "sync" itxs)
+    ///    but the data of the file it syncs only (writes are "async" itxs, `zil_commit`), so
+    ///    a crash before W synced can leave the entry empty. By 3 its clone does not exist;
+    ///    the journal removes empty entries (`Journal::abandoned`).
+    /// 5. Not an O_TMPFILE: `zfs_link` of one waits for a transaction-group sync itself (its
+    ///    creation is not in the intent log) while the VFS holds the journal directory's
+    ///    lock, so concurrent creates would queue there one sync each.
+    ///
+    /// Also checked: the file system holding the catalog is the dataset itself (by its device
+    /// number in mountinfo), and `Store::open` checks that the journal directory is on the
+    /// catalog's file system (nothing mounted over it).
+    fn clone_syncs_catalog(&self) -> bool {
+        self.catalog_in_pool
     }
 
     fn image_stage(
@@ -210,6 +370,23 @@ impl StorageDriver for ZfsDriver {
 
     fn image_destroy(&self, uuid: &Uuid, _format: DiskFormat) -> Result<()> {
         libzfs::ensure_init()?;
+        // Its grown origins first (clones of its @final), and what a crash left of making
+        // one; only those carrying vmpool's marker.
+        let prefix = format!("{}-grown-", self.image(uuid));
+        let children = libzfs::with(|lz| {
+            lz.open(&format!("{}/images", self.ds), sys::ZFS_TYPE_FILESYSTEM)?
+                .children()
+        })?;
+        for child in children.iter().filter(|c| c.starts_with(&prefix)) {
+            let ours = libzfs::with(|lz| {
+                lz.open(child, sys::ZFS_TYPE_VOLUME)?
+                    .has_user_prop(GROWN_MARKER)
+            });
+            if matches!(ours, Ok(true)) {
+                Self::destroy_volume(child)?;
+            }
+        }
+        lock(&GROWN).retain(|snap, _| !snap.starts_with(&prefix));
         Self::destroy_volume(&self.image(uuid))
     }
 
@@ -230,40 +407,56 @@ impl StorageDriver for ZfsDriver {
         let name = self.disk(vm);
         let vsize = align(image.size_bytes);
         let size = size.max(vsize);
-        // Growth and reservation go with the clone ioctl (libzfs_core, no process-wide lock),
-        // so concurrent creates share transaction groups instead of queueing on libzfs.
-        let props = if size > vsize || self.thick {
-            let mut p = NvList::new()?;
-            if size > vsize {
-                p = p.uint64("volsize", size)?;
+        let reservation = if self.thick {
+            // A failure to read these is an error: a guessed value would reserve the wrong
+            // amount without a word.
+            let (volblocksize, copies) = libzfs::with(|lz| {
+                let d = lz.open(&self.image(&image.uuid), sys::ZFS_TYPE_VOLUME)?;
+                Ok((d.prop_u64("volblocksize")?, d.prop_u64("copies")?))
+            })?;
+            if volblocksize < 512 || !(1..=3).contains(&copies) {
+                return Err(Error::Backend(format!(
+                    "image {} has volblocksize {volblocksize} and copies {copies}; cannot compute a reservation",
+                    image.uuid
+                )));
             }
-            if self.thick {
-                // A failure to read these is an error: a guessed value would reserve the
-                // wrong amount without a word.
-                let (volblocksize, copies) = libzfs::with(|lz| {
-                    let d = lz.open(&self.image(&image.uuid), sys::ZFS_TYPE_VOLUME)?;
-                    Ok((d.prop_u64("volblocksize")?, d.prop_u64("copies")?))
-                })?;
-                if volblocksize < 512 || !(1..=3).contains(&copies) {
-                    return Err(Error::Backend(format!(
-                        "image {} has volblocksize {volblocksize} and copies {copies}; cannot compute a reservation",
-                        image.uuid
-                    )));
-                }
-                p = p.uint64(
-                    "refreservation",
-                    volsize_to_reservation(size, volblocksize, copies),
-                )?;
-            }
-            Some(p)
+            Some(volsize_to_reservation(size, volblocksize, copies))
         } else {
             None
         };
-        libzfs::clone(
-            &name,
-            &format!("{}@final", self.image(&image.uuid)),
-            props.as_ref(),
-        )?;
+        // Growth and reservation go with the clone ioctl (libzfs_core, no process-wide lock),
+        // so concurrent creates share transaction groups instead of queueing on libzfs.
+        let props = |grow: bool| -> Result<Option<NvList>> {
+            if !grow && reservation.is_none() {
+                return Ok(None);
+            }
+            let mut p = NvList::new()?;
+            if grow {
+                p = p.uint64("volsize", size)?;
+            }
+            if let Some(r) = reservation {
+                p = p.uint64("refreservation", r)?;
+            }
+            Ok(Some(p))
+        };
+        let from_image = format!("{}@final", self.image(&image.uuid));
+        // A bigger disk is a clone of the image already grown to its size (made once per
+        // size); only when that cannot be had is it grown by the clone's `volsize`.
+        match (size > vsize)
+            .then(|| self.grown_origin(image, size))
+            .flatten()
+        {
+            Some(grown) => match libzfs::clone(&name, &grown, props(false)?.as_ref()) {
+                // Gone (its image was deleted and imported again under the same uuid, by
+                // another process): forget it, and grow this clone itself.
+                Err(Error::NotFound { .. }) if !libzfs::exists(&grown)? => {
+                    lock(&GROWN).remove(&grown);
+                    libzfs::clone(&name, &from_image, props(true)?.as_ref())?;
+                }
+                r => r?,
+            },
+            None => libzfs::clone(&name, &from_image, props(size > vsize)?.as_ref())?,
+        }
         Ok(VmDisk {
             path: zvol_path(&name),
             format: DiskFormat::Raw,
@@ -294,7 +487,10 @@ impl StorageDriver for ZfsDriver {
             lz.open(&name, sys::ZFS_TYPE_FILESYSTEM | sys::ZFS_TYPE_VOLUME)?
                 .origin()
         })?;
-        if actual.as_deref() != Some(origin.as_str()) {
+        let ours = actual
+            .as_deref()
+            .is_some_and(|a| a == origin || self.is_grown_origin(image, a));
+        if !ours {
             return Ok(Destroyed::Foreign(format!(
                 "{name} is not a clone of {origin} (origin {}); it was not made by this store",
                 actual.unwrap_or_else(|| "none".into())

@@ -13,7 +13,7 @@
 use super::sys;
 use crate::error::{Error, Result};
 use once_cell::sync::Lazy;
-use std::ffi::{c_char, c_int, CStr, CString};
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::sync::Mutex;
 
 fn cstring(s: &str) -> Result<CString> {
@@ -228,6 +228,42 @@ impl Dataset<'_> {
                 .error(format!("setting properties of {}", self.name)));
         }
         Ok(())
+    }
+
+    /// Names of the child filesystems and volumes (not snapshots, not grandchildren).
+    pub fn children(&self) -> Result<Vec<String>> {
+        /// Collects each child's name into the `Vec<String>` behind `data`.
+        unsafe extern "C" fn collect(zhp: *mut sys::zfs_handle_t, data: *mut c_void) -> c_int {
+            // SAFETY: `data` is the `&mut Vec<String>` passed below, alive for the whole
+            // iteration; zhp is a valid handle libzfs hands us to close; its name is a
+            // NUL-terminated string owned by the handle, copied before the close.
+            unsafe {
+                let names = &mut *data.cast::<Vec<String>>();
+                names.push(
+                    CStr::from_ptr(sys::zfs_get_name(zhp))
+                        .to_string_lossy()
+                        .into_owned(),
+                );
+                sys::zfs_close(zhp);
+            }
+            0
+        }
+        let mut names: Vec<String> = Vec::new();
+        // SAFETY: zhp is valid (the mutex is held); the callback matches zfs_iter_f and only
+        // touches `names`, which outlives the call.
+        let rc = unsafe {
+            sys::zfs_iter_filesystems(
+                self.zhp,
+                sys::zfs_iter_f(collect),
+                (&mut names as *mut Vec<String>).cast(),
+            )
+        };
+        if rc != 0 {
+            return Err(self
+                .lib
+                .error(format!("listing the children of {}", self.name)));
+        }
+        Ok(names)
     }
 
     /// Whether a user property of this name is set (its value is not needed: markers carry

@@ -7,13 +7,20 @@
 //! <ds>/images                    container, canmount=off
 //! <ds>/images/<uuid>-partial     zvol being written by an import, marked vmpool:import-<token>
 //! <ds>/images/<uuid>@final       image: zvol (readonly=on) and the snapshot clones come from
-//! <ds>/vms                       container, canmount=off
-//! <ds>/vms/<uuid>-disk0          VM disk: clone of an image's @final, volsize grown
+//! <ds>/images/<uuid>-grown-<bytes>@final
+//!                                the image grown to <bytes> (readonly=on, marked
+//!                                vmpool:grown-origin): bigger VM disks are clones of it,
+//!                                made once per size (see `ZfsDriver::grown_origin`)
+//! <ds>/vms                       container, canmount=off, volmode=dev (stores made since
+//!                                volmode was set here; older ones: `zfs set volmode=dev`)
+//! <ds>/vms/<uuid>-disk0          VM disk: clone of an image's @final or of a grown origin
 //! ```
 //! Manifests and VM records are JSON files in the catalog (the mounted `<ds>`), not user
 //! properties: a record write is a ZIL commit, while every property change costs a
-//! transaction-group sync, and a VM create is then exactly one sync (the clone) plus one more
-//! only when the disk is grown. Datasets are opened by name; nothing ever lists the pool.
+//! transaction-group sync, and a VM create is then exactly one sync (the clone), its journal
+//! entry made durable by that same sync (`clone_syncs_catalog`). Datasets are opened by name;
+//! nothing ever lists the pool (deleting an image lists the children of `<ds>/images`, to
+//! find its grown origins).
 
 mod device;
 #[cfg(vmpool_zfs)]
@@ -40,6 +47,7 @@ pub static INFO: DriverInfo = DriverInfo {
         keeps_qcow2: false,
         thick: true,
         disk_kind: DiskKind::BlockDevice,
+        clone_syncs_catalog: true,
         options: &[
             (
                 "thick",

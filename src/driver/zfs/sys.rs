@@ -11,7 +11,7 @@
 #![allow(missing_docs)] // Mirrors of C declarations; the C headers named above document them.
 #![allow(non_camel_case_types)]
 
-use std::ffi::{c_char, c_int, c_uint};
+use std::ffi::{c_char, c_int, c_uint, c_void};
 
 #[repr(C)]
 pub struct libzfs_handle_t {
@@ -29,6 +29,10 @@ pub struct nvlist_t {
 pub struct nvpair_t {
     _opaque: [u8; 0],
 }
+/// `zfs_iter_f`: called with each dataset found (which the callee must close) and the
+/// caller's data; non-zero stops the iteration.
+#[repr(transparent)]
+pub struct zfs_iter_f(pub unsafe extern "C" fn(*mut zfs_handle_t, *mut c_void) -> c_int);
 
 pub type boolean_t = c_int;
 pub type zfs_type_t = c_int;
@@ -61,6 +65,12 @@ extern "C" {
     ) -> *mut zfs_handle_t;
     pub fn zfs_close(zhp: *mut zfs_handle_t);
     pub fn zfs_get_type(zhp: *const zfs_handle_t) -> zfs_type_t;
+    pub fn zfs_get_name(zhp: *const zfs_handle_t) -> *const c_char;
+    pub fn zfs_iter_filesystems(
+        zhp: *mut zfs_handle_t,
+        func: zfs_iter_f,
+        data: *mut c_void,
+    ) -> c_int;
     pub fn zfs_create(
         hdl: *mut libzfs_handle_t,
         name: *const c_char,

@@ -349,6 +349,7 @@ struct CapabilitiesOut {
     keeps_qcow2: bool,
     thick: bool,
     disk_kind: &'static str,
+    clone_syncs_catalog: bool,
     options: serde_json::Map<String, serde_json::Value>,
 }
 
@@ -403,6 +404,7 @@ impl<'a> From<&'a StoreInfo> for StoreInfoOut<'a> {
                     DiskKind::File => "file",
                     DiskKind::BlockDevice => "block-device",
                 },
+                clone_syncs_catalog: c.clone_syncs_catalog,
                 options: c
                     .options
                     .iter()
