@@ -778,6 +778,19 @@ impl Store {
                     });
                 }
             });
+            // Stopped with spares planned but not begun: nothing of them exists but their
+            // member entries, which would count against the pool's maximum until the next
+            // call reclaimed them.
+            let left = std::mem::take(&mut *lock(&queue));
+            if left.iter().any(|j| matches!(j, Job::Make(..))) {
+                let _l = dir.lock()?;
+                for job in left {
+                    if let Job::Make(u, making) = job {
+                        dir.remove_member(&u)?;
+                        drop(making);
+                    }
+                }
+            }
             if !lock(&report).errors.is_empty() && rounds > 3 {
                 break;
             }
