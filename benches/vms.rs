@@ -111,7 +111,7 @@ fn main() {
         pause.push(time(|| s.pause_vm(vm.uuid).unwrap()).0);
         resume.push(time(|| s.resume_vm(vm.uuid).unwrap()).0);
     }
-    let qmp_sock = launch.join("qmp.sock");
+    let qmp_sock = launch.join("qemu").join("qmp.sock");
     let mut q = Qmp::connect(&qmp_sock, Duration::from_secs(10)).unwrap();
     let (mut raw_ticket, mut raw_stop, mut raw_cont) = (Vec::new(), Vec::new(), Vec::new());
     let call = |q: &mut Qmp, c: &str, a: Option<serde_json::Value>| {

@@ -206,6 +206,36 @@ fn boots_from_its_clone_counts_boots_and_sees_its_disk() {
     assert_eq!(sha256_file(Path::new(&e.image.disk)), image_sum);
 }
 
+/// A descriptor the caller left open without close-on-exec (a Puma worker's socket, the lock
+/// of `flock(1)` around a job) is kept neither by the supervisor, which outlives the caller,
+/// nor by QEMU.
+#[test]
+fn the_callers_inherited_descriptors_stay_with_the_caller() {
+    use std::os::unix::io::AsRawFd;
+    let e = env("");
+    let marker = e.tmp.path().join("inherited-marker");
+    let f = std::fs::File::create(&marker).unwrap();
+    // SAFETY: F_SETFD on a descriptor this test owns; clears close-on-exec, nothing else.
+    assert_eq!(unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETFD, 0) }, 0);
+    let v = e.vm("fds", 1);
+    e.s.start_vm(v.uuid, &StartOptions::default()).unwrap();
+    let run = e.s.vm_status(v.uuid).unwrap().run.unwrap();
+    for pid in [run.supervisor_pid, run.qemu_pid] {
+        let fds: Vec<PathBuf> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .flatten()
+            .filter_map(|d| std::fs::read_link(d.path()).ok())
+            .collect();
+        assert!(!fds.is_empty(), "no descriptors listed for {pid}");
+        assert!(
+            !fds.contains(&marker),
+            "process {pid} holds the caller's descriptor: {fds:?}"
+        );
+    }
+    e.s.kill_vm(v.uuid).unwrap();
+    drop(f);
+}
+
 #[test]
 fn survives_its_starter_and_every_end_is_recorded() {
     let e = env("");

@@ -141,8 +141,38 @@ pub fn classify(
     }
 }
 
+/// Close every descriptor above stderr that the caller left open without close-on-exec (a
+/// Puma worker's sockets, the lock `flock(1)` holds around a job, a jobserver pipe): this
+/// process and its QEMU outlive the caller by days, and must neither keep such a lock held
+/// nor a listening socket open. Called first thing, before this process opens anything.
+fn close_inherited_descriptors() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: close_range only closes descriptors; none above 2 belongs to this process
+        // yet (nothing has been opened since exec; std opens none before main).
+        if unsafe { libc::close_range(3, libc::c_uint::MAX, 0) } == 0 {
+            return;
+        }
+    }
+    // Kernels before 5.9 (and other systems): one by one, as /proc lists them; the list is
+    // read whole first, so closing its own directory descriptor is harmless (EBADF).
+    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .filter(|&fd| fd > 2)
+                .collect()
+        })
+        .unwrap_or_default();
+    for fd in fds {
+        // SAFETY: as above: no descriptor above 2 is in use by this process.
+        unsafe { libc::close(fd) };
+    }
+}
+
 /// The supervisor's `main`; returns the process exit status.
 pub fn main(args: &[String]) -> i32 {
+    close_inherited_descriptors();
     let Some(dir) = args.get(1) else {
         eprintln!("usage: vmpool-supervisor RUN_DIR (started by vmpool, not by hand)");
         return 64;
