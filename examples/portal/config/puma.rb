@@ -7,3 +7,9 @@ bind "tcp://#{ENV.fetch('PORTAL_BIND', '127.0.0.1')}:#{ENV.fetch('PORT', 3000)}"
 environment ENV.fetch("RAILS_ENV", "development")
 pidfile ENV.fetch("PIDFILE", "tmp/pids/server.pid")
 workers Integer(ENV.fetch("WEB_CONCURRENCY", 0))
+
+# The app starts its refill thread (PORTAL_REFILL) only in the server, and marks imports older
+# than the server as interrupted: see config/initializers/vmpool.rb. Set before the app loads
+# (here, or in a worker, which inherits it).
+ENV["PORTAL_SERVER"] = "1"
+ENV["PORTAL_SERVER_STARTED"] = Time.now.to_f.to_s

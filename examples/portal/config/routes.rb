@@ -31,7 +31,9 @@ Rails.application.routes.draw do
     end
     resources :images, only: %i[index create destroy]
     resources :imports, only: %i[show]
-    resources :pools, except: %i[], constraints: { id: /[A-Za-z0-9][A-Za-z0-9._-]*?/ } do
+    # Pool names may contain dots ("win.11"): the id takes the whole segment and there is no
+    # ".format" suffix to split off (pool.js asks for JSON with an Accept header).
+    resources :pools, constraints: { id: /[A-Za-z0-9][A-Za-z0-9._-]*/ }, format: false do
       post :refill, on: :member
     end
   end

@@ -28,34 +28,58 @@ import urllib.request
 from websockify import websocketproxy
 
 
+class Refused(Exception):
+    """The portal answered with an HTTP error: a refusal (403), or trouble of its own (5xx)."""
+
+    def __init__(self, message, code):
+        super().__init__(message)
+        self.code = code
+
+
 class PortalProxyHandler(websocketproxy.ProxyRequestHandler):
-    """websockify's handler, with the target decided by the portal for each connection."""
+    """websockify's handler, with the target decided by the portal for each connection, and the
+    decision re-checked while the connection is open."""
 
     resolve_url = None
     secret = None
     timeout = 10
+    # websockify calls send_ping every `heartbeat` seconds from its proxy loop (main() sets it
+    # to this): each ping also asks the portal again whether this console may stay open.
+    recheck_interval = 15
 
-    def validate_connection(self):
+    def token(self):
         query = urllib.parse.parse_qs(urllib.parse.urlparse(self.path).query)
-        token = (query.get("token") or [""])[0]
-        if not token:
-            raise self.server.EClose("console token missing")
+        return (query.get("token") or [""])[0]
+
+    def resolve(self, token, open_console=False):
+        """The portal's answer for the token (and the browser's cookie), or Refused."""
         headers = {"X-Portal-Proxy-Secret": self.secret, "X-Console-Token": token, "Accept": "application/json"}
+        if open_console:
+            headers["X-Console-Open"] = "1"
         cookie = self.headers.get("Cookie")
         if cookie:
             headers["Cookie"] = cookie
         req = urllib.request.Request(self.resolve_url, headers=headers, method="GET")
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                target = json.loads(resp.read().decode("utf-8"))
+                return json.loads(resp.read().decode("utf-8"))
         except urllib.error.HTTPError as e:
             reason = "refused"
             try:
                 reason = json.loads(e.read().decode("utf-8")).get("error", reason)
             except Exception:  # noqa: BLE001 - any body: keep the generic reason
                 pass
-            self.log_message("console token refused (%s): %s", e.code, reason)
-            raise self.server.EClose("console token refused (%s): %s" % (e.code, reason))
+            raise Refused("console token refused (%s): %s" % (e.code, reason), e.code) from e
+
+    def validate_connection(self):
+        token = self.token()
+        if not token:
+            raise self.server.EClose("console token missing")
+        try:
+            target = self.resolve(token)
+        except Refused as e:
+            self.log_message("%s", e)
+            raise self.server.EClose(str(e))
         except Exception as e:  # noqa: BLE001 - the portal is down or answered garbage
             self.log_message("console token not resolved: %s", e)
             raise self.server.EClose("console token not resolved: %s" % e)
@@ -69,6 +93,28 @@ class PortalProxyHandler(websocketproxy.ProxyRequestHandler):
             self.server.target_port = int(target["port"])
         else:
             raise self.server.EClose("console target not understood")
+        self.target = target
+
+    def send_ping(self, data=b""):
+        """Ping, and ask the portal whether the open console may stay: a console outlives neither
+        its session (log-out, expiry, the user deleted) nor the VM's owner changing. The token's
+        own expiry does not count here (it limits when a connection may start). Closed only on a
+        refusal: a portal restarting or a store busy for a moment (5xx) does not cut every console."""
+        super().send_ping(data)
+        try:
+            target = self.resolve(self.token(), open_console=True)
+        except Refused as e:
+            if e.code >= 500:
+                self.log_message("open console not re-checked: %s", e)
+                return
+            self.log_message("open console closed: %s", e)
+            raise self.CClose(1008, "console access ended")
+        except Exception as e:  # noqa: BLE001 - not reachable now: ask again next time
+            self.log_message("open console not re-checked: %s", e)
+            return
+        if target != self.target:
+            self.log_message("open console closed: its VM's console moved")
+            raise self.CClose(1008, "console access ended")
 
 
 def main():
@@ -94,7 +140,8 @@ def main():
     PortalProxyHandler.secret = secret
     opts = dict(listen_host=host, listen_port=int(port), verbose=a.verbose, web=None,
                 # a token source is what makes websockify pick the target per connection
-                token_plugin=None, heartbeat=30, daemon=False, record=None)
+                token_plugin=None, heartbeat=PortalProxyHandler.recheck_interval, daemon=False,
+                record=None)
     # websockify's own log set-up: its lines go to stderr
     logger = logging.getLogger(websocketproxy.WebSocketProxy.log_prefix)
     logger.propagate = False

@@ -232,15 +232,24 @@ async function main() {
       assert(await ctx.alice.evaluate(() => document.body.dataset.console) === 'connected', 'the open console dropped');
       return `waited ${Math.max(0, Math.round(wait / 1000))} s for the expiry`;
     });
-    await check("a token is refused after its session logged out", async () => {
+    await check("a token is refused after its session logged out, and its open console closes", async () => {
       const p3 = await L.newPage(browser, vlog);
       await L.login(p3, 'alice', PW);
       const d = await p3.evaluate(() => ({ ...document.getElementById('desktop').dataset }));
       const url = `${d.wsUrl}?token=${encodeURIComponent(d.token)}`;
       assert(await L.wsProbe(p3, url) === 'open', 'fresh token refused');
+      // a second page of the same session with its console open: the log-out closes it too
+      // (the proxy re-checks open consoles every 15 s)
+      const p4 = await p3.context().newPage();
+      await p4.goto(`${L.BASE}/desktops/${d.uuid}`);
+      await L.firstFrame(p4);
       await L.logout(p3);
       assert(await L.wsProbe(p3, url) === 'refused', 'token of a logged-out session accepted');
+      const t0 = Date.now();
+      await L.waitFor('the open console to close after the log-out',
+        () => p4.evaluate(() => document.body.dataset.console !== 'connected'), 40000, 500);
       await p3.context().close();
+      return `the open console closed ${Math.round((Date.now() - t0) / 1000)} s after the log-out`;
     });
   });
 

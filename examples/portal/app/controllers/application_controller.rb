@@ -5,9 +5,35 @@ class ApplicationController < ActionController::Base
   before_action :require_login
   helper_method :current_user, :current_session, :signup_open?
 
-  rescue_from Desktop::NotFound, ActiveRecord::RecordNotFound do
+  # The library's errors that no action handles itself, as HTTP statuses: the VM or pool changed
+  # state under the request (409), the store is busy or full for now (503, try again), QEMU or
+  # the store's backend failed (502). Declared before the 404 handler: rescue_from tries the
+  # last declared first, and Vmpool::NotFound is a Vmpool::Error too.
+  VMPOOL_STATUS = {
+    Vmpool::InvalidState => :conflict, Vmpool::AlreadyRunning => :conflict, Vmpool::InUse => :conflict,
+    Vmpool::Busy => :service_unavailable, Vmpool::Timeout => :service_unavailable,
+    Vmpool::PoolExhausted => :service_unavailable,
+    Vmpool::Hypervisor => :bad_gateway, Vmpool::IOError => :bad_gateway, Vmpool::Backend => :bad_gateway
+  }.freeze
+  RETRY_AFTER = 5 # s, for the 503s
+
+  rescue_from(*VMPOOL_STATUS.keys) do |e|
+    status = VMPOOL_STATUS.fetch(VMPOOL_STATUS.keys.find { |k| e.is_a?(k) })
+    response.headers["Retry-After"] = RETRY_AFTER.to_s if status == :service_unavailable
+    logger.warn("#{request.method} #{request.path}: #{vmpool_message(e)}")
+    @error_title = Rack::Utils::HTTP_STATUS_CODES[Rack::Utils.status_code(status)]
+    @error_message = vmpool_message(e)
+    respond_to do |f|
+      f.html { render "errors/vmpool", status: status }
+      f.json { render json: { error: e.message, code: e.name }, status: status }
+      f.any { head status }
+    end
+  end
+
+  rescue_from Desktop::NotFound, ActiveRecord::RecordNotFound, Vmpool::NotFound do
     respond_to do |f|
       f.html { render "errors/not_found", status: :not_found }
+      f.json { render json: { error: "not found" }, status: :not_found }
       f.any { head :not_found }
     end
   end

@@ -13,19 +13,23 @@ class DesktopsController < ApplicationController
     @ws_url = console_ws_url
   end
 
-  # A fresh ticket (JSON) for the page to (re)connect with.
+  # A ticket (JSON) for the page to (re)connect with; a new SPICE password when the page says its
+  # last connection failed (fresh=1).
   def console
     return render(json: { error: "the desktop is #{@vm[:state]}" }, status: :conflict) unless live?
 
-    render json: new_ticket
+    render json: new_ticket(fresh: params[:fresh].present?)
   end
 
-  # A remote-viewer connection file (the library writes it; ticket valid PORTAL_CONSOLE_TTL s).
+  # A remote-viewer connection file (with this session's current ticket, valid up to
+  # PORTAL_CONSOLE_TTL s).
   def vv
     return head(:conflict) unless live?
 
-    c = Desktop.console(@vm[:uuid])
-    send_data c[:vv], filename: "#{@vm[:alias]}.vv", type: "application/x-virt-viewer", disposition: "attachment"
+    vv = Desktop.vv_file(@vm, ConsoleToken.ticket!(current_session, @vm[:uuid])[:password])
+    return head(:conflict) unless vv
+
+    send_data vv, filename: "#{@vm[:alias]}.vv", type: "application/x-virt-viewer", disposition: "attachment"
   end
 
   def thumbnail
@@ -88,10 +92,11 @@ class DesktopsController < ApplicationController
     %w[running paused].include?(@vm[:state])
   end
 
-  def new_ticket
-    c = Desktop.console(@vm[:uuid])
-    { vm: @vm[:uuid], ws_url: console_ws_url, token: ConsoleToken.issue!(current_session, @vm[:uuid], c),
-      password: c[:password], expires_at_unix: c[:expires_at_unix] }
+  # A ticket for this session and VM: a still-valid one again (ConsoleToken.ticket!), so that a
+  # second page of the desktop or a .vv download does not change the SPICE password under the
+  # first page.
+  def new_ticket(fresh: false)
+    { vm: @vm[:uuid], ws_url: console_ws_url, **ConsoleToken.ticket!(current_session, @vm[:uuid], fresh: fresh) }
   end
 
   # The ticket acquire just made for this VM (passed in the flash), else a new one.

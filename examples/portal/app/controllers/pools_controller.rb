@@ -9,7 +9,7 @@ class PoolsController < ApplicationController
     # The ticket the library made with the VM goes to the desktop page through the (encrypted)
     # session cookie, so that page does not have to ask QEMU for another one.
     if result[:console]
-      token = ConsoleToken.issue!(current_session, vm[:uuid], result[:console])
+      token = ConsoleToken.issue!(current_session, vm[:uuid], result[:console], run: Desktop.run_id(vm[:uuid]))
       flash[:console] = { "vm" => vm[:uuid], "token" => token, "password" => result[:console][:password],
                           "expires_at_unix" => result[:console][:expires_at_unix] }
     end

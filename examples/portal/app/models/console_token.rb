@@ -4,17 +4,46 @@
 # console proxy. It expires with the SPICE ticket it was issued with (or the session, if that ends
 # first). The proxy resolves it on every WebSocket it accepts (spice-html5 opens one per SPICE
 # channel) by asking the portal (Internal::ConsoleController), which refuses it when it is unknown,
-# expired, its session ended or is not the browser's, or the VM is no longer the user's.
+# expired, its session ended or is not the browser's, or the VM is no longer the user's; and again
+# every few seconds while the console is open, then without the expiry.
 class ConsoleToken < ApplicationRecord
   belongs_to :user_session
 
-  # Issue a token for +console+ (the Hash store.console returned). Returns the plain token.
-  def self.issue!(user_session, vm_uuid, console)
+  # A ticket must have this long left to be handed out again (the page connects at once; a later
+  # reconnect asks anew).
+  REUSE_MIN_LEFT = 20 # s
+
+  # Issue a token for +console+ (the Hash store.console returned). Returns the plain token. The
+  # SPICE password is kept with it until the ticket expires, for #ticket! to hand out again;
+  # +run+ names the QEMU process the password was set on (Desktop.run_id).
+  def self.issue!(user_session, vm_uuid, console, run: nil)
     token = SecureRandom.urlsafe_base64(32)
+    now = Time.current
     expires = [Time.zone.at(Integer(console.fetch(:expires_at_unix))), user_session.expires_at].min
-    create!(user_session: user_session, vm_uuid: vm_uuid, token_digest: digest(token), expires_at: expires)
-    where("expires_at < ?", Time.current - 1.hour).delete_all
+    create!(user_session: user_session, vm_uuid: vm_uuid, token_digest: digest(token), expires_at: expires,
+            spice_password: console[:password], vm_run: run)
+    where("expires_at < ?", now).where.not(spice_password: nil).update_all(spice_password: nil)
+    # An open console is re-checked with its token long after the token expired (resolve with
+    # open: true), so rows go only once their session is over for sure.
+    where("expires_at < ?", now - Portal.config.session_ttl).delete_all
     token
+  end
+
+  # A console ticket for +vm_uuid+: {token:, password:, expires_at_unix:}, with a new token.
+  # QEMU holds one SPICE password per VM, and every store.console replaces it, which would break
+  # the reconnects of every other page of the same desktop. So the password the VM has now (the
+  # newest ticket issued for it, whichever of its owner's sessions got it) is handed out again
+  # while it has REUSE_MIN_LEFT to go and was set on this QEMU run. +fresh+ (a page whose
+  # connection failed: the password may have been replaced behind the portal's back, e.g. by
+  # vmpoolctl) always asks the library for a new one.
+  def self.ticket!(user_session, vm_uuid, fresh: false, now: Time.current)
+    run = Desktop.run_id(vm_uuid)
+    newest = where(vm_uuid: vm_uuid).order(created_at: :desc, id: :desc).first unless fresh
+    kept = newest if run && newest && newest.vm_run == run && newest.spice_password &&
+                     newest.expires_at > now + REUSE_MIN_LEFT
+    console = kept ? { password: kept.spice_password, expires_at_unix: kept.expires_at.to_i } : Desktop.console(vm_uuid)
+    { token: issue!(user_session, vm_uuid, console, run: run), password: console[:password],
+      expires_at_unix: console[:expires_at_unix] }
   end
 
   Refusal = Struct.new(:reason)
@@ -22,10 +51,12 @@ class ConsoleToken < ApplicationRecord
   # Where +token+ may connect: {kind: "unix", path: ...} (or tcp host/port), or a Refusal with the
   # reason. +browser_session+ is the session of the cookie the WebSocket request carried (nil if
   # none); when +bound+ it must be the session the token was issued to.
-  def self.resolve(token, browser_session:, bound: true, now: Time.current)
+  # +open+: the proxy re-checks a console it already opened with this token; its expiry does not
+  # matter then (it only limits when a connection may start), the session and the owner do.
+  def self.resolve(token, browser_session:, bound: true, open: false, now: Time.current)
     t = token.present? && find_by(token_digest: digest(token))
     return Refusal.new("unknown token") unless t
-    return Refusal.new("token expired") unless t.expires_at > now
+    return Refusal.new("token expired") unless open || t.expires_at > now
 
     s = t.user_session
     return Refusal.new("session ended") unless s.active?(now)

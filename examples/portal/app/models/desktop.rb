@@ -77,6 +77,27 @@ module Desktop
     store.console(uuid, ttl: Portal.config.console_ttl)
   end
 
+  # A remote-viewer connection file for +password+ (the library's format, see its
+  # console::vv_file), or nil when the VM does not run. Made here because the password may be one
+  # the library handed out before (ConsoleToken.ticket!), not a new one.
+  def vv_file(vm, password)
+    addr = spice_addr(vm[:uuid])
+    return nil unless addr
+
+    where = addr[:kind] == "unix" ? "unix-path=#{addr[:path]}\n" : "host=#{addr[:host]}\nport=#{addr[:port]}\n"
+    "[virt-viewer]\ntype=spice\n#{where}password=#{password}\ntitle=#{vm[:alias]}\ndelete-this-file=1\n" \
+      "toggle-fullscreen=shift+f11\nrelease-cursor=shift+f12\nsecure-attention=ctrl+alt+end\n"
+  end
+
+  # The VM's current QEMU process ("pid:start ticks"), or nil when it does not run: a SPICE
+  # password belongs to one QEMU, a restarted VM has another.
+  def run_id(uuid)
+    run = store.vm_status(uuid)[:run]
+    run && run[:qemu_pid] ? "#{run[:qemu_pid]}:#{run[:qemu_start]}" : nil
+  rescue Vmpool::NotFound
+    nil
+  end
+
   def start(vm)
     store.start_vm(vm[:uuid])
   rescue Vmpool::AlreadyRunning
@@ -99,10 +120,12 @@ module Desktop
     vm[:pool]
   end
 
-  # Destroy the VM: a pool's VM goes back to its pool (release always destroys it; a pool that
-  # resets on release makes a fresh spare in its place), any other is stopped and deleted.
+  # Destroy the VM: a pool's VM handed out to someone goes back to its pool (release always
+  # destroys it; a pool that resets on release makes a fresh spare in its place), any other (also
+  # a pool's spare, which the library does not release: it belongs to no one) is stopped and
+  # deleted; the refill thread makes a new spare if the pool is short.
   def destroy(vm)
-    return release(vm) if vm[:pool]
+    return release(vm) if vm[:pool] && vm[:owner].present?
 
     begin
       store.kill_vm(vm[:uuid]) if %w[running paused starting stopping].include?(vm[:state])
@@ -110,6 +133,7 @@ module Desktop
       nil
     end
     store.delete_vm(vm[:uuid])
+    Portal::Refiller.poke(vm[:pool]) if vm[:pool]
     nil
   end
 

@@ -7,7 +7,7 @@
 class ImageImport < ApplicationRecord
   belongs_to :user, optional: true
 
-  STATUSES = %w[queued running done failed].freeze
+  STATUSES = %w[queued running done failed].freeze # failed also with error "interrupted"
   validates :source, inclusion: { in: %w[path upload] }
   validates :status, inclusion: { in: STATUSES }
   validates :name, format: { with: User::NAME, message: "must be 1-64 letters, digits, . _ - starting with a letter or digit" }
@@ -16,17 +16,29 @@ class ImageImport < ApplicationRecord
   validate :path_allowed, if: -> { source == "path" }
 
   # An allowed server path: absolute, a regular file, inside one of PORTAL_IMPORT_DIRS (after
-  # resolving symlinks), so the web page cannot read arbitrary files of the server.
+  # resolving symlinks), so the web page cannot read arbitrary files of the server. Returns the
+  # resolved path (what is saved and imported: a symlink changed after the check cannot lead
+  # elsewhere), or nil.
   def self.allowed_path?(path)
-    return false unless path.is_a?(String) && path.start_with?("/") && File.file?(path)
+    return nil unless path.is_a?(String) && path.start_with?("/") && File.file?(path)
 
     real = File.realpath(path)
-    Portal.config.import_dirs.any? do |dir|
+    ok = Portal.config.import_dirs.any? do |dir|
       root = File.realpath(dir)
       real.start_with?(root.end_with?("/") ? root : "#{root}/")
     rescue Errno::ENOENT
       false
     end
+    ok ? real : nil
+  rescue SystemCallError
+    nil
+  end
+
+  # At the server's start: imports made +before+ it and left queued or running (their thread
+  # died with the previous server) are marked failed, so that their pages stop waiting.
+  def self.mark_interrupted!(before: Time.current)
+    where(status: %w[queued running]).where("created_at < ?", before)
+                                     .update_all(status: "failed", error: "interrupted", finished_at: Time.current, updated_at: Time.current)
   end
 
   def fraction
@@ -53,8 +65,16 @@ class ImageImport < ApplicationRecord
     id = self.id
     Thread.new do
       Rails.application.executor.wrap { ImageImport.find(id).run! }
+    rescue StandardError => e # nothing may leave the row "running" for ever
+      ImageImport.fail!(id, e)
     end
     self
+  end
+
+  # Mark import +id+ failed with +error+, without loading or validating the row.
+  def self.fail!(id, error)
+    message = "#{error.is_a?(Vmpool::Error) && error.name ? error.name : error.class}: #{error.message}"
+    where(id: id).update_all(status: "failed", error: message, finished_at: Time.current, updated_at: Time.current)
   end
 
   # Import now, in this thread.
@@ -74,9 +94,9 @@ class ImageImport < ApplicationRecord
     reload
     update!(status: "done", image_uuid: image[:uuid], finished_at: Time.current)
     self
-  rescue Vmpool::Error, SystemCallError => e
-    update!(status: "failed", error: "#{e.respond_to?(:name) && e.name ? e.name : e.class}: #{e.message}", finished_at: Time.current)
-    self
+  rescue StandardError => e
+    self.class.fail!(id, e)
+    reload
   ensure
     File.unlink(path) if source == "upload" && path.present? && File.exist?(path)
   end
@@ -84,6 +104,9 @@ class ImageImport < ApplicationRecord
   private
 
   def path_allowed
-    errors.add(:path, "must be a file under #{Portal.config.import_dirs.join(' or ')}") unless self.class.allowed_path?(path)
+    real = self.class.allowed_path?(path)
+    return errors.add(:path, "must be a file under #{Portal.config.import_dirs.join(' or ')}") unless real
+
+    self.path = real
   end
 end

@@ -29,6 +29,17 @@ module Portal
         end
       end
 
+      # Stop the thread (tests), after the refill in flight gives up.
+      def stop
+        t = @lock.synchronize do
+          @stopping = true
+          @cond.signal
+          @thread
+        end
+        t&.join
+        @thread = nil
+      end
+
       def running?
         @thread&.alive? || false
       end

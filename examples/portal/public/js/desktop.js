@@ -20,8 +20,10 @@ function csrf() {
   return m ? m.content : '';
 }
 
+// After a failed connection: a new SPICE password (fresh=1), since the one the page had may
+// have been replaced (QEMU holds one per VM).
 async function freshTicket() {
-  const r = await fetch(d.consoleUrl, { method: 'POST', credentials: 'same-origin',
+  const r = await fetch(d.consoleUrl + '?fresh=1', { method: 'POST', credentials: 'same-origin',
     headers: { 'X-CSRF-Token': csrf(), Accept: 'application/json' } });
   if (!r.ok) throw new Error('no console ticket (' + r.status + ')');
   return r.json();
@@ -47,6 +49,16 @@ async function onError(e) {
   if (retries++ >= 3) return;
   await new Promise((r) => setTimeout(r, 1000 * retries));
   try { connect(await freshTicket()); } catch (x) { setStatus(x.message, 'error'); }
+}
+
+// Someone watching their desktop is active even without page loads: while the console is
+// connected, a status request now and then keeps the login session from idling out
+// (PORTAL_SESSION_IDLE); the console proxy closes a console whose session ended.
+function keepAlive() {
+  setInterval(() => {
+    if (document.body.dataset.console !== 'connected') return;
+    fetch(d.statusUrl, { headers: { Accept: 'application/json' }, credentials: 'same-origin' }).catch(() => {});
+  }, 60000);
 }
 
 // Marks the moment the first non-blank frame is on the canvas (the perf script reads it).
@@ -84,5 +96,6 @@ if (root && d.token) {
     if (sc) SpiceHtml5.sendCtrlAltDel(sc);
   });
   watchFirstFrame();
+  keepAlive();
   connect({ ws_url: d.wsUrl, token: d.token, password: d.password });
 }

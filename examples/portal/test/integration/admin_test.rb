@@ -107,6 +107,38 @@ class AdminTest < ActionDispatch::IntegrationTest
     store.delete_image(imp.image_uuid) if imp&.image_uuid
   end
 
+  test "a refused upload does not stay in the uploads directory" do
+    log_in(@admin)
+    file = Rack::Test::UploadedFile.new(PortalTestHelpers.test_image_path, "application/octet-stream", true)
+    submit(:post, admin_images_path, params: { image_import: { name: "bad name!", file: file } }, from: admin_images_path)
+    assert_response :unprocessable_entity
+    assert_empty Dir.glob(File.join(Portal.state_path("uploads"), "*")), "the refused upload was kept"
+  end
+
+  test "an admin deletes a pool's spare (a VM of no one): killed and deleted, not released" do
+    name = "spare-#{SecureRandom.hex(3)}"
+    store.create_pool(name: name, image: image, vcpus: 1, ram_mib: 256, disk_gib: 1, max_vms: 2, spares: 1,
+                      warmth: "disk", on_release: "destroy")
+    store.refill(name)
+    spare = store.vms.find { |v| v[:pool] == name }
+    assert spare, "no spare made"
+    assert_empty spare[:owner].to_s
+    store.start_vm(spare[:uuid]) # a running spare: it must be killed first
+    log_in(@admin)
+    submit(:delete, admin_vm_path(spare[:uuid]), from: admin_vms_path)
+    assert_redirected_to admin_vms_path
+    follow_redirect!
+    assert_select ".flash.notice", /deleted/
+    assert_raises(Vmpool::NotFound) { store.vm(spare[:uuid]) }
+  ensure
+    store.vms.select { |v| v[:pool] == name }.each { |v| cleanup_vm(v[:uuid]) }
+    begin
+      store.delete_pool(name)
+    rescue Vmpool::Error
+      nil
+    end
+  end
+
   test "server paths outside the import directories are refused" do
     log_in(@admin)
     submit(:post, admin_images_path, params: { image_import: { name: "shadow", path: "/etc/shadow" } }, from: admin_images_path)

@@ -45,10 +45,17 @@ class AuthTest < ActionDispatch::IntegrationTest
     post login_path, params: { username: u.username, password: "wrong password", authenticity_token: page_token }
     assert_response :unprocessable_entity
     assert_equal 0, u.user_sessions.count
-    old_cookie = cookies["_vmpool_portal"]
+    # What only reset_session changes (the encrypted cookie changes on every write anyway): the
+    # session id and the CSRF secret kept in the session.
+    old_id = session.id.to_s
+    old_csrf = session[:_csrf_token]
+    assert old_id.present? && old_csrf.present?
     post login_path, params: { username: u.username, password: PASSWORD, authenticity_token: page_token }
     assert_response :redirect
-    refute_equal old_cookie, cookies["_vmpool_portal"], "the session cookie must change at login"
+    follow_redirect!
+    assert_response :success
+    refute_equal old_id, session.id.to_s, "the session id must change at login (fixation)"
+    refute_equal old_csrf, session[:_csrf_token], "the CSRF secret must change at login"
     assert_equal 1, u.user_sessions.count
   end
 
@@ -62,6 +69,26 @@ class AuthTest < ActionDispatch::IntegrationTest
     assert_raises(ActionController::InvalidAuthenticityToken) do
       post login_path, params: { username: u.username, password: PASSWORD, authenticity_token: "forged" }
     end
+  end
+
+  test "CSRF: the page's JSON request for a console ticket is refused without the token" do
+    u = create_user
+    vm = make_vm(u, start: true)
+    log_in(u)
+    get desktop_path(vm[:uuid])
+    csrf = page_token
+    tokens = ConsoleToken.count
+    assert_raises(ActionController::InvalidAuthenticityToken) do
+      post console_desktop_path(vm[:uuid]), headers: { "Accept" => "application/json" }, as: :json
+    end
+    assert_raises(ActionController::InvalidAuthenticityToken) do
+      post console_desktop_path(vm[:uuid]), headers: { "Accept" => "application/json", "X-CSRF-Token" => "forged" }
+    end
+    assert_equal tokens, ConsoleToken.count, "a console token was issued without the CSRF token"
+    post console_desktop_path(vm[:uuid]), headers: { "Accept" => "application/json", "X-CSRF-Token" => csrf }
+    assert_response :success
+  ensure
+    cleanup_vm(vm[:uuid]) if vm
   end
 
   test "logout ends the session on the server, so the old cookie is worthless" do

@@ -19,8 +19,10 @@ class ConsoleResolveTest < ActionDispatch::IntegrationTest
     sess.css_select("#desktop").first["data-token"]
   end
 
-  def resolve(token, sess: self, secret: SECRET, env: {})
-    sess.get "/internal/console/resolve", headers: { "X-Portal-Proxy-Secret" => secret, "X-Console-Token" => token }, env: env
+  def resolve(token, sess: self, secret: SECRET, env: {}, open: false)
+    headers = { "X-Portal-Proxy-Secret" => secret, "X-Console-Token" => token }
+    headers["X-Console-Open"] = "1" if open
+    sess.get "/internal/console/resolve", headers: headers, env: env
     sess.response
   end
 
@@ -73,10 +75,17 @@ class ConsoleResolveTest < ActionDispatch::IntegrationTest
       assert_equal 403, r.status
       assert_match(/expired|session ended/, JSON.parse(r.body)["error"])
     end
+    # the proxy's re-check of a console it opened with the token: the expiry does not count then,
+    # the cookie binding does
+    travel(Portal.config.console_ttl + 2) do
+      assert_equal 200, resolve(token, open: true).status, "an open console was refused for the token's expiry"
+      assert_equal 403, resolve(token, sess: b, open: true).status
+    end
 
     fresh = page_ticket
     assert_equal 200, resolve(fresh).status
     log_out
     assert_equal 403, resolve(fresh).status, "a token outlived its session's logout"
+    assert_equal 403, resolve(fresh, open: true).status, "an open console outlived its session's logout"
   end
 end

@@ -1,6 +1,7 @@
 # frozen_string_literal: true
 
 require "test_helper"
+require "minitest/mock"
 
 # A user's desktop pages, against real VMs; and that nobody else can see, control or open them.
 class DesktopsTest < ActionDispatch::IntegrationTest
@@ -94,6 +95,69 @@ class DesktopsTest < ActionDispatch::IntegrationTest
     row = JSON.parse(response.body).find { |v| v["uuid"] == @vm[:uuid] }
     assert_equal "running", row["state"]
     assert_operator row.dig("resources", "rss_mib"), :>, 10
+  end
+
+  test "a second page, a .vv and a reconnect reuse the VM's still-valid SPICE ticket" do
+    log_in(@alice)
+    get desktop_path(@vm[:uuid])
+    first = css_select("#desktop").first
+    get desktop_path(@vm[:uuid])
+    second = css_select("#desktop").first
+    csrf = page_token
+    refute_equal first["data-token"], second["data-token"], "tokens are never handed out twice"
+    assert_equal first["data-password"], second["data-password"], "a second page changed the SPICE password"
+    get vv_desktop_path(@vm[:uuid])
+    assert_match(/^password=#{first['data-password']}$/, response.body)
+    assert_match %r{^unix-path=#{Regexp.escape(store.vm_status(@vm[:uuid]).dig(:run, :spice, :path))}$}, response.body
+    post console_desktop_path(@vm[:uuid]), headers: { "X-CSRF-Token" => csrf, "Accept" => "application/json" }
+    assert_equal first["data-password"], JSON.parse(response.body)["password"]
+    sess = UserSession.find_by!(user: @alice)
+    assert_equal "unix", ConsoleToken.resolve(second["data-token"], browser_session: sess)[:kind]
+
+    # a page whose connection failed asks for a new password (fresh=1); from then on that one,
+    # the VM's current password, is what every page gets (never the replaced one)
+    post console_desktop_path(@vm[:uuid], fresh: 1), headers: { "X-CSRF-Token" => csrf, "Accept" => "application/json" }
+    replaced = JSON.parse(response.body)["password"]
+    refute_equal first["data-password"], replaced
+    get desktop_path(@vm[:uuid])
+    assert_equal replaced, css_select("#desktop").first["data-password"]
+
+    # a ticket about to expire is not handed out again
+    travel(Portal.config.console_ttl - ConsoleToken::REUSE_MIN_LEFT + 1) do
+      get desktop_path(@vm[:uuid])
+      refute_equal first["data-password"], css_select("#desktop").first["data-password"]
+    end
+
+    # nor one of an earlier QEMU of the VM
+    get desktop_path(@vm[:uuid])
+    before = css_select("#desktop").first["data-password"]
+    store.kill_vm(@vm[:uuid])
+    store.start_vm(@vm[:uuid])
+    get desktop_path(@vm[:uuid])
+    refute_equal before, css_select("#desktop").first["data-password"], "a restarted VM got its old QEMU's password"
+  end
+
+  test "library errors are HTTP statuses: 409 for a state conflict, 503 with Retry-After, 502 for QEMU" do
+    log_in(@alice)
+    get desktop_path(@vm[:uuid])
+    csrf = page_token
+    busy = Vmpool::Busy.new("the VM is locked", code: 14, name: "BUSY")
+    Desktop.stub(:console, ->(*) { raise busy }) do
+      ConsoleToken.where(vm_uuid: @vm[:uuid]).delete_all # no ticket to reuse: the library is asked
+      post console_desktop_path(@vm[:uuid]), headers: { "X-CSRF-Token" => csrf, "Accept" => "application/json" }
+      assert_response :service_unavailable
+      assert_equal "5", response.headers["Retry-After"]
+      assert_equal({ "error" => "the VM is locked", "code" => "BUSY" }, JSON.parse(response.body))
+    end
+    Desktop.stub(:console, ->(*) { raise Vmpool::Hypervisor.new("QMP went away", code: 35, name: "HYPERVISOR") }) do
+      get desktop_path(@vm[:uuid])
+      assert_response :bad_gateway
+      assert_select ".flash.alert", /HYPERVISOR: QMP went away/
+    end
+    Desktop.stub(:screenshot_png, ->(*) { raise Vmpool::InvalidState.new("stopping", code: 16, name: "INVALID_STATE") }) do
+      get thumbnail_desktop_path(@vm[:uuid])
+      assert_response :conflict
+    end
   end
 
   test "bad and unknown uuids are plain 404s" do

@@ -20,8 +20,7 @@ class PoolsTest < ActionDispatch::IntegrationTest
     end
   end
 
-  def make_pool(**opts)
-    name = "p-#{SecureRandom.hex(3)}"
+  def make_pool(name: "p-#{SecureRandom.hex(3)}", **opts)
     @pools << name
     store.create_pool(name: name, image: image, vcpus: 1, ram_mib: 256, disk_gib: 1, max_vms: 3,
                       warmth: "disk", on_release: "destroy", **opts)
@@ -149,12 +148,23 @@ class PoolsTest < ActionDispatch::IntegrationTest
     p = store.pool(name)
     assert_equal [2, 5, nil], p.values_at(:spares, :max_vms, :ready_marker)
 
+    # "Refill now" only pokes the refill thread (a refill boots guests: not in a Puma thread)
     submit(:post, refill_admin_pool_path(name), from: edit_admin_pool_path(name))
-    assert_redirected_to edit_admin_pool_path(name)
     follow_redirect!
-    assert_select ".flash.notice", /Refill: 2 created/
-    assert_equal 2, store.pool(name).dig(:status, :spares_cold) + store.pool(name).dig(:status, :spares_ready)
-    get admin_pool_path(name, format: :json)
+    assert_select ".flash.alert", /refill thread does not run/
+    Portal::Refiller.start
+    begin
+      submit(:post, refill_admin_pool_path(name), from: edit_admin_pool_path(name))
+      assert_redirected_to edit_admin_pool_path(name)
+      follow_redirect!
+      assert_select ".flash.notice", /Refill of #{name} requested/
+      deadline = Time.now + 60
+      sleep 0.2 until store.pool(name)[:status].values_at(:spares_cold, :spares_ready, :spares_warming).map(&:to_i).sum >= 2 || Time.now > deadline
+    ensure
+      Portal::Refiller.stop
+    end
+    assert_equal 2, store.pool(name)[:status].values_at(:spares_cold, :spares_ready, :spares_warming).map(&:to_i).sum
+    get admin_pool_path(name), headers: { "Accept" => "application/json" }
     assert_equal 2, JSON.parse(response.body)["spares"]
 
     # held by a user: refused, and said so
@@ -166,6 +176,27 @@ class PoolsTest < ActionDispatch::IntegrationTest
     submit(:delete, admin_pool_path(name), from: admin_pools_path)
     assert_raises(Vmpool::NotFound) { store.pool(name) }
     assert_empty store.vms.select { |v| v[:pool] == name }
+  end
+
+  test "a dotted pool name is one pool: its page, edit and delete reach it, not the name before the dot" do
+    plain = make_pool(spares: 0)[:name]
+    dotted = make_pool(spares: 0, name: "#{plain}.11")[:name]
+    log_in(@admin)
+    get edit_admin_pool_path(dotted)
+    assert_response :success
+    assert_select "#pool[data-pool=?]", dotted
+    get admin_pool_path(dotted), headers: { "Accept" => "application/json" }
+    assert_equal dotted, JSON.parse(response.body)["name"]
+    submit(:patch, admin_pool_path(dotted), from: edit_admin_pool_path(dotted),
+                                            params: { pool: { image_uuid: image[:uuid], vcpus: "1", ram_mib: "256", disk_gib: "1", spares: "0",
+                                                              max_vms: "2", max_per_owner: "1", warmth: "disk", on_release: "destroy" } })
+    assert_redirected_to edit_admin_pool_path(dotted)
+    assert_equal 2, store.pool(dotted)[:max_vms]
+    assert_equal 3, store.pool(plain)[:max_vms]
+    submit(:delete, admin_pool_path(dotted), from: admin_pools_path)
+    assert_redirected_to admin_pools_path
+    assert_raises(Vmpool::NotFound) { store.pool(dotted) }
+    assert_equal plain, store.pool(plain)[:name]
   end
 
   test "bad pool input comes back with the library's message" do

@@ -1,6 +1,7 @@
 # frozen_string_literal: true
 
 require "test_helper"
+require "minitest/mock"
 
 class ImageImportTest < ActiveSupport::TestCase
   setup do
@@ -31,6 +32,40 @@ class ImageImportTest < ActiveSupport::TestCase
     FileUtils.mkdir_p(sibling)
     File.write("#{sibling}/d.raw", "x")
     refute ImageImport.allowed_path?("#{sibling}/d.raw")
+  end
+
+  test "the resolved path is saved and imported, not the link that was checked" do
+    real = File.join(@dir, "real.raw")
+    File.write(real, "x")
+    link = File.join(@dir, "link.raw")
+    File.symlink(real, link)
+    imp = ImageImport.create!(source: "path", path: link, name: "linked")
+    assert_equal File.realpath(real), imp.reload.path
+  end
+
+  test "any error of the background import marks the row failed" do
+    path = File.join(@dir, "boom.raw")
+    File.write(path, "x")
+    imp = ImageImport.create!(source: "path", path: path, name: "boom")
+    store.stub(:import_image, ->(*, **) { raise NoMethodError, "a bug" }) do
+      imp.start!
+      deadline = Time.now + 20
+      sleep 0.05 until imp.reload.finished? || Time.now > deadline
+    end
+    assert_equal "failed", imp.status
+    assert_match(/NoMethodError: a bug/, imp.error)
+  end
+
+  test "imports a previous server left queued or running are marked interrupted at start" do
+    old_q = ImageImport.create!(source: "upload", path: "/nonexistent/a", name: "old-q", status: "queued", created_at: 1.hour.ago)
+    old_r = ImageImport.create!(source: "upload", path: "/nonexistent/b", name: "old-r", status: "running", created_at: 1.hour.ago)
+    old_done = ImageImport.create!(source: "upload", path: "/nonexistent/c", name: "old-d", status: "done", created_at: 1.hour.ago)
+    mine = ImageImport.create!(source: "upload", path: "/nonexistent/d", name: "mine", status: "running")
+    ImageImport.mark_interrupted!(before: 1.minute.ago)
+    assert_equal %w[failed interrupted], old_q.reload.values_at(:status, :error)
+    assert_equal %w[failed interrupted], old_r.reload.values_at(:status, :error)
+    assert_equal "done", old_done.reload.status
+    assert_equal "running", mine.reload.status, "an import of this server was marked"
   end
 
   test "an import runs the library's import and records its progress callbacks" do

@@ -24,6 +24,8 @@ module Admin
         @import.start!
         redirect_to admin_import_path(@import)
       else
+        # a refused upload (bad name, say) is not imported: its kept file goes at once
+        FileUtils.rm_f(@import.path) if @import.source == "upload" && @import.path.present?
         @images = Portal.store.images
         @imports = ImageImport.order(created_at: :desc).limit(20)
         render :index, status: :unprocessable_entity

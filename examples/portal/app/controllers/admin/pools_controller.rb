@@ -73,12 +73,18 @@ module Admin
       redirect_to admin_pools_path, alert: vmpool_message(e)
     end
 
+    # Asks the refill thread for a refill now and returns at once: a refill boots spares, which
+    # takes as long as a guest's boot and must not hold one of Puma's threads.
     def refill
-      r = Portal.store.refill(params[:id].to_s)
-      redirect_to edit_admin_pool_path(params[:id]),
-                  notice: "Refill: #{r[:created]} created, #{r[:warmed]} warmed, #{r[:removed]} removed; #{Array(r[:errors]).size} errors."
-    rescue Vmpool::Error => e
-      redirect_to edit_admin_pool_path(params[:id]), alert: vmpool_message(e)
+      name = Portal.store.pool(params[:id].to_s)[:name]
+      if Portal::Refiller.running?
+        Portal::Refiller.poke(name)
+        redirect_to edit_admin_pool_path(name), notice: "Refill of #{name} requested; its spares are being made."
+      else
+        redirect_to edit_admin_pool_path(name), alert: "The refill thread does not run in this process (PORTAL_REFILL=1 starts it)."
+      end
+    rescue Vmpool::NotFound
+      raise Desktop::NotFound
     end
 
     private

@@ -5,7 +5,9 @@ module Internal
   # about to open: which SPICE socket may this token reach? Answers only requests from the
   # loopback address that carry the proxy's shared secret. The proxy forwards the browser's
   # Cookie header, so the session is read exactly as for a page request, and a token used from
-  # a browser that is not logged in to the session it was issued to is refused.
+  # a browser that is not logged in to the session it was issued to is refused. While a console
+  # is open the proxy asks again every few seconds (then the token's expiry does not count), and
+  # closes it when refused: after log-out, the user's deletion, the VM changing hands.
   class ConsoleController < ApplicationController
     skip_before_action :require_login
     skip_forgery_protection
@@ -13,8 +15,10 @@ module Internal
 
     def resolve
       browser_session = UserSession.find_active(session[:token])
+      # "X-Console-Open: 1": the proxy re-checks a console it opened earlier with this token
       r = ConsoleToken.resolve(request.headers["X-Console-Token"].to_s, browser_session: browser_session,
-                                                                        bound: Portal.config.console_cookie_bound)
+                                                                        bound: Portal.config.console_cookie_bound,
+                                                                        open: request.headers["X-Console-Open"] == "1")
       if r.is_a?(ConsoleToken::Refusal)
         logger.info("console token refused: #{r.reason}")
         render json: { error: r.reason }, status: :forbidden
