@@ -17,6 +17,9 @@ FileUtils.mkdir_p("#{TEST_ROOT}/state")
 
 require_relative "../config/environment"
 require "rails/test_help"
+# Autoloaded with the first controller otherwise: a test that names its exception
+# (ActionController::InvalidAuthenticityToken) before any request would not find it.
+require "action_controller/metal/request_forgery_protection"
 
 puts "portal tests: database #{ActiveRecord::Base.connection.adapter_name} (#{ActiveRecord::Base.connection_db_config.database}), " \
      "store #{ENV['VMPOOL_STORE']}, library #{Vmpool.version} (#{ENV['VMPOOL_LIB']})"
