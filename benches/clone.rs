@@ -608,7 +608,7 @@ fn bench_driver(c: &mut Criterion, kind: Kind, uri: &str) {
         }
     }
     if kind != Kind::Zfs {
-        refill_vs_creates(&store, driver, &img1);
+        refill_vs_creates(store, driver, &img1);
     }
 }
 
