@@ -817,9 +817,13 @@ impl Store {
     ) -> Result<Vec<Job>> {
         let members = self.members(rec, dir)?;
         let making = dir.all_making()?;
+        // A VM still being made (its maker holds its `making` file) may already have its
+        // record: it is counted once, as being made, and never removed or warmed from here
+        // (its create is still in flight, so a delete would fail with BUSY).
         let mut spares: Vec<(&VmRecord, Standing, State)> = members
             .iter()
             .filter(|m| m.1 != Standing::Owned)
+            .filter(|m| !making.iter().any(|(u, _)| *u == m.0.uuid))
             .map(|m| (&m.0, m.1, m.2))
             .collect();
         // Outdated spares go, and the coldest beyond the target.
