@@ -21,11 +21,11 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 use vmpool::{Image, ImportRequest, Store, VmSpec};
 
-const GIB: u64 = 1 << 30;
+mod support;
 
-fn smoke() -> bool {
-    std::env::var("VMPOOL_BENCH_SMOKE").is_ok_and(|v| v == "1")
-}
+use support::{emit, smoke, time};
+
+const GIB: u64 = 1 << 30;
 
 /// Every timed operation, per measurement, in the calls criterion made (warm-up included;
 /// only the last `sample_size` calls, the measured samples, are reported).
@@ -40,24 +40,6 @@ impl Recorder {
         self.calls.push(ops);
         total
     }
-}
-
-fn emit(driver: &str, id: &str, samples: &[Duration], extra: serde_json::Value) {
-    let mut us: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1e6).collect();
-    if us.is_empty() {
-        return;
-    }
-    us.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let pct = |p: f64| us[((us.len() as f64 - 1.0) * p).round() as usize];
-    let mut v = serde_json::json!({
-        "driver": driver, "id": id, "n": us.len(),
-        "median_us": pct(0.5), "p90_us": pct(0.9), "p99_us": pct(0.99),
-        "mean_us": us.iter().sum::<f64>() / us.len() as f64,
-    });
-    if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
-        o.extend(e.clone());
-    }
-    println!("VMPOOL-BENCH {v}");
 }
 
 /// Run one criterion benchmark whose iterations are `op` (timed) each followed by `after`
@@ -79,12 +61,6 @@ fn measure(
     let samples: Vec<Duration> = rec.calls.iter().rev().take(10).flatten().copied().collect();
     emit(driver, id, &samples, serde_json::json!({}));
     samples
-}
-
-fn time<T>(f: impl FnOnce() -> T) -> (Duration, T) {
-    let t = Instant::now();
-    let r = f();
-    (t.elapsed(), r)
 }
 
 fn run(cmd: &mut Command) {

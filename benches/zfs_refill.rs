@@ -43,41 +43,21 @@ use uuid::Uuid;
 use vmpool::pool::{PoolSpec, RefillOptions};
 use vmpool::{Image, ImportRequest, Store, VmSpec};
 
+mod support;
+
+use support::{smoke, time};
+
 const GIB: u64 = 1 << 30;
 
-fn smoke() -> bool {
-    std::env::var("VMPOOL_BENCH_SMOKE").is_ok_and(|v| v == "1")
-}
-
+/// A result line under its own driver name: these rows are not benches/clone.rs's zfs rows.
 fn emit(id: &str, samples: &[Duration], extra: serde_json::Value) {
-    let mut us: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1e6).collect();
-    if us.is_empty() {
-        return;
-    }
-    us.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let pct = |p: f64| us[((us.len() as f64 - 1.0) * p).round() as usize];
-    let mut v = serde_json::json!({
-        // Its own driver name: these rows are not benches/clone.rs's zfs rows.
-        "driver": "zfs-refill", "id": id, "n": us.len(),
-        "median_us": pct(0.5), "p90_us": pct(0.9), "p99_us": pct(0.99),
-        "mean_us": us.iter().sum::<f64>() / us.len() as f64,
-    });
-    if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
-        o.extend(e.clone());
-    }
-    println!("VMPOOL-BENCH {v}");
+    support::emit("zfs-refill", id, samples, extra);
 }
 
 fn median(samples: &[Duration]) -> Duration {
     let mut s = samples.to_vec();
     s.sort();
     s[s.len() / 2]
-}
-
-fn time<T>(f: impl FnOnce() -> T) -> (Duration, T) {
-    let t = Instant::now();
-    let r = f();
-    (t.elapsed(), r)
 }
 
 #[cfg(vmpool_zfs)]
