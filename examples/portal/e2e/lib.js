@@ -63,6 +63,21 @@ async function waitFor(what, fn, timeoutMs, everyMs = 500) {
   }
 }
 
+// Waits until "Get a desktop" has landed on a desktop page; fails at once, with the portal's
+// alert (the library's error), when it landed back on the home page instead.
+async function awaitDesktop(page, timeoutMs = 120000) {
+  const desk = /\/desktops\/[0-9a-f-]{36}$/;
+  const alert = page.locator('p.flash.alert');
+  await Promise.race([
+    page.waitForURL(desk, { timeout: timeoutMs }).catch(() => {}),
+    alert.waitFor({ state: 'visible', timeout: timeoutMs }).catch(() => {}),
+  ]);
+  if (desk.test(page.url())) return;
+  const text = await alert.textContent({ timeout: 1000 }).catch(() => null);
+  throw new Error(text ? `landed on ${page.url()}, not a desktop page; alert: ${text.trim()}`
+                       : `no desktop page and no alert after ${timeoutMs / 1000} s; on ${page.url()}`);
+}
+
 // Epoch ms of the first non-blank frame on the SPICE canvas (set by public/js/desktop.js).
 async function firstFrame(page, timeoutMs = 60000) {
   await page.waitForFunction(() => document.getElementById('desktop') &&
@@ -146,5 +161,5 @@ function percentile(xs, p) {
   return s[i];
 }
 
-module.exports = { BASE, sleep, launch, newPage, login, logout, desktopUuid, store, waitFor, firstFrame,
+module.exports = { BASE, sleep, launch, newPage, login, logout, desktopUuid, store, waitFor, awaitDesktop, firstFrame,
                    canvasVsScreen, saveCanvas, wsProbe, percentile };

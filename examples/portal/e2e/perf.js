@@ -53,7 +53,7 @@ async function main() {
       b.click();
       return t;
     });
-    await page.waitForURL(/\/desktops\/[0-9a-f-]{36}$/, { timeout: 120000 });
+    await L.awaitDesktop(page);
     const ff = await L.firstFrame(page, 120000);
     const uuid = L.desktopUuid(page);
     const info = (await page.locator('#acquire-info').textContent().catch(() => '')).trim();

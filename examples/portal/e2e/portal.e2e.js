@@ -86,8 +86,7 @@ async function main() {
     });
     await check('"Get a desktop" opens the desktop page', async () => {
       const t = Date.now();
-      await Promise.all([page.waitForURL(/\/desktops\/[0-9a-f-]{36}$/, { timeout: 120000 }),
-                         page.click('#pools tr[data-pool="desktop"] .get-desktop')]);
+      await Promise.all([L.awaitDesktop(page), page.click('#pools tr[data-pool="desktop"] .get-desktop')]);
       ctx.aliceVm = L.desktopUuid(page);
       const vm = L.store('vm', ctx.aliceVm);
       assert(vm.state === 'running', 'VM state ' + vm.state);
@@ -147,7 +146,7 @@ async function main() {
       await shot(page, 'home-alice-with-desktop');
     });
     await check('"Get a desktop" again lands on the same VM (acquire redirect)', async () => {
-      await Promise.all([page.waitForURL(/\/desktops\//), page.click('#pools tr[data-pool="desktop"] .get-desktop')]);
+      await Promise.all([L.awaitDesktop(page), page.click('#pools tr[data-pool="desktop"] .get-desktop')]);
       assert(L.desktopUuid(page) === ctx.aliceVm, `got ${L.desktopUuid(page)}, had ${ctx.aliceVm}`);
       const info = await page.locator('#acquire-info').textContent();
       assert(/redirect/.test(info), 'acquire path: ' + info);
@@ -182,8 +181,7 @@ async function main() {
     const page = ctx.bob = await L.newPage(browser, vlog);
     await check('bob gets a different VM', async () => {
       await L.login(page, 'bob', PW);
-      await Promise.all([page.waitForURL(/\/desktops\/[0-9a-f-]{36}$/, { timeout: 120000 }),
-                         page.click('#pools tr[data-pool="desktop"] .get-desktop')]);
+      await Promise.all([L.awaitDesktop(page), page.click('#pools tr[data-pool="desktop"] .get-desktop')]);
       ctx.bobVm = L.desktopUuid(page);
       assert(ctx.bobVm && ctx.bobVm !== ctx.aliceVm, 'bob got alice\'s VM');
       const vm = L.store('vm', ctx.bobVm);
@@ -256,6 +254,7 @@ async function main() {
   await section('alice controls her desktop', async () => {
     const page = ctx.alice;
     await check('Ctrl-Alt-Del reaches the guest', async () => {
+      assert(ctx.aliceVm, 'alice has no desktop (see her first section)');
       await page.goto(`${L.BASE}/desktops/${ctx.aliceVm}`);
       await L.firstFrame(page);
       await L.sleep(1000);
