@@ -690,3 +690,45 @@ fn uefi_firmware_runs_with_its_own_variable_store() {
     let err = e.s.create_json(&bad).unwrap_err();
     assert_eq!(err.code(), Code::VMPOOL_RESULT_INVALID_JSON, "{err}");
 }
+
+/// A store whose path leaves no room for a VM's socket paths (107 bytes at most) holds images,
+/// VMs and pools of disk spares as anywhere else; only a start is refused, by name, and it
+/// changes nothing.
+#[test]
+fn a_store_too_deep_for_sockets_refuses_only_start() {
+    let tmp = scratch();
+    let deep = tmp.path().join("d".repeat(80));
+    let uri = format!("dir:{}/s?accel=tcg&clone=qcow2", deep.display());
+    let s = Store::open(Some(&uri)).unwrap();
+    let raw = make_raw(tmp.path(), "img.raw", 1 << 20, &[(0, 4096)]);
+    let image = s
+        .import_image(&raw, &vmpool::ImportRequest::default().name("deep"), None)
+        .unwrap();
+    let v = s.create_vm(&payload(&image.uuid, "deep", "t", 1)).unwrap();
+    let err = s.start_vm(v.uuid, &StartOptions::default()).unwrap_err();
+    assert_eq!(err.code(), Code::VMPOOL_RESULT_UNSUPPORTED, "{err}");
+    assert!(
+        err.to_string().contains("too long for unix sockets"),
+        "{err}"
+    );
+    assert_eq!(s.vm(v.uuid).unwrap(), v);
+    // What needs no socket works: stop and kill of a stopped VM, pools of disk spares, delete.
+    s.kill_vm(v.uuid).unwrap();
+    let mut pool = vmpool::pool::PoolSpec::new("deep", image.uuid);
+    pool.spares = 2;
+    pool.disk_gib = Some(1);
+    s.create_pool(&pool).unwrap();
+    let stop = AtomicBool::new(false);
+    let rep = s
+        .refill(
+            "deep",
+            &vmpool::pool::RefillOptions { parallel: 2 },
+            &|_| {},
+            &stop,
+        )
+        .unwrap();
+    assert!(rep.errors.is_empty() && rep.spares == 2, "{rep:?}");
+    s.delete_pool("deep").unwrap();
+    s.delete_vm(v.uuid).unwrap();
+    assert!(s.vms(None).unwrap().is_empty());
+}

@@ -212,6 +212,7 @@ impl Store {
                 format!("{uuid} ({})", disk.display()),
             ));
         }
+        run.check_sockets()?;
         let accel = qemu::resolve_accel(opts.accel.or(r.accel).unwrap_or(self.run.accel));
         if accel == Accel::Kvm && !qemu::kvm_usable() {
             return Err(Error::Unsupported(format!(

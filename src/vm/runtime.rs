@@ -111,8 +111,16 @@ impl RunDir {
         self.qemu_dir().join("uefi-vars.fd")
     }
 
-    /// Create the directory (and `run/`), and check that its sockets can be bound.
+    /// Create the directory (and `run/`). Its locks work at any path length; only a start
+    /// needs [`RunDir::check_sockets`].
     pub fn ensure(&self) -> Result<()> {
+        fsutil::mkdirs(&self.qemu_dir())
+    }
+
+    /// Check that the run's sockets can be bound: a unix socket path holds at most
+    /// [`SOCKET_PATH_MAX`] bytes, which a store at a long path exceeds. Only starting QEMU
+    /// needs this; everything else (locks, stop, delete, pools of disk spares) works there.
+    pub fn check_sockets(&self) -> Result<()> {
         let longest = self.events();
         if longest.as_os_str().len() > SOCKET_PATH_MAX {
             return Err(Error::Unsupported(format!(
@@ -121,7 +129,7 @@ impl RunDir {
                 longest.as_os_str().len()
             )));
         }
-        fsutil::mkdirs(&self.qemu_dir())
+        Ok(())
     }
 
     /// Remove the files of a run that ended (sockets, launch), keeping the logs.
