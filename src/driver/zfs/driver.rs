@@ -253,12 +253,26 @@ impl ZfsDriver {
         if libzfs::exists(&snap)? {
             libzfs::destroy_snapshot(&snap)?;
         }
-        match libzfs::destroy(name) {
-            Ok(()) | Err(Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(e),
+        // A volume made or written a moment ago can be held open for a moment by someone
+        // else: the kernel's partition scan of its new device (images are not volmode=dev),
+        // or udev's probe after the last writer closed it. A discard right after a failed or
+        // cancelled import met that as EBUSY; such a hold ends in milliseconds, a real user
+        // (an image's clones, a VM) does not, and is reported after a short wait.
+        let deadline = std::time::Instant::now() + BUSY_WAIT;
+        loop {
+            match libzfs::destroy(name) {
+                Ok(()) | Err(Error::NotFound { .. }) => return Ok(()),
+                Err(Error::Busy(_)) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => return Err(e),
+            }
         }
     }
 }
+
+/// How long a destroy waits out a volume held open for a moment (see `destroy_volume`).
+const BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 impl StorageDriver for ZfsDriver {
     fn info(&self) -> &'static DriverInfo {
