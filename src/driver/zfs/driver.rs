@@ -13,7 +13,7 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 /// Volume sizes are rounded up to this (the largest default volblocksize), so any
@@ -22,6 +22,9 @@ const VOL_ALIGN: u64 = 128 << 10;
 
 /// How long to wait for a new zvol's device node (created asynchronously by the kernel).
 const DEVICE_WAIT: Duration = Duration::from_secs(30);
+
+/// How long a destroy waits out a volume held open for a moment (see `destroy_waiting`).
+const BUSY_WAIT: Duration = Duration::from_secs(3);
 
 /// The space a thick volume reserves: its data plus the worst case of its indirect blocks,
 /// as `zfs create -V` computes it (libzfs does not set it; callers of libzfs must).
@@ -253,26 +256,30 @@ impl ZfsDriver {
         if libzfs::exists(&snap)? {
             libzfs::destroy_snapshot(&snap)?;
         }
-        // A volume made or written a moment ago can be held open for a moment by someone
-        // else: the kernel's partition scan of its new device (images are not volmode=dev),
-        // or udev's probe after the last writer closed it. A discard right after a failed or
-        // cancelled import met that as EBUSY; such a hold ends in milliseconds, a real user
-        // (an image's clones, a VM) does not, and is reported after a short wait.
-        let deadline = std::time::Instant::now() + BUSY_WAIT;
-        loop {
-            match libzfs::destroy(name) {
-                Ok(()) | Err(Error::NotFound { .. }) => return Ok(()),
-                Err(Error::Busy(_)) if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                Err(e) => return Err(e),
-            }
+        match destroy_waiting(name) {
+            Ok(()) | Err(Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
         }
     }
 }
 
-/// How long a destroy waits out a volume held open for a moment (see `destroy_volume`).
-const BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+/// `lzc_destroy` of a volume, waiting out a hold of a moment. A volume made or written a
+/// moment ago can be held open briefly by someone else: the kernel's partition scan of its
+/// new device (images are not volmode=dev), or udev's probe after the last writer closed it.
+/// A discard right after a cancelled import met that as EBUSY. Such a hold ends in
+/// milliseconds; a real user (an image's clones, a running VM) does not, and is reported
+/// after [`BUSY_WAIT`].
+fn destroy_waiting(name: &str) -> Result<()> {
+    let deadline = Instant::now() + BUSY_WAIT;
+    loop {
+        match libzfs::destroy(name) {
+            Err(Error::Busy(_)) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            r => return r,
+        }
+    }
+}
 
 impl StorageDriver for ZfsDriver {
     fn info(&self) -> &'static DriverInfo {
@@ -340,7 +347,7 @@ impl StorageDriver for ZfsDriver {
             .string(&import_marker(token), "1")?;
         libzfs::create_volume(&name, &props)?;
         let mut revert = Revert::new();
-        revert.add(format!("destroy {name}"), || libzfs::destroy(&name));
+        revert.add(format!("destroy {name}"), || destroy_waiting(&name));
         let dev = zvol_device(&name, DEVICE_WAIT)?;
         let f = OpenOptions::new()
             .read(true)
@@ -510,7 +517,7 @@ impl StorageDriver for ZfsDriver {
                 actual.unwrap_or_else(|| "none".into())
             )));
         }
-        match libzfs::destroy(&name) {
+        match destroy_waiting(&name) {
             Ok(()) => Ok(Destroyed::Removed),
             Err(Error::NotFound { .. }) => Ok(Destroyed::Absent),
             Err(e) => Err(e),
