@@ -10,13 +10,16 @@
 //! at the C edge (`ffi::wire`) and in the on-disk catalog (`store::catalog::records`), each
 //! with its own types.
 //!
-//! Where things live:
+//! Where things live (each domain holds its own operations as `impl Store` blocks; `store/`
+//! is only what a store is):
 //! - `store/`   a store: open by URI, catalog (and its on-disk format), intent journal,
-//!   crash recovery, operations
-//! - `image/`   images, import requests, format probing, qcow2, the import data path
-//! - `vm/`      VM specs and VMs, running them (QEMU, QMP, the supervisor, SPICE consoles)
-//! - `pool/`    pools: spares handed to owners, memory templates (operations in
-//!   `store/pools.rs`, `store/templates.rs`)
+//!   crash recovery, locks
+//! - `image/`   images, import requests, format probing, qcow2; import, list, delete (`ops`)
+//! - `vm/`      VM specs and VMs; create and delete (`crud`), start (`launch`), the other
+//!   transitions (`lifecycle`), uids and ports (`alloc`), consoles and screenshots (`screen`);
+//!   QEMU's command line, QMP, the supervisor, run-time files
+//! - `pool/`    pools: create and change (`crud`), acquire and release (`acquire`), refill
+//!   (`refill`), memory templates (`template`), claim files (`claims`)
 //! - `driver/`  storage drivers and their registry: `dir`, `btrfs`, `zfs` (with its raw `sys`
 //!   layer)
 //! - `zone/`    isolation of each VM's QEMU: Linux (cgroups, namespaces, no root) and

@@ -2,6 +2,7 @@
 
 pub mod format;
 pub mod import;
+pub(crate) mod ops;
 pub mod qcow2;
 
 use crate::error::{Error, Result};

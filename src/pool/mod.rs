@@ -5,10 +5,15 @@
 //! This module holds what a caller says and gets back
 //! ([`PoolSpec`](crate::pool::PoolSpec), [`Pool`](crate::pool::Pool),
 //! [`Acquired`](crate::pool::Acquired), [`RefillReport`](crate::pool::RefillReport)) and the
-//! pool's claim files ([`claims`](crate::pool::claims)); the operations are `Store`
-//! methods (`store/pools.rs`), memory templates are in `store/templates.rs`.
+//! pool's claim files ([`claims`](crate::pool::claims)); its operations are `Store` methods in
+//! `crud` (create, change, delete), `acquire` (acquire, release), `refill` and `template`
+//! (memory templates).
 
+pub(crate) mod acquire;
 pub mod claims;
+pub(crate) mod crud;
+pub(crate) mod refill;
+pub(crate) mod template;
 
 use crate::error::{Error, Result};
 use crate::validate::{self, Limits};

@@ -12,15 +12,11 @@
 //! ```
 
 pub mod catalog;
-mod images;
 pub mod journal;
-mod lifecycle;
-mod pools;
-pub(crate) mod templates;
 pub mod uri;
-mod vms;
 
-pub use lifecycle::{StartOptions, VmStatus, VmUpdate};
+pub use crate::vm::launch::StartOptions;
+pub use crate::vm::lifecycle::{VmStatus, VmUpdate};
 
 use crate::driver::{Capabilities, Destroyed, Detail, StorageDriver};
 use crate::error::{Error, IoContext, Result};
@@ -35,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-pub use images::Progress;
+pub use crate::image::ops::Progress;
 
 /// Version of the on-disk layout written into `store.json`.
 pub const LAYOUT_VERSION: u32 = 1;
@@ -86,17 +82,17 @@ pub struct StoreInfo {
 /// threads and processes at once.
 #[derive(Debug)]
 pub struct Store {
-    uri: String,
-    driver: Box<dyn StorageDriver>,
-    catalog: Catalog,
-    journal: Journal,
-    lock_path: PathBuf,
-    limits: Limits,
-    run: RunConfig,
-    last_recovery: Mutex<Recovery>,
+    pub(crate) uri: String,
+    pub(crate) driver: Box<dyn StorageDriver>,
+    pub(crate) catalog: Catalog,
+    pub(crate) journal: Journal,
+    pub(crate) lock_path: PathBuf,
+    pub(crate) limits: Limits,
+    pub(crate) run: RunConfig,
+    pub(crate) last_recovery: Mutex<Recovery>,
     /// How a VM create's journal entry is made durable: by the clone itself when the driver
     /// commits the catalog with its clones and the journal is on the catalog's file system.
-    create_durability: Durability,
+    pub(crate) create_durability: Durability,
 }
 
 /// Directory entries that do not make a directory "in use" when it is first made a store.
@@ -280,14 +276,14 @@ impl Store {
         }
     }
 
-    fn lock(&self, mode: Mode) -> Result<lock::Held> {
+    pub(crate) fn lock(&self, mode: Mode) -> Result<lock::Held> {
         lock::lock(&self.lock_path, mode)
     }
 
     /// Run the steps of an operation journalled by `entry`: on success the entry is finished;
     /// on failure every undo step registered on the [`Revert`] runs, and the entry is
     /// finished only if all of them worked (otherwise the next recovery finishes the job).
-    fn run_journalled<'r, T>(
+    pub(crate) fn run_journalled<'r, T>(
         &self,
         entry: Entry,
         steps: impl FnOnce(&mut Revert<'r>) -> Result<T>,
@@ -310,7 +306,7 @@ impl Store {
 
     /// Start `op`: journal its intent, durable as `durability` says. A dead predecessor on the
     /// same key is recovered first; a live one makes this fail with `conflict(pid)`.
-    fn begin(
+    pub(crate) fn begin(
         &self,
         op: Op,
         durability: Durability,
@@ -333,7 +329,7 @@ impl Store {
     /// `Journal::begin_delete`: no new blocks needed). A dead predecessor on the key is
     /// recovered first; a live one makes this fail with `conflict(pid)`; a record that is gone
     /// gives `gone()`.
-    fn begin_delete(
+    pub(crate) fn begin_delete(
         &self,
         key: &str,
         record: &Path,
@@ -356,7 +352,7 @@ impl Store {
     }
 
     /// Finish what a dead process left: creations are rolled back, deletions completed.
-    fn undo(&self, entry: Entry) -> Result<Recovery> {
+    pub(crate) fn undo(&self, entry: Entry) -> Result<Recovery> {
         let mut r = Recovery::default();
         let done = &mut r.cleaned;
         match &entry.op {
@@ -416,7 +412,7 @@ impl Store {
         self.recover_locked()
     }
 
-    fn recover_locked(&self) -> Result<Recovery> {
+    pub(crate) fn recover_locked(&self) -> Result<Recovery> {
         let mut report = Recovery::default();
         let left = self.journal.abandoned()?;
         report.errors.extend(left.unreadable);

@@ -2,11 +2,16 @@
 //! the QEMU command line (`qemu`), the QMP client (`qmp`), the per-VM supervisor
 //! (`supervisor`), run-time files and liveness (`runtime`), SPICE consoles (`console`).
 
+pub(crate) mod alloc;
 pub mod config;
 pub mod console;
+pub(crate) mod crud;
+pub(crate) mod launch;
+pub(crate) mod lifecycle;
 pub mod qemu;
 pub mod qmp;
 pub mod runtime;
+pub(crate) mod screen;
 pub mod supervisor;
 
 use crate::error::{Error, Result};

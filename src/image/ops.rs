@@ -1,12 +1,12 @@
 //! Image operations of a store (imgadm's import, list, get, delete).
 
-use super::catalog::records::ImageRecord;
-use super::journal::{Durability, Op};
-use super::Store;
 use crate::error::{Error, IoContext, Result};
 use crate::fail_point;
 use crate::image::{format, import, qcow2, DiskFormat, Image, ImportRequest};
 use crate::lock::Mode;
+use crate::store::catalog::records::ImageRecord;
+use crate::store::journal::{Durability, Op};
+use crate::store::Store;
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::path::Path;

@@ -1,12 +1,12 @@
 //! VM operations of a store (vmadm's create, list, get, delete).
 
-use super::catalog::records::VmRecord;
-use super::journal::Op;
-use super::Store;
 use crate::driver::Destroyed;
 use crate::error::{Error, Result};
 use crate::fail_point;
 use crate::lock::Mode;
+use crate::store::catalog::records::VmRecord;
+use crate::store::journal::Op;
+use crate::store::Store;
 use crate::validate;
 use crate::vm::{State, Vm, VmSpec};
 use uuid::Uuid;
@@ -19,7 +19,7 @@ pub(crate) struct Membership {
     /// It builds the pool's memory template.
     pub template_build: bool,
     /// It resumes from the pool's memory template.
-    pub restore: Option<super::catalog::records::Restore>,
+    pub restore: Option<crate::store::catalog::records::Restore>,
 }
 
 impl Store {

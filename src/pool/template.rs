@@ -7,7 +7,7 @@
 //! copied: it is the file), and QEMU quits. Its disk, untouched since the CPUs stopped, is
 //! moved (not copied) to become the template's image. Each clone is a copy-on-write clone of
 //! that image whose QEMU maps the RAM file private (`share=off,readonly=on,rom=off`), starts
-//! with `-incoming defer`, loads the state and continues (`store/lifecycle.rs`): its pages
+//! with `-incoming defer`, loads the state and continues (`vm/lifecycle.rs`): its pages
 //! stay shared with the template's until it writes them.
 //!
 //! Files: `<template_dir>/<store id>/<pool>/<template image uuid>/{memory,state}`. A
@@ -22,20 +22,28 @@
 //! clone's own MAC, so the guest sees a new card), and anything cached from the template's
 //! uptime. Each clone has its own disk, MAC, vmgenid, SPICE ticket, uid and zone.
 
-use super::catalog::records::{ImageRecord, PoolRecord, TemplateRecord, SCHEMA};
-use super::journal::{Durability, Op};
-use super::vms::Membership;
-use super::Store;
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil;
 use crate::pool::claims::PoolDir;
+use crate::store::catalog::records::{ImageRecord, PoolRecord, TemplateRecord, SCHEMA};
+use crate::store::journal::{Durability, Op};
+use crate::store::Store;
+use crate::vm::crud::Membership;
+use crate::vm::lifecycle::{qmp_error, QMP_TIMEOUT, REAP_TIMEOUT};
+use crate::vm::qmp::Qmp;
+use crate::vm::supervisor::INTENT;
 use crate::vm::{State, VmSpec};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
+/// How long saving or loading a memory template's device state may take (about a megabyte;
+/// milliseconds normally).
+pub(crate) const MIGRATION_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// The RAM file of a template.
 pub const MEMORY_FILE: &str = "memory";
+
 /// The device state of a template.
 pub const STATE_FILE: &str = "state";
 
@@ -50,9 +58,46 @@ fn store_id(catalog: &Path) -> String {
     format!("{h:016x}")
 }
 
+/// Poll `query-migrate` until the migration completed (or failed: its error).
+pub(crate) fn wait_migration(uuid: &Uuid, q: &mut Qmp, what: &str) -> Result<()> {
+    let deadline = Instant::now() + MIGRATION_TIMEOUT;
+    let mut pause = Duration::from_micros(200);
+    loop {
+        let m = q
+            .execute("query-migrate", None, QMP_TIMEOUT)
+            .map_err(|e| qmp_error(uuid, "query-migrate", e))?;
+        match m.get("status").and_then(|s| s.as_str()) {
+            Some("completed") => return Ok(()),
+            Some("failed") | Some("cancelled") => {
+                return Err(Error::Hypervisor(format!(
+                    "VM {uuid}: {what} failed: {}",
+                    m.get("error-desc")
+                        .and_then(|e| e.as_str())
+                        .unwrap_or("QEMU gave no reason")
+                )))
+            }
+            _ if Instant::now() > deadline => {
+                return Err(Error::Timeout(format!(
+                    "VM {uuid}: {what} did not finish within {MIGRATION_TIMEOUT:?}"
+                )))
+            }
+            _ => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+/// Whether this process runs as root (then a failed chown is an error, not expected).
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
 impl Store {
     /// Where the templates of pool `pool` keep their files.
-    pub(crate) fn template_root(&self, pool: &str) -> PathBuf {
+    fn template_root(&self, pool: &str) -> PathBuf {
         let catalog = std::fs::canonicalize(self.catalog_dir())
             .unwrap_or_else(|_| self.catalog_dir().to_owned());
         self.run.template_dir.join(store_id(&catalog)).join(pool)
@@ -157,7 +202,7 @@ impl Store {
         let log_from = 0;
         self.start_vm_as(
             vm.uuid,
-            &super::StartOptions { accel: s.accel },
+            &crate::store::StartOptions { accel: s.accel },
             Some(&tdir),
         )?;
         self.wait_ready(vm.uuid, s, log_from)?;
@@ -332,10 +377,75 @@ impl Store {
         }
         Ok(())
     }
-}
 
-/// Whether this process runs as root (then a failed chown is an error, not expected).
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
+    /// End a pool's template-build VM by saving it: pause its CPUs, write its device state to
+    /// `state` (its RAM is already in the shared memory file), and quit QEMU. Its disk then
+    /// holds what the guest had written at that same instant. Returns once QEMU has ended.
+    fn save_template(&self, uuid: Uuid, state: &Path) -> Result<()> {
+        let run = self.run_dir(&uuid);
+        let info = {
+            let _lc = self.lifecycle_lock(&run)?;
+            let (mut r, _) =
+                self.running(&uuid, &run, &[State::Running, State::Paused], "saving")?;
+            let mut q = self.qmp(&uuid, &run)?;
+            q.execute("stop", None, QMP_TIMEOUT)
+                .map_err(|e| qmp_error(&uuid, "stop", e))?;
+            q.execute(
+                "migrate-set-capabilities",
+                Some(serde_json::json!({"capabilities": [
+                    {"capability": "x-ignore-shared", "state": true}]})),
+                QMP_TIMEOUT,
+            )
+            .map_err(|e| qmp_error(&uuid, "migrate-set-capabilities", e))?;
+            q.execute(
+                "migrate",
+                Some(serde_json::json!({"uri": format!("file:{},offset=0", state.display())})),
+                QMP_TIMEOUT,
+            )
+            .map_err(|e| qmp_error(&uuid, "migrate", e))?;
+            wait_migration(&uuid, &mut q, "saving the template's state")?;
+            std::fs::write(run.path().join(INTENT), "stop")
+                .ctx(|| format!("writing {}", run.path().join(INTENT).display()))?;
+            r.state = State::Stopping;
+            self.catalog.put_vm(&r)?;
+            // `quit` closes the disk cleanly (flushed); the guest's CPUs stay stopped.
+            let _ = q.execute("quit", None, QMP_TIMEOUT);
+            self.run_info(&r, &run)
+        };
+        if !self.wait_for_end(&run, info.as_ref(), REAP_TIMEOUT) {
+            self.kill_qemu(&uuid, &run, info.as_ref(), "stop")?;
+        }
+        self.finish_unsupervised(&uuid, &run, "stopped after saving its memory template")
+    }
+
+    /// Load a memory template's device state into a QEMU waiting for it (`-incoming defer`,
+    /// `-S`). Returns whether it loaded it now (`false`: it already had, before a crash).
+    pub(crate) fn restore_state(
+        &self,
+        uuid: &Uuid,
+        q: &mut Qmp,
+        rs: &crate::store::catalog::records::Restore,
+    ) -> Result<bool> {
+        let status = q
+            .execute("query-status", None, QMP_TIMEOUT)
+            .map_err(|e| qmp_error(uuid, "query-status", e))?;
+        if status.get("status").and_then(|s| s.as_str()) != Some("inmigrate") {
+            return Ok(false);
+        }
+        q.execute(
+            "migrate-set-capabilities",
+            Some(serde_json::json!({"capabilities": [
+                {"capability": "x-ignore-shared", "state": true}]})),
+            QMP_TIMEOUT,
+        )
+        .map_err(|e| qmp_error(uuid, "migrate-set-capabilities", e))?;
+        q.execute(
+            "migrate-incoming",
+            Some(serde_json::json!({"uri": format!("file:{},offset=0", rs.state.display())})),
+            QMP_TIMEOUT,
+        )
+        .map_err(|e| qmp_error(uuid, "migrate-incoming", e))?;
+        wait_migration(uuid, q, "loading the template's state")?;
+        Ok(true)
+    }
 }

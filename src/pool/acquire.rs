@@ -1,0 +1,412 @@
+//! Handing out pool VMs: acquire (the owner's VM, a ready spare, or a new VM) and release.
+
+use crate::error::{Error, Result};
+use crate::pool::claims::{MakingFile, PoolDir};
+use crate::pool::crud::Standing;
+use crate::pool::{AcquireOptions, AcquirePath, Acquired, Warmth};
+use crate::store::catalog::records::PoolRecord;
+use crate::store::Store;
+use crate::validate;
+use crate::vm::crud::Membership;
+use crate::vm::launch::StartOptions;
+use crate::vm::runtime::{self};
+use crate::vm::{State, Vm};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// Longest an acquire waits for another process that is making this owner's VM.
+const OWNER_WAIT: Duration = Duration::from_secs(120);
+
+/// Longest `acquire` waits for the owner's VM to finish a transition someone else began
+/// (a start, or a stop that may take its full ACPI timeout).
+const TRANSITION_WAIT: Duration = Duration::from_secs(90);
+
+/// What the locked part of `acquire` decided.
+enum Decision {
+    /// The owner holds this VM.
+    Held(Uuid),
+    /// Another process is making the owner's VM: wait for it.
+    Wait,
+    /// This spare is the owner's now; how ready it was.
+    Claimed(Uuid, &'static str),
+    /// Make a VM for the owner (the making-file is held until it exists).
+    Make(Uuid, MakingFile),
+}
+
+fn placeholder_vm() -> Vm {
+    Vm {
+        uuid: Uuid::nil(),
+        alias: String::new(),
+        owner: String::new(),
+        image_uuid: Uuid::nil(),
+        vcpus: 0,
+        ram_mib: 0,
+        disk_gib: 0,
+        created_at: String::new(),
+        state: State::Stopped,
+        disk_path: String::new(),
+        disk_format: crate::image::DiskFormat::Raw,
+        disk_size_bytes: 0,
+        clone_method: String::new(),
+        firmware: Default::default(),
+        accel: None,
+        mac: String::new(),
+        vmgenid: Uuid::nil(),
+        last_exit: None,
+        caps: Default::default(),
+        pool: None,
+    }
+}
+
+impl Store {
+    /// Get a VM of pool `name` for `owner`, running: the one they hold (the redirect),
+    /// else a spare, else a new one, made on the spot if the pool is below its maximum
+    /// (`POOL_EXHAUSTED` otherwise). Safe from any number of threads and processes at once:
+    /// no VM goes to two owners, no owner gets more than the pool allows.
+    pub fn acquire(&self, name: &str, owner: &str, opts: &AcquireOptions) -> Result<Acquired> {
+        let t0 = Instant::now();
+        let mut since = t0;
+        validate::name("owner", owner)?;
+        let dir = self.pool_dir(name);
+        let mut out = Acquired {
+            vm: placeholder_vm(),
+            path: AcquirePath::Redirect,
+            was: "running",
+            steps: Vec::new(),
+            total_ms: 0.0,
+            console: None,
+        };
+        // The common case at 3 a.m.: the owner comes back. No lock, a few small reads.
+        if !opts.another {
+            let (held, _) = self.held_by(&dir, name, owner, false)?;
+            if let Some(u) = held.first() {
+                out.step("find", &mut since);
+                return self.hand_over(*u, out, opts, t0, since);
+            }
+        }
+        loop {
+            let decision = {
+                let _l = dir.lock()?;
+                let rec = self.pool_record(name)?;
+                out.step("lock", &mut since);
+                self.decide(&rec, &dir, owner, opts)?
+            };
+            match decision {
+                Decision::Wait => {
+                    if t0.elapsed() > OWNER_WAIT {
+                        return Err(Error::Busy(format!(
+                            "another process has been making {owner}'s VM of pool {name} for {} s",
+                            OWNER_WAIT.as_secs()
+                        )));
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Decision::Held(u) => {
+                    out.step("find", &mut since);
+                    return self.hand_over(u, out, opts, t0, since);
+                }
+                Decision::Claimed(u, was) => {
+                    out.step("claim", &mut since);
+                    out.path = AcquirePath::Spare;
+                    out.was = was;
+                    return self.hand_over(u, out, opts, t0, since);
+                }
+                Decision::Make(u, making) => {
+                    let rec = self.pool_record(name)?;
+                    let made = self.make_pool_vm(&rec, u, owner);
+                    drop(making);
+                    if let Err(e) = made {
+                        let _l = dir.lock()?;
+                        if self.catalog.vm(&u)?.is_none() {
+                            dir.remove_owned(owner, &u)?;
+                            dir.remove_member(&u)?;
+                        }
+                        return Err(e);
+                    }
+                    out.step("create", &mut since);
+                    out.path = AcquirePath::Created;
+                    out.was = "disk";
+                    return self.hand_over(u, out, opts, t0, since);
+                }
+            }
+        }
+    }
+
+    /// The locked part of `acquire`.
+    fn decide(
+        &self,
+        rec: &PoolRecord,
+        dir: &PoolDir,
+        owner: &str,
+        opts: &AcquireOptions,
+    ) -> Result<Decision> {
+        let name = rec.spec.name.as_str();
+        let (held, making) = self.held_by(dir, name, owner, true)?;
+        if !opts.another {
+            if let Some(u) = held.first() {
+                return Ok(Decision::Held(*u));
+            }
+            if making {
+                return Ok(Decision::Wait);
+            }
+        }
+        let holds = held.len() + usize::from(making);
+        if holds >= rec.spec.max_per_owner as usize {
+            return Err(Error::PoolExhausted(format!(
+                "{owner} holds {holds} VM(s) of pool {name}, its maximum per owner"
+            )));
+        }
+        if let Some((u, was)) = self.claim_spare(rec, dir, owner)? {
+            return Ok(Decision::Claimed(u, was));
+        }
+        let total = dir.members()?.len();
+        let total = if total >= rec.spec.max_vms as usize {
+            // Entries of VMs deleted behind the pool's back do not count.
+            self.members(rec, dir)?.len() + dir.all_making()?.len()
+        } else {
+            total
+        };
+        if total >= rec.spec.max_vms as usize {
+            return Err(Error::PoolExhausted(format!(
+                "pool {name} has {total} VMs, its maximum (max_vms {}), and no spare",
+                rec.spec.max_vms
+            )));
+        }
+        let u = Uuid::new_v4();
+        dir.add_member(&u)?;
+        dir.add_owned(owner, &u)?;
+        let making = dir.begin_making(&u, owner)?;
+        Ok(Decision::Make(u, making))
+    }
+
+    /// Claim the readiest spare for `owner`. Call under the pool lock.
+    fn claim_spare(
+        &self,
+        rec: &PoolRecord,
+        dir: &PoolDir,
+        owner: &str,
+    ) -> Result<Option<(Uuid, &'static str)>> {
+        let name = rec.spec.name.as_str();
+        let disk_gib = self.pool_disk_gib(&rec.spec)?;
+        let mut candidates = Vec::new();
+        for u in dir.spares()? {
+            match self.catalog.vm(&u)? {
+                Some(r)
+                    if r.pool.as_deref() == Some(name)
+                        && r.owner.is_empty()
+                        && !r.template_build =>
+                {
+                    if self.spare_stale(rec, disk_gib, &r) {
+                        continue;
+                    }
+                    let live = self.live(&r).state;
+                    let (rank, was) = match (live, r.restore.is_some()) {
+                        (State::Paused, true) => (0, "waiting"),
+                        (State::Paused, false) => (0, "paused"),
+                        (State::Running, _) => (1, "booting"),
+                        (State::Starting, _) => (2, "booting"),
+                        (State::Stopped, _) => (3, "disk"),
+                        (State::Failed, _) => (4, "disk"),
+                        (State::Stopping, _) => continue,
+                    };
+                    candidates.push((rank, u, was));
+                }
+                _ => dir.remove_spare(&u)?,
+            }
+        }
+        candidates.sort_by_key(|c| c.0);
+        for (_, u, was) in candidates {
+            let run = self.run_dir(&u);
+            run.ensure()?;
+            // Busy: being warmed or changed this instant; another spare will do.
+            let Some(_lc) = runtime::try_lock(&run.lock())? else {
+                continue;
+            };
+            let Some(mut r) = self.catalog.vm(&u)? else {
+                continue;
+            };
+            if !r.owner.is_empty() {
+                continue;
+            }
+            dir.add_owned(owner, &u)?;
+            crate::fail_point!("pool_acquire.noted");
+            r.owner = owner.to_owned();
+            r.claimed_at = Some(crate::now_rfc3339());
+            self.catalog.put_vm(&r)?;
+            crate::fail_point!("pool_acquire.claimed");
+            dir.remove_spare(&u)?;
+            return Ok(Some((u, was)));
+        }
+        Ok(None)
+    }
+
+    /// Make a VM of the pool (its entries are written; the caller holds its making-file).
+    pub(crate) fn make_pool_vm(&self, rec: &PoolRecord, u: Uuid, owner: &str) -> Result<Vm> {
+        let (image, restore) = self.pool_source(rec);
+        let alias = format!("{}-{}", rec.spec.name, &u.to_string()[..8]);
+        let mut spec = self.pool_vm_spec(&rec.spec, &alias, owner).uuid(u);
+        spec.image_uuid = image;
+        crate::fail_point!("pool_make.before_create");
+        self.create_vm_in(
+            &spec,
+            Some(&Membership {
+                pool: rec.spec.name.clone(),
+                template_build: false,
+                restore,
+            }),
+        )
+    }
+
+    /// Make the owner's VM run (start, resume, or load its template's state) and finish
+    /// the acquire.
+    fn hand_over(
+        &self,
+        u: Uuid,
+        mut out: Acquired,
+        opts: &AcquireOptions,
+        t0: Instant,
+        mut since: Instant,
+    ) -> Result<Acquired> {
+        let (vm, was) = self.make_running(u)?;
+        if out.path == AcquirePath::Redirect {
+            out.was = was;
+        }
+        out.step(
+            match was {
+                "paused" => "resume",
+                "waiting" => "restore",
+                "running" | "booting" => "check",
+                _ => "start",
+            },
+            &mut since,
+        );
+        if let Some(ttl) = opts.console_ttl {
+            out.console = Some(self.console(u, ttl)?);
+            out.step("console", &mut since);
+        }
+        out.vm = vm;
+        out.total_ms = t0.elapsed().as_secs_f64() * 1000.0;
+        Ok(out)
+    }
+
+    /// Bring a VM to running from whatever state it is in; what it was.
+    fn make_running(&self, u: Uuid) -> Result<(Vm, &'static str)> {
+        let mut was = None;
+        let deadline = Instant::now() + TRANSITION_WAIT;
+        while Instant::now() < deadline {
+            let vm = self.vm(u)?;
+            let r = self
+                .catalog
+                .vm(&u)?
+                .ok_or_else(|| Error::not_found("VM", u.to_string()))?;
+            let accel = r.accel;
+            match vm.state {
+                State::Running => return Ok((vm, was.unwrap_or("running"))),
+                State::Paused => {
+                    was.get_or_insert(if r.restore.is_some() {
+                        "waiting"
+                    } else {
+                        "paused"
+                    });
+                    match self.resume_vm(u) {
+                        Ok(v) if v.state == State::Running => return Ok((v, was.unwrap_or(""))),
+                        Ok(_) | Err(Error::InvalidState(_)) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                State::Stopped | State::Failed => {
+                    was.get_or_insert("disk");
+                    match self.start_vm(u, &StartOptions { accel }) {
+                        Ok(_) | Err(Error::AlreadyRunning(_)) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                State::Starting | State::Stopping => {
+                    was.get_or_insert("booting");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        }
+        Err(Error::Timeout(format!(
+            "VM {u} did not come to run within {} s",
+            TRANSITION_WAIT.as_secs()
+        )))
+    }
+
+    /// Give a VM back to its pool: destroyed, or (release `reset`) destroyed with a fresh
+    /// spare made in its place at once.
+    pub fn release(&self, u: Uuid) -> Result<()> {
+        let r = self
+            .catalog
+            .vm(&u)?
+            .ok_or_else(|| Error::not_found("VM", u.to_string()))?;
+        let Some(name) = r.pool.clone() else {
+            return Err(Error::invalid(format!(
+                "VM {u} is not from a pool; delete it instead"
+            )));
+        };
+        if r.owner.is_empty() {
+            return Err(Error::InvalidState(format!(
+                "VM {u} is a spare of pool {name}, held by nobody"
+            )));
+        }
+        let rec = self.catalog.pool(&name)?.filter(|p| !p.deleting);
+        self.remove_vm_now(u)?;
+        let dir = self.pool_dir(&name);
+        {
+            let _l = dir.lock()?;
+            dir.remove_owned(&r.owner, &u)?;
+            dir.remove_member(&u)?;
+        }
+        if let Some(rec) = rec {
+            if rec.spec.on_release == crate::pool::OnRelease::Reset {
+                self.replace_spare(&rec)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Make one spare now if the pool is below its target (release `reset`), and start it
+    /// towards its warmth without waiting for the guest.
+    fn replace_spare(&self, rec: &PoolRecord) -> Result<()> {
+        let dir = self.pool_dir(&rec.spec.name);
+        let made = {
+            let _l = dir.lock()?;
+            let members = self.members(rec, &dir)?;
+            let spares = members.iter().filter(|m| m.1 != Standing::Owned).count()
+                + dir.all_making()?.iter().filter(|m| m.1.is_empty()).count();
+            let total = dir.members()?.len();
+            if spares >= rec.spec.spares as usize || total >= rec.spec.max_vms as usize {
+                return Ok(());
+            }
+            let u = Uuid::new_v4();
+            dir.add_member(&u)?;
+            (u, dir.begin_making(&u, "")?)
+        };
+        let (u, making) = made;
+        let vm = self.make_pool_vm(rec, u, "");
+        drop(making);
+        vm?;
+        match self.warmth_now(rec) {
+            Warmth::Disk => dir.add_spare(&u),
+            Warmth::Template => {
+                self.start_vm(
+                    u,
+                    &StartOptions {
+                        accel: rec.spec.accel,
+                    },
+                )?;
+                dir.add_spare(&u)
+            }
+            // Booting and pausing it is refill's (it waits for the guest).
+            Warmth::Paused => self
+                .start_vm(
+                    u,
+                    &StartOptions {
+                        accel: rec.spec.accel,
+                    },
+                )
+                .map(drop),
+        }
+    }
+}

@@ -1,0 +1,363 @@
+//! Starting a VM (vmadm's start): the QEMU command line from its record, its firmware, SPICE
+//! address and zone, and its supervisor, which starts QEMU detached from the caller.
+
+use crate::error::{Error, IoContext, Result};
+use crate::fsutil;
+use crate::lock::{self, Mode};
+use crate::store::catalog::records::VmRecord;
+use crate::store::Store;
+use crate::vm::config::{SpiceAddr, SpiceListen};
+use crate::vm::qemu::{self, Cache, FirmwareFiles, Launch};
+use crate::vm::runtime::{RunDir, RunInfo};
+use crate::vm::supervisor::{self, LaunchFile, Ready};
+use crate::vm::{Accel, Firmware, LastExit, State, Vm};
+use crate::zone::{Limits as ZoneLimits, ZoneSpec};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// How long `start` waits for the supervisor's report (it gives up on QEMU after 60 s).
+const START_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Options of `start_vm`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StartOptions {
+    /// Accelerator for this run (else the VM's, else the store's).
+    pub accel: Option<Accel>,
+}
+
+/// The OVMF code and variable-store template (Debian's `ovmf` package).
+fn ovmf() -> Result<(PathBuf, PathBuf)> {
+    for (code, vars) in [
+        (
+            "/usr/share/OVMF/OVMF_CODE_4M.fd",
+            "/usr/share/OVMF/OVMF_VARS_4M.fd",
+        ),
+        (
+            "/usr/share/OVMF/OVMF_CODE.fd",
+            "/usr/share/OVMF/OVMF_VARS.fd",
+        ),
+    ] {
+        if Path::new(code).exists() && Path::new(vars).exists() {
+            return Ok((code.into(), vars.into()));
+        }
+    }
+    Err(Error::Unsupported(
+        "firmware uefi needs OVMF (/usr/share/OVMF/OVMF_CODE_4M.fd; Debian package ovmf)".into(),
+    ))
+}
+
+/// Run the supervisor and wait for its one-line report.
+fn spawn_supervisor(run: &RunDir) -> Result<(u32, u32, u64)> {
+    let bin = supervisor::binary()?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(run.supervisor_log())
+        .ctx(|| format!("opening {}", run.supervisor_log().display()))?;
+    let mut child = Command::new(&bin)
+        .arg(run.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .ctx(|| format!("starting {}", bin.display()))?;
+    let out = child.stdout.take().expect("stdout was piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(out).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = match rx.recv_timeout(START_TIMEOUT) {
+        Ok(l) => {
+            let _ = reader.join();
+            l
+        }
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(Error::Timeout(format!(
+                "the supervisor did not report within {START_TIMEOUT:?} (see {})",
+                run.supervisor_log().display()
+            )));
+        }
+    };
+    // The first half exits right after relaying; reap it.
+    let _ = child.wait();
+    match serde_json::from_str::<Ready>(line.trim()) {
+        Ok(Ready::Ok {
+            supervisor_pid,
+            qemu_pid,
+            qemu_start,
+        }) => Ok((supervisor_pid, qemu_pid, qemu_start)),
+        Ok(Ready::Error { message }) => Err(Error::Hypervisor(message)),
+        Err(e) => Err(Error::Hypervisor(format!(
+            "the supervisor reported {:?} ({e}; see {})",
+            line.trim(),
+            run.supervisor_log().display()
+        ))),
+    }
+}
+
+/// The id of a group of this host (`/etc/group`), if it has one of that name.
+fn group_id(name: &str) -> Option<u32> {
+    std::fs::read_to_string("/etc/group")
+        .ok()?
+        .lines()
+        .find_map(|l| {
+            let mut f = l.split(':');
+            (f.next()? == name)
+                .then(|| f.nth(1)?.parse().ok())
+                .flatten()
+        })
+}
+
+impl Store {
+    /// Start a stopped (or failed) VM: QEMU under its supervisor, detached from the caller.
+    /// Returns once QEMU's monitor answers (the guest is booting). A VM cloned from a memory
+    /// template that has not run yet starts `paused`, its QEMU waiting for the template's
+    /// state: `resume_vm` loads it and the guest goes on from where the template was.
+    pub fn start_vm(&self, uuid: Uuid, opts: &StartOptions) -> Result<Vm> {
+        self.start_vm_as(uuid, opts, None)
+    }
+
+    /// `start_vm`; with `template_dir`, as a pool's template build: the guest's RAM in a
+    /// shared file there (QEMU may write there too, for the device state).
+    pub(crate) fn start_vm_as(
+        &self,
+        uuid: Uuid,
+        opts: &StartOptions,
+        template_dir: Option<&Path>,
+    ) -> Result<Vm> {
+        let run = self.run_dir(&uuid);
+        let _lc = self.lifecycle_lock(&run)?;
+        let mut r = self.record(&uuid)?;
+        let (live, _) = self.live_state(&r, &run, true);
+        if live.is_active() {
+            return Err(Error::AlreadyRunning(format!(
+                "VM {uuid} is already {}",
+                live.as_str()
+            )));
+        }
+        let disk = crate::driver::zfs::resolve_device(&r.disk_path)
+            .map_err(|_| Error::not_found("disk of VM", format!("{uuid} ({})", r.disk_path)))?;
+        if !disk.exists() {
+            return Err(Error::not_found(
+                "disk of VM",
+                format!("{uuid} ({})", disk.display()),
+            ));
+        }
+        run.check_sockets()?;
+        let accel = qemu::resolve_accel(opts.accel.or(r.accel).unwrap_or(self.run.accel));
+        if accel == Accel::Kvm && !qemu::kvm_usable() {
+            return Err(Error::Unsupported(format!(
+                "VM {uuid} asks for accel=kvm, but /dev/kvm is not usable on this host; use accel=tcg or auto"
+            )));
+        }
+        let _ports = match &self.run.spice {
+            SpiceListen::Tcp { .. } => Some(lock::lock(
+                &self.catalog_dir().join("run").join(".ports.lock"),
+                Mode::Exclusive,
+            )?),
+            SpiceListen::Unix => None,
+        };
+        let spice = match &self.run.spice {
+            SpiceListen::Unix => SpiceAddr::Unix { path: run.spice() },
+            SpiceListen::Tcp { addr, ports } => SpiceAddr::Tcp {
+                host: *addr,
+                port: self.free_port(*addr, *ports)?,
+            },
+        };
+        let firmware = match r.firmware {
+            Firmware::Bios => FirmwareFiles::Bios,
+            Firmware::Uefi => {
+                let (code, vars_template) = ovmf()?;
+                let vars = run.uefi_vars();
+                if !vars.exists() {
+                    std::fs::copy(&vars_template, &vars).ctx(|| {
+                        format!("copying {} to {}", vars_template.display(), vars.display())
+                    })?;
+                }
+                FirmwareFiles::Uefi { code, vars }
+            }
+        };
+        // A clone whose template's files are gone (the host restarted: they live on tmpfs)
+        // boots from its disk, which is as the template's was at its pause: like after a
+        // power cut, which every file system in the guest recovers from.
+        if let Some(rs) = &r.restore {
+            if !rs.memory.exists() || !rs.state.exists() {
+                r.restore = None;
+            }
+        }
+        let memory_file = match (template_dir, &r.restore) {
+            (Some(dir), _) => Some(qemu::MemoryFile {
+                path: dir.join(crate::pool::template::MEMORY_FILE),
+                share: true,
+            }),
+            (None, Some(rs)) => Some(qemu::MemoryFile {
+                path: rs.memory.clone(),
+                share: false,
+            }),
+            (None, None) => None,
+        };
+        let incoming = template_dir.is_none() && r.restore.is_some();
+        let mac = r
+            .mac
+            .get_or_insert_with(|| crate::vm::mac_for(&uuid))
+            .clone();
+        let vmgenid = *r.vmgenid.get_or_insert(uuid);
+        let launch = Launch {
+            uuid,
+            name: r.alias.clone(),
+            vcpus: r.vcpus,
+            ram_mib: r.ram_mib,
+            accel,
+            tcg_tb_mib: (accel == Accel::Tcg).then_some(crate::zone::TCG_CACHE_MIB),
+            cache: if qemu::direct_io_works(&disk) {
+                Cache::None
+            } else {
+                Cache::Writeback
+            },
+            disk,
+            disk_format: r.disk_format,
+            firmware,
+            mac,
+            vmgenid,
+            spice: spice.clone(),
+            qmp: run.qmp(),
+            events: run.events(),
+            sandbox: true,
+            memory_file,
+            incoming_defer: incoming,
+            prealloc: r.caps.prealloc,
+        };
+        let zone = if self.run.zone {
+            Some(self.zone_spec(&mut r, &run, &launch, template_dir)?)
+        } else {
+            None
+        };
+        let file = LaunchFile {
+            qemu: self.run.qemu.clone(),
+            args: qemu::command_line(&launch),
+            catalog: self.catalog_dir().to_owned(),
+            vm: uuid,
+            serial_log_bytes: self.run.serial_log_bytes,
+            accel,
+            spice: spice.clone(),
+            zone,
+        };
+        fsutil::write_atomic(
+            run.path(),
+            "launch.json",
+            &serde_json::to_vec_pretty(&file).map_err(|e| Error::Internal(e.to_string()))?,
+        )?;
+        r.state = State::Starting;
+        r.run = None;
+        self.catalog.put_vm(&r)?;
+        crate::fail_point!("vm_start.starting");
+        match spawn_supervisor(&run) {
+            Ok((supervisor_pid, qemu_pid, qemu_start)) => {
+                crate::fail_point!("vm_start.spawned");
+                r.state = if incoming {
+                    State::Paused
+                } else {
+                    State::Running
+                };
+                r.run = Some(RunInfo {
+                    supervisor_pid,
+                    qemu_pid,
+                    qemu_start,
+                    started_at: crate::now_rfc3339(),
+                    accel,
+                    spice,
+                });
+                self.catalog.put_vm(&r)?;
+                Ok(self.live(&r))
+            }
+            Err(e) => {
+                r.state = State::Failed;
+                r.last_exit = Some(LastExit {
+                    at: crate::now_rfc3339(),
+                    clean: false,
+                    reason: e.to_string(),
+                    signal: None,
+                    status: None,
+                });
+                self.catalog.put_vm(&r)?;
+                Err(e)
+            }
+        }
+    }
+
+    /// The zone of a VM about to start: its uid (chosen once, kept in the record), its limits,
+    /// and what it may see and write.
+    fn zone_spec(
+        &self,
+        r: &mut VmRecord,
+        run: &RunDir,
+        launch: &Launch,
+        template_dir: Option<&Path>,
+    ) -> Result<ZoneSpec> {
+        let uid = self.ensure_uid(r)?;
+        let mut writable = vec![run.qemu_dir()];
+        let mut devices = Vec::new();
+        let mut groups = Vec::new();
+        if launch.accel == Accel::Kvm {
+            devices.push(PathBuf::from("/dev/kvm"));
+            groups.extend(group_id("kvm"));
+        }
+        if launch.disk.starts_with("/dev/") {
+            devices.push(launch.disk.clone());
+        } else {
+            writable.push(launch.disk.clone());
+        }
+        if let Some(dir) = template_dir {
+            writable.push(dir.to_owned());
+        }
+        let mut readable = Vec::new();
+        // A qcow2 overlay reads its backing chain: the image, and the image a template image
+        // was derived from.
+        let mut next = (r.disk_format == crate::image::DiskFormat::Qcow2).then_some(r.image_uuid);
+        while let Some(u) = next.take() {
+            if let Some(img) = self.catalog.image(&u)? {
+                if img.disk_format == crate::image::DiskFormat::Qcow2 || img.parent.is_some() {
+                    next = img.parent;
+                }
+                readable.push(PathBuf::from(img.disk));
+            }
+        }
+        if let (None, Some(rs)) = (template_dir, &r.restore) {
+            readable.push(rs.memory.clone());
+            readable.push(rs.state.clone());
+        }
+        if let FirmwareFiles::Uefi { code, .. } = &launch.firmware {
+            if !code.starts_with("/usr") {
+                readable.push(code.clone());
+            }
+        }
+        Ok(ZoneSpec {
+            vm: r.uuid,
+            hostname: r.alias.clone(),
+            uid,
+            gid: uid,
+            groups,
+            limits: ZoneLimits::for_vm(
+                r.vcpus,
+                r.ram_mib,
+                launch.accel == Accel::Tcg,
+                r.caps.cpu_pct,
+                r.caps.memory_mib,
+                r.caps.io,
+            ),
+            writable,
+            readable,
+            devices,
+            run_dir: run.path().to_owned(),
+            vcpus: r.vcpus,
+            ram_mib: r.ram_mib,
+        })
+    }
+}

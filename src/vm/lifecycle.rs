@@ -1,0 +1,479 @@
+//! Running VMs (vmadm's start, stop, kill, reboot; Proxmox's pause, resume, console): each VM
+//! runs as a QEMU process under its own supervisor (`vm::supervisor`), detached from the
+//! caller, controllable by any process that opens the store.
+//!
+//! Every state transition takes the VM's lifecycle lock (`run/<uuid>/lock`, an `flock`) and
+//! writes the record atomically; no call waits for QEMU or the supervisor while holding it,
+//! so the supervisor can always record how a run ended. Two starts of one VM at once: the
+//! second finds it running and gets `ALREADY_RUNNING`; no VM ever has two QEMU processes
+//! (the supervisor's own lock also forbids it).
+
+use crate::error::{Error, IoContext, Result};
+use crate::fsutil;
+use crate::lock::{self, Mode};
+use crate::store::catalog::records::VmRecord;
+use crate::store::Store;
+use crate::vm::qemu::{self};
+use crate::vm::qmp::{Qmp, QmpError};
+use crate::vm::runtime::{self, RunDir, RunInfo};
+use crate::vm::supervisor::{self, INTENT};
+use crate::vm::{LastExit, State, Vm};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// How long a QMP call may take (QEMU answers in milliseconds; this bounds a hung QEMU).
+pub(crate) const QMP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long to wait for the supervisor to record a run's end after QEMU was killed.
+pub(crate) const REAP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Changes to a VM (`update_vm`): CPUs and memory while it is stopped; the disk grows (never
+/// shrinks), also while stopped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VmUpdate {
+    /// New vCPU count.
+    pub vcpus: Option<u32>,
+    /// New memory size, MiB.
+    pub ram_mib: Option<u64>,
+    /// New disk size, GiB (at least the current size).
+    pub disk_gib: Option<u64>,
+}
+
+/// A VM and its current run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VmStatus {
+    /// The VM, with its live state.
+    pub vm: Vm,
+    /// The run, while QEMU runs.
+    pub run: Option<RunInfo>,
+    /// Seconds since it was started, while it runs.
+    pub uptime_s: Option<u64>,
+    /// The serial console log.
+    pub serial_log: PathBuf,
+}
+
+pub(crate) fn qmp_error(vm: &Uuid, what: &str, e: QmpError) -> Error {
+    match e {
+        QmpError::Timeout { .. } => {
+            Error::Timeout(format!("VM {vm}: QEMU did not answer {what} in time ({e})"))
+        }
+        other => Error::Hypervisor(format!("VM {vm}: {what}: {other}")),
+    }
+}
+
+impl Store {
+    pub(crate) fn run_dir(&self, vm: &Uuid) -> RunDir {
+        RunDir::new(self.catalog_dir(), vm)
+    }
+
+    /// The state a record's VM really is in, and how its last run ended. `locked`: the
+    /// caller holds the VM's lifecycle lock (so a held lock says nothing).
+    ///
+    /// The record says what vmpool last did; the supervisor's lock and QEMU's process say
+    /// what is. A start whose caller died is `running` if its supervisor came up (its
+    /// `run.json` says so), `stopped` if nothing was started; a run whose supervisor and
+    /// QEMU are gone without a word is `failed`.
+    pub(crate) fn live_state(
+        &self,
+        r: &VmRecord,
+        run: &RunDir,
+        locked: bool,
+    ) -> (State, Option<LastExit>) {
+        if !r.state.is_active() {
+            return (r.state, r.last_exit.clone());
+        }
+        let supervised = runtime::lock_held(&run.supervisor_lock()).unwrap_or(true);
+        if r.state == State::Starting {
+            if supervised {
+                return match self.run_info(r, run) {
+                    // A template clone's QEMU starts waiting for the template's state.
+                    Some(_) if r.restore.is_some() => (State::Paused, r.last_exit.clone()),
+                    Some(_) => (State::Running, r.last_exit.clone()),
+                    None => (State::Starting, r.last_exit.clone()),
+                };
+            }
+            if !locked && runtime::lock_held(&run.lock()).unwrap_or(true) {
+                return (State::Starting, r.last_exit.clone());
+            }
+            return (State::Stopped, r.last_exit.clone());
+        }
+        if supervised {
+            return (r.state, r.last_exit.clone());
+        }
+        // Mid-transition: a live lock holder.
+        if !locked && runtime::lock_held(&run.lock()).unwrap_or(true) {
+            return (r.state, r.last_exit.clone());
+        }
+        if let Some(info) = &r.run {
+            if runtime::alive(info.qemu_pid, info.qemu_start) {
+                return (r.state, r.last_exit.clone());
+            }
+        }
+        (
+            State::Failed,
+            Some(LastExit {
+                at: crate::now_rfc3339(),
+                clean: false,
+                reason: "QEMU and its supervisor ended without recording why (the supervisor was killed, and QEMU with it, or the host restarted)".into(),
+                signal: None,
+                status: None,
+            }),
+        )
+    }
+
+    /// The current run's facts: the record's, else what the supervisor wrote.
+    pub(crate) fn run_info(&self, r: &VmRecord, run: &RunDir) -> Option<RunInfo> {
+        r.run.clone().or_else(|| {
+            std::fs::read(run.path().join(supervisor::RUN_INFO))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+        })
+    }
+
+    /// A record as callers see it: with its live state.
+    pub(crate) fn live(&self, r: &VmRecord) -> Vm {
+        let mut vm = Vm::from(r);
+        let (state, last_exit) = self.live_state(r, &self.run_dir(&r.uuid), false);
+        vm.state = state;
+        vm.last_exit = last_exit;
+        vm
+    }
+
+    pub(crate) fn record(&self, uuid: &Uuid) -> Result<VmRecord> {
+        self.catalog
+            .vm(uuid)?
+            .ok_or_else(|| Error::not_found("VM", uuid.to_string()))
+    }
+
+    pub(crate) fn lifecycle_lock(&self, run: &RunDir) -> Result<lock::Held> {
+        run.ensure()?;
+        lock::lock(&run.lock(), Mode::Exclusive)
+    }
+
+    pub(crate) fn qmp(&self, vm: &Uuid, run: &RunDir) -> Result<Qmp> {
+        Qmp::connect(&run.qmp(), QMP_TIMEOUT).map_err(|e| qmp_error(vm, "the connection", e))
+    }
+
+    pub(crate) fn qmp_call(
+        &self,
+        vm: &Uuid,
+        run: &RunDir,
+        cmd: &str,
+        args: Option<serde_json::Value>,
+    ) -> Result<serde_json::Value> {
+        let mut q = self.qmp(vm, run)?;
+        q.execute(cmd, args, QMP_TIMEOUT)
+            .map_err(|e| qmp_error(vm, cmd, e))
+    }
+
+    /// Wait until the run ended: the supervisor is gone (it recorded how) and QEMU too.
+    pub(crate) fn wait_for_end(
+        &self,
+        run: &RunDir,
+        info: Option<&RunInfo>,
+        timeout: Duration,
+    ) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let sup = runtime::lock_held(&run.supervisor_lock()).unwrap_or(true);
+            let qemu = info.is_some_and(|i| runtime::alive(i.qemu_pid, i.qemu_start));
+            if !sup && !qemu {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Shut a VM down: ACPI power button, then, if the guest has not powered off within
+    /// `timeout`, kill QEMU. A VM that does not run is left as it is (no error).
+    pub fn stop_vm(&self, uuid: Uuid, timeout: Duration) -> Result<Vm> {
+        let run = self.run_dir(&uuid);
+        let info = {
+            let _lc = self.lifecycle_lock(&run)?;
+            let mut r = self.record(&uuid)?;
+            let (live, _) = self.live_state(&r, &run, true);
+            if !live.is_active() {
+                return Ok(self.live(&r));
+            }
+            std::fs::write(run.path().join(INTENT), "stop")
+                .ctx(|| format!("writing {}", run.path().join(INTENT).display()))?;
+            r.state = State::Stopping;
+            self.catalog.put_vm(&r)?;
+            crate::fail_point!("vm_stop.stopping");
+            // A paused guest cannot see the power button.
+            if let Ok(mut q) = self.qmp(&uuid, &run) {
+                if live == State::Paused {
+                    let _ = q.execute("cont", None, QMP_TIMEOUT);
+                }
+                let _ = q.execute("system_powerdown", None, QMP_TIMEOUT);
+            }
+            self.run_info(&r, &run)
+        };
+        if !self.wait_for_end(&run, info.as_ref(), timeout) {
+            self.kill_qemu(&uuid, &run, info.as_ref(), "stop")?;
+        }
+        self.finish_unsupervised(&uuid, &run, "stopped on request")?;
+        self.vm(uuid)
+    }
+
+    /// Kill QEMU at once (SIGKILL), as pulling the plug. A VM that does not run is left as
+    /// it is.
+    pub fn kill_vm(&self, uuid: Uuid) -> Result<Vm> {
+        let run = self.run_dir(&uuid);
+        let info = {
+            let _lc = self.lifecycle_lock(&run)?;
+            let mut r = self.record(&uuid)?;
+            let (live, _) = self.live_state(&r, &run, true);
+            if !live.is_active() {
+                return Ok(self.live(&r));
+            }
+            r.state = State::Stopping;
+            self.catalog.put_vm(&r)?;
+            self.run_info(&r, &run)
+        };
+        self.kill_qemu(&uuid, &run, info.as_ref(), "kill")?;
+        self.finish_unsupervised(&uuid, &run, "killed on request")?;
+        self.vm(uuid)
+    }
+
+    pub(crate) fn kill_qemu(
+        &self,
+        uuid: &Uuid,
+        run: &RunDir,
+        info: Option<&RunInfo>,
+        intent: &str,
+    ) -> Result<()> {
+        {
+            let _lc = self.lifecycle_lock(run)?;
+            std::fs::write(run.path().join(INTENT), intent)
+                .ctx(|| format!("writing {}", run.path().join(INTENT).display()))?;
+            if let Some(i) = info {
+                if runtime::alive(i.qemu_pid, i.qemu_start) {
+                    // SAFETY: kill() has no memory-safety preconditions; the pid was checked
+                    // to be this VM's QEMU (pid and start time) just now.
+                    unsafe { libc::kill(i.qemu_pid as i32, libc::SIGKILL) };
+                }
+            }
+        }
+        if self.wait_for_end(run, info, REAP_TIMEOUT) {
+            Ok(())
+        } else {
+            Err(Error::Timeout(format!(
+                "VM {uuid}: QEMU or its supervisor did not end within {REAP_TIMEOUT:?} of SIGKILL"
+            )))
+        }
+    }
+
+    /// After a run ended: if no supervisor recorded it (it had died first), record it here.
+    pub(crate) fn finish_unsupervised(
+        &self,
+        uuid: &Uuid,
+        run: &RunDir,
+        reason: &str,
+    ) -> Result<()> {
+        let _lc = self.lifecycle_lock(run)?;
+        let mut r = self.record(uuid)?;
+        if r.state.is_active() && !runtime::lock_held(&run.supervisor_lock())? {
+            r.state = State::Stopped;
+            r.run = None;
+            r.last_exit = Some(LastExit {
+                at: crate::now_rfc3339(),
+                clean: true,
+                reason: reason.into(),
+                signal: None,
+                status: None,
+            });
+            self.catalog.put_vm(&r)?;
+            run.clean_after_run();
+            let _ = std::fs::remove_file(run.path().join(INTENT));
+        }
+        Ok(())
+    }
+
+    /// The running VM, under its lifecycle lock, or `INVALID_STATE` naming its state.
+    pub(crate) fn running(
+        &self,
+        uuid: &Uuid,
+        run: &RunDir,
+        allowed: &[State],
+        what: &str,
+    ) -> Result<(VmRecord, State)> {
+        let r = self.record(uuid)?;
+        let (live, _) = self.live_state(&r, run, true);
+        if !allowed.contains(&live) {
+            return Err(Error::InvalidState(format!(
+                "VM {uuid} is {}; {what} needs it {}",
+                live.as_str(),
+                allowed
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            )));
+        }
+        Ok((r, live))
+    }
+
+    /// Reset the VM (as the reset button: the guest reboots at once, the QEMU process stays).
+    pub fn reboot_vm(&self, uuid: Uuid) -> Result<Vm> {
+        let run = self.run_dir(&uuid);
+        let _lc = self.lifecycle_lock(&run)?;
+        let (r, _) = self.running(&uuid, &run, &[State::Running, State::Paused], "reboot")?;
+        self.qmp_call(&uuid, &run, "system_reset", None)?;
+        Ok(self.live(&r))
+    }
+
+    /// Pause the guest's CPUs (memory stays; `resume` continues where it was).
+    pub fn pause_vm(&self, uuid: Uuid) -> Result<Vm> {
+        self.pause_vm_if(uuid, |_| true).map(|(vm, _)| vm)
+    }
+
+    /// `pause_vm`, only if the record (read under the VM's lifecycle lock) passes `cond`;
+    /// whether it was paused. A pool pauses a warmed spare this way, never a VM that was
+    /// handed to an owner meanwhile.
+    pub(crate) fn pause_vm_if(
+        &self,
+        uuid: Uuid,
+        cond: impl FnOnce(&VmRecord) -> bool,
+    ) -> Result<(Vm, bool)> {
+        let run = self.run_dir(&uuid);
+        let _lc = self.lifecycle_lock(&run)?;
+        let (mut r, live) = self.running(&uuid, &run, &[State::Running, State::Paused], "pause")?;
+        if !cond(&r) {
+            return Ok((self.live(&r), false));
+        }
+        if live == State::Running {
+            self.qmp_call(&uuid, &run, "stop", None)?;
+            r.state = State::Paused;
+            self.catalog.put_vm(&r)?;
+        }
+        Ok((self.live(&r), true))
+    }
+
+    /// Continue a paused guest. A clone of a memory template whose QEMU waits for the
+    /// template's state gets it first: the guest goes on from where the template was paused.
+    pub fn resume_vm(&self, uuid: Uuid) -> Result<Vm> {
+        let run = self.run_dir(&uuid);
+        let _lc = self.lifecycle_lock(&run)?;
+        let (mut r, live) =
+            self.running(&uuid, &run, &[State::Running, State::Paused], "resume")?;
+        if live != State::Paused {
+            return Ok(self.live(&r));
+        }
+        let mut q = self.qmp(&uuid, &run)?;
+        let restored = match &r.restore {
+            Some(rs) => self.restore_state(&uuid, &mut q, rs)?,
+            None => false,
+        };
+        // Recorded before the guest runs: from `cont` on, its disk moves on from the
+        // template's, and a later start must boot it rather than load the template again.
+        r.restore = None;
+        r.state = State::Running;
+        self.catalog.put_vm(&r)?;
+        if let Err(e) = q.execute("cont", None, QMP_TIMEOUT) {
+            r.state = State::Paused;
+            self.catalog.put_vm(&r)?;
+            return Err(qmp_error(&uuid, "cont", e));
+        }
+        if restored {
+            let mac = r.mac.clone().unwrap_or_else(|| crate::vm::mac_for(&uuid));
+            for (cmd, args) in qemu::nic_hotplug(&mac) {
+                q.execute(cmd, Some(args), QMP_TIMEOUT)
+                    .map_err(|e| qmp_error(&uuid, cmd, e))?;
+            }
+        }
+        Ok(self.live(&r))
+    }
+
+    /// The VM with its live state, and its run.
+    pub fn vm_status(&self, uuid: Uuid) -> Result<VmStatus> {
+        let r = self.record(&uuid)?;
+        let vm = self.live(&r);
+        let run = if vm.state.is_active() {
+            self.run_info(&r, &self.run_dir(&uuid))
+        } else {
+            None
+        };
+        let uptime_s = run.as_ref().and_then(|i| {
+            humantime::parse_rfc3339(&i.started_at)
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .map(|d| d.as_secs())
+        });
+        Ok(VmStatus {
+            vm,
+            run,
+            uptime_s,
+            serial_log: self.run_dir(&uuid).serial_log(),
+        })
+    }
+
+    /// Change a stopped VM's CPUs, memory or disk size (the disk only grows).
+    pub fn update_vm(&self, uuid: Uuid, u: &VmUpdate) -> Result<Vm> {
+        let run = self.run_dir(&uuid);
+        let _lc = self.lifecycle_lock(&run)?;
+        let mut r = self.record(&uuid)?;
+        let (live, _) = self.live_state(&r, &run, true);
+        if live.is_active() {
+            return Err(Error::InvalidState(format!(
+                "VM {uuid} is {}; stop it before changing its CPUs, memory or disk",
+                live.as_str()
+            )));
+        }
+        if let Some(v) = u.vcpus {
+            r.vcpus = self.limits.vcpus(u64::from(v))?;
+        }
+        if let Some(m) = u.ram_mib {
+            r.ram_mib = self.limits.ram_mib(m)?;
+        }
+        if let Some(g) = u.disk_gib {
+            let g = self.limits.disk_gib(g)?;
+            let bytes = crate::vm::gib_to_bytes(g)?;
+            if bytes < r.disk_size_bytes {
+                return Err(Error::invalid(format!(
+                    "disk_gib {g} is smaller than VM {uuid}'s disk ({} bytes); disks never shrink",
+                    r.disk_size_bytes
+                )));
+            }
+            if bytes > r.disk_size_bytes {
+                r.disk_size_bytes =
+                    self.driver
+                        .vm_grow(&uuid, &r.disk_path, r.disk_format, bytes)?;
+                r.disk_gib = g;
+            }
+        }
+        self.catalog.put_vm(&r)?;
+        Ok(self.live(&r))
+    }
+
+    /// The end of the VM's serial console log, at most `max_bytes` (the log is rotated at
+    /// the store's `serial_log_kib`; the previous part is included when needed).
+    pub fn vm_log(&self, uuid: Uuid, max_bytes: u64) -> Result<Vec<u8>> {
+        self.record(&uuid)?;
+        let run = self.run_dir(&uuid);
+        let mut out = Vec::new();
+        for p in [run.serial_log_old(), run.serial_log()] {
+            if let Some(b) = fsutil::read_if_exists(&p)? {
+                out.extend(b);
+            }
+        }
+        let max = usize::try_from(max_bytes).unwrap_or(usize::MAX);
+        if out.len() > max {
+            out.drain(..out.len() - max);
+        }
+        Ok(out)
+    }
+
+    /// Stop a VM that runs (for delete): ACPI, then kill after `timeout`.
+    pub(crate) fn ensure_stopped(&self, uuid: Uuid, timeout: Duration) -> Result<()> {
+        let r = self.record(&uuid)?;
+        if self.live(&r).state.is_active() {
+            self.stop_vm(uuid, timeout)?;
+        }
+        Ok(())
+    }
+}
