@@ -44,6 +44,10 @@ pub mod ffi;
 ///
 /// cbindgen:ignore
 pub mod fsutil;
+/// Acting in directories another uid may write: descriptors, no links followed.
+///
+/// cbindgen:ignore
+pub mod safe_fs;
 /// Images.
 ///
 /// cbindgen:ignore
