@@ -73,7 +73,6 @@ fn main() {
         stop.push(t);
     }
     // The alternative: the same QEMU command line spawned by hand, to QMP ready.
-    let launch = s.catalog_dir().join("run").join(vm.uuid.to_string());
     let mut bare = Vec::new();
     for i in 0..runs {
         let dir = tmp.path().join(format!("bare{i}"));
@@ -94,7 +93,6 @@ fn main() {
         let _ = child.kill();
         let _ = child.wait();
     }
-    let _ = launch;
     emit("start_to_qmp_ready", &start, serde_json::json!({}));
     emit("bare_qemu_to_qmp_ready", &bare, serde_json::json!({}));
     emit("start_to_first_serial_line", &booted, serde_json::json!({}));
@@ -111,7 +109,7 @@ fn main() {
         pause.push(time(|| s.pause_vm(vm.uuid).unwrap()).0);
         resume.push(time(|| s.resume_vm(vm.uuid).unwrap()).0);
     }
-    let qmp_sock = launch.join("qemu").join("qmp.sock");
+    let qmp_sock = s.qmp_socket_path(vm.uuid);
     let mut q = Qmp::connect(&qmp_sock, Duration::from_secs(10)).unwrap();
     let (mut raw_ticket, mut raw_stop, mut raw_cont) = (Vec::new(), Vec::new(), Vec::new());
     let call = |q: &mut Qmp, c: &str, a: Option<serde_json::Value>| {
@@ -213,19 +211,32 @@ fn bare_args(s: &Store, vm: &vmpool::Vm, dir: &Path) -> Vec<String> {
         spice: vmpool::vm::config::SpiceAddr::Unix {
             path: dir.join("spice.sock"),
         },
-        qmp: dir.join("qmp.sock"),
-        events: dir.join("events.sock"),
+        net: vmpool::vm::config::NetMode::Isolated,
         sandbox: true,
         memory_file: None,
         incoming_defer: false,
         prealloc: false,
     };
     let _ = s;
+    // A bare QEMU binds its own QMP socket by path (the supervisor hands vmpool's its
+    // sockets as descriptors) and has no other monitor to serve.
+    let qmp = format!(
+        "socket,id=qmp,path={},server=on,wait=off",
+        dir.join("qmp.sock").display()
+    );
     vmpool::vm::qemu::command_line(&launch)
         .into_iter()
         .map(|a| {
             if a.starts_with("stdio,id=serial0") {
                 "null,id=serial0".into()
+            } else if a.starts_with("socket,id=qmp,") {
+                qmp.clone()
+            } else if a.starts_with("socket,id=events,") {
+                "null,id=events".into()
+            } else if a.starts_with("socket,id=control,") {
+                "null,id=control".into()
+            } else if a == "disable-ticketing=off" {
+                format!("unix=on,addr={}", dir.join("spice.sock").display())
             } else {
                 a
             }

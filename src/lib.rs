@@ -44,10 +44,6 @@ pub mod ffi;
 ///
 /// cbindgen:ignore
 pub mod fsutil;
-/// Acting in directories another uid may write: descriptors, no links followed.
-///
-/// cbindgen:ignore
-pub mod safe_fs;
 /// Images.
 ///
 /// cbindgen:ignore
@@ -64,6 +60,10 @@ pub mod pool;
 ///
 /// cbindgen:ignore
 pub mod revert;
+/// Acting in directories another uid may write: descriptors, no links followed.
+///
+/// cbindgen:ignore
+pub mod safe_fs;
 /// Stores.
 ///
 /// cbindgen:ignore

@@ -27,33 +27,51 @@ pub struct Held {
     pub path: PathBuf,
 }
 
-fn open_lock_file(path: &Path) -> Result<File> {
-    let rw = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o644)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(path);
-    match rw {
-        Ok(f) => Ok(f),
-        // A read-only file system, or a store owned by another user: flock works on a
-        // descriptor opened for reading, so readers still get their lock.
-        Err(e)
-            if matches!(
-                e.raw_os_error(),
-                Some(libc::EROFS | libc::EACCES | libc::EPERM)
-            ) =>
+/// Open (creating) the lock file at `path`.
+pub(crate) fn open_lock_file(path: &Path) -> Result<File> {
+    // A lock file is ours: a link, a FIFO or a device planted under its name is removed (never
+    // followed or opened for what it is) and a plain file made instead.
+    for _ in 0..2 {
+        let rw = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o644)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path);
+        let f = match rw {
+            Ok(f) => f,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENXIO)) => {
+                std::fs::remove_file(path).ctx(|| format!("removing {}", path.display()))?;
+                continue;
+            }
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EROFS | libc::EACCES | libc::EPERM)
+                ) =>
+            {
+                OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                    .open(path)
+                    .ctx(|| format!("opening lock file {}", path.display()))?
+            }
+            Err(e) => return Err(e).ctx(|| format!("opening lock file {}", path.display())),
+        };
+        if f.metadata()
+            .ctx(|| format!("stat {}", path.display()))?
+            .is_file()
         {
-            OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_CLOEXEC)
-                .open(path)
-                .ctx(|| format!("opening lock file {}", path.display()))
+            return Ok(f);
         }
-        Err(e) => Err(e).ctx(|| format!("opening lock file {}", path.display())),
+        std::fs::remove_file(path).ctx(|| format!("removing {}", path.display()))?;
     }
+    Err(Error::Io {
+        context: format!("lock file {} keeps being replaced", path.display()),
+        source: std::io::Error::from_raw_os_error(libc::EPERM),
+    })
 }
 
 fn arg(mode: Mode, wait: bool) -> FlockArg {

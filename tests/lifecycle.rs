@@ -262,7 +262,8 @@ fn survives_its_starter_and_every_end_is_recorded() {
     e.wait_log(&v.uuid, "VMPOOL-TEST-GUEST: ready", 2);
     let run = e.s.catalog_dir().join("run").join(&u);
     let mut q =
-        vmpool::vm::qmp::Qmp::connect(&run.join("qemu/qmp.sock"), Duration::from_secs(10)).unwrap();
+        vmpool::vm::qmp::Qmp::connect(&e.s.qmp_socket_path(v.uuid), Duration::from_secs(10))
+            .unwrap();
     q.execute("system_powerdown", None, Duration::from_secs(10))
         .unwrap();
     drop(q);
@@ -670,12 +671,20 @@ fn uefi_firmware_runs_with_its_own_variable_store() {
         .unwrap();
     assert_eq!(v.firmware, vmpool::vm::Firmware::Uefi);
     e.s.start_vm(v.uuid, &StartOptions::default()).unwrap();
-    let vars =
-        e.s.catalog_dir()
-            .join("run")
-            .join(v.uuid.to_string())
-            .join("qemu/uefi-vars.fd");
-    assert!(vars.exists());
+    // In the run directory (root's, 0700), the VM's uid owning only the file itself.
+    let run = e.s.catalog_dir().join("run").join(v.uuid.to_string());
+    let vars = run.join("uefi-vars.fd");
+    {
+        use std::os::unix::fs::MetadataExt;
+        let (dir, file) = (
+            std::fs::metadata(&run).unwrap(),
+            std::fs::symlink_metadata(&vars).unwrap(),
+        );
+        assert!(file.is_file());
+        assert_eq!((dir.uid(), dir.mode() & 0o777), (0, 0o700));
+        assert_eq!(file.mode() & 0o777, 0o600);
+        assert_ne!(file.uid(), 0, "QEMU (its VM's uid) writes its variables");
+    }
     let cmdline = std::fs::read(format!("/proc/{}/cmdline", qemu_processes(&v.uuid)[0])).unwrap();
     let cmdline = String::from_utf8_lossy(&cmdline);
     assert!(
@@ -694,28 +703,59 @@ fn uefi_firmware_runs_with_its_own_variable_store() {
     assert_eq!(err.code(), Code::VMPOOL_RESULT_INVALID_JSON, "{err}");
 }
 
-/// A store whose path leaves no room for a VM's socket paths (107 bytes at most) holds images,
-/// VMs and pools of disk spares as anywhere else; only a start is refused, by name, and it
-/// changes nothing.
+/// A store at any path starts VMs: a VM's sockets live in the runtime directory
+/// (`/run/vmpool/<store id>/<uuid>/`), not in the store, and are bound through a short
+/// `/proc/self/fd` path; here the catalog's path is 200 bytes long. Images, VMs and pools of
+/// disk spares work there as anywhere else.
 #[test]
-fn a_store_too_deep_for_sockets_refuses_only_start() {
+fn a_store_at_a_200_byte_path_starts_vms() {
     let tmp = scratch();
-    let deep = tmp.path().join("d".repeat(80));
+    let base = tmp.path().display().to_string().len() + "/s".len();
+    let deep = tmp
+        .path()
+        .join("d".repeat(200usize.saturating_sub(base + 1)));
     let uri = format!("dir:{}/s?accel=tcg&clone=qcow2", deep.display());
     let s = Store::open(Some(&uri)).unwrap();
-    let raw = make_raw(tmp.path(), "img.raw", 1 << 20, &[(0, 4096)]);
+    assert!(
+        s.catalog_dir().as_os_str().len() >= 200,
+        "{}",
+        s.catalog_dir().display()
+    );
     let image = s
-        .import_image(&raw, &vmpool::ImportRequest::default().name("deep"), None)
+        .import_image(
+            &test_image(),
+            &vmpool::ImportRequest::default().name("deep"),
+            None,
+        )
         .unwrap();
     let v = s.create_vm(&payload(&image.uuid, "deep", "t", 1)).unwrap();
-    let err = s.start_vm(v.uuid, &StartOptions::default()).unwrap_err();
-    assert_eq!(err.code(), Code::VMPOOL_RESULT_UNSUPPORTED, "{err}");
-    assert!(
-        err.to_string().contains("too long for unix sockets"),
-        "{err}"
-    );
-    assert_eq!(s.vm(v.uuid).unwrap(), v);
-    // What needs no socket works: stop and kill of a stopped VM, pools of disk spares, delete.
+    let started = s.start_vm(v.uuid, &StartOptions::default());
+    struct Kill<'a>(&'a Store);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            kill_all(self.0);
+        }
+    }
+    let _kill = Kill(&s);
+    assert_eq!(started.unwrap().state, State::Running);
+    let deadline = Instant::now() + BOOT;
+    while !String::from_utf8_lossy(&s.vm_log(v.uuid, 1 << 20).unwrap())
+        .contains("VMPOOL-TEST-GUEST: ready")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no boot in a 200-byte-deep store"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let c = s.console(v.uuid, Duration::from_secs(60)).unwrap();
+    match &c.addr {
+        vmpool::vm::config::SpiceAddr::Unix { path } => {
+            assert!(path.as_os_str().len() <= 107, "{}", path.display());
+            std::os::unix::net::UnixStream::connect(path).unwrap();
+        }
+        other => panic!("{other:?}"),
+    }
     s.kill_vm(v.uuid).unwrap();
     let mut pool = vmpool::pool::PoolSpec::new("deep", image.uuid);
     pool.spares = 2;

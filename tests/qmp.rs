@@ -349,7 +349,7 @@ fn send_fd_and_migrate_to_fd() {
     let path = qemu.dir.join("state-fd");
     let file = File::create(&path).unwrap();
     let t = Instant::now();
-    qmp.send_fd("mig", file.as_fd(), CALL).unwrap();
+    qmp.getfd("mig", file.as_fd()).unwrap();
     drop(file); // QEMU holds its own copy.
     let (info, events) = migrate_with(&mut qmp, "fd:mig");
     let took = t.elapsed();
@@ -372,7 +372,7 @@ fn send_fd_and_migrate_to_fd() {
     );
     // The fd name was used up by the migration; another getfd with the same name is fine.
     let again = File::create(qemu.dir.join("again")).unwrap();
-    qmp.send_fd("mig", again.as_fd(), CALL).unwrap();
+    qmp.getfd("mig", again.as_fd()).unwrap();
     qmp.execute("closefd", Some(json!({"fdname": "mig"})), CALL)
         .unwrap();
     let log = qemu.log();
@@ -388,7 +388,7 @@ fn add_fd_and_migrate_to_file() {
     let path = qemu.dir.join("state-file");
     let file = File::create(&path).unwrap();
     let t = Instant::now();
-    let set = qmp.add_fd(file.as_fd(), CALL).unwrap();
+    let set = qmp.add_fd(file.as_fd()).unwrap();
     drop(file);
     let (info, _) = migrate_with(&mut qmp, &format!("file:/dev/fdset/{set},offset=0"));
     let took = t.elapsed();

@@ -78,6 +78,11 @@ pub trait StorageDriver: Send + Sync + std::fmt::Debug {
         false
     }
 
+    /// The path QEMU opens for a disk recorded as `disk` (a file, or a zvol's device node).
+    fn disk_path(&self, disk: &str) -> Result<std::path::PathBuf> {
+        Ok(std::path::PathBuf::from(disk))
+    }
+
     /// Whether images in `format` are kept as they are (otherwise qcow2 is expanded to raw).
     fn keeps(&self, format: DiskFormat) -> bool {
         format == DiskFormat::Raw || self.info().caps.keeps_qcow2

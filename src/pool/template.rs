@@ -25,15 +25,17 @@
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil;
 use crate::pool::claims::PoolDir;
+use crate::safe_fs::{chown_path, Dir, Kind, TrustRule};
 use crate::store::catalog::records::{ImageRecord, PoolRecord, TemplateRecord, SCHEMA};
 use crate::store::journal::{Durability, Op};
 use crate::store::Store;
 use crate::vm::crud::Membership;
-use crate::vm::lifecycle::{qmp_error, QMP_TIMEOUT, REAP_TIMEOUT};
-use crate::vm::qmp::Qmp;
-use crate::vm::supervisor::INTENT;
+use crate::vm::lifecycle::{qmp_error, REAP_TIMEOUT};
+use crate::vm::qmp::{MigrationStatus, Qmp, RunStatus};
+use crate::vm::supervisor::{write_intent, Intent};
 use crate::vm::{State, VmSpec};
-use std::path::{Path, PathBuf};
+use std::os::fd::AsFd;
+use std::path::Path;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
@@ -47,41 +49,29 @@ pub const MEMORY_FILE: &str = "memory";
 /// The device state of a template.
 pub const STATE_FILE: &str = "state";
 
-/// A short, stable name for a store's directory among others' (FNV-1a of its catalog path:
-/// a hash that is the same in every version and process; no crate needed for ten lines).
-fn store_id(catalog: &Path) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in catalog.as_os_str().as_encoded_bytes() {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{h:016x}")
-}
-
 /// Poll `query-migrate` until the migration completed (or failed: its error).
 pub(crate) fn wait_migration(uuid: &Uuid, q: &mut Qmp, what: &str) -> Result<()> {
     let deadline = Instant::now() + MIGRATION_TIMEOUT;
     let mut pause = Duration::from_micros(200);
     loop {
-        let m = q
-            .execute("query-migrate", None, QMP_TIMEOUT)
-            .map_err(|e| qmp_error(uuid, "query-migrate", e))?;
-        match m.get("status").and_then(|s| s.as_str()) {
-            Some("completed") => return Ok(()),
-            Some("failed") | Some("cancelled") => {
+        match q.query_migrate().map_err(|e| qmp_error(uuid, what, e))? {
+            MigrationStatus::Completed => return Ok(()),
+            MigrationStatus::Failed(why) => {
                 return Err(Error::Hypervisor(format!(
-                    "VM {uuid}: {what} failed: {}",
-                    m.get("error-desc")
-                        .and_then(|e| e.as_str())
-                        .unwrap_or("QEMU gave no reason")
+                    "VM {uuid}: {what} failed: {why}"
                 )))
             }
-            _ if Instant::now() > deadline => {
+            MigrationStatus::Cancelled => {
+                return Err(Error::Hypervisor(format!(
+                    "VM {uuid}: {what} was cancelled"
+                )))
+            }
+            MigrationStatus::InProgress(_) if Instant::now() > deadline => {
                 return Err(Error::Timeout(format!(
                     "VM {uuid}: {what} did not finish within {MIGRATION_TIMEOUT:?}"
                 )))
             }
-            _ => {
+            MigrationStatus::InProgress(_) => {
                 std::thread::sleep(pause);
                 pause = (pause * 2).min(Duration::from_millis(20));
             }
@@ -89,18 +79,31 @@ pub(crate) fn wait_migration(uuid: &Uuid, q: &mut Qmp, what: &str) -> Result<()>
     }
 }
 
-/// Whether this process runs as root (then a failed chown is an error, not expected).
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
+/// The trusted directory holding `path`, and the file's name in it.
+fn split_dir(path: &Path) -> Result<(Dir, String)> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| Error::invalid(format!("{} names no file", path.display())))?;
+    let parent = path.parent().unwrap_or(Path::new("/"));
+    Ok((Dir::trusted(parent, TrustRule::current(), None)?, name))
+}
+
+/// What kind of file a disk is: a zvol's node or a file.
+fn disk_kind(disk: &str) -> Kind {
+    if disk.starts_with("/dev/") {
+        Kind::Block
+    } else {
+        Kind::File
+    }
 }
 
 impl Store {
-    /// Where the templates of pool `pool` keep their files.
-    fn template_root(&self, pool: &str) -> PathBuf {
-        let catalog = std::fs::canonicalize(self.catalog_dir())
-            .unwrap_or_else(|_| self.catalog_dir().to_owned());
-        self.run.template_dir.join(store_id(&catalog)).join(pool)
+    /// Where the templates of pool `pool` keep their files: `<template_dir>/<store id>/<pool>`,
+    /// every component trusted (`safe_fs`: root's, 0700, none made by another user first).
+    fn template_root(&self, pool: &str) -> Result<Dir> {
+        let path = self.run.template_dir.join(&self.id).join(pool);
+        Dir::trusted(&path, TrustRule::current(), Some(0o700))
     }
 
     /// The pool's template if it fits the pool's settings and its files are there.
@@ -160,12 +163,20 @@ impl Store {
             .ok_or_else(|| Error::not_found("image", s.image_uuid.to_string()))?;
         let t = Uuid::new_v4();
         let build_vm = Uuid::new_v4();
-        let tdir = self.template_root(&s.name).join(t.to_string());
-        fsutil::mkdirs(&tdir)?;
+        let root = self.template_root(&s.name)?;
+        let name = t.to_string();
+        let tdir = Dir::trusted(&root.path().join(&name), TrustRule::current(), Some(0o700))?;
         let mut revert = crate::revert::Revert::new();
-        revert.add(format!("remove {}", tdir.display()), || {
-            std::fs::remove_dir_all(&tdir).ctx(|| format!("removing {}", tdir.display()))
+        revert.add(format!("remove {}", tdir.path().display()), || {
+            root.remove(&name).map(drop)
         });
+        // Both files are root's, in a directory only root writes: QEMU gets the RAM file
+        // (given to its uid below) bound into its zone, and the state file as a descriptor.
+        let memory_file = tdir.create(MEMORY_FILE, 0o600)?;
+        memory_file
+            .set_len(s.ram_mib << 20)
+            .ctx(|| format!("sizing {}", tdir.display(MEMORY_FILE)))?;
+        tdir.create(STATE_FILE, 0o600)?;
         let mut spec = VmSpec::new(s.image_uuid)
             .alias(format!("{}-template", s.name))
             .uuid(build_vm)
@@ -189,37 +200,23 @@ impl Store {
             self.kill_vm(build_vm)?;
             self.delete_vm(build_vm)
         });
-        if self.run.zone {
-            // Its QEMU (an unprivileged uid) writes the RAM and state files there.
-            let mut r = self
-                .catalog
-                .vm(&vm.uuid)?
-                .ok_or_else(|| Error::not_found("VM", vm.uuid.to_string()))?;
-            let uid = self.ensure_uid(&mut r)?;
-            std::os::unix::fs::chown(&tdir, Some(uid), Some(uid))
-                .ctx(|| format!("chown {}", tdir.display()))?;
-        }
+        let memory = tdir.path().join(MEMORY_FILE);
+        let state = tdir.path().join(STATE_FILE);
         let log_from = 0;
         self.start_vm_as(
             vm.uuid,
             &crate::store::StartOptions { accel: s.accel },
-            Some(&tdir),
+            Some(&memory),
         )?;
         self.wait_ready(vm.uuid, s, log_from)?;
-        let state = tdir.join(STATE_FILE);
-        self.save_template(vm.uuid, &state)?;
-        let memory = tdir.join(MEMORY_FILE);
-        // From now on nobody writes them: root's, read-only.
-        for f in [&memory, &state] {
-            std::os::unix::fs::chown(f.as_path(), Some(0), Some(0))
-                .or_else(|e| if is_root() { Err(e) } else { Ok(()) })
-                .ctx(|| format!("chown {}", f.display()))?;
-            std::fs::set_permissions(f, std::os::unix::fs::PermissionsExt::from_mode(0o444))
-                .ctx(|| format!("chmod {}", f.display()))?;
-        }
-        if self.run.zone {
-            std::os::unix::fs::chown(&tdir, Some(0), Some(0))
-                .ctx(|| format!("chown {}", tdir.display()))?;
+        self.save_template(vm.uuid, &tdir)?;
+        // From now on nobody writes them: root's (the zone had the RAM file), read-only.
+        // Through the descriptor opened when the file was made: the very same file.
+        let me = TrustRule::current().owner;
+        crate::safe_fs::fchown(memory_file.as_fd(), me, me)
+            .ctx(|| format!("chown {}", memory.display()))?;
+        for name in [MEMORY_FILE, STATE_FILE] {
+            tdir.chmod(name, Kind::File, 0o444)?;
         }
         let r = self
             .catalog
@@ -254,6 +251,10 @@ impl Store {
             });
             crate::fail_point!("template.adopted");
             let disk = self.driver.image_seal(&t, &token, r.disk_format)?;
+            // The build VM's uid owned its disk; that uid goes to the next VM, which must not
+            // write what every clone of this template reads.
+            let me = TrustRule::current().owner;
+            chown_path(&self.driver.disk_path(&disk)?, me, me, disk_kind(&disk))?;
             self.catalog.put_image(&ImageRecord {
                 schema: SCHEMA,
                 uuid: t,
@@ -362,89 +363,85 @@ impl Store {
                 keep_dirs.push(img.uuid.to_string());
             }
         }
-        let root = self.template_root(pool);
-        if let Ok(rd) = std::fs::read_dir(&root) {
-            for e in rd.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                if !keep_dirs.contains(&name) {
-                    std::fs::remove_dir_all(e.path())
-                        .ctx(|| format!("removing {}", e.path().display()))?;
-                }
+        let root = self.template_root(pool)?;
+        for e in root.entries()? {
+            let name = e.to_string_lossy().into_owned();
+            if !keep_dirs.contains(&name) {
+                root.remove(&name)?;
             }
         }
         if removing_pool {
-            let _ = std::fs::remove_dir(&root);
+            let parent = self.template_root(pool).ok().and_then(|_| {
+                Dir::trusted(
+                    &self.run.template_dir.join(&self.id),
+                    TrustRule::current(),
+                    None,
+                )
+                .ok()
+            });
+            if let Some(p) = parent {
+                let _ = p.remove(pool);
+            }
         }
         Ok(())
     }
 
-    /// End a pool's template-build VM by saving it: pause its CPUs, write its device state to
-    /// `state` (its RAM is already in the shared memory file), and quit QEMU. Its disk then
-    /// holds what the guest had written at that same instant. Returns once QEMU has ended.
-    fn save_template(&self, uuid: Uuid, state: &Path) -> Result<()> {
+    /// End a pool's template-build VM by saving it: pause its CPUs, write its device state
+    /// into `tdir`'s state file, which QEMU gets as a descriptor (its RAM is already in the
+    /// shared memory file), and quit QEMU. Its disk then holds what the guest had written at
+    /// that same instant. Returns once QEMU has ended.
+    fn save_template(&self, uuid: Uuid, tdir: &Dir) -> Result<()> {
         let run = self.run_dir(&uuid);
         let info = {
             let _lc = self.lifecycle_lock(&run)?;
             let (mut r, _) =
                 self.running(&uuid, &run, &[State::Running, State::Paused], "saving")?;
+            let state = tdir.open_with(STATE_FILE, Kind::File, libc::O_WRONLY)?;
             let mut q = self.qmp(&uuid, &run)?;
-            q.execute("stop", None, QMP_TIMEOUT)
-                .map_err(|e| qmp_error(&uuid, "stop", e))?;
-            q.execute(
-                "migrate-set-capabilities",
-                Some(serde_json::json!({"capabilities": [
-                    {"capability": "x-ignore-shared", "state": true}]})),
-                QMP_TIMEOUT,
-            )
-            .map_err(|e| qmp_error(&uuid, "migrate-set-capabilities", e))?;
-            q.execute(
-                "migrate",
-                Some(serde_json::json!({"uri": format!("file:{},offset=0", state.display())})),
-                QMP_TIMEOUT,
-            )
-            .map_err(|e| qmp_error(&uuid, "migrate", e))?;
+            (|| {
+                q.stop()?;
+                q.set_ignore_shared(true)?;
+                let set = q.add_fd(state.as_fd())?;
+                q.migrate_to_fdset(set)
+            })()
+            .map_err(|e| qmp_error(&uuid, "saving the template's state", e))?;
             wait_migration(&uuid, &mut q, "saving the template's state")?;
-            std::fs::write(run.path().join(INTENT), "stop")
-                .ctx(|| format!("writing {}", run.path().join(INTENT).display()))?;
+            write_intent(&run.open()?, Intent::Stop)?;
             r.state = State::Stopping;
             self.catalog.put_vm(&r)?;
             // `quit` closes the disk cleanly (flushed); the guest's CPUs stay stopped.
-            let _ = q.execute("quit", None, QMP_TIMEOUT);
+            let _ = q.quit();
             self.run_info(&r, &run)
         };
         if !self.wait_for_end(&run, info.as_ref(), REAP_TIMEOUT) {
-            self.kill_qemu(&uuid, &run, info.as_ref(), "stop")?;
+            self.kill_qemu(&uuid, &run, info.as_ref(), Intent::Stop)?;
         }
         self.finish_unsupervised(&uuid, &run, "stopped after saving its memory template")
     }
 
     /// Load a memory template's device state into a QEMU waiting for it (`-incoming defer`,
-    /// `-S`). Returns whether it loaded it now (`false`: it already had, before a crash).
+    /// `-S`), from the template's state file opened here and handed over as a descriptor.
+    /// Returns whether it loaded it now (`false`: it already had, before a crash).
     pub(crate) fn restore_state(
         &self,
         uuid: &Uuid,
         q: &mut Qmp,
         rs: &crate::store::catalog::records::Restore,
     ) -> Result<bool> {
-        let status = q
-            .execute("query-status", None, QMP_TIMEOUT)
-            .map_err(|e| qmp_error(uuid, "query-status", e))?;
-        if status.get("status").and_then(|s| s.as_str()) != Some("inmigrate") {
+        let err = |e| qmp_error(uuid, "loading the template's state", e);
+        if q.query_status().map_err(err)? != RunStatus::InMigrate {
             return Ok(false);
         }
-        q.execute(
-            "migrate-set-capabilities",
-            Some(serde_json::json!({"capabilities": [
-                {"capability": "x-ignore-shared", "state": true}]})),
-            QMP_TIMEOUT,
-        )
-        .map_err(|e| qmp_error(uuid, "migrate-set-capabilities", e))?;
-        q.execute(
-            "migrate-incoming",
-            Some(serde_json::json!({"uri": format!("file:{},offset=0", rs.state.display())})),
-            QMP_TIMEOUT,
-        )
-        .map_err(|e| qmp_error(uuid, "migrate-incoming", e))?;
+        let (dir, name) = split_dir(&rs.state)?;
+        let state = dir.open(&name, Kind::File)?.ok_or_else(|| {
+            Error::not_found("memory template state", rs.state.display().to_string())
+        })?;
+        (|| {
+            q.set_ignore_shared(true)?;
+            let set = q.add_fd(state.as_fd())?;
+            q.migrate_incoming_from_fdset(set)
+        })()
+        .map_err(err)?;
         wait_migration(uuid, q, "loading the template's state")?;
         Ok(true)
     }

@@ -204,6 +204,21 @@ impl Dir {
     /// `O_PATH` (which opens nothing: no FIFO blocks, no device acts) and checked, then
     /// reopened through that descriptor, so what is read is what was checked.
     pub fn open(&self, name: &str, kind: Kind) -> Result<Option<File>> {
+        self.open_flags(name, kind, libc::O_RDONLY)
+    }
+
+    /// [`Dir::open`] an existing `name` with access mode `flags` (`O_WRONLY`, `O_RDWR`);
+    /// missing is `NotFound`.
+    pub fn open_with(&self, name: &str, kind: Kind, flags: i32) -> Result<File> {
+        self.open_flags(name, kind, flags)?.ok_or_else(|| {
+            io_err(
+                format!("opening {}", self.display(name)),
+                io::Error::from_raw_os_error(libc::ENOENT),
+            )
+        })
+    }
+
+    fn open_flags(&self, name: &str, kind: Kind, access: i32) -> Result<Option<File>> {
         let c = self.cname(name)?;
         let path = match self.openat(&c, libc::O_PATH, 0) {
             Ok(fd) => fd,
@@ -211,7 +226,7 @@ impl Dir {
             Err(e) => return Err(self.open_error(name, kind.name(), e)),
         };
         self.expect(path.as_fd(), name, kind)?;
-        let flags = libc::O_RDONLY
+        let flags = access
             | libc::O_CLOEXEC
             | if kind == Kind::Dir {
                 libc::O_DIRECTORY
@@ -230,6 +245,27 @@ impl Dir {
         }
         // SAFETY: open returned a new descriptor that nothing else owns.
         Ok(Some(File::from(unsafe { OwnedFd::from_raw_fd(fd) })))
+    }
+
+    /// Make the directory `name` (`mode`) unless there is one; anything else under the name
+    /// (a link, a FIFO, a file) is removed first, never followed.
+    pub fn make_dir(&self, name: &str, mode: u32) -> Result<()> {
+        match self.stat(name)? {
+            Some(st) if Kind::Dir.matches(st.st_mode) => return Ok(()),
+            Some(_) => {
+                self.remove(name)?;
+            }
+            None => {}
+        }
+        let c = self.cname(name)?;
+        // SAFETY: mkdirat with a valid directory descriptor and a NUL-terminated name.
+        if unsafe { libc::mkdirat(self.fd.as_raw_fd(), c.as_ptr(), mode) } != 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::AlreadyExists {
+                return Err(io_err(format!("creating {}", self.display(name)), e));
+            }
+        }
+        Ok(())
     }
 
     /// A sub-directory, if it exists (a link of that name is refused).
@@ -300,7 +336,11 @@ impl Dir {
     /// Write `bytes` to `name` atomically (a temp file, fsync, rename over, fsync of the
     /// directory) with `mode`.
     pub fn write_atomic(&self, name: &str, bytes: &[u8], mode: u32) -> Result<()> {
-        let tmp = format!("{}{}-{name}", crate::fsutil::TMP_PREFIX, crate::fsutil::token());
+        let tmp = format!(
+            "{}{}-{name}",
+            crate::fsutil::TMP_PREFIX,
+            crate::fsutil::token()
+        );
         let res = (|| {
             let mut f = self.create(&tmp, mode)?;
             f.write_all(bytes)
@@ -383,6 +423,25 @@ impl Dir {
             .map_err(|e| self.open_error(name, kind.name(), e))?;
         self.expect(fd.as_fd(), name, kind)?;
         fchown(fd.as_fd(), uid, gid).map_err(|e| io_err(format!("chown {}", self.display(name)), e))
+    }
+
+    /// Set the mode of `name` if it is `kind` (through a descriptor of what was checked).
+    pub fn chmod(&self, name: &str, kind: Kind, mode: u32) -> Result<()> {
+        let c = self.cname(name)?;
+        let fd = self
+            .openat(&c, libc::O_PATH, 0)
+            .map_err(|e| self.open_error(name, kind.name(), e))?;
+        self.expect(fd.as_fd(), name, kind)?;
+        let proc = CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+            .map_err(|_| Error::Internal("NUL in a /proc path".into()))?;
+        // SAFETY: chmod of a NUL-terminated path (the magic link of our own descriptor).
+        if unsafe { libc::chmod(proc.as_ptr(), mode) } != 0 {
+            return Err(io_err(
+                format!("chmod {}", self.display(name)),
+                io::Error::last_os_error(),
+            ));
+        }
+        Ok(())
     }
 
     /// Remove `name`, whatever it is (a directory with everything below it); links are
@@ -517,7 +576,7 @@ impl Dir {
 }
 
 /// `fchown` of any descriptor, `O_PATH` ones included (`fchownat` with `AT_EMPTY_PATH`).
-pub(crate) fn fchown(fd: BorrowedFd<'_>, uid: u32, gid: u32) -> io::Result<()> {
+pub fn fchown(fd: BorrowedFd<'_>, uid: u32, gid: u32) -> io::Result<()> {
     // SAFETY: fchownat on a descriptor open for the call with an empty name.
     let rc = unsafe { libc::fchownat(fd.as_raw_fd(), c"".as_ptr(), uid, gid, libc::AT_EMPTY_PATH) };
     if rc != 0 {

@@ -4,8 +4,8 @@
 //! A compromised QEMU (or any local user, for world-writable places such as `/dev/shm`) may
 //! turn any name it can write into a symlink, a FIFO or a device between two calls of ours.
 //! So nothing here resolves a path that another uid could change:
-//! - a directory is opened once ([`Dir`]), from `/` down, each component with `O_NOFOLLOW`
-//!   and checked with `fstat` for its owner and mode ([`Dir::trusted`]); later operations are
+//! - a directory is opened once ([`Dir`](crate::safe_fs::Dir)), from `/` down, each component with `O_NOFOLLOW`
+//!   and checked with `fstat` for its owner and mode ([`Dir::trusted`](crate::safe_fs::Dir::trusted)); later operations are
 //!   relative to its descriptor;
 //! - names below it are resolved by `openat2` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
 //!   RESOLVE_NO_MAGICLINKS` (on kernels before 5.6: `openat` with `O_NOFOLLOW`, and only
@@ -17,14 +17,14 @@
 //! - unix sockets are bound and connected through `/proc/self/fd/N/<name>` of the directory's
 //!   descriptor (which also makes their path short whatever the directory's length), and a
 //!   socket we connect to is first opened `O_PATH | O_NOFOLLOW` and checked to be a socket of
-//!   the expected owner ([`Dir::connect`]).
+//!   the expected owner ([`Dir::connect`](crate::safe_fs::Dir::connect)).
 //!
 //! The rules are written down in `docs/security.md`; `tests/security.rs` performs the attacks.
 
 mod dir;
 mod trusted;
 
-pub use dir::{Dir, Kind};
+pub use dir::{fchown, Dir, Kind};
 pub use trusted::{chown_path, TrustRule};
 
 #[cfg(test)]

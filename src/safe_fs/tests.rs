@@ -32,7 +32,11 @@ fn links_fifos_and_devices_are_never_followed_or_opened() {
     std::os::unix::fs::symlink("/dev/zero", t.path().join("zero")).unwrap();
     for name in ["link", "fifo", "zero"] {
         let e = d.open(name, Kind::File).unwrap_err();
-        assert_eq!(e.code(), crate::ResultCode::VMPOOL_RESULT_PERMISSION_DENIED, "{e}");
+        assert_eq!(
+            e.code(),
+            crate::ResultCode::VMPOOL_RESULT_PERMISSION_DENIED,
+            "{e}"
+        );
         assert!(d.read(name, 10).is_err());
         assert!(d.chown(name, 0, 0, Kind::File).is_err());
     }
@@ -40,7 +44,10 @@ fn links_fifos_and_devices_are_never_followed_or_opened() {
     let mut f = d.append("link", 0o600).unwrap();
     std::io::Write::write_all(&mut f, b"log").unwrap();
     assert_eq!(std::fs::read(&secret).unwrap(), b"keep");
-    assert!(!std::fs::symlink_metadata(t.path().join("link")).unwrap().file_type().is_symlink());
+    assert!(!std::fs::symlink_metadata(t.path().join("link"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
     // A FIFO under a log's name does not block; it is replaced.
     d.append("fifo", 0o600).unwrap();
     assert!(std::fs::metadata(t.path().join("fifo")).unwrap().is_file());
@@ -75,7 +82,9 @@ fn sockets_bind_and_connect_at_any_path_length_and_never_through_a_link() {
     let d = Dir::trusted(&deep, TrustRule::current(), Some(0o700)).unwrap();
     assert!(deep.as_os_str().len() > 200);
     let l = d.bind("s.sock").unwrap();
-    let _c = d.connect("s.sock", Some(TrustRule::current().owner)).unwrap();
+    let _c = d
+        .connect("s.sock", Some(TrustRule::current().owner))
+        .unwrap();
     let _accepted = l.accept().unwrap();
     // Owned by someone else: refused.
     assert!(d.connect("s.sock", Some(12345)).is_err());
@@ -84,7 +93,11 @@ fn sockets_bind_and_connect_at_any_path_length_and_never_through_a_link() {
     let _l2 = other.bind("other.sock").unwrap();
     std::os::unix::fs::symlink(t.path().join("other.sock"), deep.join("evil.sock")).unwrap();
     let e = d.connect("evil.sock", None).unwrap_err();
-    assert_eq!(e.code(), crate::ResultCode::VMPOOL_RESULT_PERMISSION_DENIED, "{e}");
+    assert_eq!(
+        e.code(),
+        crate::ResultCode::VMPOOL_RESULT_PERMISSION_DENIED,
+        "{e}"
+    );
     // A regular file is not a socket.
     std::fs::write(deep.join("file.sock"), b"").unwrap();
     assert!(d.connect("file.sock", None).is_err());
@@ -98,14 +111,28 @@ fn trusted_paths_refuse_links_and_directories_others_can_write() {
     std::fs::create_dir(t.path().join("real")).unwrap();
     std::os::unix::fs::symlink(t.path().join("real"), t.path().join("link")).unwrap();
     let e = Dir::trusted(&t.path().join("link/sub"), rule, Some(0o700)).unwrap_err();
-    assert_eq!(e.code(), crate::ResultCode::VMPOOL_RESULT_PERMISSION_DENIED, "{e}");
-    assert!(!t.path().join("real/sub").exists(), "nothing made through the link");
+    assert_eq!(
+        e.code(),
+        crate::ResultCode::VMPOOL_RESULT_PERMISSION_DENIED,
+        "{e}"
+    );
+    assert!(
+        !t.path().join("real/sub").exists(),
+        "nothing made through the link"
+    );
     // World-writable without the sticky bit: refused; with it and owned by root: fine.
     let ww = t.path().join("ww");
     std::fs::create_dir(&ww).unwrap();
     std::fs::set_permissions(&ww, std::fs::Permissions::from_mode(0o777)).unwrap();
     assert!(Dir::trusted(&ww.join("x"), rule, Some(0o700)).is_err());
-    let made = Dir::trusted(Path::new("/tmp").join(format!("vmpool-trust-{}", crate::fsutil::token())).as_path(), rule, Some(0o700)).unwrap();
+    let made = Dir::trusted(
+        Path::new("/tmp")
+            .join(format!("vmpool-trust-{}", crate::fsutil::token()))
+            .as_path(),
+        rule,
+        Some(0o700),
+    )
+    .unwrap();
     let md = std::fs::metadata(made.path()).unwrap();
     assert_eq!(md.mode() & 0o7777, 0o700);
     std::fs::remove_dir(made.path()).unwrap();

@@ -137,8 +137,9 @@ impl Dir {
                     open_at(Some(&cur), &c, flags)
                         .map_err(|e| io_err(format!("opening {}", at.display()), e))?
                 }
-                Err(e) if e.raw_os_error() == Some(libc::ELOOP)
-                    || e.raw_os_error() == Some(libc::ENOTDIR) =>
+                Err(e)
+                    if e.raw_os_error() == Some(libc::ELOOP)
+                        || e.raw_os_error() == Some(libc::ENOTDIR) =>
                 {
                     let what = std::fs::symlink_metadata(&at)
                         .map(|m| {
@@ -176,7 +177,12 @@ pub fn chown_path(path: &Path, uid: u32, gid: u32, kind: Kind) -> Result<()> {
     let c = CString::new(path.as_os_str().as_bytes())
         .map_err(|_| Error::invalid(format!("{} contains NUL", path.display())))?;
     // SAFETY: open of a NUL-terminated path with constant flags.
-    let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC) };
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    };
     if fd < 0 {
         return Err(io_err(
             format!("opening {}", path.display()),
@@ -194,4 +200,24 @@ pub fn chown_path(path: &Path, uid: u32, gid: u32, kind: Kind) -> Result<()> {
         )));
     }
     fchown(fd.as_fd(), uid, gid).map_err(|e| io_err(format!("chown {}", path.display()), e))
+}
+
+impl Dir {
+    /// Open the directory at `path`, whose last component must not be a link (its ancestors
+    /// are the caller's, e.g. a store's catalog that its owner chose).
+    pub fn open_path(path: &Path) -> Result<Dir> {
+        let c = CString::new(path.as_os_str().as_bytes())
+            .map_err(|_| Error::invalid(format!("{} contains NUL", path.display())))?;
+        let fd = open_at(None, &c, libc::O_RDONLY).map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                refused(format!(
+                    "refusing to follow {}: it is a symbolic link where vmpool expects a directory",
+                    path.display()
+                ))
+            } else {
+                io_err(format!("opening {}", path.display()), e)
+            }
+        })?;
+        Ok(Dir::from_fd(fd, path.to_owned()))
+    }
 }

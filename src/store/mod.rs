@@ -42,6 +42,31 @@ struct Marker {
     vmpool_store: u32,
     driver: String,
     created_at: String,
+    /// A random id (32 hex digits) naming the store's directories outside its catalog (its
+    /// sockets, its memory templates) and its uid range on the host. Stores made before it
+    /// existed use a hash of their catalog's path ([`store_id`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    id: Option<String>,
+}
+
+/// The id of the store whose catalog is `catalog`: its marker's, else (a store made before
+/// ids) FNV-1a of its canonical path, a hash that is the same in every version and process.
+pub(crate) fn store_id(catalog: &Path) -> Result<String> {
+    let marker = catalog.join("store.json");
+    if let Some(bytes) = fsutil::read_if_exists(&marker)? {
+        if let Ok(Marker { id: Some(id), .. }) = serde_json::from_slice::<Marker>(&bytes) {
+            if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Ok(id);
+            }
+        }
+    }
+    let canonical = std::fs::canonicalize(catalog).unwrap_or_else(|_| catalog.to_owned());
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in canonical.as_os_str().as_encoded_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    Ok(format!("{h:016x}"))
 }
 
 /// What the last recovery pass did.
@@ -93,6 +118,10 @@ pub struct Store {
     /// How a VM create's journal entry is made durable: by the clone itself when the driver
     /// commits the catalog with its clones and the journal is on the catalog's file system.
     pub(crate) create_durability: Durability,
+    /// The store's id ([`store_id`]).
+    pub(crate) id: String,
+    /// The first uid of the store's range, once claimed on this host (`vm::uids`).
+    pub(crate) uid_base: once_cell::sync::OnceCell<u32>,
 }
 
 /// Directory entries that do not make a directory "in use" when it is first made a store.
@@ -190,6 +219,7 @@ fn claim(dir: &Path, driver: &str) -> Result<()> {
         vmpool_store: LAYOUT_VERSION,
         driver: driver.to_owned(),
         created_at: crate::now_rfc3339(),
+        id: Some(uuid::Uuid::new_v4().simple().to_string()),
     };
     fsutil::write_atomic(
         dir,
@@ -223,7 +253,10 @@ impl Store {
         } else {
             Durability::Now
         };
+        let id = store_id(&dir)?;
         let store = Store {
+            id,
+            uid_base: once_cell::sync::OnceCell::new(),
             uri: uri_s,
             catalog: Catalog::open(&dir)?,
             journal,
@@ -256,6 +289,16 @@ impl Store {
     /// The catalog directory.
     pub fn catalog_dir(&self) -> &Path {
         self.driver.catalog_dir()
+    }
+
+    /// The store's id: names its directories outside the catalog and its uid range.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Where the store's VMs keep their sockets (`<runtime_dir>/<id>`).
+    pub(crate) fn sockets_root(&self) -> PathBuf {
+        self.run.runtime_dir.join(&self.id)
     }
 
     /// Store details (`vmpool_store_info`).

@@ -9,10 +9,33 @@ use crate::store::Store;
 use crate::vm::config::SpiceAddr;
 
 impl Store {
+    /// The first uid of the store's range on this host, claimed once (`vm::uids`).
+    pub(crate) fn uid_base(&self) -> Result<u32> {
+        self.uid_base
+            .get_or_try_init(|| {
+                let id = self.id.clone();
+                crate::vm::uids::claim(
+                    &crate::vm::uids::registry_dir(),
+                    &id,
+                    self.catalog_dir(),
+                    self.run.uid_base,
+                    self.run.uid_count,
+                    |r| {
+                        crate::store::store_id(&r.catalog).is_ok_and(|s| s == r.store)
+                            && r.catalog.join("store.json").is_file()
+                    },
+                )
+            })
+            .copied()
+    }
+
     /// The VM's uid, chosen once (the lowest of the store's range no VM has) and kept in its
-    /// record.
+    /// record. A uid outside the store's range (a record from before ranges were claimed per
+    /// host) is replaced.
     pub(crate) fn ensure_uid(&self, r: &mut VmRecord) -> Result<u32> {
-        if let Some(u) = r.uid {
+        let base = self.uid_base()?;
+        let range = base..base.saturating_add(self.run.uid_count);
+        if let Some(u) = r.uid.filter(|u| range.contains(u)) {
             return Ok(u);
         }
         // One uid per VM: the lowest of the store's range that no VM has.
@@ -27,15 +50,12 @@ impl Store {
             .iter()
             .filter_map(|v| v.uid)
             .collect();
-        let base = self.run.uid_base;
-        let uid = (base..base.saturating_add(self.run.uid_count))
-            .find(|u| !used.contains(u))
-            .ok_or_else(|| {
-                Error::Busy(format!(
-                    "all {} uids from {base} are taken; raise the store's uid_count",
-                    self.run.uid_count
-                ))
-            })?;
+        let uid = range.clone().find(|u| !used.contains(u)).ok_or_else(|| {
+            Error::Busy(format!(
+                "all {} uids from {base} are taken; raise the store's uid_count",
+                self.run.uid_count
+            ))
+        })?;
         r.uid = Some(uid);
         self.catalog.put_vm(r)?;
         Ok(uid)

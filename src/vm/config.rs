@@ -9,8 +9,14 @@
 //! | `spice_ports` | port range for `spice=tcp`, `FIRST-LAST` | `5900-5999` |
 //! | `serial_log_kib` | size at which the serial log is rotated | `1024` |
 //! | `zone` | `on`: every VM's QEMU in its zone (needs root); `off`; `auto`: on as root | `auto` |
-//! | `uid_base`, `uid_count` | the uids (and gids) given to VMs, one each | `2000000`, `65536` |
+//! | `uid_base`, `uid_count` | the uids (and gids) given to VMs, one each; each store's range is its own on the host (see `vm::uids`) | the lowest free range from `2000000`, `65536` |
 //! | `template_dir` | where pools' memory templates keep their RAM (tmpfs or hugetlbfs) | `/dev/shm/vmpool` |
+//! | `runtime_dir` | where VMs' sockets are (each store in its own directory) | `/run/vmpool` as root, else `$XDG_RUNTIME_DIR/vmpool` or `/tmp/vmpool-<uid>` |
+//! | `net` | `isolated`: user networking with `restrict=on` (the guest reaches neither the host nor anything else); `user`: unrestricted user networking (the guest reaches the host's loopback as 10.0.2.2, and whatever the host reaches) | `isolated` |
+//!
+//! `template_dir` and `runtime_dir` must be trusted: every directory from `/` down owned by
+//! root (or the user vmpool runs as) and writable by nobody else; vmpool makes the missing
+//! ones with mode 0700 and refuses one another user made first (`safe_fs`).
 
 use crate::error::{Error, Result};
 use crate::vm::Accel;
@@ -50,6 +56,16 @@ pub enum SpiceListen {
     },
 }
 
+/// How a guest is networked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetMode {
+    /// QEMU user networking with `restrict=on`: DHCP works, nothing is reachable.
+    Isolated,
+    /// QEMU user networking without restriction: the host's loopback is `10.0.2.2`.
+    User,
+}
+
 /// The run options of a store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunConfig {
@@ -63,13 +79,18 @@ pub struct RunConfig {
     pub serial_log_bytes: u64,
     /// Whether VMs run in zones (isolated); needs root.
     pub zone: bool,
-    /// First uid (and gid) given to VMs' QEMU processes; each VM gets its own.
-    pub uid_base: u32,
+    /// First uid (and gid) given to VMs' QEMU processes; each VM gets its own. `None`: the
+    /// lowest range no other store of this host has (`vm::uids`).
+    pub uid_base: Option<u32>,
     /// How many uids from `uid_base` are vmpool's.
     pub uid_count: u32,
     /// Where memory templates keep their RAM and device state (each store in its own
     /// subdirectory). On tmpfs or hugetlbfs: the RAM file is mapped by every clone.
     pub template_dir: PathBuf,
+    /// Where the VMs' sockets are (each store in its own directory below).
+    pub runtime_dir: PathBuf,
+    /// How guests are networked.
+    pub net: NetMode,
 }
 
 /// The option names, for error messages.
@@ -84,6 +105,8 @@ pub const OPTIONS: &[&str] = &[
     "uid_base",
     "uid_count",
     "template_dir",
+    "runtime_dir",
+    "net",
 ];
 
 impl Default for RunConfig {
@@ -98,10 +121,25 @@ impl Default for RunConfig {
             serial_log_bytes: 1 << 20,
             // SAFETY: geteuid has no preconditions.
             zone: unsafe { libc::geteuid() } == 0,
-            uid_base: 2_000_000,
+            uid_base: None,
             uid_count: 65_536,
             template_dir: PathBuf::from("/dev/shm/vmpool"),
+            runtime_dir: default_runtime_dir(),
+            net: NetMode::Isolated,
         }
+    }
+}
+
+/// `/run/vmpool` for root; a user's own runtime directory otherwise.
+fn default_runtime_dir() -> PathBuf {
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    if uid == 0 {
+        return PathBuf::from("/run/vmpool");
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
+        Some(d) => PathBuf::from(d).join("vmpool"),
+        None => PathBuf::from(format!("/tmp/vmpool-{uid}")),
     }
 }
 
@@ -169,14 +207,32 @@ impl RunConfig {
                     };
                 }
             }
-            "template_dir" => {
+            "template_dir" | "runtime_dir" => {
                 let p = PathBuf::from(value);
-                if !p.is_absolute() {
+                if !p.is_absolute()
+                    || p.components()
+                        .any(|c| matches!(c, std::path::Component::ParentDir))
+                {
                     return Err(Error::invalid(format!(
-                        "store option template_dir={value:?} is not an absolute path"
+                        "store option {key}={value:?} is not an absolute path without '..'"
                     )));
                 }
-                self.template_dir = p;
+                if key == "template_dir" {
+                    self.template_dir = p;
+                } else {
+                    self.runtime_dir = p;
+                }
+            }
+            "net" => {
+                self.net = match value {
+                    "isolated" => NetMode::Isolated,
+                    "user" => NetMode::User,
+                    _ => {
+                        return Err(Error::invalid(format!(
+                            "store option net={value:?}: expected isolated or user"
+                        )))
+                    }
+                }
             }
             "serial_log_kib" => {
                 let n: u64 = value
@@ -214,11 +270,14 @@ impl RunConfig {
                             "store option uid_base={n}: below 1000 are system users; choose a range no one uses"
                         )));
                     }
-                    self.uid_base = n;
+                    self.uid_base = Some(n);
                 } else {
                     self.uid_count = n;
                 }
-                if u64::from(self.uid_base) + u64::from(self.uid_count) > u64::from(u32::MAX - 1) {
+                if u64::from(self.uid_base.unwrap_or(crate::vm::uids::FIRST))
+                    + u64::from(self.uid_count)
+                    > u64::from(u32::MAX - 1)
+                {
                     return Err(Error::invalid(
                         "store options uid_base + uid_count pass the largest uid",
                     ));

@@ -2,13 +2,13 @@
 //! address and zone, and its supervisor, which starts QEMU detached from the caller.
 
 use crate::error::{Error, IoContext, Result};
-use crate::fsutil;
 use crate::lock::{self, Mode};
+use crate::safe_fs::{Dir, Kind};
 use crate::store::catalog::records::VmRecord;
 use crate::store::Store;
 use crate::vm::config::{SpiceAddr, SpiceListen};
 use crate::vm::qemu::{self, Cache, FirmwareFiles, Launch};
-use crate::vm::runtime::{RunDir, RunInfo};
+use crate::vm::runtime::{names, RunDir, RunInfo, PRIVATE};
 use crate::vm::supervisor::{self, LaunchFile, Ready};
 use crate::vm::{Accel, Firmware, LastExit, State, Vm};
 use crate::zone::{Limits as ZoneLimits, ZoneSpec};
@@ -49,14 +49,41 @@ fn ovmf() -> Result<(PathBuf, PathBuf)> {
     ))
 }
 
+/// Largest UEFI variable store carried over from an older version's QEMU directory.
+const UEFI_VARS_MAX: u64 = 64 << 20;
+
+/// The VM's UEFI variables in its run directory (root's), made from `template` when missing.
+/// An older version kept them in QEMU's own directory (`qemu/`): they are carried over from
+/// there (read as a checked regular file) before that directory goes.
+fn uefi_vars(run: &Dir, template: &Path) -> Result<()> {
+    let ok = run
+        .stat(names::UEFI_VARS)?
+        .is_some_and(|st| Kind::File.matches(st.st_mode));
+    if !ok {
+        let legacy = run.subdir(names::LEGACY_QEMU_DIR)?;
+        let old = match &legacy {
+            Some(d) => d.open(names::UEFI_VARS, Kind::File).ok().flatten(),
+            None => None,
+        };
+        let mut dst = run.replace(names::UEFI_VARS, PRIVATE)?;
+        let copied = match old {
+            Some(f) => std::io::copy(&mut std::io::Read::take(f, UEFI_VARS_MAX), &mut dst),
+            None => std::fs::File::open(template).and_then(|mut f| std::io::copy(&mut f, &mut dst)),
+        };
+        copied.ctx(|| {
+            format!(
+                "copying the UEFI variables to {}",
+                run.display(names::UEFI_VARS)
+            )
+        })?;
+    }
+    Ok(())
+}
+
 /// Run the supervisor and wait for its one-line report.
-fn spawn_supervisor(run: &RunDir) -> Result<(u32, u32, u64)> {
+fn spawn_supervisor(run: &RunDir, dir: &Dir) -> Result<(u32, u32, u64)> {
     let bin = supervisor::binary()?;
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(run.supervisor_log())
-        .ctx(|| format!("opening {}", run.supervisor_log().display()))?;
+    let log = dir.append(names::SUPERVISOR_LOG, PRIVATE)?;
     let mut child = Command::new(&bin)
         .arg(run.path())
         .stdin(Stdio::null())
@@ -124,13 +151,13 @@ impl Store {
         self.start_vm_as(uuid, opts, None)
     }
 
-    /// `start_vm`; with `template_dir`, as a pool's template build: the guest's RAM in a
-    /// shared file there (QEMU may write there too, for the device state).
+    /// `start_vm`; with `template_memory`, as a pool's template build: the guest's RAM in
+    /// that shared file (made for it, in a directory only root writes).
     pub(crate) fn start_vm_as(
         &self,
         uuid: Uuid,
         opts: &StartOptions,
-        template_dir: Option<&Path>,
+        template_memory: Option<&Path>,
     ) -> Result<Vm> {
         let run = self.run_dir(&uuid);
         let _lc = self.lifecycle_lock(&run)?;
@@ -142,7 +169,9 @@ impl Store {
                 live.as_str()
             )));
         }
-        let disk = crate::driver::zfs::resolve_device(&r.disk_path)
+        let disk = self
+            .driver
+            .disk_path(&r.disk_path)
             .map_err(|_| Error::not_found("disk of VM", format!("{uuid} ({})", r.disk_path)))?;
         if !disk.exists() {
             return Err(Error::not_found(
@@ -171,19 +200,20 @@ impl Store {
                 port: self.free_port(*addr, *ports)?,
             },
         };
+        let rundir = run.open()?;
         let firmware = match r.firmware {
             Firmware::Bios => FirmwareFiles::Bios,
             Firmware::Uefi => {
                 let (code, vars_template) = ovmf()?;
-                let vars = run.uefi_vars();
-                if !vars.exists() {
-                    std::fs::copy(&vars_template, &vars).ctx(|| {
-                        format!("copying {} to {}", vars_template.display(), vars.display())
-                    })?;
+                uefi_vars(&rundir, &vars_template)?;
+                FirmwareFiles::Uefi {
+                    code,
+                    vars: run.uefi_vars(),
                 }
-                FirmwareFiles::Uefi { code, vars }
             }
         };
+        // Older versions gave QEMU this directory; whatever it left there goes, unread.
+        rundir.remove(names::LEGACY_QEMU_DIR)?;
         // A clone whose template's files are gone (the host restarted: they live on tmpfs)
         // boots from its disk, which is as the template's was at its pause: like after a
         // power cut, which every file system in the guest recovers from.
@@ -192,9 +222,9 @@ impl Store {
                 r.restore = None;
             }
         }
-        let memory_file = match (template_dir, &r.restore) {
-            (Some(dir), _) => Some(qemu::MemoryFile {
-                path: dir.join(crate::pool::template::MEMORY_FILE),
+        let memory_file = match (template_memory, &r.restore) {
+            (Some(path), _) => Some(qemu::MemoryFile {
+                path: path.to_owned(),
                 share: true,
             }),
             (None, Some(rs)) => Some(qemu::MemoryFile {
@@ -203,7 +233,7 @@ impl Store {
             }),
             (None, None) => None,
         };
-        let incoming = template_dir.is_none() && r.restore.is_some();
+        let incoming = template_memory.is_none() && r.restore.is_some();
         let mac = r
             .mac
             .get_or_insert_with(|| crate::vm::mac_for(&uuid))
@@ -227,38 +257,40 @@ impl Store {
             mac,
             vmgenid,
             spice: spice.clone(),
-            qmp: run.qmp(),
-            events: run.events(),
+            net: self.run.net,
             sandbox: true,
             memory_file,
             incoming_defer: incoming,
             prealloc: r.caps.prealloc,
         };
         let zone = if self.run.zone {
-            Some(self.zone_spec(&mut r, &run, &launch, template_dir)?)
+            Some(self.zone_spec(&mut r, &run, &launch, template_memory)?)
         } else {
             None
         };
+        // A fresh directory for this run's sockets (the supervisor binds them there).
+        run.fresh_sockets()?;
         let file = LaunchFile {
             qemu: self.run.qemu.clone(),
             args: qemu::command_line(&launch),
             catalog: self.catalog_dir().to_owned(),
             vm: uuid,
+            sockets: run.sockets().to_owned(),
             serial_log_bytes: self.run.serial_log_bytes,
             accel,
             spice: spice.clone(),
             zone,
         };
-        fsutil::write_atomic(
-            run.path(),
-            "launch.json",
+        rundir.write_atomic(
+            names::LAUNCH,
             &serde_json::to_vec_pretty(&file).map_err(|e| Error::Internal(e.to_string()))?,
+            PRIVATE,
         )?;
         r.state = State::Starting;
         r.run = None;
         self.catalog.put_vm(&r)?;
         crate::fail_point!("vm_start.starting");
-        match spawn_supervisor(&run) {
+        match spawn_supervisor(&run, &rundir) {
             Ok((supervisor_pid, qemu_pid, qemu_start)) => {
                 crate::fail_point!("vm_start.spawned");
                 r.state = if incoming {
@@ -299,10 +331,11 @@ impl Store {
         r: &mut VmRecord,
         run: &RunDir,
         launch: &Launch,
-        template_dir: Option<&Path>,
+        template_memory: Option<&Path>,
     ) -> Result<ZoneSpec> {
         let uid = self.ensure_uid(r)?;
-        let mut writable = vec![run.qemu_dir()];
+        // Only files: QEMU owns no directory (its sockets are descriptors).
+        let mut writable = Vec::new();
         let mut devices = Vec::new();
         let mut groups = Vec::new();
         if launch.accel == Accel::Kvm {
@@ -314,10 +347,19 @@ impl Store {
         } else {
             writable.push(launch.disk.clone());
         }
-        if let Some(dir) = template_dir {
-            writable.push(dir.to_owned());
+        if let Some(memory) = template_memory {
+            writable.push(memory.to_owned());
+        }
+        if let FirmwareFiles::Uefi { vars, .. } = &launch.firmware {
+            writable.push(vars.clone());
         }
         let mut readable = Vec::new();
+        // A QEMU outside /usr (the store's `qemu` option) must be visible in the zone too.
+        if let Ok(program) = supervisor::find_program(&self.run.qemu) {
+            if !program.starts_with("/usr") {
+                readable.push(program);
+            }
+        }
         // A qcow2 overlay reads its backing chain: the image, and the image a template image
         // was derived from.
         let mut next = (r.disk_format == crate::image::DiskFormat::Qcow2).then_some(r.image_uuid);
@@ -329,9 +371,9 @@ impl Store {
                 readable.push(PathBuf::from(img.disk));
             }
         }
-        if let (None, Some(rs)) = (template_dir, &r.restore) {
+        // The template's RAM, mapped private; its device state comes as a descriptor.
+        if let (None, Some(rs)) = (template_memory, &r.restore) {
             readable.push(rs.memory.clone());
-            readable.push(rs.state.clone());
         }
         if let FirmwareFiles::Uefi { code, .. } = &launch.firmware {
             if !code.starts_with("/usr") {

@@ -8,21 +8,20 @@
 //! second finds it running and gets `ALREADY_RUNNING`; no VM ever has two QEMU processes
 //! (the supervisor's own lock also forbids it).
 
-use crate::error::{Error, IoContext, Result};
-use crate::fsutil;
+use crate::error::{Error, Result};
 use crate::lock::{self, Mode};
 use crate::store::catalog::records::VmRecord;
 use crate::store::Store;
 use crate::vm::qemu::{self};
 use crate::vm::qmp::{Qmp, QmpError};
 use crate::vm::runtime::{self, RunDir, RunInfo};
-use crate::vm::supervisor::{self, INTENT};
+use crate::vm::supervisor::{self, write_intent, Intent};
 use crate::vm::{LastExit, State, Vm};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
-/// How long a QMP call may take (QEMU answers in milliseconds; this bounds a hung QEMU).
+/// How long connecting to QEMU's monitor may take (it serves one client at a time).
 pub(crate) const QMP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long to wait for the supervisor to record a run's end after QEMU was killed.
@@ -64,7 +63,7 @@ pub(crate) fn qmp_error(vm: &Uuid, what: &str, e: QmpError) -> Error {
 
 impl Store {
     pub(crate) fn run_dir(&self, vm: &Uuid) -> RunDir {
-        RunDir::new(self.catalog_dir(), vm)
+        RunDir::new(self.catalog_dir(), &self.sockets_root(), vm)
     }
 
     /// The state a record's VM really is in, and how its last run ended. `locked`: the
@@ -151,20 +150,38 @@ impl Store {
         lock::lock(&run.lock(), Mode::Exclusive)
     }
 
+    /// A connection to the VM's QMP socket, through the checked descriptor of its sockets
+    /// directory (`safe_fs`): a socket of ours (the supervisor's), never a link.
     pub(crate) fn qmp(&self, vm: &Uuid, run: &RunDir) -> Result<Qmp> {
-        Qmp::connect(&run.qmp(), QMP_TIMEOUT).map_err(|e| qmp_error(vm, "the connection", e))
+        let dir = run.open_sockets()?.ok_or_else(|| {
+            Error::InvalidState(format!("VM {vm} has no monitor socket (it does not run)"))
+        })?;
+        let stream = dir.connect(
+            runtime::names::QMP_SOCKET,
+            Some(crate::safe_fs::TrustRule::current().owner),
+        )?;
+        Qmp::from_stream(stream, QMP_TIMEOUT, &format!("VM {vm}'s QMP socket"))
+            .map_err(|e| qmp_error(vm, "the connection", e))
     }
 
-    pub(crate) fn qmp_call(
+    /// Where the VM's QMP socket is while it runs (in its sockets directory, root's). For
+    /// tools and tests that talk to QEMU themselves; vmpool's own calls go through
+    /// [`Store::qmp`]'s checked descriptor.
+    #[doc(hidden)]
+    pub fn qmp_socket_path(&self, vm: Uuid) -> PathBuf {
+        self.run_dir(&vm).qmp()
+    }
+
+    /// Run `f` (typed QMP commands, `what` for errors) on a new connection to the VM.
+    pub(crate) fn with_qmp<T>(
         &self,
         vm: &Uuid,
         run: &RunDir,
-        cmd: &str,
-        args: Option<serde_json::Value>,
-    ) -> Result<serde_json::Value> {
+        what: &str,
+        f: impl FnOnce(&mut Qmp) -> std::result::Result<T, QmpError>,
+    ) -> Result<T> {
         let mut q = self.qmp(vm, run)?;
-        q.execute(cmd, args, QMP_TIMEOUT)
-            .map_err(|e| qmp_error(vm, cmd, e))
+        f(&mut q).map_err(|e| qmp_error(vm, what, e))
     }
 
     /// Wait until the run ended: the supervisor is gone (it recorded how) and QEMU too.
@@ -199,22 +216,21 @@ impl Store {
             if !live.is_active() {
                 return Ok(self.live(&r));
             }
-            std::fs::write(run.path().join(INTENT), "stop")
-                .ctx(|| format!("writing {}", run.path().join(INTENT).display()))?;
+            write_intent(&run.open()?, Intent::Stop)?;
             r.state = State::Stopping;
             self.catalog.put_vm(&r)?;
             crate::fail_point!("vm_stop.stopping");
             // A paused guest cannot see the power button.
             if let Ok(mut q) = self.qmp(&uuid, &run) {
                 if live == State::Paused {
-                    let _ = q.execute("cont", None, QMP_TIMEOUT);
+                    let _ = q.cont();
                 }
-                let _ = q.execute("system_powerdown", None, QMP_TIMEOUT);
+                let _ = q.system_powerdown();
             }
             self.run_info(&r, &run)
         };
         if !self.wait_for_end(&run, info.as_ref(), timeout) {
-            self.kill_qemu(&uuid, &run, info.as_ref(), "stop")?;
+            self.kill_qemu(&uuid, &run, info.as_ref(), Intent::Stop)?;
         }
         self.finish_unsupervised(&uuid, &run, "stopped on request")?;
         self.vm(uuid)
@@ -235,7 +251,7 @@ impl Store {
             self.catalog.put_vm(&r)?;
             self.run_info(&r, &run)
         };
-        self.kill_qemu(&uuid, &run, info.as_ref(), "kill")?;
+        self.kill_qemu(&uuid, &run, info.as_ref(), Intent::Kill)?;
         self.finish_unsupervised(&uuid, &run, "killed on request")?;
         self.vm(uuid)
     }
@@ -245,12 +261,11 @@ impl Store {
         uuid: &Uuid,
         run: &RunDir,
         info: Option<&RunInfo>,
-        intent: &str,
+        intent: Intent,
     ) -> Result<()> {
         {
             let _lc = self.lifecycle_lock(run)?;
-            std::fs::write(run.path().join(INTENT), intent)
-                .ctx(|| format!("writing {}", run.path().join(INTENT).display()))?;
+            write_intent(&run.open()?, intent)?;
             if let Some(i) = info {
                 if runtime::alive(i.qemu_pid, i.qemu_start) {
                     // SAFETY: kill() has no memory-safety preconditions; the pid was checked
@@ -289,7 +304,6 @@ impl Store {
             });
             self.catalog.put_vm(&r)?;
             run.clean_after_run();
-            let _ = std::fs::remove_file(run.path().join(INTENT));
         }
         Ok(())
     }
@@ -323,7 +337,7 @@ impl Store {
         let run = self.run_dir(&uuid);
         let _lc = self.lifecycle_lock(&run)?;
         let (r, _) = self.running(&uuid, &run, &[State::Running, State::Paused], "reboot")?;
-        self.qmp_call(&uuid, &run, "system_reset", None)?;
+        self.with_qmp(&uuid, &run, "system_reset", |q| q.system_reset())?;
         Ok(self.live(&r))
     }
 
@@ -347,7 +361,7 @@ impl Store {
             return Ok((self.live(&r), false));
         }
         if live == State::Running {
-            self.qmp_call(&uuid, &run, "stop", None)?;
+            self.with_qmp(&uuid, &run, "stop", |q| q.stop())?;
             r.state = State::Paused;
             self.catalog.put_vm(&r)?;
         }
@@ -374,17 +388,15 @@ impl Store {
         r.restore = None;
         r.state = State::Running;
         self.catalog.put_vm(&r)?;
-        if let Err(e) = q.execute("cont", None, QMP_TIMEOUT) {
+        if let Err(e) = q.cont() {
             r.state = State::Paused;
             self.catalog.put_vm(&r)?;
             return Err(qmp_error(&uuid, "cont", e));
         }
         if restored {
             let mac = r.mac.clone().unwrap_or_else(|| crate::vm::mac_for(&uuid));
-            for (cmd, args) in qemu::nic_hotplug(&mac) {
-                q.execute(cmd, Some(args), QMP_TIMEOUT)
-                    .map_err(|e| qmp_error(&uuid, cmd, e))?;
-            }
+            qemu::hotplug_nic(&mut q, &mac, self.run.net)
+                .map_err(|e| qmp_error(&uuid, "adding the network card", e))?;
         }
         Ok(self.live(&r))
     }
@@ -454,10 +466,11 @@ impl Store {
     /// the store's `serial_log_kib`; the previous part is included when needed).
     pub fn vm_log(&self, uuid: Uuid, max_bytes: u64) -> Result<Vec<u8>> {
         self.record(&uuid)?;
-        let run = self.run_dir(&uuid);
+        let run = self.run_dir(&uuid).open()?;
         let mut out = Vec::new();
-        for p in [run.serial_log_old(), run.serial_log()] {
-            if let Some(b) = fsutil::read_if_exists(&p)? {
+        for name in [runtime::names::SERIAL_LOG_OLD, runtime::names::SERIAL_LOG] {
+            // Bounded by the rotation size; a log that grew past it meanwhile is cut below.
+            if let Some(b) = run.read(name, 1 << 31)? {
                 out.extend(b);
             }
         }

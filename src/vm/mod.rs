@@ -13,6 +13,7 @@ pub mod qmp;
 pub mod runtime;
 pub(crate) mod screen;
 pub mod supervisor;
+pub mod uids;
 
 use crate::error::{Error, Result};
 use crate::image::DiskFormat;

@@ -5,15 +5,26 @@
 //! O_DIRECT); QXL with SPICE (ticketing on, and no password set until a console ticket is
 //! asked for, so nobody can connect before); virtio-serial with the `com.redhat.spice.0` port
 //! for spice-vdagent; a USB tablet; virtio-rng; `vmgenid` (a clone can be told apart from its
-//! template, and a Linux guest re-seeds its RNG); virtio-net with user-mode networking and the
-//! VM's own MAC; the serial console on QEMU's stdout (the supervisor logs it); two QMP
-//! monitors: one for vmpool calls, one for the supervisor's events.
+//! template, and a Linux guest re-seeds its RNG); virtio-net with user-mode networking
+//! (`restrict=on` unless the store opens it) and the VM's own MAC; the serial console on
+//! QEMU's stdout (the supervisor logs it); three QMP monitors, each on a socket the supervisor
+//! made and hands to QEMU as a descriptor (QEMU creates no socket and names no path): vmpool's
+//! (listening, [`QMP_FD`]), the supervisor's events ([`EVENTS_FD`]) and its commands
+//! ([`CONTROL_FD`]). A SPICE server on a unix socket listens nowhere itself: the supervisor
+//! accepts on the socket and hands each connection over (`add_client`).
 
 use crate::image::DiskFormat;
-use crate::vm::config::SpiceAddr;
+use crate::vm::config::{NetMode, SpiceAddr};
 use crate::vm::Accel;
 use std::path::PathBuf;
 use uuid::Uuid;
+
+/// Descriptor of vmpool's QMP socket (listening) in QEMU.
+pub const QMP_FD: i32 = 3;
+/// Descriptor of the supervisor's event monitor (one end of a socket pair) in QEMU.
+pub const EVENTS_FD: i32 = 4;
+/// Descriptor of the supervisor's command monitor (one end of a socket pair) in QEMU.
+pub const CONTROL_FD: i32 = 5;
 
 /// How QEMU caches the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,10 +89,8 @@ pub struct Launch {
     pub vmgenid: Uuid,
     /// SPICE address.
     pub spice: SpiceAddr,
-    /// vmpool's QMP socket.
-    pub qmp: PathBuf,
-    /// The supervisor's QMP socket.
-    pub events: PathBuf,
+    /// How the guest is networked.
+    pub net: NetMode,
     /// QEMU's own seccomp sandbox (`-sandbox`).
     pub sandbox: bool,
     /// Guest memory backed by a file (pools' memory templates).
@@ -183,7 +192,8 @@ pub fn command_line(l: &Launch) -> Vec<String> {
         a,
         "-spice",
         match &l.spice {
-            SpiceAddr::Unix { path } => format!("unix=on,addr={}", path.display()),
+            // The supervisor accepts on the socket and hands each client over.
+            SpiceAddr::Unix { .. } => "disable-ticketing=off".into(),
             SpiceAddr::Tcp { host, port } => format!("port={port},addr={host}"),
         },
     );
@@ -213,7 +223,11 @@ pub fn command_line(l: &Launch) -> Vec<String> {
             format!("pcie-root-port,id={NIC_PORT},bus=pcie.0,chassis=1"),
         );
     } else {
-        arg(a, "-netdev", "user,id=net0".into());
+        arg(
+            a,
+            "-netdev",
+            format!("user,id=net0,restrict={}", restrict(l.net)),
+        );
         arg(
             a,
             "-device",
@@ -222,20 +236,15 @@ pub fn command_line(l: &Launch) -> Vec<String> {
     }
     arg(a, "-chardev", "stdio,id=serial0,signal=off".into());
     arg(a, "-serial", "chardev:serial0".into());
-    arg(
-        a,
-        "-qmp",
-        format!("unix:{},server=on,wait=off", l.qmp.display()),
-    );
-    arg(
-        a,
-        "-chardev",
-        format!(
-            "socket,id=events,path={},server=on,wait=off",
-            l.events.display()
-        ),
-    );
-    arg(a, "-mon", "chardev=events,mode=control".into());
+    for (id, fd, server) in [
+        ("qmp", QMP_FD, true),
+        ("events", EVENTS_FD, false),
+        ("control", CONTROL_FD, false),
+    ] {
+        let listen = if server { ",server=on,wait=off" } else { "" };
+        arg(a, "-chardev", format!("socket,id={id},fd={fd}{listen}"));
+        arg(a, "-mon", format!("chardev={id},mode=control"));
+    }
     if l.sandbox {
         arg(
             a,
@@ -255,19 +264,22 @@ pub fn command_line(l: &Launch) -> Vec<String> {
 /// The PCIe port a memory-templated VM's network card is hot-plugged into.
 pub const NIC_PORT: &str = "nicport";
 
-/// The QMP commands that give a memory-templated VM its network card (after it runs).
-pub fn nic_hotplug(mac: &str) -> [(&'static str, serde_json::Value); 2] {
-    [
-        (
-            "netdev_add",
-            serde_json::json!({"type": "user", "id": "net0"}),
-        ),
-        (
-            "device_add",
-            serde_json::json!({"driver": "virtio-net-pci", "netdev": "net0", "mac": mac,
-                               "bus": NIC_PORT, "id": "nic0"}),
-        ),
-    ]
+/// Whether user networking is restricted in `net` mode (`restrict=on`).
+pub fn restrict(net: NetMode) -> &'static str {
+    match net {
+        NetMode::Isolated => "on",
+        NetMode::User => "off",
+    }
+}
+
+/// Give a memory-templated VM its network card, with its own MAC, once it runs.
+pub fn hotplug_nic(
+    q: &mut crate::vm::qmp::Qmp,
+    mac: &str,
+    net: NetMode,
+) -> Result<(), crate::vm::qmp::QmpError> {
+    q.netdev_add_user("net0", net == NetMode::Isolated)?;
+    q.device_add_virtio_net("nic0", "net0", mac, NIC_PORT)
 }
 
 /// Whether KVM works on this host: `/dev/kvm` opens and answers the API version every KVM
@@ -328,8 +340,7 @@ mod tests {
             spice: SpiceAddr::Unix {
                 path: "/s/run/x/spice.sock".into(),
             },
-            qmp: "/s/run/x/qmp.sock".into(),
-            events: "/s/run/x/events.sock".into(),
+            net: NetMode::Isolated,
             sandbox: false,
             memory_file: None,
             incoming_defer: false,
@@ -373,11 +384,20 @@ mod tests {
         ] {
             assert!(devices.contains(&d), "missing -device {d}: {devices:?}");
         }
-        assert_eq!(values(&a, "-spice"), ["unix=on,addr=/s/run/x/spice.sock"]);
+        // No path for QEMU to create or follow: SPICE is handed its clients, the monitors
+        // are descriptors.
+        assert_eq!(values(&a, "-spice"), ["disable-ticketing=off"]);
         assert_eq!(
-            values(&a, "-qmp"),
-            ["unix:/s/run/x/qmp.sock,server=on,wait=off"]
+            values(&a, "-chardev")[2..5],
+            [
+                "socket,id=qmp,fd=3,server=on,wait=off",
+                "socket,id=events,fd=4",
+                "socket,id=control,fd=5"
+            ]
         );
+        assert!(!a.iter().any(|x| x.contains("/s/run/x/")), "{a:?}");
+        // The guest reaches neither the host nor anything else.
+        assert_eq!(values(&a, "-netdev"), ["user,id=net0,restrict=on"]);
         assert_eq!(values(&a, "-serial"), ["chardev:serial0"]);
         assert!(values(&a, "-sandbox").is_empty());
         assert!(values(&a, "-incoming").is_empty());

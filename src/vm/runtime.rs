@@ -1,4 +1,4 @@
-//! A running VM's files (`<catalog>/run/<uuid>/`) and whether its processes live.
+//! A running VM's files and whether its processes live.
 //!
 //! Liveness is never judged by a pid alone, which the kernel reuses:
 //! - the supervisor holds an exclusive `flock` on `supervisor.lock` for its whole life; the
@@ -7,26 +7,30 @@
 //!   clock ticks since boot), which a later process with the same pid cannot share.
 //!
 //! ```text
-//! run/<uuid>/lock             lifecycle lock: one state transition of this VM at a time
-//! run/<uuid>/supervisor.lock  held by the supervisor while it lives
-//! run/<uuid>/launch.json      what the supervisor starts (written by `start`)
-//! run/<uuid>/run.json         the current run's pids (written by the supervisor)
-//! run/<uuid>/serial.log(.1)   the serial console, rotated at a size bound
-//! run/<uuid>/qemu.log         QEMU's stderr, bounded
-//! run/<uuid>/supervisor.log   the supervisor's own messages
-//! run/<uuid>/root/            the zone's root (a mount point in QEMU's namespace only)
-//! run/<uuid>/qemu/            QEMU's own directory, owned by its uid, the only one it writes:
-//!   qmp.sock                  QMP for vmpool calls (one client at a time, per QEMU)
-//!   events.sock               a second QMP monitor, the supervisor's, for events
-//!   spice.sock                SPICE (unless the store listens on TCP)
-//!   uefi-vars.fd              the VM's UEFI variables
+//! <catalog>/run/<uuid>/       mode 0700, root's (the store's owner's)
+//!   lock                      lifecycle lock: one state transition of this VM at a time
+//!   supervisor.lock           held by the supervisor while it lives
+//!   launch.json               what the supervisor starts (written by `start`)       0600
+//!   run.json                  the current run's pids (written by the supervisor)    0600
+//!   serial.log(.1)            the serial console, rotated at a size bound            0600
+//!   qemu.log                  QEMU's stderr, bounded                                 0600
+//!   supervisor.log            the supervisor's own messages                          0600
+//!   uefi-vars.fd              the VM's UEFI variables (the one file here QEMU's uid owns)
+//!   root/                     the zone's root (a mount point in QEMU's namespace only)
+//! <runtime_dir>/<store id>/<uuid>/   mode 0700, root's, every component trusted (safe_fs)
+//!   qmp.sock                  QMP for vmpool calls, bound by the supervisor, handed to QEMU
+//!   spice.sock                SPICE (unless the store listens on TCP): the supervisor accepts
+//!                             and hands each connection to QEMU (QMP `add_client`)
 //! ```
 //!
-//! Everything vmpool trusts (locks, pids, logs, what to launch) is root's, in a directory QEMU
-//! neither owns nor sees: a compromised QEMU cannot rewrite what vmpool acts on.
+//! QEMU owns no directory at all: it gets its sockets as descriptors, and writes only its
+//! disk and its UEFI variables, files in directories only root writes. So there is no name a
+//! compromised QEMU could turn into a link for a root-run call to follow. Older versions of
+//! vmpool gave QEMU `run/<uuid>/qemu/`; a start removes it (by descriptor, never following
+//! what a compromised QEMU may have left there).
 
 use crate::error::{Error, IoContext, Result};
-use crate::fsutil;
+use crate::safe_fs::{Dir, TrustRule};
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
@@ -36,24 +40,58 @@ use uuid::Uuid;
 /// Longest path of a unix socket (`sun_path` holds 108 bytes with its NUL).
 pub const SOCKET_PATH_MAX: usize = 107;
 
-/// The run directory of one VM.
+/// Names in a VM's run directory.
+pub mod names {
+    /// The lifecycle lock.
+    pub const LOCK: &str = "lock";
+    /// The supervisor's liveness lock.
+    pub const SUPERVISOR_LOCK: &str = "supervisor.lock";
+    /// The launch description.
+    pub const LAUNCH: &str = "launch.json";
+    /// The serial console log.
+    pub const SERIAL_LOG: &str = "serial.log";
+    /// Its previous part.
+    pub const SERIAL_LOG_OLD: &str = "serial.log.1";
+    /// QEMU's stderr.
+    pub const QEMU_LOG: &str = "qemu.log";
+    /// The supervisor's messages.
+    pub const SUPERVISOR_LOG: &str = "supervisor.log";
+    /// The VM's UEFI variables.
+    pub const UEFI_VARS: &str = "uefi-vars.fd";
+    /// QEMU's directory in versions before the sockets moved out (removed at start).
+    pub const LEGACY_QEMU_DIR: &str = "qemu";
+    /// vmpool's QMP socket (in the sockets directory).
+    pub const QMP_SOCKET: &str = "qmp.sock";
+    /// The SPICE socket (in the sockets directory).
+    pub const SPICE_SOCKET: &str = "spice.sock";
+}
+
+/// Mode of every file vmpool writes about a run: logs may hold what the guest printed, and
+/// the launch file the VM's command line.
+pub const PRIVATE: u32 = 0o600;
+
+/// The run directory of one VM, and the directory of its sockets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunDir {
     dir: PathBuf,
+    sockets: PathBuf,
 }
 
 impl RunDir {
-    /// The run directory of VM `vm` in the store whose catalog is `catalog`.
-    pub fn new(catalog: &Path, vm: &Uuid) -> RunDir {
+    /// The run directory of VM `vm` in the store whose catalog is `catalog`, its sockets
+    /// below `sockets_root` (`<runtime_dir>/<store id>`).
+    pub fn new(catalog: &Path, sockets_root: &Path, vm: &Uuid) -> RunDir {
         RunDir {
             dir: catalog.join("run").join(vm.to_string()),
+            sockets: sockets_root.join(vm.to_string()),
         }
     }
 
-    /// The run directory at `dir` (the supervisor is given it).
-    pub fn at(dir: &Path) -> RunDir {
+    /// The run directory at `dir` with sockets in `sockets` (the supervisor is given them).
+    pub fn at(dir: &Path, sockets: &Path) -> RunDir {
         RunDir {
             dir: dir.to_owned(),
+            sockets: sockets.to_owned(),
         }
     }
 
@@ -64,67 +102,104 @@ impl RunDir {
 
     /// Lifecycle lock file.
     pub fn lock(&self) -> PathBuf {
-        self.dir.join("lock")
+        self.dir.join(names::LOCK)
     }
     /// The supervisor's liveness lock.
     pub fn supervisor_lock(&self) -> PathBuf {
-        self.dir.join("supervisor.lock")
+        self.dir.join(names::SUPERVISOR_LOCK)
     }
     /// The launch description.
     pub fn launch(&self) -> PathBuf {
-        self.dir.join("launch.json")
+        self.dir.join(names::LAUNCH)
     }
-    /// QEMU's own directory (the only one it may write).
-    pub fn qemu_dir(&self) -> PathBuf {
-        self.dir.join("qemu")
+    /// The directory of the VM's sockets.
+    pub fn sockets(&self) -> &Path {
+        &self.sockets
     }
     /// vmpool's QMP socket.
     pub fn qmp(&self) -> PathBuf {
-        self.qemu_dir().join("qmp.sock")
-    }
-    /// The supervisor's QMP event socket.
-    pub fn events(&self) -> PathBuf {
-        self.qemu_dir().join("events.sock")
+        self.sockets.join(names::QMP_SOCKET)
     }
     /// The SPICE socket.
     pub fn spice(&self) -> PathBuf {
-        self.qemu_dir().join("spice.sock")
+        self.sockets.join(names::SPICE_SOCKET)
     }
     /// The serial console log (newest part).
     pub fn serial_log(&self) -> PathBuf {
-        self.dir.join("serial.log")
-    }
-    /// The serial console log's previous part.
-    pub fn serial_log_old(&self) -> PathBuf {
-        self.dir.join("serial.log.1")
-    }
-    /// QEMU's stderr.
-    pub fn qemu_log(&self) -> PathBuf {
-        self.dir.join("qemu.log")
+        self.dir.join(names::SERIAL_LOG)
     }
     /// The supervisor's messages.
     pub fn supervisor_log(&self) -> PathBuf {
-        self.dir.join("supervisor.log")
+        self.dir.join(names::SUPERVISOR_LOG)
     }
     /// The UEFI variable store of the VM.
     pub fn uefi_vars(&self) -> PathBuf {
-        self.qemu_dir().join("uefi-vars.fd")
+        self.dir.join(names::UEFI_VARS)
     }
 
-    /// Create the directory (and `run/`). Its locks work at any path length; only a start
-    /// needs [`RunDir::check_sockets`].
+    /// Create the run directory (mode 0700) if missing. Its locks work at any path length.
     pub fn ensure(&self) -> Result<()> {
-        fsutil::mkdirs(&self.qemu_dir())
+        use std::os::unix::fs::PermissionsExt;
+        let run = self.dir.parent().unwrap_or(&self.dir);
+        for d in [run, self.dir.as_path()] {
+            use std::os::unix::fs::DirBuilderExt;
+            match std::fs::DirBuilder::new().mode(0o700).create(d) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    crate::fsutil::mkdirs(d)?;
+                }
+                Err(e) => return Err(e).ctx(|| format!("creating directory {}", d.display())),
+            }
+            // Made by an older version with 0755: logs may hold what the guest printed.
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700))
+                .ctx(|| format!("chmod {}", d.display()))?;
+        }
+        Ok(())
     }
 
-    /// Check that the run's sockets can be bound: a unix socket path holds at most
-    /// [`SOCKET_PATH_MAX`] bytes, which a store at a long path exceeds. Only starting QEMU
-    /// needs this; everything else (locks, stop, delete, pools of disk spares) works there.
+    /// The run directory, opened (its last component never a link).
+    pub fn open(&self) -> Result<Dir> {
+        self.ensure()?;
+        Dir::open_path(&self.dir)
+    }
+
+    /// The sockets directory, made afresh (with its trusted path) for a new run.
+    pub fn fresh_sockets(&self) -> Result<Dir> {
+        let rule = TrustRule::current();
+        let parent = self.sockets.parent().unwrap_or(&self.sockets);
+        let root = Dir::trusted(parent, rule, Some(0o700))?;
+        let name = self.sockets_name();
+        root.remove(&name)?;
+        Dir::trusted(&self.sockets, rule, Some(0o700))
+    }
+
+    /// The sockets directory of the current run, if there is one.
+    pub fn open_sockets(&self) -> Result<Option<Dir>> {
+        match Dir::trusted(&self.sockets, TrustRule::current(), None) {
+            Ok(d) => Ok(Some(d)),
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn sockets_name(&self) -> String {
+        self.sockets
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
+    /// Check that the run's sockets can be reached by path: clients (remote-viewer, a
+    /// console proxy) connect to `spice.sock`, whose path holds at most [`SOCKET_PATH_MAX`]
+    /// bytes. Only a long `runtime_dir` can exceed it; the catalog's path does not matter.
     pub fn check_sockets(&self) -> Result<()> {
-        let longest = self.events();
+        let longest = self.spice();
         if longest.as_os_str().len() > SOCKET_PATH_MAX {
             return Err(Error::Unsupported(format!(
-                "the store's path is too long for unix sockets ({} is {} bytes; at most {SOCKET_PATH_MAX}); move the store to a shorter path",
+                "the store's runtime_dir is too long for unix sockets ({} is {} bytes; at most {SOCKET_PATH_MAX}); choose a shorter runtime_dir",
                 longest.display(),
                 longest.as_os_str().len()
             )));
@@ -132,20 +207,43 @@ impl RunDir {
         Ok(())
     }
 
-    /// Remove the files of a run that ended (sockets, launch), keeping the logs.
+    /// Remove the files of a run that ended (sockets, launch, intent, pids), keeping the logs.
     pub fn clean_after_run(&self) {
-        for p in [self.qmp(), self.events(), self.spice(), self.launch()] {
-            let _ = std::fs::remove_file(p);
+        if let Ok(d) = self.open() {
+            for name in [
+                names::LAUNCH,
+                crate::vm::supervisor::INTENT,
+                crate::vm::supervisor::RUN_INFO,
+            ] {
+                let _ = d.remove(name);
+            }
+        }
+        if let Some(parent) = self.sockets.parent() {
+            if let Ok(root) = Dir::trusted(parent, TrustRule::current(), None) {
+                let _ = root.remove(&self.sockets_name());
+            }
         }
     }
 
     /// Remove everything (the VM is being deleted).
     pub fn remove(&self) -> Result<()> {
-        match std::fs::remove_dir_all(&self.dir) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e).ctx(|| format!("removing {}", self.dir.display())),
-        }
+        self.clean_after_run();
+        let Some(parent) = self.dir.parent() else {
+            return Ok(());
+        };
+        let parent = match Dir::open_path(parent) {
+            Ok(d) => d,
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(())
+            }
+            Err(e) => return Err(e),
+        };
+        let name = self
+            .dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        parent.remove(&name).map(drop)
     }
 }
 
@@ -181,11 +279,13 @@ pub fn alive(pid: u32, ticks: u64) -> bool {
 pub fn lock_held(path: &Path) -> Result<bool> {
     let f = match OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_CLOEXEC)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
     {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        // A link planted under a lock's name is no lock anyone holds.
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Ok(false),
         Err(e) => return Err(e).ctx(|| format!("opening {}", path.display())),
     };
     match nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockSharedNonblock) {
@@ -201,15 +301,7 @@ pub fn lock_held(path: &Path) -> Result<bool> {
 /// Take the exclusive lock at `path` (created if missing) without waiting; `None` when it is
 /// held by another process (or another open file description of ours).
 pub fn try_lock(path: &Path) -> Result<Option<nix::fcntl::Flock<File>>> {
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o644)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(path)
-        .ctx(|| format!("opening {}", path.display()))?;
+    let f = crate::lock::open_lock_file(path)?;
     match nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock) {
         Ok(l) => Ok(Some(l)),
         Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),

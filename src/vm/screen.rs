@@ -2,11 +2,12 @@
 //! expire, as Proxmox hands them out) and screenshots.
 
 use crate::error::{Error, IoContext, Result};
-use crate::fsutil;
 use crate::store::Store;
 use crate::vm::console::{self, Console};
-use crate::vm::lifecycle::{qmp_error, QMP_TIMEOUT};
+use crate::vm::qmp::Display;
 use crate::vm::State;
+use std::io::{Read, Seek, Write};
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::path::Path;
 use std::time::Duration;
 use uuid::Uuid;
@@ -36,19 +37,10 @@ impl Store {
             }
         };
         let password = console::new_password();
-        let mut q = self.qmp(&uuid, &run)?;
-        q.execute(
-            "set_password",
-            Some(serde_json::json!({"protocol": "spice", "password": password})),
-            QMP_TIMEOUT,
-        )
-        .map_err(|e| qmp_error(&uuid, "set_password", e))?;
-        q.execute(
-            "expire_password",
-            Some(serde_json::json!({"protocol": "spice", "time": format!("+{}", ttl.as_secs())})),
-            QMP_TIMEOUT,
-        )
-        .map_err(|e| qmp_error(&uuid, "expire_password", e))?;
+        self.with_qmp(&uuid, &run, "setting the console ticket", |q| {
+            q.set_password(Display::Spice, &password)?;
+            q.expire_password(Display::Spice, ttl)
+        })?;
         let expires = std::time::SystemTime::now() + ttl;
         Ok(Console {
             uri: console::uri(&info.spice),
@@ -73,23 +65,60 @@ impl Store {
                 live.as_str()
             )));
         }
-        // QEMU may write only in its own directory: dump there, then copy.
-        let tmp = run
-            .qemu_dir()
-            .join(format!(".screen-{}.png", fsutil::token()));
-        let res = self
-            .qmp_call(
-                &uuid,
-                &run,
-                "screendump",
-                Some(serde_json::json!({"filename": tmp, "format": "png"})),
-            )
-            .and_then(|_| {
-                std::fs::copy(&tmp, dest)
-                    .map(drop)
-                    .ctx(|| format!("copying the screenshot to {}", dest.display()))
-            });
-        let _ = std::fs::remove_file(&tmp);
-        res
+        // QEMU writes into a memory file of ours that it gets as a descriptor: it names no
+        // path, so nothing it controls can redirect where the picture goes or what is read.
+        let (mem, wr) = memfd("vmpool-screendump")?;
+        self.with_qmp(&uuid, &run, "screendump", |q| {
+            let set = q.add_fd(wr.as_fd())?;
+            let dumped = q.screendump_png(set);
+            let _ = q.remove_fd(set);
+            dumped
+        })?;
+        drop(wr);
+        let mut png = Vec::new();
+        let mut mem = std::fs::File::from(mem);
+        mem.rewind()
+            .and_then(|_| mem.take(SCREENSHOT_MAX + 1).read_to_end(&mut png))
+            .ctx(|| "reading the screenshot".into())?;
+        if png.len() as u64 > SCREENSHOT_MAX || !png.starts_with(b"\x89PNG\r\n\x1a\n") {
+            return Err(Error::Hypervisor(format!(
+                "VM {uuid}: QEMU's screendump is not a PNG of at most {SCREENSHOT_MAX} bytes"
+            )));
+        }
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut out = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(dest)
+            .ctx(|| format!("opening {}", dest.display()))?;
+        out.write_all(&png)
+            .ctx(|| format!("writing the screenshot to {}", dest.display()))
     }
+}
+
+/// Largest screenshot taken (a 4K screen's PNG is a few MiB).
+const SCREENSHOT_MAX: u64 = 64 << 20;
+
+/// A new anonymous memory file, and a write-only descriptor of it (QEMU's `/dev/fdset/N`
+/// must be opened with the access mode of the descriptor in the set).
+fn memfd(name: &str) -> Result<(OwnedFd, OwnedFd)> {
+    let c = std::ffi::CString::new(name).map_err(|_| Error::Internal("NUL in a name".into()))?;
+    // SAFETY: memfd_create with a NUL-terminated name and constant flags.
+    let fd = unsafe { libc::memfd_create(c.as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(Error::Io {
+            context: "memfd_create".into(),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    // SAFETY: memfd_create returned a new descriptor that nothing else owns.
+    let mem = unsafe { OwnedFd::from_raw_fd(fd) };
+    let wr = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/proc/self/fd/{fd}"))
+        .ctx(|| "reopening the screendump file write-only".into())?;
+    Ok((mem, OwnedFd::from(wr)))
 }

@@ -107,7 +107,8 @@ pub struct ZoneSpec {
     pub groups: Vec<u32>,
     /// Resource limits.
     pub limits: Limits,
-    /// Files and directories QEMU writes (its run directory, its disk); owned by `uid`.
+    /// Files QEMU writes (its disk, its UEFI variables, a template's RAM); given to `uid`.
+    /// Never a directory: QEMU owns no directory, so it has no name to turn into a link.
     pub writable: Vec<PathBuf>,
     /// Files it only reads (the image its disk is a clone of, firmware files outside /usr).
     pub readable: Vec<PathBuf>,
@@ -139,8 +140,15 @@ pub trait Zone {
     /// Create the zone (resource controls, identity, the file-system view) before QEMU
     /// starts. Idempotent: a zone left by a crashed run is reused.
     fn create(&self, spec: &ZoneSpec) -> Result<()>;
-    /// Start `program` (QEMU) with `args` inside the zone; returns the running process.
-    fn boot(&self, spec: &ZoneSpec, program: &std::path::Path, args: &[String]) -> Result<Booted>;
+    /// Start `program` (QEMU) with `args` inside the zone, the descriptors `fds` open in it
+    /// as 3, 4, ... (its sockets: QEMU creates none itself); returns the running process.
+    fn boot(
+        &self,
+        spec: &ZoneSpec,
+        program: &std::path::Path,
+        args: &[String],
+        fds: &[std::os::fd::BorrowedFd<'_>],
+    ) -> Result<Booted>;
     /// Whether the kernel killed a process of the zone for lack of memory.
     fn oom_killed(&self, spec: &ZoneSpec) -> bool;
     /// Remove what `create` made; absent is fine.
@@ -159,5 +167,52 @@ mod tests {
         assert_eq!(l.pids, 72);
         let l = Limits::for_vm(4, 2048, false, Some(150), Some(3000), None);
         assert_eq!((l.cpu_pct, l.memory_bytes), (150, 3000 << 20));
+    }
+}
+
+/// Descriptors a child process gets as 3, 4, ... (QEMU's sockets). Duplicated first to
+/// numbers above any target (close-on-exec), so that moving them into place in the child can
+/// never overwrite one not yet moved.
+#[derive(Debug)]
+pub struct PassedFds {
+    high: Vec<std::os::fd::OwnedFd>,
+}
+
+/// The lowest number the duplicates take: above every target.
+const PASS_ABOVE: i32 = 64;
+
+impl PassedFds {
+    /// Duplicates of `fds`, to be installed as 3, 4, ... in a child.
+    pub fn new(fds: &[std::os::fd::BorrowedFd<'_>]) -> Result<PassedFds> {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        if fds.len() > (PASS_ABOVE - 3) as usize {
+            return Err(crate::error::Error::Internal(
+                "too many descriptors to pass".into(),
+            ));
+        }
+        let mut high = Vec::new();
+        for fd in fds {
+            // SAFETY: fcntl(F_DUPFD_CLOEXEC) on a descriptor open for the call.
+            let d = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, PASS_ABOVE) };
+            if d < 0 {
+                return Err(crate::error::Error::Io {
+                    context: "duplicating a descriptor for QEMU".into(),
+                    source: std::io::Error::last_os_error(),
+                });
+            }
+            // SAFETY: fcntl returned a new descriptor that nothing else owns.
+            high.push(unsafe { std::os::fd::OwnedFd::from_raw_fd(d) });
+        }
+        Ok(PassedFds { high })
+    }
+
+    /// In the child, after `fork`: put each descriptor in place (`dup2` clears
+    /// close-on-exec on the copy, so exactly these reach the program). Only system calls.
+    pub fn install(&self) -> bool {
+        use std::os::fd::AsRawFd;
+        self.high.iter().enumerate().all(|(i, fd)| {
+            // SAFETY: dup2 of a descriptor this process holds onto a small fixed number.
+            unsafe { libc::dup2(fd.as_raw_fd(), 3 + i as i32) >= 0 }
+        })
     }
 }

@@ -350,3 +350,62 @@ pub fn ctl_failing_at(uri: &str, point: &str, action: &str, args: &[&str], stdin
         ),
     }
 }
+
+/// Type `line` and Enter on the test guest's console keyboard (QMP `send-key`), one key at a
+/// time, each acknowledged by the guest on its serial console (`typed=N`): an emulated PS/2
+/// keyboard drops keys sent faster than the guest takes them, so each key waits for its
+/// acknowledgement (and is sent again only if none came in a long while: it was dropped).
+pub fn type_line(s: &vmpool::Store, v: uuid::Uuid, line: &str) {
+    use std::time::{Duration, Instant};
+    let mut q =
+        vmpool::vm::qmp::Qmp::connect(&s.qmp_socket_path(v), Duration::from_secs(10)).unwrap();
+    let log = || String::from_utf8_lossy(&s.vm_log(v, 1 << 24).unwrap()).into_owned();
+    let keys: Vec<(String, String)> = line
+        .chars()
+        .enumerate()
+        .map(|(i, ch)| {
+            let key = match ch {
+                ' ' => "spc".to_owned(),
+                '.' => "dot".to_owned(),
+                '-' => "minus".to_owned(),
+                c if c.is_ascii_alphanumeric() => c.to_ascii_lowercase().to_string(),
+                c => panic!("type_line cannot type {c:?}"),
+            };
+            (key, format!("VMPOOL-TEST-GUEST: typed={}", i + 1))
+        })
+        .chain([(
+            "ret".to_owned(),
+            "VMPOOL-TEST-GUEST: typed=enter".to_owned(),
+        )])
+        .collect();
+    let acks = |ack: &str| log().lines().filter(|l| l.trim() == ack).count();
+    for (key, ack) in keys {
+        let seen = acks(&ack);
+        let mut tries = 0;
+        'sent: loop {
+            tries += 1;
+            assert!(
+                tries <= 3,
+                "the guest never acknowledged key {key:?} of {line:?}; its log:\n{}",
+                log()
+                    .lines()
+                    .filter(|l| !l.contains("tick="))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+            q.execute(
+                "send-key",
+                Some(serde_json::json!({"keys": [{"type": "qcode", "data": key}]})),
+                Duration::from_secs(10),
+            )
+            .unwrap();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if acks(&ack) > seen {
+                    break 'sent;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}

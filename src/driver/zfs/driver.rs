@@ -286,6 +286,10 @@ impl StorageDriver for ZfsDriver {
         &INFO
     }
 
+    fn disk_path(&self, disk: &str) -> Result<std::path::PathBuf> {
+        super::resolve_device(disk)
+    }
+
     fn describe(&self) -> Vec<(&'static str, Detail)> {
         vec![
             ("dataset", Detail::Text(self.ds.clone())),

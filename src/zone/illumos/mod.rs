@@ -650,8 +650,22 @@ impl Zone for IllumosZone {
         })
     }
 
-    fn boot(&self, spec: &ZoneSpec, program: &Path, args: &[String]) -> Result<Booted> {
+    fn boot(
+        &self,
+        spec: &ZoneSpec,
+        program: &Path,
+        args: &[String],
+        fds: &[std::os::fd::BorrowedFd<'_>],
+    ) -> Result<Booted> {
         let platform = require_smartos()?;
+        if !fds.is_empty() {
+            // zoneadmd boots the zone and its init starts QEMU: there is no process of ours
+            // between which could hand QEMU descriptors. Never run here (see the README).
+            return Err(Error::Unsupported(
+                "handing QEMU its sockets as descriptors is not implemented for illumos zones"
+                    .into(),
+            ));
+        }
         let zone = values::zone_name(&spec.vm);
         if !program.is_absolute() || !values::visible_in_zone(program) {
             return Err(Error::Unsupported(format!(

@@ -8,7 +8,7 @@
 //!    devices it is given (`/dev/kvm`, a zvol's node); `/proc` of its PID namespace; `/tmp`;
 //!    its run directory and its disk read-write, the image its disk is a clone of read-only,
 //!    each at the same path as on the host (so no argument changes). Not the store, not the
-//!    other VMs;
+//!    other VMs, and no directory of the host it could write: its sockets are descriptors;
 //! 4. `pivot_root` into it, the old root detached;
 //! 5. its own host name; rlimits (no core files, a bounded number of files);
 //! 6. every capability out of its bounding set; no supplementary groups but those given; its
@@ -188,7 +188,8 @@ impl Jail {
             gid: spec.gid,
             groups: spec.groups.clone(),
             last_cap,
-            cwd: cs(&spec.run_dir.join("qemu"))?,
+            // QEMU's working directory is the zone's own /tmp: it owns no directory outside.
+            cwd: CString::new("/tmp").expect("no NUL"),
             error_file: cs(&spec.run_dir.join(ERROR_FILE))?,
         })
     }
@@ -207,7 +208,11 @@ impl Jail {
             unsafe {
                 let fd = libc::open(
                     self.error_file.as_ptr(),
-                    libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC,
+                    libc::O_WRONLY
+                        | libc::O_CREAT
+                        | libc::O_TRUNC
+                        | libc::O_CLOEXEC
+                        | libc::O_NOFOLLOW,
                     0o644,
                 );
                 if fd >= 0 {

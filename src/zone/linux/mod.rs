@@ -20,9 +20,12 @@ fn cgroup_of(spec: &ZoneSpec) -> Result<cgroup::Cgroup> {
     Ok(cgroup::Cgroup::new(cgroup::detect()?, &spec.vm))
 }
 
+/// The name of the jail's root directory in the run directory.
+const ROOT: &str = "root";
+
 /// The jail's root directory (a mount point in QEMU's mount namespace only).
 pub fn root_dir(spec: &ZoneSpec) -> PathBuf {
-    spec.run_dir.join("root")
+    spec.run_dir.join(ROOT)
 }
 
 /// (major, minor) of the block device a disk lives on (the device itself for a zvol).
@@ -37,10 +40,6 @@ fn disk_device(p: &Path) -> Option<(u32, u32)> {
     Some((libc::major(dev), libc::minor(dev)))
 }
 
-fn chown(p: &Path, uid: u32, gid: u32) -> Result<()> {
-    std::os::unix::fs::chown(p, Some(uid), Some(gid)).ctx(|| format!("chown {}", p.display()))
-}
-
 impl Zone for LinuxZone {
     fn create(&self, spec: &ZoneSpec) -> Result<()> {
         let cg = cgroup_of(spec)?;
@@ -51,36 +50,34 @@ impl Zone for LinuxZone {
             .find(|p| !p.is_dir())
             .and_then(|p| disk_device(p));
         cg.create(&spec.limits, disk)?;
-        // QEMU owns what it writes (and creates its sockets in its run directory); what it
-        // only reads stays as it is (images are world-readable, 0444).
-        for p in spec.writable.iter().chain(&spec.devices) {
-            if p.starts_with("/dev/") && !is_zvol_or_tap(p) {
-                continue;
-            }
-            chown(p, spec.uid, spec.gid)?;
-            // A directory QEMU writes is its own, with what vmpool put there for it (the
-            // UEFI variable store, say).
-            if p.is_dir() {
-                for e in std::fs::read_dir(p)
-                    .ctx(|| format!("listing {}", p.display()))?
-                    .flatten()
-                {
-                    chown(&e.path(), spec.uid, spec.gid)?;
-                }
-            }
+        // QEMU owns the files it writes; what it only reads stays as it is (images are
+        // world-readable, 0444). Each is changed through a descriptor of what was checked to
+        // be a file (or a zvol's node), never by following a name.
+        use crate::safe_fs::{chown_path, Kind};
+        for p in &spec.writable {
+            chown_path(p, spec.uid, spec.gid, Kind::File)?;
         }
-        let root = root_dir(spec);
-        crate::fsutil::mkdirs(&root)?;
-        Ok(())
+        for p in spec.devices.iter().filter(|p| is_zvol_or_tap(p)) {
+            chown_path(p, spec.uid, spec.gid, Kind::Block)?;
+        }
+        // The zone's root is a mount point in QEMU's namespace only; whatever else holds the
+        // name in the run directory is removed, not followed.
+        crate::safe_fs::Dir::open_path(&spec.run_dir)?.make_dir(ROOT, 0o755)
     }
 
-    fn boot(&self, spec: &ZoneSpec, program: &Path, args: &[String]) -> Result<Booted> {
+    fn boot(
+        &self,
+        spec: &ZoneSpec,
+        program: &Path,
+        args: &[String],
+        fds: &[std::os::fd::BorrowedFd<'_>],
+    ) -> Result<Booted> {
         let cg = cgroup_of(spec)?;
         let jail = jail::Jail::plan(spec, &root_dir(spec), &cg.procs_files())?;
         let _ = std::fs::remove_file(spec.run_dir.join(jail::ERROR_FILE));
         // QEMU is PID 1 of a namespace of its own: it sees no other process, and no other
         // VM sees it.
-        clone_into(&jail, program, args, &[("PATH", "/usr/bin:/bin")]).map_err(|e| {
+        clone_into(&jail, program, args, &[("PATH", "/usr/bin:/bin")], fds).map_err(|e| {
             let step =
                 std::fs::read_to_string(spec.run_dir.join(jail::ERROR_FILE)).unwrap_or_default();
             Error::Hypervisor(if step.is_empty() {
@@ -97,10 +94,12 @@ impl Zone for LinuxZone {
 
     fn destroy(&self, spec: &ZoneSpec) -> Result<()> {
         cgroup_of(spec)?.remove()?;
-        match std::fs::remove_dir(root_dir(spec)) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e).ctx(|| format!("removing {}", root_dir(spec).display())),
+        match crate::safe_fs::Dir::open_path(&spec.run_dir) {
+            Ok(run) => run.remove(ROOT).map(drop),
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                Ok(())
+            }
+            Err(e) => Err(e),
         }
     }
 }
@@ -115,13 +114,14 @@ fn is_zvol_or_tap(p: &Path) -> bool {
 /// Start `program` with `args` and `env` as PID 1 of a new PID namespace (`clone` with
 /// `CLONE_NEWPID`, so the caller keeps its own namespace and may go on making threads), the
 /// child entering `jail` before `execve`. Its stdin is /dev/null; stdout and stderr are pipes
-/// to the caller. A failure before `exec` is reported with its errno (and the jail step in
-/// the run directory's `zone-error`).
+/// to the caller; `fds` become its descriptors 3, 4, ... A failure before `exec` is reported
+/// with its errno (and the jail step in the run directory's `zone-error`).
 pub fn clone_into(
     jail: &jail::Jail,
     program: &Path,
     args: &[String],
     env: &[(&str, &str)],
+    fds: &[std::os::fd::BorrowedFd<'_>],
 ) -> Result<Booted> {
     use std::ffi::CString;
     use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
@@ -156,6 +156,7 @@ pub fn clone_into(
         err_w.as_raw_fd(),
         status_w.as_raw_fd(),
     );
+    let passed = crate::zone::PassedFds::new(fds)?;
     let mut stack = vec![0u8; 1 << 20];
     let child = move || -> isize {
         // Runs in the new process, before exec: only system calls on data made above.
@@ -171,7 +172,7 @@ pub fn clone_into(
         let ok = unsafe {
             libc::dup2(null_fd, 0) >= 0 && libc::dup2(out_fd, 1) >= 0 && libc::dup2(err_fd, 2) >= 0
         };
-        if !ok {
+        if !ok || !passed.install() {
             return fail(
                 std::io::Error::last_os_error()
                     .raw_os_error()

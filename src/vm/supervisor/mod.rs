@@ -8,29 +8,45 @@
 //! 2. in a new session, takes `supervisor.lock` for its whole life (its liveness, see
 //!    `runtime`), and starts QEMU with `PR_SET_PDEATHSIG`: if the supervisor is killed, so is
 //!    QEMU, and the VM's status says so (no QEMU runs unwatched);
-//! 3. waits for QEMU's event monitor, then reports ready (or QEMU's own error);
-//! 4. copies the serial console (QEMU's stdout) into `serial.log`, rotated at a size bound,
+//! 3. binds QEMU's sockets in the VM's sockets directory (root's: QEMU creates no socket and
+//!    names no path), and hands them to QEMU as descriptors: vmpool's QMP socket, a socket
+//!    pair for its own event monitor and one for its commands; with SPICE on a unix socket it
+//!    accepts the clients and hands each to QEMU (`spice.rs`);
+//! 4. waits for QEMU's event monitor, then reports ready (or QEMU's own error);
+//! 5. copies the serial console (QEMU's stdout) into `serial.log`, rotated at a size bound,
 //!    and QEMU's stderr into `qemu.log` (keeping the last lines for the exit reason); follows
 //!    events (`SHUTDOWN` and its reason, `STOP`, `RESUME`);
-//! 5. when QEMU ends, records in the VM record, under the VM's lifecycle lock, how it ended
-//!    ([`classify`]): a guest power-off or a stop asked for through vmpool is `stopped`;
+//! 6. when QEMU ends, records in the VM record, under the VM's lifecycle lock, how it ended
+//!    ([`exit::classify`]): a guest power-off or a stop asked for through vmpool is `stopped`;
 //!    anything else (a signal, a non-zero exit, out of memory) is `failed`, with the reason.
+
+mod exit;
+mod locate;
+mod logs;
+mod spice;
+
+pub use exit::{classify, Intent};
+pub use locate::{binary, find_program};
 
 use crate::error::{Error, Result};
 use crate::lock::{self, Mode};
+use crate::safe_fs::{Dir, TrustRule};
 use crate::store::catalog::Catalog;
 use crate::vm::qmp::{Message, Qmp};
-use crate::vm::runtime::{self, RunDir, RunInfo};
-use crate::vm::{LastExit, State};
+use crate::vm::runtime::{self, names, RunDir, RunInfo, PRIVATE};
+use crate::vm::State;
+use logs::{copy_stream, tail_text, RotatingLog};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Write;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::net::UnixStream;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use uuid::Uuid;
 
 /// What `start` asks the supervisor to run.
@@ -44,6 +60,8 @@ pub struct LaunchFile {
     pub catalog: PathBuf,
     /// The VM.
     pub vm: Uuid,
+    /// The directory of the VM's sockets (made by `start`, root's).
+    pub sockets: PathBuf,
     /// Rotate `serial.log` at this size.
     pub serial_log_bytes: u64,
     /// The accelerator (for `run.json`).
@@ -75,70 +93,30 @@ pub enum Ready {
     },
 }
 
-/// Why vmpool ended QEMU, written to `run/<uuid>/intent` before it acts, so that the
-/// supervisor tells a requested stop from a crash.
+/// `run/<uuid>/intent`: why vmpool ended QEMU ([`Intent`], JSON).
 pub const INTENT: &str = "intent";
 
 /// `run/<uuid>/run.json`: the current run's [`RunInfo`], written by the supervisor.
 pub const RUN_INFO: &str = "run.json";
 
+/// Largest launch file read.
+const LAUNCH_MAX: u64 = 1 << 20;
 /// How long QEMU may take to open its event monitor after starting.
 const STARTUP: Duration = Duration::from_secs(60);
-/// Bytes of QEMU's stderr kept for an exit reason.
-const STDERR_TAIL: usize = 2048;
 /// Largest `qemu.log` kept.
 const QEMU_LOG_MAX: u64 = 256 << 10;
 
-/// Decide how a QEMU run ended from what was seen: its wait status, the reason of the last
-/// `SHUTDOWN` event, what vmpool asked for (`intent`), its stderr, and whether the kernel
-/// killed it for memory.
-pub fn classify(
-    status: Option<i32>,
-    signal: Option<i32>,
-    shutdown: Option<&str>,
-    intent: Option<&str>,
-    stderr_tail: &str,
-    oom: bool,
-) -> LastExit {
-    let sig_name = |s: i32| {
-        nix::sys::signal::Signal::try_from(s)
-            .map(|n| format!("{n}"))
-            .unwrap_or_else(|_| format!("signal {s}"))
-    };
-    let tail = stderr_tail.trim();
-    let with_tail = |r: String| {
-        if tail.is_empty() {
-            r
-        } else {
-            format!("{r}: {tail}")
-        }
-    };
-    let (clean, reason) = match (intent, signal, status, shutdown) {
-        (Some("kill"), _, _, _) => (true, "killed on request".to_owned()),
-        (Some("stop"), Some(9), _, _) => (
-            true,
-            "stopped on request (killed after the shutdown timeout)".to_owned(),
-        ),
-        (Some(i), _, _, _) if i.starts_with("stop") => (true, "stopped on request".to_owned()),
-        (_, Some(s), _, _) if oom => (
-            false,
-            format!("out of memory: the kernel killed QEMU ({})", sig_name(s)),
-        ),
-        (_, Some(s), _, _) => (false, format!("QEMU was killed by {}", sig_name(s))),
-        (_, None, Some(0), Some("guest-shutdown")) => (true, "the guest powered off".to_owned()),
-        (_, None, Some(0), Some("host-qmp-quit")) => (true, "quit over QMP".to_owned()),
-        (_, None, Some(0), Some(r)) => (true, format!("QEMU shut down ({r})")),
-        (_, None, Some(0), None) => (true, "QEMU exited".to_owned()),
-        (_, None, Some(c), _) => (false, with_tail(format!("QEMU exited with status {c}"))),
-        (_, None, None, _) => (false, "QEMU ended in an unknown way".to_owned()),
-    };
-    LastExit {
-        at: crate::now_rfc3339(),
-        clean,
-        reason,
-        signal,
-        status,
-    }
+/// Write why vmpool ends QEMU, for the supervisor's record of how it ended.
+pub fn write_intent(run: &Dir, intent: Intent) -> Result<()> {
+    run.write_atomic(INTENT, &intent.encode(), PRIVATE)
+}
+
+/// What vmpool said it was doing when QEMU ended.
+pub fn read_intent(run: &Dir) -> Option<Intent> {
+    run.read(INTENT, 4096)
+        .ok()
+        .flatten()
+        .and_then(|b| Intent::decode(&b))
 }
 
 /// Close every descriptor above stderr that the caller left open without close-on-exec (a
@@ -177,20 +155,21 @@ pub fn main(args: &[String]) -> i32 {
         eprintln!("usage: vmpool-supervisor RUN_DIR (started by vmpool, not by hand)");
         return 64;
     };
-    let run = RunDir::at(Path::new(dir));
-    let launch: LaunchFile = match std::fs::read(run.launch())
+    let launch: LaunchFile = match Dir::open_path(Path::new(dir))
+        .and_then(|d| d.read(names::LAUNCH, LAUNCH_MAX))
         .map_err(|e| e.to_string())
-        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+        .and_then(|b| serde_json::from_slice(&b.unwrap_or_default()).map_err(|e| e.to_string()))
     {
         Ok(l) => l,
         Err(e) => {
             let r = Ready::Error {
-                message: format!("cannot read {}: {e}", run.launch().display()),
+                message: format!("cannot read {dir}/{}: {e}", names::LAUNCH),
             };
             println!("{}", serde_json::to_string(&r).unwrap_or_default());
             return 1;
         }
     };
+    let run = RunDir::at(Path::new(dir), &launch.sockets);
     // Close-on-exec: QEMU must not inherit the write end, or the first half never sees EOF.
     let (rd, wr) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
         Ok(p) => p,
@@ -292,97 +271,9 @@ impl Child {
     }
 }
 
-/// The absolute path of `program` (searched on PATH when it has no slash): `execve` in the
-/// zone does not search.
-fn find_program(program: &Path) -> Result<PathBuf> {
-    if program.components().count() > 1 {
-        return Ok(program.to_owned());
-    }
-    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()))
-        .map(|d| d.join(program))
-        .find(|p| p.is_file())
-        .ok_or_else(|| Error::Hypervisor(format!("{} is not on PATH", program.display())))
-}
-
 fn report(ready: &mut Option<File>, r: &Ready) {
     if let Some(mut f) = ready.take() {
         let _ = writeln!(f, "{}", serde_json::to_string(r).unwrap_or_default());
-    }
-}
-
-/// Appends to `path`, moving it to `old` once it passes `max` bytes.
-struct RotatingLog {
-    path: PathBuf,
-    old: Option<PathBuf>,
-    max: u64,
-    file: Option<File>,
-    size: u64,
-}
-
-impl RotatingLog {
-    fn new(path: PathBuf, old: Option<PathBuf>, max: u64) -> Self {
-        RotatingLog {
-            path,
-            old,
-            max,
-            file: None,
-            size: 0,
-        }
-    }
-
-    fn write(&mut self, data: &[u8]) {
-        if self.file.is_none() {
-            self.file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.path)
-                .ok();
-            self.size = self
-                .file
-                .as_ref()
-                .and_then(|f| f.metadata().ok())
-                .map_or(0, |m| m.len());
-        }
-        if let Some(f) = &mut self.file {
-            let _ = f.write_all(data);
-            self.size += data.len() as u64;
-        }
-        if self.size >= self.max {
-            self.file = None;
-            match &self.old {
-                Some(old) => {
-                    let _ = std::fs::rename(&self.path, old);
-                }
-                // No previous part: keep the newest half.
-                None => {
-                    if let Ok(b) = std::fs::read(&self.path) {
-                        let keep = &b[b.len() / 2..];
-                        let _ = std::fs::write(&self.path, keep);
-                    }
-                }
-            }
-        }
-    }
-}
-
-fn copy_stream(mut from: impl Read, mut log: RotatingLog, tail: Option<Arc<Mutex<VecDeque<u8>>>>) {
-    let mut buf = [0u8; 8192];
-    loop {
-        match from.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                log.write(&buf[..n]);
-                if let Some(t) = &tail {
-                    let mut t = t.lock().unwrap_or_else(|p| p.into_inner());
-                    t.extend(&buf[..n]);
-                    while t.len() > STDERR_TAIL {
-                        t.pop_front();
-                    }
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => break,
-        }
     }
 }
 
@@ -438,6 +329,102 @@ fn mirror_state(run: &RunDir, catalog: &Path, vm: &Uuid, from: State, to: State)
     Ok(())
 }
 
+/// QEMU's sockets, made before it starts: the ends it gets, and ours.
+struct Sockets {
+    /// vmpool's QMP socket, listening (QEMU accepts on it).
+    qmp: std::os::unix::net::UnixListener,
+    /// The event monitor: QEMU's end, ours.
+    events: (UnixStream, UnixStream),
+    /// The command monitor: QEMU's end, ours.
+    control: (UnixStream, UnixStream),
+    /// SPICE's socket, when SPICE listens on one (the supervisor accepts on it).
+    spice: Option<std::os::unix::net::UnixListener>,
+}
+
+impl Sockets {
+    fn bind(launch: &LaunchFile) -> Result<Sockets> {
+        let dir = Dir::trusted(&launch.sockets, TrustRule::current(), None)?;
+        let pair = || {
+            UnixStream::pair().map_err(|e| Error::Io {
+                context: "making a socket pair for QEMU's monitor".into(),
+                source: e,
+            })
+        };
+        Ok(Sockets {
+            qmp: dir.bind(names::QMP_SOCKET)?,
+            events: pair()?,
+            control: pair()?,
+            spice: match launch.spice {
+                crate::vm::config::SpiceAddr::Unix { .. } => Some(dir.bind(names::SPICE_SOCKET)?),
+                crate::vm::config::SpiceAddr::Tcp { .. } => None,
+            },
+        })
+    }
+
+    /// QEMU's descriptors, in the order of `qemu::{QMP_FD, EVENTS_FD, CONTROL_FD}`.
+    fn for_qemu(&self) -> [BorrowedFd<'_>; 3] {
+        [
+            self.qmp.as_fd(),
+            self.events.0.as_fd(),
+            self.control.0.as_fd(),
+        ]
+    }
+}
+
+/// Start QEMU (in its zone when there is one), with `fds` as its descriptors 3, 4, 5.
+fn spawn_qemu(
+    launch: &LaunchFile,
+    fds: &[BorrowedFd<'_>],
+    supervisor_pid: u32,
+) -> Result<crate::zone::Booted> {
+    let zone = crate::zone::linux::LinuxZone;
+    if let Some(spec) = &launch.zone {
+        use crate::zone::Zone;
+        // A zone left by a run that crashed is reused (create is idempotent).
+        zone.create(spec)
+            .map_err(|e| Error::Hypervisor(format!("cannot create the VM's zone: {e}")))?;
+        let program = find_program(&launch.qemu)?;
+        return zone.boot(spec, &program, &launch.args, fds);
+    }
+    let passed = crate::zone::PassedFds::new(fds)?;
+    let mut cmd = Command::new(&launch.qemu);
+    cmd.args(&launch.args)
+        .current_dir("/")
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: the closure runs in the forked child before exec and calls only
+    // async-signal-safe functions (prctl, getppid, kill, dup2).
+    unsafe {
+        cmd.pre_exec(move || {
+            // QEMU dies with this thread, which lives until QEMU is reaped.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::getppid() as u32 != supervisor_pid {
+                libc::kill(libc::getpid(), libc::SIGKILL);
+            }
+            if !passed.install() {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
+        .map(|mut c| crate::zone::Booted {
+            pid: c.id(),
+            stdout: File::from(std::os::fd::OwnedFd::from(
+                c.stdout.take().expect("stdout was piped"),
+            )),
+            stderr: File::from(std::os::fd::OwnedFd::from(
+                c.stderr.take().expect("stderr was piped"),
+            )),
+        })
+        .map_err(|e| Error::Hypervisor(format!("cannot start {}: {e}", launch.qemu.display())))
+}
+
 fn supervise(run: &RunDir, launch: &LaunchFile, ready: File) -> Result<()> {
     let mut ready = Some(ready);
     let fail = |ready: &mut Option<File>, message: String| {
@@ -450,57 +437,11 @@ fn supervise(run: &RunDir, launch: &LaunchFile, ready: File) -> Result<()> {
         Error::Hypervisor(message)
     };
     let _alive = lock::lock(&run.supervisor_lock(), Mode::Exclusive)?;
-    let _ = std::fs::remove_file(run.path().join(INTENT));
+    let dir = Arc::new(run.open()?);
+    let _ = dir.remove(INTENT);
     let supervisor_pid = std::process::id();
-    let mut cmd = Command::new(&launch.qemu);
-    cmd.args(&launch.args)
-        .current_dir(run.qemu_dir())
-        .env_clear()
-        .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    let sockets = Sockets::bind(launch).map_err(|e| fail(&mut ready, e.to_string()))?;
     let zone = crate::zone::linux::LinuxZone;
-    let spawned = match &launch.zone {
-        Some(spec) => {
-            use crate::zone::Zone;
-            // A zone left by a run that crashed is reused (create is idempotent).
-            zone.create(spec)
-                .map_err(|e| fail(&mut ready, format!("cannot create the VM's zone: {e}")))?;
-            let program =
-                find_program(&launch.qemu).map_err(|e| fail(&mut ready, e.to_string()))?;
-            zone.boot(spec, &program, &launch.args)
-        }
-        None => {
-            // SAFETY: the closure runs in the forked child before exec and calls only
-            // async-signal-safe functions (prctl, getppid, kill).
-            unsafe {
-                cmd.pre_exec(move || {
-                    // QEMU dies with this thread, which lives until QEMU is reaped.
-                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    if libc::getppid() as u32 != supervisor_pid {
-                        libc::kill(libc::getpid(), libc::SIGKILL);
-                    }
-                    Ok(())
-                });
-            }
-            cmd.spawn()
-                .map(|mut c| crate::zone::Booted {
-                    pid: c.id(),
-                    stdout: File::from(std::os::fd::OwnedFd::from(
-                        c.stdout.take().expect("stdout was piped"),
-                    )),
-                    stderr: File::from(std::os::fd::OwnedFd::from(
-                        c.stderr.take().expect("stderr was piped"),
-                    )),
-                })
-                .map_err(|e| {
-                    Error::Hypervisor(format!("cannot start {}: {e}", launch.qemu.display()))
-                })
-        }
-    };
     let destroy_zone = || {
         if let Some(spec) = &launch.zone {
             use crate::zone::Zone;
@@ -513,64 +454,64 @@ fn supervise(run: &RunDir, launch: &LaunchFile, ready: File) -> Result<()> {
         use crate::zone::Zone;
         launch.zone.as_ref().is_some_and(|s| zone.oom_killed(s))
     };
-    let booted = match spawned {
+    let booted = match spawn_qemu(launch, &sockets.for_qemu(), supervisor_pid) {
         Ok(c) => c,
         Err(e) => {
             destroy_zone();
             return Err(fail(&mut ready, e.to_string()));
         }
     };
+    // Only QEMU holds its ends now: when it ends, our ends see it.
+    let Sockets {
+        qmp,
+        events: (_, events),
+        control: (_, control),
+        spice,
+    } = sockets;
+    drop(qmp);
     let qemu_pid = booted.pid;
     let child = Child(nix::unistd::Pid::from_raw(qemu_pid as i32));
     let qemu_start = runtime::start_ticks(qemu_pid).unwrap_or(0);
     let tail = Arc::new(Mutex::new(VecDeque::new()));
     let (out, err) = (booted.stdout, booted.stderr);
     let serial_log = RotatingLog::new(
-        run.serial_log(),
-        Some(run.serial_log_old()),
+        dir.clone(),
+        names::SERIAL_LOG,
+        Some(names::SERIAL_LOG_OLD),
         launch.serial_log_bytes,
     );
-    let qemu_log = RotatingLog::new(run.qemu_log(), None, QEMU_LOG_MAX);
+    let qemu_log = RotatingLog::new(dir.clone(), names::QEMU_LOG, None, QEMU_LOG_MAX);
     let t_out = std::thread::spawn(move || copy_stream(out, serial_log, None));
     let tail2 = tail.clone();
     let t_err = std::thread::spawn(move || copy_stream(err, qemu_log, Some(tail2)));
-    let tail_text = |t: &Arc<Mutex<VecDeque<u8>>>| {
-        let t = t.lock().unwrap_or_else(|p| p.into_inner());
-        let bytes: Vec<u8> = t.iter().copied().collect();
-        String::from_utf8_lossy(&bytes)
-            .lines()
-            .rev()
-            .take(5)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect::<Vec<_>>()
-            .join(" | ")
-    };
 
-    // Wait for the event monitor, watching QEMU: a bad option makes it exit at once.
-    let started = Instant::now();
-    let qmp = loop {
-        if let Some(st) = child.try_wait() {
-            let _ = t_err.join();
-            let ended = classify(st.code(), st.signal(), None, None, &tail_text(&tail), oom());
-            destroy_zone();
-            return Err(fail(&mut ready, ended.reason));
-        }
-        match Qmp::connect(&run.events(), Duration::from_millis(200)) {
-            Ok(q) => break q,
-            Err(_) if started.elapsed() < STARTUP => {}
-            Err(e) => {
-                child.kill();
-                let _ = child.wait();
+    // QEMU greets on its monitors once it runs; a bad option makes it exit first, which
+    // closes its end of the pair.
+    let monitors = Qmp::from_stream(events, STARTUP, "QEMU's event monitor").and_then(|ev| {
+        Qmp::from_stream(control, STARTUP, "QEMU's command monitor").map(|c| (ev, c))
+    });
+    let (qmp, control) = match monitors {
+        Ok(m) => m,
+        Err(e) => {
+            if e.is_closed() || child.try_wait().is_some() {
+                let st = child.wait()?;
+                let _ = t_err.join();
+                let ended = classify(st.code(), st.signal(), None, None, &tail_text(&tail), oom());
                 destroy_zone();
-                return Err(fail(
-                    &mut ready,
-                    format!("QEMU did not open its monitor within {STARTUP:?}: {e}"),
-                ));
+                return Err(fail(&mut ready, ended.reason));
             }
+            child.kill();
+            let _ = child.wait();
+            destroy_zone();
+            return Err(fail(
+                &mut ready,
+                format!("QEMU did not open its monitor within {STARTUP:?}: {e}"),
+            ));
         }
     };
+    if let Some(listener) = spice {
+        std::thread::spawn(move || spice::serve(listener, control));
+    }
     // The run's facts, for the VM's status even if the process that asked for the start
     // is gone before it could record them.
     let info = RunInfo {
@@ -582,7 +523,7 @@ fn supervise(run: &RunDir, launch: &LaunchFile, ready: File) -> Result<()> {
         spice: launch.spice.clone(),
     };
     if let Ok(b) = serde_json::to_vec(&info) {
-        let _ = crate::fsutil::write_atomic(run.path(), RUN_INFO, &b);
+        let _ = dir.write_atomic(RUN_INFO, &b, PRIVATE);
     }
     report(
         &mut ready,
@@ -607,7 +548,7 @@ fn supervise(run: &RunDir, launch: &LaunchFile, ready: File) -> Result<()> {
     let status = child.wait()?;
     let _ = t_out.join();
     let _ = t_err.join();
-    let intent = std::fs::read_to_string(run.path().join(INTENT)).ok();
+    let intent = read_intent(&dir);
     let oom = status.signal() == Some(libc::SIGKILL) && oom();
     destroy_zone();
     let exit = classify(
@@ -617,7 +558,7 @@ fn supervise(run: &RunDir, launch: &LaunchFile, ready: File) -> Result<()> {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .as_deref(),
-        intent.as_deref().map(str::trim),
+        intent,
         &tail_text(&tail),
         oom,
     );
@@ -635,98 +576,5 @@ fn supervise(run: &RunDir, launch: &LaunchFile, ready: File) -> Result<()> {
         c.put_vm(&r)?;
     }
     run.clean_after_run();
-    let _ = std::fs::remove_file(run.path().join(INTENT));
-    let _ = std::fs::remove_file(run.path().join(RUN_INFO));
     Ok(())
-}
-
-/// Where the `vmpool-supervisor` binary is: `$VMPOOL_SUPERVISOR`; else next to the binary or
-/// shared library that holds this code (`target/debug/`, `/usr/local/lib/`), one level up
-/// (test binaries live in `target/debug/deps/`) or in `../libexec/vmpool/` (`make install`);
-/// else on `PATH`.
-pub fn binary() -> Result<PathBuf> {
-    const NAME: &str = "vmpool-supervisor";
-    if let Some(p) = std::env::var_os("VMPOOL_SUPERVISOR").filter(|p| !p.is_empty()) {
-        return Ok(PathBuf::from(p));
-    }
-    let mut tried = Vec::new();
-    if let Some(here) = own_image() {
-        if let Some(dir) = here.parent() {
-            for c in [
-                dir.join(NAME),
-                dir.join("..").join(NAME),
-                dir.join("../libexec/vmpool").join(NAME),
-            ] {
-                if c.is_file() {
-                    return Ok(c);
-                }
-                tried.push(c.display().to_string());
-            }
-        }
-    }
-    for dir in std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()) {
-        let c = dir.join(NAME);
-        if c.is_file() {
-            return Ok(c);
-        }
-    }
-    Err(Error::Unsupported(format!(
-        "cannot find {NAME} (tried {} and PATH); install it (make install) or set VMPOOL_SUPERVISOR",
-        tried.join(", ")
-    )))
-}
-
-/// The file (shared library or executable) this code was loaded from.
-fn own_image() -> Option<PathBuf> {
-    let mut info: libc::Dl_info = libc::Dl_info {
-        dli_fname: std::ptr::null(),
-        dli_fbase: std::ptr::null_mut(),
-        dli_sname: std::ptr::null(),
-        dli_saddr: std::ptr::null_mut(),
-    };
-    // SAFETY: dladdr only reads the address (of a function in this object) and writes the
-    // struct we own; on success dli_fname is a NUL-terminated path owned by the loader.
-    let ok = unsafe { libc::dladdr(binary as *const libc::c_void, &mut info) };
-    if ok == 0 || info.dli_fname.is_null() {
-        return None;
-    }
-    // SAFETY: see above; copied at once.
-    let name = unsafe { std::ffi::CStr::from_ptr(info.dli_fname) };
-    let p = PathBuf::from(
-        <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(name.to_bytes()),
-    );
-    std::fs::canonicalize(&p).ok().or(Some(p))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn how_runs_end() {
-        let c = |st, sig, sh, intent, oom| classify(st, sig, sh, intent, "", oom);
-        let e = c(Some(0), None, Some("guest-shutdown"), None, false);
-        assert!(e.clean && e.reason.contains("powered off"), "{e:?}");
-        let e = c(None, Some(9), None, None, false);
-        assert!(!e.clean && e.reason.contains("SIGKILL"), "{e:?}");
-        let e = c(None, Some(9), None, None, true);
-        assert!(!e.clean && e.reason.contains("out of memory"), "{e:?}");
-        let e = c(None, Some(9), None, Some("stop"), false);
-        assert!(e.clean && e.reason.contains("timeout"), "{e:?}");
-        let e = c(None, Some(9), None, Some("kill"), false);
-        assert!(e.clean, "{e:?}");
-        let e = classify(
-            Some(1),
-            None,
-            None,
-            None,
-            "qemu: could not open disk",
-            false,
-        );
-        assert!(
-            !e.clean && e.reason.contains("status 1: qemu: could not open disk"),
-            "{e:?}"
-        );
-        assert_eq!(e.status, Some(1));
-    }
 }

@@ -1,0 +1,246 @@
+//! The QMP commands vmpool sends, one typed method each over the client's one `request`
+//! (as Incus's `qmp/commands.go` does over its `Run`): arguments are Rust values, replies are
+//! parsed into types, and no other module builds QMP JSON. Names and shapes follow QEMU 10's
+//! `qapi/*.json` schema.
+
+use super::{protocol, Deadline, Qmp, QmpError};
+use serde_json::{json, Map, Value};
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::time::Duration;
+
+/// How long one command may take (QEMU answers in milliseconds; this bounds a hung QEMU).
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The guest's run state (`query-status`'s `status`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunStatus {
+    /// The CPUs run.
+    Running,
+    /// Stopped by a command (`stop`, `-S`).
+    Paused,
+    /// Waiting for an incoming migration (`-incoming defer`).
+    InMigrate,
+    /// Any other state QEMU names (`postmigrate`, `shutdown`, `internal-error`, ...).
+    Other(String),
+}
+
+/// Where a migration stands (`query-migrate`'s `status`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MigrationStatus {
+    /// Finished.
+    Completed,
+    /// Failed, with QEMU's reason.
+    Failed(String),
+    /// Cancelled.
+    Cancelled,
+    /// Not finished (`setup`, `active`, `device`, ...), or none started.
+    InProgress(String),
+}
+
+/// A display protocol whose password a console ticket sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Display {
+    /// SPICE.
+    Spice,
+    /// VNC.
+    Vnc,
+}
+
+impl Display {
+    fn as_str(self) -> &'static str {
+        match self {
+            Display::Spice => "spice",
+            Display::Vnc => "vnc",
+        }
+    }
+}
+
+impl Qmp {
+    /// Run `command` with `args` (an object) and the default timeout.
+    fn run(&mut self, command: &str, args: Option<Value>) -> Result<Value, QmpError> {
+        self.request(command, args, &[], &Deadline::new(COMMAND_TIMEOUT))
+    }
+
+    /// `run` for commands that return nothing of interest.
+    fn run_unit(&mut self, command: &str, args: Option<Value>) -> Result<(), QmpError> {
+        self.run(command, args).map(drop)
+    }
+
+    /// Pause the CPUs.
+    pub fn stop(&mut self) -> Result<(), QmpError> {
+        self.run_unit("stop", None)
+    }
+
+    /// Continue the CPUs.
+    pub fn cont(&mut self) -> Result<(), QmpError> {
+        self.run_unit("cont", None)
+    }
+
+    /// Press the ACPI power button.
+    pub fn system_powerdown(&mut self) -> Result<(), QmpError> {
+        self.run_unit("system_powerdown", None)
+    }
+
+    /// Reset the machine (the reset button).
+    pub fn system_reset(&mut self) -> Result<(), QmpError> {
+        self.run_unit("system_reset", None)
+    }
+
+    /// End QEMU (its reply may be lost: QEMU resets the connection as it goes).
+    pub fn quit(&mut self) -> Result<(), QmpError> {
+        self.run_unit("quit", None)
+    }
+
+    /// The guest's run state.
+    pub fn query_status(&mut self) -> Result<RunStatus, QmpError> {
+        let v = self.run("query-status", None)?;
+        Ok(
+            match v
+                .get("status")
+                .and_then(Value::as_str)
+                .ok_or_else(|| protocol(format!("query-status without a status: {v}")))?
+            {
+                "running" => RunStatus::Running,
+                "paused" => RunStatus::Paused,
+                "inmigrate" => RunStatus::InMigrate,
+                other => RunStatus::Other(other.to_owned()),
+            },
+        )
+    }
+
+    /// Set the console password of `display` (the previous one stops working).
+    pub fn set_password(&mut self, display: Display, password: &str) -> Result<(), QmpError> {
+        self.run_unit(
+            "set_password",
+            Some(json!({"protocol": display.as_str(), "password": password})),
+        )
+    }
+
+    /// Make `display`'s password expire `after` from now.
+    pub fn expire_password(&mut self, display: Display, after: Duration) -> Result<(), QmpError> {
+        self.run_unit(
+            "expire_password",
+            Some(json!({"protocol": display.as_str(), "time": format!("+{}", after.as_secs())})),
+        )
+    }
+
+    /// Save the screen as PNG into fd set `fdset` (see [`Qmp::add_fd`]): QEMU writes into
+    /// the descriptor it was given, never to a path of its choosing.
+    pub fn screendump_png(&mut self, fdset: u64) -> Result<(), QmpError> {
+        self.run_unit(
+            "screendump",
+            Some(json!({"filename": format!("/dev/fdset/{fdset}"), "format": "png"})),
+        )
+    }
+
+    /// Turn `x-ignore-shared` on or off: a migration then skips RAM that is a shared file
+    /// (a memory template's), which the other side maps itself.
+    pub fn set_ignore_shared(&mut self, on: bool) -> Result<(), QmpError> {
+        self.run_unit(
+            "migrate-set-capabilities",
+            Some(json!({"capabilities": [{"capability": "x-ignore-shared", "state": on}]})),
+        )
+    }
+
+    /// Start migrating out to the file in fd set `fdset` (opened write-only by the caller).
+    pub fn migrate_to_fdset(&mut self, fdset: u64) -> Result<(), QmpError> {
+        self.run_unit(
+            "migrate",
+            Some(json!({"uri": format!("file:/dev/fdset/{fdset},offset=0")})),
+        )
+    }
+
+    /// Start loading a migration from the file in fd set `fdset` (opened read-only by the
+    /// caller) into a QEMU started with `-incoming defer`.
+    pub fn migrate_incoming_from_fdset(&mut self, fdset: u64) -> Result<(), QmpError> {
+        self.run_unit(
+            "migrate-incoming",
+            Some(json!({"uri": format!("file:/dev/fdset/{fdset},offset=0")})),
+        )
+    }
+
+    /// Where the current migration stands.
+    pub fn query_migrate(&mut self) -> Result<MigrationStatus, QmpError> {
+        let m = self.run("query-migrate", None)?;
+        Ok(match m.get("status").and_then(Value::as_str) {
+            Some("completed") => MigrationStatus::Completed,
+            Some("failed") => MigrationStatus::Failed(
+                m.get("error-desc")
+                    .and_then(Value::as_str)
+                    .unwrap_or("QEMU gave no reason")
+                    .to_owned(),
+            ),
+            Some("cancelled") => MigrationStatus::Cancelled,
+            Some(other) => MigrationStatus::InProgress(other.to_owned()),
+            None => MigrationStatus::InProgress("none".into()),
+        })
+    }
+
+    /// Pass an open file descriptor to QEMU under `name` (`getfd` with SCM_RIGHTS). QEMU
+    /// keeps its own duplicate; a name already in use is replaced.
+    pub fn getfd(&mut self, name: &str, fd: BorrowedFd<'_>) -> Result<(), QmpError> {
+        self.request(
+            "getfd",
+            Some(json!({ "fdname": name })),
+            &[fd.as_raw_fd()],
+            &Deadline::new(COMMAND_TIMEOUT),
+        )
+        .map(drop)
+    }
+
+    /// Put an open file descriptor into a new fd set (`add-fd` with SCM_RIGHTS); returns the
+    /// set's id `N`, usable as the path `/dev/fdset/N` (whose access mode must match the
+    /// descriptor's).
+    pub fn add_fd(&mut self, fd: BorrowedFd<'_>) -> Result<u64, QmpError> {
+        let reply = self.request(
+            "add-fd",
+            Some(Value::Object(Map::new())),
+            &[fd.as_raw_fd()],
+            &Deadline::new(COMMAND_TIMEOUT),
+        )?;
+        reply
+            .get("fdset-id")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| protocol(format!("add-fd returned no fdset-id: {reply}")))
+    }
+
+    /// Close QEMU's descriptors of fd set `fdset`.
+    pub fn remove_fd(&mut self, fdset: u64) -> Result<(), QmpError> {
+        self.run_unit("remove-fd", Some(json!({ "fdset-id": fdset })))
+    }
+
+    /// Hand a connected client socket (passed before with [`Qmp::getfd`] as `fdname`) to the
+    /// SPICE server, which then asks it for the ticket like any other client.
+    pub fn add_spice_client(&mut self, fdname: &str) -> Result<(), QmpError> {
+        self.run_unit(
+            "add_client",
+            Some(json!({"protocol": "spice", "fdname": fdname, "skipauth": false})),
+        )
+    }
+
+    /// Add a user-mode network back end `id`; `restrict`: the guest reaches nothing
+    /// (`restrict=on`).
+    pub fn netdev_add_user(&mut self, id: &str, restrict: bool) -> Result<(), QmpError> {
+        self.run_unit(
+            "netdev_add",
+            Some(json!({"type": "user", "id": id, "restrict": restrict})),
+        )
+    }
+
+    /// Plug a virtio network card `id` with `mac` on back end `netdev` into PCIe port `bus`.
+    pub fn device_add_virtio_net(
+        &mut self,
+        id: &str,
+        netdev: &str,
+        mac: &str,
+        bus: &str,
+    ) -> Result<(), QmpError> {
+        self.run_unit(
+            "device_add",
+            Some(
+                json!({"driver": "virtio-net-pci", "netdev": netdev, "mac": mac,
+                         "bus": bus, "id": id}),
+            ),
+        )
+    }
+}
