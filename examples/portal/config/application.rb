@@ -39,7 +39,8 @@ module Portal
     config.x.portal.console_url = env["PORTAL_CONSOLE_URL"].presence # e.g. wss://host/console
     config.x.portal.console_cookie_bound = env.fetch("PORTAL_CONSOLE_COOKIE_BOUND", "1") == "1"
     config.x.portal.proxy_secret = env["PORTAL_PROXY_SECRET"].presence
-    config.x.portal.signup = env.fetch("PORTAL_SIGNUP", "1") == "1"
+    # Sign-up is off unless PORTAL_SIGNUP=1: an open portal hands a VM to anyone who can reach it.
+    config.x.portal.signup = env["PORTAL_SIGNUP"] == "1"
     config.x.portal.import_dirs = env.fetch("PORTAL_IMPORT_DIRS", "/var/tmp/vmpool-test-image:/var/lib/vmpool-portal/images")
                                      .split(":").reject(&:empty?)
     config.x.portal.spice_html5_dir = env.fetch("SPICE_HTML5_DIR", "/usr/share/spice-html5")

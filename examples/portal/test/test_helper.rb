@@ -11,6 +11,9 @@ ENV["VMPOOL_STORE"] = "dir:#{TEST_ROOT}/store?accel=tcg"
 ENV["PORTAL_STATE_DIR"] = "#{TEST_ROOT}/state"
 ENV["PORTAL_PROXY_SECRET"] = "test-proxy-secret"
 ENV["PORTAL_REFILL"] = "0"
+# The defaults, whatever the shell running the tests has set: sign-up off (tests that need it turn
+# it on).
+ENV.delete("PORTAL_SIGNUP")
 ENV["RAILS_ENV"] ||= "test"
 FileUtils.mkdir_p("#{TEST_ROOT}/store")
 FileUtils.mkdir_p("#{TEST_ROOT}/state")
@@ -97,6 +100,17 @@ class ActiveSupport::TestCase
 
   # Every test starts from the same store: the shared test image imported (see .image).
   setup { PortalTestHelpers.image }
+
+  # Every test starts with the settings the app booted with (a test may change Portal.config;
+  # they come back afterwards), so that no test depends on what ran before it.
+  setup do
+    @saved_portal_config = Portal.config.to_h.deep_dup
+  end
+
+  teardown do
+    Portal.config.clear
+    Portal.config.merge!(@saved_portal_config)
+  end
 end
 
 class ActionDispatch::IntegrationTest
