@@ -43,6 +43,20 @@ module Portal
     config.x.portal.signup = env["PORTAL_SIGNUP"] == "1"
     config.x.portal.import_dirs = env.fetch("PORTAL_IMPORT_DIRS", "/var/tmp/vmpool-test-image:/var/lib/vmpool-portal/images")
                                      .split(":").reject(&:empty?)
+    # Request throttles (rack-attack, config/initializers/rack_attack.rb): "LIMIT/PERIOD_S".
+    config.x.portal.throttle = ActiveSupport::OrderedOptions.new
+    {
+      signup_ip: "5/3600",         # sign-ups from one address
+      login_ip: "30/300",          # log-in attempts from one address
+      login_account: "10/300",     # log-in attempts for one account name, from anywhere
+      acquire_ip: "60/60",         # "Get a desktop" from one address
+      acquire_account: "20/60",    # "Get a desktop" by one user
+      reset_ip: "30/300",          # resets from one address
+      reset_account: "10/300"      # resets by one user
+    }.each do |name, default|
+      limit, period = env.fetch("PORTAL_THROTTLE_#{name.upcase}", default).split("/", 2).map { |v| Integer(v, 10) }
+      config.x.portal.throttle[name] = { limit: limit, period: period }
+    end
     config.x.portal.spice_html5_dir = env.fetch("SPICE_HTML5_DIR", "/usr/share/spice-html5")
     config.x.portal.refill = env["PORTAL_REFILL"] == "1"
     config.x.portal.refill_interval = Float(env.fetch("PORTAL_REFILL_INTERVAL", 10))

@@ -102,9 +102,11 @@ class ActiveSupport::TestCase
   setup { PortalTestHelpers.image }
 
   # Every test starts with the settings the app booted with (a test may change Portal.config;
-  # they come back afterwards), so that no test depends on what ran before it.
+  # they come back afterwards) and with no request counted by the throttles (a fresh store for
+  # rack-attack's counters), so that no test depends on what ran before it.
   setup do
     @saved_portal_config = Portal.config.to_h.deep_dup
+    Rack::Attack.cache.store = ActiveSupport::Cache::MemoryStore.new
   end
 
   teardown do
