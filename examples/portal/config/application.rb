@@ -41,6 +41,9 @@ module Portal
     config.x.portal.proxy_secret = env["PORTAL_PROXY_SECRET"].presence
     # Sign-up is off unless PORTAL_SIGNUP=1: an open portal hands a VM to anyone who can reach it.
     config.x.portal.signup = env["PORTAL_SIGNUP"] == "1"
+    # The host name the portal is reached by: the only Host header it answers (production, test),
+    # and the host of the console URL and of the CSP's connect-src (never the request's Host).
+    config.x.portal.host = env.fetch("PORTAL_HOST", "127.0.0.1")
     config.x.portal.import_dirs = env.fetch("PORTAL_IMPORT_DIRS", "/var/tmp/vmpool-test-image:/var/lib/vmpool-portal/images")
                                      .split(":").reject(&:empty?)
     # Request throttles (rack-attack, config/initializers/rack_attack.rb): "LIMIT/PERIOD_S".

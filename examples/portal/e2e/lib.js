@@ -154,6 +154,19 @@ async function wsProbe(page, url) {
   }), url);
 }
 
+// A plain HTTP request with headers a browser would not let a page set (Host): {status, headers, body}.
+function rawGet(url, headers) {
+  return new Promise((resolve, reject) => {
+    const req = require('http').get(url, { headers }, (res) => {
+      let body = '';
+      res.on('data', (c) => { body += c; });
+      res.on('end', () => resolve({ status: res.statusCode, headers: res.headers, body }));
+    });
+    req.on('error', reject);
+    req.setTimeout(20000, () => req.destroy(new Error('no answer from ' + url)));
+  });
+}
+
 function percentile(xs, p) {
   const s = [...xs].sort((a, b) => a - b);
   if (!s.length) return null;
@@ -162,4 +175,4 @@ function percentile(xs, p) {
 }
 
 module.exports = { BASE, sleep, launch, newPage, login, logout, desktopUuid, store, waitFor, awaitDesktop, firstFrame,
-                   canvasVsScreen, saveCanvas, wsProbe, percentile };
+                   canvasVsScreen, saveCanvas, wsProbe, rawGet, percentile };

@@ -121,6 +121,21 @@ async function main() {
       assert(qemu.length === 0, 'QEMU listens on TCP: ' + qemu.join(' | '));
       return `${mine.length} listeners, all 127.0.0.1; SPICE of ${run.uuid.slice(0, 8)} on a unix socket`;
     });
+    await check("a forged Host header is refused; the console URL and the CSP name the portal's own host", async () => {
+      const cookie = (await page.context().cookies()).map((c) => `${c.name}=${c.value}`).join('; ');
+      const own = new URL(L.BASE).host;
+      for (const p of ['/login', `/desktops/${ctx.aliceVm}`]) {
+        const r = await L.rawGet(L.BASE + p, { Host: 'evil.example', Cookie: cookie });
+        assert(r.status === 403, `${p} with Host evil.example: ${r.status}`);
+        assert(!r.body.includes('evil.example') && !(r.headers['content-security-policy'] || '').includes('evil'), 'the forged host is in the answer');
+      }
+      const ok = await L.rawGet(`${L.BASE}/desktops/${ctx.aliceVm}`, { Host: own, Cookie: cookie });
+      assert(ok.status === 200, `own host: ${ok.status}`);
+      const ws = `ws://127.0.0.1:${process.env.PORTAL_CONSOLE_PORT}`;
+      assert(ok.headers['content-security-policy'].includes(`connect-src 'self' ${ws}`), 'CSP: ' + ok.headers['content-security-policy']);
+      assert(ok.body.includes(`data-ws-url="${ws}/"`), 'console URL not on the portal\'s host');
+      return `403 for Host evil.example; console ${ws}/`;
+    });
     await check('full-screen button puts the screen in full screen', async () => {
       await page.click('#fullscreen');
       await L.waitFor('full screen', () => page.evaluate(() => document.fullscreenElement && document.fullscreenElement.id === 'spice-area'), 5000, 100);

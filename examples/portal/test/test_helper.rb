@@ -12,8 +12,9 @@ ENV["PORTAL_STATE_DIR"] = "#{TEST_ROOT}/state"
 ENV["PORTAL_PROXY_SECRET"] = "test-proxy-secret"
 ENV["PORTAL_REFILL"] = "0"
 # The defaults, whatever the shell running the tests has set: sign-up off (tests that need it turn
-# it on).
+# it on), and the integration tests' host as the portal's configured host.
 ENV.delete("PORTAL_SIGNUP")
+ENV["PORTAL_HOST"] = "www.example.com"
 ENV["RAILS_ENV"] ||= "test"
 FileUtils.mkdir_p("#{TEST_ROOT}/store")
 FileUtils.mkdir_p("#{TEST_ROOT}/state")

@@ -16,4 +16,10 @@ Rails.application.configure do
     config.logger = ActiveSupport::TaggedLogging.new(logger)
   end
   config.active_record.dump_schema_after_migration = false
+
+  # Only requests for the configured host (PORTAL_HOST) are answered; any other Host header gets
+  # a 403 ("Blocked host"), so nothing the page builds (the console URL, the CSP, redirects) can
+  # come from a forged one. The console proxy asks its internal endpoint on 127.0.0.1.
+  config.hosts = [config.x.portal.host]
+  config.host_authorization = { exclude: ->(request) { Portal.internal_request?(request) } }
 end
