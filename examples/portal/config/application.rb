@@ -44,6 +44,7 @@ module Portal
     # The host name the portal is reached by: the only Host header it answers (production, test),
     # and the host of the console URL and of the CSP's connect-src (never the request's Host).
     config.x.portal.host = env.fetch("PORTAL_HOST", "127.0.0.1")
+    config.x.portal.force_ssl = env["PORTAL_FORCE_SSL"] == "1" # production: https only, with HSTS
     config.x.portal.import_dirs = env.fetch("PORTAL_IMPORT_DIRS", "/var/tmp/vmpool-test-image:/var/lib/vmpool-portal/images")
                                      .split(":").reject(&:empty?)
     # Request throttles (rack-attack, config/initializers/rack_attack.rb): "LIMIT/PERIOD_S".

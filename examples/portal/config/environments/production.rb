@@ -22,4 +22,13 @@ Rails.application.configure do
   # come from a forged one. The console proxy asks its internal endpoint on 127.0.0.1.
   config.hosts = [config.x.portal.host]
   config.host_authorization = { exclude: ->(request) { Portal.internal_request?(request) } }
+
+  # PORTAL_FORCE_SSL=1: http is redirected to https, cookies are marked Secure, and HSTS tells
+  # browsers to use https only (for a year; the portal's host only, not its parent's subdomains).
+  # The console proxy's request to the internal endpoint stays plain http on loopback.
+  if config.x.portal.force_ssl
+    config.force_ssl = true
+    config.ssl_options = { hsts: { expires: 365 * 24 * 3600, subdomains: false },
+                           redirect: { exclude: ->(request) { Portal.internal_request?(request) } } }
+  end
 end
