@@ -10,7 +10,7 @@
 #
 # It's strongly recommended that you check this file into your version control system.
 
-ActiveRecord::Schema.define(version: 2026_11_27_000001) do
+ActiveRecord::Schema.define(version: 2026_12_06_000001) do
 
   create_table "console_tokens", force: :cascade do |t|
     t.integer "user_session_id", null: false
@@ -65,6 +65,7 @@ ActiveRecord::Schema.define(version: 2026_11_27_000001) do
     t.string "owner", limit: 64
     t.datetime "created_at", precision: 6, null: false
     t.datetime "updated_at", precision: 6, null: false
+    t.index "lower(username)", name: "index_users_on_lower_username", unique: true
     t.index ["owner"], name: "index_users_on_owner", unique: true
     t.index ["username"], name: "index_users_on_username", unique: true
   end
