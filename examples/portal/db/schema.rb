@@ -10,7 +10,7 @@
 #
 # It's strongly recommended that you check this file into your version control system.
 
-ActiveRecord::Schema.define(version: 2026_12_06_000001) do
+ActiveRecord::Schema.define(version: 2026_12_06_000002) do
 
   create_table "console_tokens", force: :cascade do |t|
     t.integer "user_session_id", null: false
@@ -19,8 +19,8 @@ ActiveRecord::Schema.define(version: 2026_12_06_000001) do
     t.datetime "expires_at", null: false
     t.datetime "created_at", precision: 6, null: false
     t.datetime "updated_at", precision: 6, null: false
-    t.string "spice_password", limit: 64
     t.string "vm_run", limit: 64
+    t.string "spice_digest", limit: 64
     t.index ["token_digest"], name: "index_console_tokens_on_token_digest", unique: true
     t.index ["user_session_id", "vm_uuid"], name: "index_console_tokens_on_user_session_id_and_vm_uuid"
     t.index ["user_session_id"], name: "index_console_tokens_on_user_session_id"

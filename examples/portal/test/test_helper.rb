@@ -81,6 +81,16 @@ module PortalTestHelpers
     end
   end
 
+  # Every [table, column] of the database with a value that contains +text+.
+  def rows_holding(text)
+    c = ActiveRecord::Base.connection
+    c.tables.flat_map do |t|
+      c.select_all("SELECT * FROM #{c.quote_table_name(t)}").flat_map do |row|
+        row.select { |_k, v| v.to_s.include?(text) }.keys.map { |k| [t, k] }
+      end
+    end.uniq
+  end
+
   def cleanup_vm(uuid)
     store.kill_vm(uuid)
   rescue Vmpool::Error
