@@ -47,6 +47,9 @@ module Portal
     config.x.portal.force_ssl = env["PORTAL_FORCE_SSL"] == "1" # production: https only, with HSTS
     config.x.portal.import_dirs = env.fetch("PORTAL_IMPORT_DIRS", "/var/tmp/vmpool-test-image:/var/lib/vmpool-portal/images")
                                      .split(":").reject(&:empty?)
+    # Open console WebSockets (one per SPICE channel, 4-6 for a desktop page) a user may have at
+    # once; the console proxy reports each one opening and closing (see ConsoleConnection).
+    config.x.portal.console_max_connections = Integer(env.fetch("PORTAL_CONSOLE_MAX_CONNECTIONS", 30))
     # Request throttles (rack-attack, config/initializers/rack_attack.rb): "LIMIT/PERIOD_S".
     config.x.portal.throttle = ActiveSupport::OrderedOptions.new
     {

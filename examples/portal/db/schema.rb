@@ -10,7 +10,20 @@
 #
 # It's strongly recommended that you check this file into your version control system.
 
-ActiveRecord::Schema.define(version: 2026_12_06_000002) do
+ActiveRecord::Schema.define(version: 2026_12_06_000003) do
+
+  create_table "console_connections", force: :cascade do |t|
+    t.integer "user_id", null: false
+    t.integer "console_token_id", null: false
+    t.string "conn_id", limit: 64, null: false
+    t.datetime "last_seen_at", null: false
+    t.datetime "created_at", precision: 6, null: false
+    t.datetime "updated_at", precision: 6, null: false
+    t.index ["conn_id"], name: "index_console_connections_on_conn_id", unique: true
+    t.index ["console_token_id"], name: "index_console_connections_on_console_token_id"
+    t.index ["last_seen_at"], name: "index_console_connections_on_last_seen_at"
+    t.index ["user_id"], name: "index_console_connections_on_user_id"
+  end
 
   create_table "console_tokens", force: :cascade do |t|
     t.integer "user_session_id", null: false
@@ -70,6 +83,8 @@ ActiveRecord::Schema.define(version: 2026_12_06_000002) do
     t.index ["username"], name: "index_users_on_username", unique: true
   end
 
+  add_foreign_key "console_connections", "console_tokens", on_delete: :cascade
+  add_foreign_key "console_connections", "users", on_delete: :cascade
   add_foreign_key "console_tokens", "user_sessions", on_delete: :cascade
   add_foreign_key "image_imports", "users", on_delete: :nullify
   add_foreign_key "user_sessions", "users", on_delete: :cascade

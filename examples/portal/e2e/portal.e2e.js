@@ -222,6 +222,26 @@ async function main() {
       assert(L.store('vm', ctx.aliceVm).state === 'running', 'alice\'s VM was touched');
       assert(!(await page.content()).includes(ctx.aliceVm), 'bob\'s home page mentions alice\'s VM');
     });
+    await check("bob's open console connections are capped; closed ones are reported and make room", async () => {
+      // bob's own page left his desktop in the check before: no console of his is open now
+      const status = async () => (await page.request.get(`${L.BASE}/desktops/${ctx.bobVm}/status`, { headers: { Accept: 'application/json' } })).json();
+      await L.waitFor("bob's earlier console connections to be reported closed", async () => (await status()).console_connections === 0, 30000, 250);
+      const max = (await status()).console_connections_max;
+      assert(max > 0 && max <= 32, 'cap ' + max);
+      await page.goto(`${L.BASE}/`);
+      const csrf = await page.locator('meta[name="csrf-token"]').getAttribute('content');
+      const t = await (await page.request.post(`${L.BASE}/desktops/${ctx.bobVm}/console`, { headers: { 'X-CSRF-Token': csrf, Accept: 'application/json' } })).json();
+      const url = `${t.ws_url}?token=${encodeURIComponent(t.token)}`;
+      const got = await L.wsHold(page, url, max + 2);
+      const opened = got.filter((g) => g === 'open').length;
+      assert(got.slice(0, max).every((g) => g === 'open'), `below the cap: ${got.join(' ')}`);
+      assert(got.slice(max).every((g) => g === 'refused'), `past the cap of ${max}: ${got.join(' ')}`);
+      assert((await status()).console_connections === max, 'the portal counts ' + (await status()).console_connections);
+      await L.wsRelease(page);
+      await L.waitFor('the proxy to report the closed connections', async () => (await status()).console_connections === 0, 30000, 250);
+      assert(await L.wsProbe(page, url) === 'open', 'no room after the connections closed');
+      return `${opened} of ${max + 2} opened`;
+    });
     await check("the console proxy refuses alice's token from bob's browser, bogus and missing tokens", async () => {
       const alice = ctx.alice;
       await alice.goto(`${L.BASE}/desktops/${ctx.aliceVm}`); // a fresh ticket

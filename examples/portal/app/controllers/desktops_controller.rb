@@ -40,8 +40,12 @@ class DesktopsController < ApplicationController
     send_data png, type: "image/png", disposition: "inline"
   end
 
+  # The desktop's state, and how many console WebSockets its owner has open now (of the most
+  # they may: PORTAL_CONSOLE_MAX_CONNECTIONS).
   def status
-    render json: { uuid: @vm[:uuid], state: @vm[:state], pool: @vm[:pool] }
+    render json: { uuid: @vm[:uuid], state: @vm[:state], pool: @vm[:pool],
+                   console_connections: ConsoleConnection.open_for(current_user).count,
+                   console_connections_max: Portal.config.console_max_connections }
   end
 
   def start

@@ -8,6 +8,7 @@
 # every few seconds while the console is open, then without the expiry.
 class ConsoleToken < ApplicationRecord
   belongs_to :user_session
+  has_many :console_connections, dependent: :delete_all
 
   # A ticket must have this long left to be handed out again (the page connects at once; a later
   # reconnect asks anew).
@@ -65,7 +66,9 @@ class ConsoleToken < ApplicationRecord
   # none); when +bound+ it must be the session the token was issued to.
   # +open+: the proxy re-checks a console it already opened with this token; its expiry does not
   # matter then (it only limits when a connection may start), the session and the owner do.
-  def self.resolve(token, browser_session:, bound: true, open: false, now: Time.current)
+  # +connection+: the proxy's id for this WebSocket; a resolved one counts among the user's open
+  # console connections (ConsoleConnection), and one more than the user may have is refused.
+  def self.resolve(token, browser_session:, bound: true, open: false, connection: nil, now: Time.current)
     t = token.present? && find_by(token_digest: digest(token))
     return Refusal.new("unknown token") unless t
     return Refusal.new("token expired") unless open || t.expires_at > now
@@ -79,6 +82,10 @@ class ConsoleToken < ApplicationRecord
 
     spice = Desktop.spice_addr(t.vm_uuid)
     return Refusal.new("VM is not running") unless spice
+
+    if connection && !ConsoleConnection.open!(t, s.user_id, connection, now: now)
+      return Refusal.new("too many open console connections (at most #{Portal.config.console_max_connections})")
+    end
 
     spice
   end
