@@ -12,6 +12,12 @@ require "rails/test_unit/railtie"
 Bundler.require(*Rails.groups)
 
 module Portal
+  # Where server-path image imports may come from unless PORTAL_IMPORT_DIRS says otherwise: the
+  # test template's directory (scripts/make-test-image) and the portal's own images directory.
+  # Directories with root-owned parents only: not under /tmp or /var/tmp, where any local user
+  # could make the directory first and put a file of their choosing there.
+  DEFAULT_IMPORT_DIRS = "/var/cache/vmpool/test-image:/var/lib/vmpool-portal/images"
+
   # The vmpool web portal: users get desktops (VMs from the library's pools) in the browser.
   class Application < Rails::Application
     config.load_defaults 6.1
@@ -45,7 +51,7 @@ module Portal
     # and the host of the console URL and of the CSP's connect-src (never the request's Host).
     config.x.portal.host = env.fetch("PORTAL_HOST", "127.0.0.1")
     config.x.portal.force_ssl = env["PORTAL_FORCE_SSL"] == "1" # production: https only, with HSTS
-    config.x.portal.import_dirs = env.fetch("PORTAL_IMPORT_DIRS", "/var/tmp/vmpool-test-image:/var/lib/vmpool-portal/images")
+    config.x.portal.import_dirs = env.fetch("PORTAL_IMPORT_DIRS", DEFAULT_IMPORT_DIRS)
                                      .split(":").reject(&:empty?)
     # Open console WebSockets (one per SPICE channel, 4-6 for a desktop page) a user may have at
     # once; the console proxy reports each one opening and closing (see ConsoleConnection).
