@@ -4,13 +4,15 @@
 // guests and the real console proxy:
 //   sign up, get a desktop, the canvas shows the guest's screen (non-blank and equal to the QMP
 //   screendump), the guest's marker on its serial log (store.vm_log), full screen, .vv download,
-//   thumbnails, log out and in lands on the same VM (also from a second browser), a second user
-//   gets another VM and cannot open the first user's desktop, console URL or console socket,
-//   tokens refused when foreign, bogus, expired or logged out, Ctrl-Alt-Del reaches the guest,
-//   stop/start/reset/delete, and the admin: users, VMs (stop/delete any), image import with its
-//   progress bar, a new pool whose spares appear.
+//   thumbnails, log out and in lands on the same VM (also from a second browser; the two pages do
+//   not fight over the console), a forged Host refused, a second user gets another VM and cannot
+//   open the first user's desktop, console URL or console socket, a user's console WebSockets
+//   capped, a password ciphertext one byte short accepted, tokens refused when foreign, bogus,
+//   expired or logged out, Ctrl-Alt-Del reaches the guest, stop/start/reset/delete, and the admin:
+//   users, VMs (stop/delete any), image import with its progress bar, a new pool whose spares
+//   appear; a log-in flood throttled.
 // Screenshots go to $E2E_SHOTS (default target/portal/). Prints "N passed, N failed"; exit 1 on
-// any failure.
+// any failure. E2E_RESETS=N repeats the reset check N times.
 'use strict';
 const fs = require('fs');
 const path = require('path');
@@ -179,6 +181,26 @@ async function main() {
       await L.login(p2, 'alice', PW);
       assert(L.desktopUuid(p2) === ctx.aliceVm, `second browser landed on ${p2.url()}`);
       await L.firstFrame(p2);
+      ctx.p2 = p2;
+    });
+    await check('two pages of one desktop do not fight over it: the newer has it, the older says so and takes it back on Reconnect', async () => {
+      // SPICE serves one client per VM: the second browser's page took the console from the
+      // first. Before, each page reconnected as soon as it lost the console, taking it from the
+      // other, a new password each time, for ever.
+      const p2 = ctx.p2;
+      const state = (p) => p.evaluate(() => document.body.dataset.console);
+      await p2.waitForFunction(() => document.body.dataset.console === 'connected', null, { timeout: 60000 });
+      await page.waitForFunction(() => document.body.dataset.console === 'disconnected', null, { timeout: 30000 });
+      for (let i = 0; i < 10; i++) { // five seconds: a fight takes the console back within about one
+        await L.sleep(500);
+        const s = [await state(page), await state(p2)];
+        assert(s[0] === 'disconnected' && s[1] === 'connected', `the pages fight: first ${s[0]}, second ${s[1]}`);
+      }
+      assert(await page.locator('#reconnect').isVisible(), 'no Reconnect button on the page that lost the console');
+      await page.click('#reconnect');
+      await page.waitForFunction(() => document.body.dataset.console === 'connected', null, { timeout: 60000 });
+      await p2.waitForFunction(() => document.body.dataset.console === 'disconnected', null, { timeout: 30000 });
+      assert(!(await page.locator('#reconnect').isVisible()), 'Reconnect still shown');
       await p2.context().close();
     });
   });
@@ -203,6 +225,73 @@ async function main() {
       assert(vm.owner !== ctx.aliceOwner, 'same owner');
       await L.firstFrame(page, 90000);
       await shot(page, 'desktop-bob');
+    });
+    await check('a SPICE password whose RSA ciphertext starts with a zero byte gets in (spice-html5 sent it one byte short)', async () => {
+      // Two links of a main channel through the console proxy with bob's ticket, each sending a
+      // ciphertext of his password that is one byte short as a big integer (1 in 256 are): as
+      // Debian's spice-html5 sends it (left-aligned: refused), and as the desktop page sends it
+      // (public/js/desktop.js: right-aligned). The padded link logs in, so bob's page is
+      // disconnected afterwards (SPICE serves one client).
+      const d = await page.evaluate(() => ({ ...document.getElementById('desktop').dataset }));
+      const r = await page.evaluate(async ([u, password]) => {
+        const M = await import('/spice-html5/spicemsg.js');
+        const T = await import('/spice-html5/ticket.js');
+        const { Constants: C } = await import('/spice-html5/enums.js');
+        const { SpiceConn } = await import('/spice-html5/spiceconn.js');
+        const link = (send) => new Promise((resolve, reject) => {
+          const ws = new WebSocket(u, 'binary');
+          ws.binaryType = 'arraybuffer';
+          let buf = new Uint8Array(0), stage = 'link', tries = 0;
+          const timer = setTimeout(() => { ws.close(); reject(new Error('no answer at ' + stage)); }, 20000);
+          ws.onopen = () => {
+            const hdr = new M.SpiceLinkHeader();
+            const msg = new M.SpiceLinkMess();
+            msg.channel_type = C.SPICE_CHANNEL_MAIN;
+            msg.common_caps.push((1 << C.SPICE_COMMON_CAP_PROTOCOL_AUTH_SELECTION) | (1 << C.SPICE_COMMON_CAP_MINI_HEADER));
+            hdr.size = msg.buffer_size();
+            const mb = new ArrayBuffer(hdr.buffer_size() + msg.buffer_size());
+            hdr.to_buffer(mb);
+            msg.to_buffer(mb, hdr.buffer_size());
+            ws.send(mb);
+          };
+          ws.onmessage = (e) => {
+            const add = new Uint8Array(e.data);
+            const all = new Uint8Array(buf.length + add.length);
+            all.set(buf); all.set(add, buf.length); buf = all;
+            if (stage === 'link' && buf.length >= 16) {
+              const size = new M.SpiceLinkHeader(buf.slice(0, 16).buffer).size;
+              if (buf.length < 16 + size) return;
+              const reply = new M.SpiceLinkReply(buf.slice(16, 16 + size).buffer);
+              let t;
+              do { t = T.rsa_encrypt(reply.pub_key, password + String.fromCharCode(0)); tries++; } while (t.length >= 128 && tries < 20000);
+              if (t.length >= 128) { reject(new Error('no short ciphertext in ' + tries + ' tries')); return; }
+              send(ws, t);
+              stage = 'auth';
+              buf = buf.slice(16 + size);
+            }
+            if (stage === 'auth' && buf.length >= 4) {
+              clearTimeout(timer);
+              stage = 'done';
+              resolve({ code: new DataView(buf.slice(0, 4).buffer).getUint32(0, true), tries });
+              ws.close();
+            }
+          };
+          ws.onclose = () => { clearTimeout(timer); if (stage !== 'done') reject(new Error('closed at ' + stage)); };
+        });
+        const asDebian = await link((ws, t) => {
+          const a = new M.SpiceLinkAuthTicket();
+          a.auth_mechanism = C.SPICE_COMMON_CAP_AUTH_SPICE;
+          a.encrypted_data = t;
+          const mb = new ArrayBuffer(a.buffer_size());
+          a.to_buffer(mb);
+          ws.send(mb);
+        });
+        const asPage = await link((ws, t) => SpiceConn.prototype.send_ticket.call({ ws }, t));
+        return { asDebian, asPage };
+      }, [`${d.wsUrl}?token=${encodeURIComponent(d.token)}`, d.password]);
+      assert(r.asDebian.code === 7, 'a short ciphertext sent as spice-html5 sends it: auth code ' + r.asDebian.code + ' (7: permission denied)');
+      assert(r.asPage.code === 0, 'a short ciphertext sent as the page sends it: auth code ' + r.asPage.code);
+      return `refused as spice-html5 sends it, accepted as the page does (${r.asDebian.tries} and ${r.asPage.tries} tries for a short one)`;
     });
     await check("bob cannot open alice's desktop page, console URL or .vv", async () => {
       const r = await page.goto(`${L.BASE}/desktops/${ctx.aliceVm}`);
@@ -292,7 +381,8 @@ async function main() {
       assert(ctx.aliceVm, 'alice has no desktop (see her first section)');
       await page.goto(`${L.BASE}/desktops/${ctx.aliceVm}`);
       await L.firstFrame(page);
-      await L.sleep(1000);
+      // the button works once the inputs channel is up (it is enabled then)
+      await page.waitForFunction(() => document.body.dataset.console === 'connected', null, { timeout: 60000 });
       await page.click('#ctrl-alt-del');
       await L.waitFor('"rebooting" on the serial log', () => {
         const s = L.store('vm-log', ctx.aliceVm);
@@ -312,16 +402,36 @@ async function main() {
       assert(L.store('vm', ctx.aliceVm).state === 'running', 'VM not running');
       await L.firstFrame(page, 90000);
     });
-    await check('reset gives a fresh VM from the pool', async () => {
-      await Promise.all([page.waitForNavigation({ timeout: 120000 }), page.click('#reset')]);
-      const fresh = L.desktopUuid(page);
-      assert(fresh && fresh !== ctx.aliceVm, 'same VM after reset: ' + page.url());
-      const old = L.store('vm', ctx.aliceVm);
-      assert(old.error === 'NOT_FOUND' || old.owner !== ctx.aliceOwner, 'old VM still alice\'s');
-      assert(L.store('vm', fresh).owner === ctx.aliceOwner, 'new VM not alice\'s');
-      ctx.aliceVm = fresh;
-      await L.firstFrame(page, 90000);
-    });
+    // E2E_RESETS=20 repeats this check (a loop for a check that once failed in CI), each time,
+    // like the single check, with a paused spare ready to be handed out.
+    const resets = Math.max(1, Number(process.env.E2E_RESETS || 1));
+    for (let i = 1; i <= resets; i++) {
+      await check(`reset gives a fresh VM from the pool${resets > 1 ? ` (${i}/${resets})` : ''}`, async () => {
+        if (resets > 1) {
+          await L.waitFor('a ready spare in pool desktop', () => {
+            const p = L.store('pool', 'desktop');
+            return p.status && p.status.spares_ready >= 1;
+          }, 240000, 500);
+        }
+        const t = Date.now();
+        await Promise.all([page.waitForNavigation({ timeout: 120000 }), page.click('#reset')]);
+        const fresh = L.desktopUuid(page);
+        assert(fresh && fresh !== ctx.aliceVm, 'same VM after reset: ' + page.url());
+        const old = L.store('vm', ctx.aliceVm);
+        assert(old.error === 'NOT_FOUND' || old.owner !== ctx.aliceOwner, 'old VM still alice\'s');
+        assert(L.store('vm', fresh).owner === ctx.aliceOwner, 'new VM not alice\'s');
+        ctx.aliceVm = fresh;
+        const info = (await page.locator('#acquire-info').textContent().catch(() => '')).trim();
+        await L.firstFrame(page, 90000).catch(async (e) => {
+          const st = await page.evaluate(() => ({ console: document.body.dataset.console,
+            status: (document.getElementById('console-status') || {}).textContent,
+            messages: (document.getElementById('spice-messages') || {}).textContent })).catch(() => ({}));
+          throw new Error(`${e.message}; ${info}; console ${st.console} (${st.status}); spice: ${(st.messages || '').slice(-400)}; ` +
+                          `page: ${page.consoleLines.slice(-8).join(' | ')}`);
+        });
+        return `${Date.now() - t} ms to the first frame; ${info}`;
+      });
+    }
     await check('delete the desktop', async () => {
       await Promise.all([page.waitForNavigation(), page.click('#delete')]);
       assert(new URL(page.url()).pathname === '/', 'not home after delete');
