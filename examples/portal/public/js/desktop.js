@@ -20,16 +20,16 @@ const statusEl = document.getElementById('console-status');
 const reconnectEl = document.getElementById('reconnect');
 const MAX_TRIES = 3;
 
-// Every spice-html5 channel (main and the others) is a SpiceConn.
-const SpiceConn = Object.getPrototypeOf(SpiceHtml5.SpiceMainConn.prototype);
+// Every spice-html5 channel (main and the others) is a SpiceConn; this is their prototype.
+const SpiceConnProto = Object.getPrototypeOf(SpiceHtml5.SpiceMainConn.prototype);
 
 // spice-html5 0.3 sends the RSA-encrypted password as the bytes of a big integer, so a ciphertext
 // whose first byte is 0 (1 in 256) goes out one byte short, left-aligned in the 128-byte field:
 // the server cannot decrypt it and refuses the link ("Permission denied"), at random, on any
 // channel. Right-align it in the field, as RSA wants.
 const TICKET_BYTES = 1024 / 8; // SPICE_TICKET_KEY_PAIR_LENGTH / 8
-const sendTicket = SpiceConn.send_ticket;
-SpiceConn.send_ticket = function sendPaddedTicket(ticket) {
+const sendTicket = SpiceConnProto.send_ticket;
+SpiceConnProto.send_ticket = function sendPaddedTicket(ticket) {
   if (Array.isArray(ticket) && ticket.length < TICKET_BYTES) {
     ticket = new Array(TICKET_BYTES - ticket.length).fill(0).concat(ticket);
   }
@@ -38,9 +38,9 @@ SpiceConn.send_ticket = function sendPaddedTicket(ticket) {
 
 // The channels a working console needs (SPICE channel types).
 const NEEDED = { 2: 'display', 3: 'inputs' };
-// spice-html5 gives only main an onerror; the other channels find this one on SpiceConn, and
+// spice-html5 gives only main an onerror; the other channels find this one on the prototype, and
 // report to the connection attempt of their main channel.
-SpiceConn.onerror = function channelError(e) {
+SpiceConnProto.onerror = function channelError(e) {
   const a = this.parent && this.parent.vmpoolAttempt;
   if (a && NEEDED[this.type]) failed(a, new Error(`${NEEDED[this.type]} channel: ${(e && e.message) || e}`));
 };
@@ -92,7 +92,7 @@ function connect(t) {
 }
 
 // Main is in; the console is up once the channels it needs are too (spice-html5 reports their
-// failures, timeouts included, through SpiceConn.onerror above).
+// failures, timeouts included, through SpiceConnProto.onerror above).
 function waitUp(a) {
   const check = () => {
     if (a !== current || a.over) return;
