@@ -12,6 +12,12 @@ require "rails/test_unit/railtie"
 Bundler.require(*Rails.groups)
 
 module Portal
+  # Where server-path image imports may come from unless PORTAL_IMPORT_DIRS says otherwise: the
+  # test template's directory (scripts/make-test-image) and the portal's own images directory.
+  # Directories with root-owned parents only: not under /tmp or /var/tmp, where any local user
+  # could make the directory first and put a file of their choosing there.
+  DEFAULT_IMPORT_DIRS = "/var/cache/vmpool/test-image:/var/lib/vmpool-portal/images"
+
   # The vmpool web portal: users get desktops (VMs from the library's pools) in the browser.
   class Application < Rails::Application
     config.load_defaults 6.1
@@ -39,9 +45,31 @@ module Portal
     config.x.portal.console_url = env["PORTAL_CONSOLE_URL"].presence # e.g. wss://host/console
     config.x.portal.console_cookie_bound = env.fetch("PORTAL_CONSOLE_COOKIE_BOUND", "1") == "1"
     config.x.portal.proxy_secret = env["PORTAL_PROXY_SECRET"].presence
-    config.x.portal.signup = env.fetch("PORTAL_SIGNUP", "1") == "1"
-    config.x.portal.import_dirs = env.fetch("PORTAL_IMPORT_DIRS", "/var/tmp/vmpool-test-image:/var/lib/vmpool-portal/images")
+    # Sign-up is off unless PORTAL_SIGNUP=1: an open portal hands a VM to anyone who can reach it.
+    config.x.portal.signup = env["PORTAL_SIGNUP"] == "1"
+    # The host name the portal is reached by: the only Host header it answers (production, test),
+    # and the host of the console URL and of the CSP's connect-src (never the request's Host).
+    config.x.portal.host = env.fetch("PORTAL_HOST", "127.0.0.1")
+    config.x.portal.force_ssl = env["PORTAL_FORCE_SSL"] == "1" # production: https only, with HSTS
+    config.x.portal.import_dirs = env.fetch("PORTAL_IMPORT_DIRS", DEFAULT_IMPORT_DIRS)
                                      .split(":").reject(&:empty?)
+    # Open console WebSockets (one per SPICE channel, 4-6 for a desktop page) a user may have at
+    # once; the console proxy reports each one opening and closing (see ConsoleConnection).
+    config.x.portal.console_max_connections = Integer(env.fetch("PORTAL_CONSOLE_MAX_CONNECTIONS", 30))
+    # Request throttles (rack-attack, config/initializers/rack_attack.rb): "LIMIT/PERIOD_S".
+    config.x.portal.throttle = ActiveSupport::OrderedOptions.new
+    {
+      signup_ip: "5/3600",         # sign-ups from one address
+      login_ip: "30/300",          # log-in attempts from one address
+      login_account: "10/300",     # log-in attempts for one account name, from anywhere
+      acquire_ip: "60/60",         # "Get a desktop" from one address
+      acquire_account: "20/60",    # "Get a desktop" by one user
+      reset_ip: "30/300",          # resets from one address
+      reset_account: "10/300"      # resets by one user
+    }.each do |name, default|
+      limit, period = env.fetch("PORTAL_THROTTLE_#{name.upcase}", default).split("/", 2).map { |v| Integer(v, 10) }
+      config.x.portal.throttle[name] = { limit: limit, period: period }
+    end
     config.x.portal.spice_html5_dir = env.fetch("SPICE_HTML5_DIR", "/usr/share/spice-html5")
     config.x.portal.refill = env["PORTAL_REFILL"] == "1"
     config.x.portal.refill_interval = Float(env.fetch("PORTAL_REFILL_INTERVAL", 10))

@@ -39,6 +39,7 @@ Rails.application.routes.draw do
   end
 
   get "internal/console/resolve", to: "internal/console#resolve"
+  post "internal/console/close", to: "internal/console#close"
 
   # spice-html5's ES modules, straight from the Debian package (or SPICE_HTML5_DIR).
   mount Rack::Files.new(Rails.application.config.x.portal.spice_html5_dir, { "Cache-Control" => "public, max-age=3600" }),

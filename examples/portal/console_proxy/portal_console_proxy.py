@@ -14,12 +14,17 @@ else (the WebSocket protocol, framing, the per-connection process, the proxying)
 The portal answers {"kind": "unix", "path": "..."} (or {"kind": "tcp", "host":, "port":}) or a
 refusal; a refused WebSocket is closed before anything reaches a VM. Only the loopback address
 may be listened on unless --allow-remote is given.
+
+Each WebSocket gets a random id, sent with every resolve of its token (X-Console-Connection); the
+portal counts a user's open WebSockets by it and refuses one more than the user may have, and
+this handler reports the WebSocket's end (POST .../close) however it ends.
 """
 import argparse
 import ipaddress
 import logging
 import json
 import os
+import secrets
 import sys
 import urllib.error
 import urllib.parse
@@ -47,13 +52,19 @@ class PortalProxyHandler(websocketproxy.ProxyRequestHandler):
     # to this): each ping also asks the portal again whether this console may stay open.
     recheck_interval = 15
 
+    connection_id = None
+
     def token(self):
         query = urllib.parse.parse_qs(urllib.parse.urlparse(self.path).query)
         return (query.get("token") or [""])[0]
 
+    def portal_headers(self):
+        return {"X-Portal-Proxy-Secret": self.secret, "X-Console-Connection": self.connection_id,
+                "Accept": "application/json"}
+
     def resolve(self, token, open_console=False):
         """The portal's answer for the token (and the browser's cookie), or Refused."""
-        headers = {"X-Portal-Proxy-Secret": self.secret, "X-Console-Token": token, "Accept": "application/json"}
+        headers = dict(self.portal_headers(), **{"X-Console-Token": token})
         if open_console:
             headers["X-Console-Open"] = "1"
         cookie = self.headers.get("Cookie")
@@ -70,6 +81,29 @@ class PortalProxyHandler(websocketproxy.ProxyRequestHandler):
             except Exception:  # noqa: BLE001 - any body: keep the generic reason
                 pass
             raise Refused("console token refused (%s): %s" % (e.code, reason), e.code) from e
+
+    def handle_upgrade(self):
+        """The whole life of one WebSocket (websockify's handle_upgrade resolves it, then proxies
+        until it closes): afterwards the portal hears that it ended, so that it no longer counts
+        among the user's open console connections."""
+        self.connection_id = secrets.token_hex(16)
+        try:
+            super().handle_upgrade()
+        finally:
+            self.report_closed()
+
+    def report_closed(self):
+        """Tell the portal this WebSocket has ended. Best effort: a connection not reported stops
+        counting after the portal's STALE time without a re-check."""
+        if not self.resolve_url or not self.connection_id:
+            return
+        url = urllib.parse.urljoin(self.resolve_url, "close")
+        req = urllib.request.Request(url, data=b"", headers=self.portal_headers(), method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                resp.read()
+        except Exception as e:  # noqa: BLE001 - the portal is down: it forgets the connection later
+            self.log_message("console connection end not reported: %s", e)
 
     def validate_connection(self):
         token = self.token()

@@ -10,7 +10,20 @@
 #
 # It's strongly recommended that you check this file into your version control system.
 
-ActiveRecord::Schema.define(version: 2026_11_27_000001) do
+ActiveRecord::Schema.define(version: 2026_12_06_000003) do
+
+  create_table "console_connections", force: :cascade do |t|
+    t.integer "user_id", null: false
+    t.integer "console_token_id", null: false
+    t.string "conn_id", limit: 64, null: false
+    t.datetime "last_seen_at", null: false
+    t.datetime "created_at", precision: 6, null: false
+    t.datetime "updated_at", precision: 6, null: false
+    t.index ["conn_id"], name: "index_console_connections_on_conn_id", unique: true
+    t.index ["console_token_id"], name: "index_console_connections_on_console_token_id"
+    t.index ["last_seen_at"], name: "index_console_connections_on_last_seen_at"
+    t.index ["user_id"], name: "index_console_connections_on_user_id"
+  end
 
   create_table "console_tokens", force: :cascade do |t|
     t.integer "user_session_id", null: false
@@ -19,8 +32,8 @@ ActiveRecord::Schema.define(version: 2026_11_27_000001) do
     t.datetime "expires_at", null: false
     t.datetime "created_at", precision: 6, null: false
     t.datetime "updated_at", precision: 6, null: false
-    t.string "spice_password", limit: 64
     t.string "vm_run", limit: 64
+    t.string "spice_digest", limit: 64
     t.index ["token_digest"], name: "index_console_tokens_on_token_digest", unique: true
     t.index ["user_session_id", "vm_uuid"], name: "index_console_tokens_on_user_session_id_and_vm_uuid"
     t.index ["user_session_id"], name: "index_console_tokens_on_user_session_id"
@@ -65,10 +78,13 @@ ActiveRecord::Schema.define(version: 2026_11_27_000001) do
     t.string "owner", limit: 64
     t.datetime "created_at", precision: 6, null: false
     t.datetime "updated_at", precision: 6, null: false
+    t.index "lower(username)", name: "index_users_on_lower_username", unique: true
     t.index ["owner"], name: "index_users_on_owner", unique: true
     t.index ["username"], name: "index_users_on_username", unique: true
   end
 
+  add_foreign_key "console_connections", "console_tokens", on_delete: :cascade
+  add_foreign_key "console_connections", "users", on_delete: :cascade
   add_foreign_key "console_tokens", "user_sessions", on_delete: :cascade
   add_foreign_key "image_imports", "users", on_delete: :nullify
   add_foreign_key "user_sessions", "users", on_delete: :cascade

@@ -154,6 +154,64 @@ async function wsProbe(page, url) {
   }), url);
 }
 
+// Open +n+ WebSockets to the console proxy from this page, one after the other, and keep the
+// ones the proxy let through to the SPICE server: ["open"|"refused"|...] for each, in order.
+// wsRelease closes the kept ones.
+async function wsHold(page, url, n) {
+  return page.evaluate(async ([u, count]) => {
+    window.vmpoolHeld = window.vmpoolHeld || [];
+    const one = () => new Promise((resolve) => {
+      let done = false;
+      const ws = new WebSocket(u, 'binary');
+      const end = (v) => {
+        if (done) return;
+        done = true;
+        if (v === 'open') window.vmpoolHeld.push(ws); else try { ws.close(); } catch (e) { /* closed */ }
+        resolve(v);
+      };
+      ws.binaryType = 'arraybuffer';
+      ws.onopen = () => {
+        const msg = new ArrayBuffer(16 + 18); // a SPICE link message for the main channel (see wsProbe)
+        const v = new DataView(msg);
+        [0x52, 0x45, 0x44, 0x51].forEach((c, i) => v.setUint8(i, c));
+        v.setUint32(4, 2, true); v.setUint32(8, 2, true); v.setUint32(12, 18, true);
+        v.setUint32(16, 0, true); v.setUint8(20, 1); v.setUint8(21, 0);
+        v.setUint32(22, 0, true); v.setUint32(26, 0, true); v.setUint32(30, 18, true);
+        ws.send(msg);
+      };
+      ws.onmessage = (e) => end(new DataView(e.data).getUint32(0, true) === 0x51444552 ? 'open' : 'garbage');
+      ws.onerror = () => end('refused');
+      ws.onclose = () => end('refused');
+      setTimeout(() => end('timeout'), 10000);
+    });
+    const out = [];
+    for (let i = 0; i < count; i++) out.push(await one());
+    return out;
+  }, [url, n]);
+}
+
+async function wsRelease(page) {
+  return page.evaluate(() => {
+    const held = window.vmpoolHeld || [];
+    held.forEach((ws) => { try { ws.close(); } catch (e) { /* closed */ } });
+    window.vmpoolHeld = [];
+    return held.length;
+  });
+}
+
+// A plain HTTP request with headers a browser would not let a page set (Host): {status, headers, body}.
+function rawGet(url, headers) {
+  return new Promise((resolve, reject) => {
+    const req = require('http').get(url, { headers }, (res) => {
+      let body = '';
+      res.on('data', (c) => { body += c; });
+      res.on('end', () => resolve({ status: res.statusCode, headers: res.headers, body }));
+    });
+    req.on('error', reject);
+    req.setTimeout(20000, () => req.destroy(new Error('no answer from ' + url)));
+  });
+}
+
 function percentile(xs, p) {
   const s = [...xs].sort((a, b) => a - b);
   if (!s.length) return null;
@@ -162,4 +220,4 @@ function percentile(xs, p) {
 }
 
 module.exports = { BASE, sleep, launch, newPage, login, logout, desktopUuid, store, waitFor, awaitDesktop, firstFrame,
-                   canvasVsScreen, saveCanvas, wsProbe, percentile };
+                   canvasVsScreen, saveCanvas, wsProbe, wsHold, wsRelease, rawGet, percentile };

@@ -4,13 +4,15 @@
 // guests and the real console proxy:
 //   sign up, get a desktop, the canvas shows the guest's screen (non-blank and equal to the QMP
 //   screendump), the guest's marker on its serial log (store.vm_log), full screen, .vv download,
-//   thumbnails, log out and in lands on the same VM (also from a second browser), a second user
-//   gets another VM and cannot open the first user's desktop, console URL or console socket,
-//   tokens refused when foreign, bogus, expired or logged out, Ctrl-Alt-Del reaches the guest,
-//   stop/start/reset/delete, and the admin: users, VMs (stop/delete any), image import with its
-//   progress bar, a new pool whose spares appear.
+//   thumbnails, log out and in lands on the same VM (also from a second browser; the two pages do
+//   not fight over the console), a forged Host refused, a second user gets another VM and cannot
+//   open the first user's desktop, console URL or console socket, a user's console WebSockets
+//   capped, a password ciphertext one byte short accepted, tokens refused when foreign, bogus,
+//   expired or logged out, Ctrl-Alt-Del reaches the guest, stop/start/reset/delete, and the admin:
+//   users, VMs (stop/delete any), image import with its progress bar, a new pool whose spares
+//   appear; a log-in flood throttled.
 // Screenshots go to $E2E_SHOTS (default target/portal/). Prints "N passed, N failed"; exit 1 on
-// any failure.
+// any failure. E2E_RESETS=N repeats the reset check N times.
 'use strict';
 const fs = require('fs');
 const path = require('path');
@@ -121,6 +123,21 @@ async function main() {
       assert(qemu.length === 0, 'QEMU listens on TCP: ' + qemu.join(' | '));
       return `${mine.length} listeners, all 127.0.0.1; SPICE of ${run.uuid.slice(0, 8)} on a unix socket`;
     });
+    await check("a forged Host header is refused; the console URL and the CSP name the portal's own host", async () => {
+      const cookie = (await page.context().cookies()).map((c) => `${c.name}=${c.value}`).join('; ');
+      const own = new URL(L.BASE).host;
+      for (const p of ['/login', `/desktops/${ctx.aliceVm}`]) {
+        const r = await L.rawGet(L.BASE + p, { Host: 'evil.example', Cookie: cookie });
+        assert(r.status === 403, `${p} with Host evil.example: ${r.status}`);
+        assert(!r.body.includes('evil.example') && !(r.headers['content-security-policy'] || '').includes('evil'), 'the forged host is in the answer');
+      }
+      const ok = await L.rawGet(`${L.BASE}/desktops/${ctx.aliceVm}`, { Host: own, Cookie: cookie });
+      assert(ok.status === 200, `own host: ${ok.status}`);
+      const ws = `ws://127.0.0.1:${process.env.PORTAL_CONSOLE_PORT}`;
+      assert(ok.headers['content-security-policy'].includes(`connect-src 'self' ${ws}`), 'CSP: ' + ok.headers['content-security-policy']);
+      assert(ok.body.includes(`data-ws-url="${ws}/"`), 'console URL not on the portal\'s host');
+      return `403 for Host evil.example; console ${ws}/`;
+    });
     await check('full-screen button puts the screen in full screen', async () => {
       await page.click('#fullscreen');
       await L.waitFor('full screen', () => page.evaluate(() => document.fullscreenElement && document.fullscreenElement.id === 'spice-area'), 5000, 100);
@@ -164,6 +181,26 @@ async function main() {
       await L.login(p2, 'alice', PW);
       assert(L.desktopUuid(p2) === ctx.aliceVm, `second browser landed on ${p2.url()}`);
       await L.firstFrame(p2);
+      ctx.p2 = p2;
+    });
+    await check('two pages of one desktop do not fight over it: the newer has it, the older says so and takes it back on Reconnect', async () => {
+      // SPICE serves one client per VM: the second browser's page took the console from the
+      // first. Before, each page reconnected as soon as it lost the console, taking it from the
+      // other, a new password each time, for ever.
+      const p2 = ctx.p2;
+      const state = (p) => p.evaluate(() => document.body.dataset.console);
+      await p2.waitForFunction(() => document.body.dataset.console === 'connected', null, { timeout: 60000 });
+      await page.waitForFunction(() => document.body.dataset.console === 'disconnected', null, { timeout: 30000 });
+      for (let i = 0; i < 10; i++) { // five seconds: a fight takes the console back within about one
+        await L.sleep(500);
+        const s = [await state(page), await state(p2)];
+        assert(s[0] === 'disconnected' && s[1] === 'connected', `the pages fight: first ${s[0]}, second ${s[1]}`);
+      }
+      assert(await page.locator('#reconnect').isVisible(), 'no Reconnect button on the page that lost the console');
+      await page.click('#reconnect');
+      await page.waitForFunction(() => document.body.dataset.console === 'connected', null, { timeout: 60000 });
+      await p2.waitForFunction(() => document.body.dataset.console === 'disconnected', null, { timeout: 30000 });
+      assert(!(await page.locator('#reconnect').isVisible()), 'Reconnect still shown');
       await p2.context().close();
     });
   });
@@ -189,6 +226,73 @@ async function main() {
       await L.firstFrame(page, 90000);
       await shot(page, 'desktop-bob');
     });
+    await check('a SPICE password whose RSA ciphertext starts with a zero byte gets in (spice-html5 sent it one byte short)', async () => {
+      // Two links of a main channel through the console proxy with bob's ticket, each sending a
+      // ciphertext of his password that is one byte short as a big integer (1 in 256 are): as
+      // Debian's spice-html5 sends it (left-aligned: refused), and as the desktop page sends it
+      // (public/js/desktop.js: right-aligned). The padded link logs in, so bob's page is
+      // disconnected afterwards (SPICE serves one client).
+      const d = await page.evaluate(() => ({ ...document.getElementById('desktop').dataset }));
+      const r = await page.evaluate(async ([u, password]) => {
+        const M = await import('/spice-html5/spicemsg.js');
+        const T = await import('/spice-html5/ticket.js');
+        const { Constants: C } = await import('/spice-html5/enums.js');
+        const { SpiceConn } = await import('/spice-html5/spiceconn.js');
+        const link = (send) => new Promise((resolve, reject) => {
+          const ws = new WebSocket(u, 'binary');
+          ws.binaryType = 'arraybuffer';
+          let buf = new Uint8Array(0), stage = 'link', tries = 0;
+          const timer = setTimeout(() => { ws.close(); reject(new Error('no answer at ' + stage)); }, 20000);
+          ws.onopen = () => {
+            const hdr = new M.SpiceLinkHeader();
+            const msg = new M.SpiceLinkMess();
+            msg.channel_type = C.SPICE_CHANNEL_MAIN;
+            msg.common_caps.push((1 << C.SPICE_COMMON_CAP_PROTOCOL_AUTH_SELECTION) | (1 << C.SPICE_COMMON_CAP_MINI_HEADER));
+            hdr.size = msg.buffer_size();
+            const mb = new ArrayBuffer(hdr.buffer_size() + msg.buffer_size());
+            hdr.to_buffer(mb);
+            msg.to_buffer(mb, hdr.buffer_size());
+            ws.send(mb);
+          };
+          ws.onmessage = (e) => {
+            const add = new Uint8Array(e.data);
+            const all = new Uint8Array(buf.length + add.length);
+            all.set(buf); all.set(add, buf.length); buf = all;
+            if (stage === 'link' && buf.length >= 16) {
+              const size = new M.SpiceLinkHeader(buf.slice(0, 16).buffer).size;
+              if (buf.length < 16 + size) return;
+              const reply = new M.SpiceLinkReply(buf.slice(16, 16 + size).buffer);
+              let t;
+              do { t = T.rsa_encrypt(reply.pub_key, password + String.fromCharCode(0)); tries++; } while (t.length >= 128 && tries < 20000);
+              if (t.length >= 128) { reject(new Error('no short ciphertext in ' + tries + ' tries')); return; }
+              send(ws, t);
+              stage = 'auth';
+              buf = buf.slice(16 + size);
+            }
+            if (stage === 'auth' && buf.length >= 4) {
+              clearTimeout(timer);
+              stage = 'done';
+              resolve({ code: new DataView(buf.slice(0, 4).buffer).getUint32(0, true), tries });
+              ws.close();
+            }
+          };
+          ws.onclose = () => { clearTimeout(timer); if (stage !== 'done') reject(new Error('closed at ' + stage)); };
+        });
+        const asDebian = await link((ws, t) => {
+          const a = new M.SpiceLinkAuthTicket();
+          a.auth_mechanism = C.SPICE_COMMON_CAP_AUTH_SPICE;
+          a.encrypted_data = t;
+          const mb = new ArrayBuffer(a.buffer_size());
+          a.to_buffer(mb);
+          ws.send(mb);
+        });
+        const asPage = await link((ws, t) => SpiceConn.prototype.send_ticket.call({ ws }, t));
+        return { asDebian, asPage };
+      }, [`${d.wsUrl}?token=${encodeURIComponent(d.token)}`, d.password]);
+      assert(r.asDebian.code === 7, 'a short ciphertext sent as spice-html5 sends it: auth code ' + r.asDebian.code + ' (7: permission denied)');
+      assert(r.asPage.code === 0, 'a short ciphertext sent as the page sends it: auth code ' + r.asPage.code);
+      return `refused as spice-html5 sends it, accepted as the page does (${r.asDebian.tries} and ${r.asPage.tries} tries for a short one)`;
+    });
     await check("bob cannot open alice's desktop page, console URL or .vv", async () => {
       const r = await page.goto(`${L.BASE}/desktops/${ctx.aliceVm}`);
       assert(r.status() === 404, 'desktop page: ' + r.status());
@@ -206,6 +310,26 @@ async function main() {
       assert(stop.status() === 404, 'stop: ' + stop.status());
       assert(L.store('vm', ctx.aliceVm).state === 'running', 'alice\'s VM was touched');
       assert(!(await page.content()).includes(ctx.aliceVm), 'bob\'s home page mentions alice\'s VM');
+    });
+    await check("bob's open console connections are capped; closed ones are reported and make room", async () => {
+      // bob's own page left his desktop in the check before: no console of his is open now
+      const status = async () => (await page.request.get(`${L.BASE}/desktops/${ctx.bobVm}/status`, { headers: { Accept: 'application/json' } })).json();
+      await L.waitFor("bob's earlier console connections to be reported closed", async () => (await status()).console_connections === 0, 30000, 250);
+      const max = (await status()).console_connections_max;
+      assert(max > 0 && max <= 32, 'cap ' + max);
+      await page.goto(`${L.BASE}/`);
+      const csrf = await page.locator('meta[name="csrf-token"]').getAttribute('content');
+      const t = await (await page.request.post(`${L.BASE}/desktops/${ctx.bobVm}/console`, { headers: { 'X-CSRF-Token': csrf, Accept: 'application/json' } })).json();
+      const url = `${t.ws_url}?token=${encodeURIComponent(t.token)}`;
+      const got = await L.wsHold(page, url, max + 2);
+      const opened = got.filter((g) => g === 'open').length;
+      assert(got.slice(0, max).every((g) => g === 'open'), `below the cap: ${got.join(' ')}`);
+      assert(got.slice(max).every((g) => g === 'refused'), `past the cap of ${max}: ${got.join(' ')}`);
+      assert((await status()).console_connections === max, 'the portal counts ' + (await status()).console_connections);
+      await L.wsRelease(page);
+      await L.waitFor('the proxy to report the closed connections', async () => (await status()).console_connections === 0, 30000, 250);
+      assert(await L.wsProbe(page, url) === 'open', 'no room after the connections closed');
+      return `${opened} of ${max + 2} opened`;
     });
     await check("the console proxy refuses alice's token from bob's browser, bogus and missing tokens", async () => {
       const alice = ctx.alice;
@@ -257,7 +381,8 @@ async function main() {
       assert(ctx.aliceVm, 'alice has no desktop (see her first section)');
       await page.goto(`${L.BASE}/desktops/${ctx.aliceVm}`);
       await L.firstFrame(page);
-      await L.sleep(1000);
+      // the button works once the inputs channel is up (it is enabled then)
+      await page.waitForFunction(() => document.body.dataset.console === 'connected', null, { timeout: 60000 });
       await page.click('#ctrl-alt-del');
       await L.waitFor('"rebooting" on the serial log', () => {
         const s = L.store('vm-log', ctx.aliceVm);
@@ -277,16 +402,36 @@ async function main() {
       assert(L.store('vm', ctx.aliceVm).state === 'running', 'VM not running');
       await L.firstFrame(page, 90000);
     });
-    await check('reset gives a fresh VM from the pool', async () => {
-      await Promise.all([page.waitForNavigation({ timeout: 120000 }), page.click('#reset')]);
-      const fresh = L.desktopUuid(page);
-      assert(fresh && fresh !== ctx.aliceVm, 'same VM after reset: ' + page.url());
-      const old = L.store('vm', ctx.aliceVm);
-      assert(old.error === 'NOT_FOUND' || old.owner !== ctx.aliceOwner, 'old VM still alice\'s');
-      assert(L.store('vm', fresh).owner === ctx.aliceOwner, 'new VM not alice\'s');
-      ctx.aliceVm = fresh;
-      await L.firstFrame(page, 90000);
-    });
+    // E2E_RESETS=20 repeats this check (a loop for a check that once failed in CI), each time,
+    // like the single check, with a paused spare ready to be handed out.
+    const resets = Math.max(1, Number(process.env.E2E_RESETS || 1));
+    for (let i = 1; i <= resets; i++) {
+      await check(`reset gives a fresh VM from the pool${resets > 1 ? ` (${i}/${resets})` : ''}`, async () => {
+        if (resets > 1) {
+          await L.waitFor('a ready spare in pool desktop', () => {
+            const p = L.store('pool', 'desktop');
+            return p.status && p.status.spares_ready >= 1;
+          }, 240000, 500);
+        }
+        const t = Date.now();
+        await Promise.all([page.waitForNavigation({ timeout: 120000 }), page.click('#reset')]);
+        const fresh = L.desktopUuid(page);
+        assert(fresh && fresh !== ctx.aliceVm, 'same VM after reset: ' + page.url());
+        const old = L.store('vm', ctx.aliceVm);
+        assert(old.error === 'NOT_FOUND' || old.owner !== ctx.aliceOwner, 'old VM still alice\'s');
+        assert(L.store('vm', fresh).owner === ctx.aliceOwner, 'new VM not alice\'s');
+        ctx.aliceVm = fresh;
+        const info = (await page.locator('#acquire-info').textContent().catch(() => '')).trim();
+        await L.firstFrame(page, 90000).catch(async (e) => {
+          const st = await page.evaluate(() => ({ console: document.body.dataset.console,
+            status: (document.getElementById('console-status') || {}).textContent,
+            messages: (document.getElementById('spice-messages') || {}).textContent })).catch(() => ({}));
+          throw new Error(`${e.message}; ${info}; console ${st.console} (${st.status}); spice: ${(st.messages || '').slice(-400)}; ` +
+                          `page: ${page.consoleLines.slice(-8).join(' | ')}`);
+        });
+        return `${Date.now() - t} ms to the first frame; ${info}`;
+      });
+    }
     await check('delete the desktop', async () => {
       await Promise.all([page.waitForNavigation(), page.click('#delete')]);
       assert(new URL(page.url()).pathname === '/', 'not home after delete');
@@ -341,6 +486,32 @@ async function main() {
       const p = L.store('pool', 'e2e-pool');
       assert(p.status && p.status.spares_ready >= 1, 'library says ' + JSON.stringify(p.status));
       return `first spare ready after ${((Date.now() - t) / 1000).toFixed(1)} s`;
+    });
+  });
+
+  await section('abuse limits', async () => {
+    await check('a flood of log-in attempts for one account gets 429 with a message', async () => {
+      const anon = await L.newPage(browser, vlog);
+      await anon.goto(L.BASE + '/login');
+      const csrf = await anon.locator('meta[name="csrf-token"]').getAttribute('content');
+      // rack-attack counts in fixed windows of the period: a flood that crosses a window's end
+      // starts again from 0, so the 429 comes after the limit (10) and at most twice that
+      const codes = [];
+      for (let i = 0; i < 21; i++) {
+        const r = await anon.request.post(L.BASE + '/login', { form: { username: 'nobody-e2e', password: `guess ${i}`, authenticity_token: csrf }, maxRedirects: 0 });
+        codes.push(r.status());
+        if (r.status() === 429) {
+          const text = await r.text();
+          assert(/Too many log-in attempts\. Try again in \d+ seconds\./.test(text), 'message: ' + text.slice(0, 300));
+          assert(Number(r.headers()['retry-after']) > 0, 'no Retry-After');
+          break;
+        }
+      }
+      assert(codes[codes.length - 1] === 429, 'never throttled: ' + codes.join(' '));
+      assert(codes.slice(0, -1).every((c) => c === 422), 'before the limit: ' + codes.join(' '));
+      assert(codes.length > 10, 'throttled before the limit: ' + codes.join(' '));
+      await anon.context().close();
+      return `429 after ${codes.length - 1} attempts`;
     });
   });
 

@@ -11,6 +11,10 @@ ENV["VMPOOL_STORE"] = "dir:#{TEST_ROOT}/store?accel=tcg"
 ENV["PORTAL_STATE_DIR"] = "#{TEST_ROOT}/state"
 ENV["PORTAL_PROXY_SECRET"] = "test-proxy-secret"
 ENV["PORTAL_REFILL"] = "0"
+# The defaults, whatever the shell running the tests has set: sign-up off (tests that need it turn
+# it on), and the integration tests' host as the portal's configured host.
+ENV.delete("PORTAL_SIGNUP")
+ENV["PORTAL_HOST"] = "www.example.com"
 ENV["RAILS_ENV"] ||= "test"
 FileUtils.mkdir_p("#{TEST_ROOT}/store")
 FileUtils.mkdir_p("#{TEST_ROOT}/state")
@@ -34,9 +38,15 @@ module PortalTestHelpers
                          `#{REPO}/scripts/make-test-image`.strip.tap { |p| raise "make-test-image failed" unless $?.success? && File.file?(p) }
   end
 
-  # The test template, imported once per run into the test store.
+  # The test template, imported once per run into the test store. Every test makes sure it is
+  # there before it starts (ActiveSupport::TestCase's setup below), so that what a page lists
+  # (the new-pool form's images, say) does not depend on whether an earlier test happened to
+  # import it: run first, "an admin creates ... a pool" rendered the form before its first call
+  # of #image and found no option for the image (seed 57937 on a fresh machine).
   def self.image
-    @image ||= Portal.store.images.find { |i| i[:name] == "test-guest" } ||
+    images = Portal.store.images
+    @image = nil if @image && images.none? { |i| i[:uuid] == @image[:uuid] }
+    @image ||= images.find { |i| i[:name] == "test-guest" } ||
                Portal.store.import_image(test_image_path, name: "test-guest", version: "1", os: "linux")
   end
 
@@ -71,6 +81,16 @@ module PortalTestHelpers
     end
   end
 
+  # Every [table, column] of the database with a value that contains +text+.
+  def rows_holding(text)
+    c = ActiveRecord::Base.connection
+    c.tables.flat_map do |t|
+      c.select_all("SELECT * FROM #{c.quote_table_name(t)}").flat_map do |row|
+        row.select { |_k, v| v.to_s.include?(text) }.keys.map { |k| [t, k] }
+      end
+    end.uniq
+  end
+
   def cleanup_vm(uuid)
     store.kill_vm(uuid)
   rescue Vmpool::Error
@@ -88,6 +108,22 @@ class ActiveSupport::TestCase
   include PortalTestHelpers
   # One process: the VMs are real QEMU guests and the machine has two cores.
   parallelize(workers: 1)
+
+  # Every test starts from the same store: the shared test image imported (see .image).
+  setup { PortalTestHelpers.image }
+
+  # Every test starts with the settings the app booted with (a test may change Portal.config;
+  # they come back afterwards) and with no request counted by the throttles (a fresh store for
+  # rack-attack's counters), so that no test depends on what ran before it.
+  setup do
+    @saved_portal_config = Portal.config.to_h.deep_dup
+    Rack::Attack.cache.store = ActiveSupport::Cache::MemoryStore.new
+  end
+
+  teardown do
+    Portal.config.clear
+    Portal.config.merge!(@saved_portal_config)
+  end
 end
 
 class ActionDispatch::IntegrationTest

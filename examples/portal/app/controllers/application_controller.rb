@@ -87,6 +87,49 @@ class ApplicationController < ActionController::Base
     Portal.console_ws_url(request)
   end
 
+  # SPICE tickets live in the page and in this session's encrypted cookie (session[:spice], per
+  # VM: password, expiry, QEMU run), never in the database, which keeps only their digests
+  # (ConsoleToken). Expired ones are dropped whenever one is added; a handful at most.
+  KEPT_TICKETS = 8
+
+  def kept_ticket(vm_uuid)
+    kept = session[:spice]
+    kept.is_a?(Hash) ? kept[vm_uuid] : nil
+  end
+
+  def keep_ticket(vm_uuid, ticket)
+    now = Time.now.to_i
+    kept = session[:spice].is_a?(Hash) ? session[:spice] : {}
+    kept = kept.select { |u, k| u != vm_uuid && k.is_a?(Hash) && k["expires_at_unix"].to_i > now }
+    kept[vm_uuid] = { "password" => ticket[:password], "expires_at_unix" => ticket[:expires_at_unix].to_i, "run" => ticket[:run] }
+    session[:spice] = kept.to_a.last(KEPT_TICKETS).to_h
+  end
+
+  # A console ticket for the VM +vm_uuid+ ({token:, password:, expires_at_unix:, run:}): this
+  # session's kept one again while it is the VM's current one (ConsoleToken.ticket!), else new.
+  def console_ticket(vm_uuid, fresh: false)
+    t = ConsoleToken.ticket!(current_session, vm_uuid, kept: kept_ticket(vm_uuid), fresh: fresh)
+    keep_ticket(vm_uuid, t)
+    t
+  end
+
+  # After store.acquire (Get a desktop, reset): the SPICE ticket the library made with the VM is
+  # this session's, and goes to the desktop page through the (encrypted) flash, so that the page
+  # does not set another password on the VM. Returns the path of the desktop page.
+  def hand_over(result)
+    vm = result[:vm]
+    if result[:console]
+      c = result[:console]
+      run = Desktop.run_id(vm[:uuid])
+      token = ConsoleToken.issue!(current_session, vm[:uuid], c, run: run)
+      keep_ticket(vm[:uuid], { password: c[:password], expires_at_unix: c[:expires_at_unix], run: run })
+      flash[:console] = { "vm" => vm[:uuid], "token" => token, "password" => c[:password],
+                          "expires_at_unix" => c[:expires_at_unix] }
+    end
+    flash[:acquire] = { "path" => result[:path], "spare" => result[:spare] || result[:was], "total_ms" => result[:total_ms] }
+    desktop_path(vm[:uuid])
+  end
+
   def no_store
     response.headers["Cache-Control"] = "no-store"
   end

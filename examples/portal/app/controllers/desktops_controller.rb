@@ -26,7 +26,7 @@ class DesktopsController < ApplicationController
   def vv
     return head(:conflict) unless live?
 
-    vv = Desktop.vv_file(@vm, ConsoleToken.ticket!(current_session, @vm[:uuid])[:password])
+    vv = Desktop.vv_file(@vm, console_ticket(@vm[:uuid])[:password])
     return head(:conflict) unless vv
 
     send_data vv, filename: "#{@vm[:alias]}.vv", type: "application/x-virt-viewer", disposition: "attachment"
@@ -40,8 +40,12 @@ class DesktopsController < ApplicationController
     send_data png, type: "image/png", disposition: "inline"
   end
 
+  # The desktop's state, and how many console WebSockets its owner has open now (of the most
+  # they may: PORTAL_CONSOLE_MAX_CONNECTIONS).
   def status
-    render json: { uuid: @vm[:uuid], state: @vm[:state], pool: @vm[:pool] }
+    render json: { uuid: @vm[:uuid], state: @vm[:state], pool: @vm[:pool],
+                   console_connections: ConsoleConnection.open_for(current_user).count,
+                   console_connections_max: Portal.config.console_max_connections }
   end
 
   def start
@@ -63,14 +67,14 @@ class DesktopsController < ApplicationController
   end
 
   # Reset: give the VM back to its pool, which wipes it (on_release "reset") or destroys it, and
-  # get a fresh desktop from the same pool at once.
+  # get a fresh desktop from the same pool at once (with the ticket the library made with it, as
+  # "Get a desktop" does).
   def reset
     pool = @vm[:pool]
     return redirect_to(desktop_path(@vm[:uuid]), alert: "This desktop is in no pool.") unless pool
 
     Desktop.release(@vm)
-    result = Desktop.acquire(current_user, pool)
-    redirect_to desktop_path(result[:vm][:uuid]), notice: "Your desktop was reset."
+    redirect_to hand_over(Desktop.acquire(current_user, pool)), notice: "Your desktop was reset."
   rescue Vmpool::Error => e
     redirect_to root_path, alert: vmpool_message(e)
   end
@@ -92,11 +96,11 @@ class DesktopsController < ApplicationController
     %w[running paused].include?(@vm[:state])
   end
 
-  # A ticket for this session and VM: a still-valid one again (ConsoleToken.ticket!), so that a
-  # second page of the desktop or a .vv download does not change the SPICE password under the
-  # first page.
+  # A ticket for this session and VM: a still-valid one again (console_ticket), so that a second
+  # page of the desktop or a .vv download does not change the SPICE password under the first
+  # page.
   def new_ticket(fresh: false)
-    { vm: @vm[:uuid], ws_url: console_ws_url, **ConsoleToken.ticket!(current_session, @vm[:uuid], fresh: fresh) }
+    { vm: @vm[:uuid], ws_url: console_ws_url, **console_ticket(@vm[:uuid], fresh: fresh).except(:run) }
   end
 
   # The ticket acquire just made for this VM (passed in the flash), else a new one.

@@ -12,7 +12,7 @@ class UsersController < ApplicationController
   def create
     @user = User.new(params.require(:user).permit(:username, :password, :password_confirmation))
     @user.password_confirmation = "" if @user.password_confirmation.nil?
-    if @user.save
+    if @user.save_unique
       sign_in(@user)
       redirect_to root_path, notice: "Welcome, #{@user.username}."
     else

@@ -11,6 +11,8 @@ class User < ApplicationRecord
   has_secure_password
   has_many :user_sessions, dependent: :delete_all
 
+  # Unique whatever the case, also in the database (a unique index on lower(username)): two
+  # sign-ups racing past this validation cannot both get in; see #save_unique.
   validates :username, presence: true, format: { with: NAME, message: "must be 1-64 letters, digits, . _ - starting with a letter or digit" },
                        uniqueness: { case_sensitive: false }
   validate { errors.add(:username, "must not contain ..") if username.to_s.include?("..") }
@@ -31,6 +33,16 @@ class User < ApplicationRecord
 
   def to_param
     id.to_s
+  end
+
+  # save, with a name taken by a racing request in the meantime (the database's unique index
+  # refused it after the validation passed) reported like the validation would: false, and the
+  # error on username.
+  def save_unique
+    save
+  rescue ActiveRecord::RecordNotUnique
+    errors.add(:username, :taken, value: username)
+    false
   end
 
   private

@@ -16,4 +16,19 @@ Rails.application.configure do
     config.logger = ActiveSupport::TaggedLogging.new(logger)
   end
   config.active_record.dump_schema_after_migration = false
+
+  # Only requests for the configured host (PORTAL_HOST) are answered; any other Host header gets
+  # a 403 ("Blocked host"), so nothing the page builds (the console URL, the CSP, redirects) can
+  # come from a forged one. The console proxy asks its internal endpoint on 127.0.0.1.
+  config.hosts = [config.x.portal.host]
+  config.host_authorization = { exclude: ->(request) { Portal.internal_request?(request) } }
+
+  # PORTAL_FORCE_SSL=1: http is redirected to https, cookies are marked Secure, and HSTS tells
+  # browsers to use https only (for a year; the portal's host only, not its parent's subdomains).
+  # The console proxy's request to the internal endpoint stays plain http on loopback.
+  if config.x.portal.force_ssl
+    config.force_ssl = true
+    config.ssl_options = { hsts: { expires: 365 * 24 * 3600, subdomains: false },
+                           redirect: { exclude: ->(request) { Portal.internal_request?(request) } } }
+  end
 end

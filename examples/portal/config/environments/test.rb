@@ -14,4 +14,8 @@ Rails.application.configure do
   config.active_support.deprecation = :stderr
   config.active_support.disallowed_deprecation = :raise
   config.active_support.disallowed_deprecation_warnings = []
+  # As in production: only the configured host (test_helper sets PORTAL_HOST to the integration
+  # tests' www.example.com); a test sends a forged Host header and sees it refused.
+  config.hosts = [config.x.portal.host]
+  config.host_authorization = { exclude: ->(request) { Portal.internal_request?(request) } }
 end

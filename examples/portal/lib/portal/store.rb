@@ -33,9 +33,22 @@ module Portal
     end
 
     # Where the browser opens the console WebSocket: PORTAL_CONSOLE_URL, else the console proxy's
-    # port on the host the page was loaded from (so the browser sends it the same cookies).
+    # port on the portal's configured host (PORTAL_HOST, the host the page is loaded from, so the
+    # browser sends the proxy the same cookies). Never the request's Host header: a forged one
+    # must not become the page's console URL or its CSP's connect-src.
     def console_ws_url(request)
-      config.console_url || "#{request.ssl? ? 'wss' : 'ws'}://#{request.host}:#{config.console_port}/"
+      config.console_url || "#{request.ssl? ? 'wss' : 'ws'}://#{url_host(config.host)}:#{config.console_port}/"
+    end
+
+    # An IPv6 address goes in brackets in a URL.
+    def url_host(host)
+      host.include?(":") && !host.start_with?("[") ? "[#{host}]" : host
+    end
+
+    # The console proxy's requests: /internal/ from the loopback address (the endpoint itself
+    # also wants the proxy's secret). Exempt from the Host check and from the https redirect.
+    def internal_request?(request)
+      request.path.start_with?("/internal/") && %w[127.0.0.1 ::1].include?(request.remote_addr.to_s)
     end
 
     def console_ws_origin(request)

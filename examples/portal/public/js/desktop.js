@@ -1,18 +1,59 @@
 // The desktop page: the guest's screen through spice-html5 (Debian's spice-html5, served at
-// /spice-html5/), over a WebSocket to the portal's console proxy. The page arrives with a
-// console ticket (proxy token + SPICE password, both short-lived); on a lost connection it asks
-// the portal for a fresh one (POST .../console) and connects again.
+// /spice-html5/), over WebSockets to the portal's console proxy. The page arrives with a console
+// ticket (proxy token + SPICE password, both short-lived). spice-html5 opens one WebSocket per
+// SPICE channel: main first, then display, inputs, cursor, ... once main is in.
+//
+// One connection at a time, and each failure handled once:
+// - A connection that fails while it is being made (any of main, display, inputs) is made again
+//   with a fresh ticket, three times at most. spice-html5 reports only main's failures itself;
+//   the others (a display channel whose link was refused) would leave a page that says
+//   "connected" and never shows a picture, so they are reported here too.
+// - A connection that was up and drops is not made again by itself: SPICE serves one client per
+//   VM, and the newest one wins, so the usual reason is that another window or browser opened
+//   this desktop. Taking it back at once would make that window take it back too, for ever. The
+//   page says so and offers "Reconnect".
 import * as SpiceHtml5 from '/spice-html5/main.js';
 
 const root = document.getElementById('desktop');
 const d = root ? root.dataset : {};
 const statusEl = document.getElementById('console-status');
-let sc = null;
-let retries = 0;
+const reconnectEl = document.getElementById('reconnect');
+const MAX_TRIES = 3;
+
+// Every spice-html5 channel (main and the others) is a SpiceConn; this is their prototype.
+const SpiceConnProto = Object.getPrototypeOf(SpiceHtml5.SpiceMainConn.prototype);
+
+// spice-html5 0.3 sends the RSA-encrypted password as the bytes of a big integer, so a ciphertext
+// whose first byte is 0 (1 in 256) goes out one byte short, left-aligned in the 128-byte field:
+// the server cannot decrypt it and refuses the link ("Permission denied"), at random, on any
+// channel. Right-align it in the field, as RSA wants.
+const TICKET_BYTES = 1024 / 8; // SPICE_TICKET_KEY_PAIR_LENGTH / 8
+const sendTicket = SpiceConnProto.send_ticket;
+SpiceConnProto.send_ticket = function sendPaddedTicket(ticket) {
+  if (Array.isArray(ticket) && ticket.length < TICKET_BYTES) {
+    ticket = new Array(TICKET_BYTES - ticket.length).fill(0).concat(ticket);
+  }
+  return sendTicket.call(this, ticket);
+};
+
+// The channels a working console needs (SPICE channel types).
+const NEEDED = { 2: 'display', 3: 'inputs' };
+// spice-html5 gives only main an onerror; the other channels find this one on the prototype, and
+// report to the connection attempt of their main channel.
+SpiceConnProto.onerror = function channelError(e) {
+  const a = this.parent && this.parent.vmpoolAttempt;
+  if (a && NEEDED[this.type]) failed(a, new Error(`${NEEDED[this.type]} channel: ${(e && e.message) || e}`));
+};
+
+let current = null; // the connection attempt: { sc, up, over }
+let tries = 0;
 
 function setStatus(text, state) {
   if (statusEl) statusEl.textContent = text;
   document.body.dataset.console = state;
+  const up = state === 'connected';
+  document.querySelectorAll('[data-needs-console]').forEach((b) => { b.disabled = !up; });
+  if (reconnectEl) reconnectEl.hidden = state !== 'disconnected' && state !== 'error';
 }
 
 function csrf() {
@@ -20,35 +61,75 @@ function csrf() {
   return m ? m.content : '';
 }
 
-// After a failed connection: a new SPICE password (fresh=1), since the one the page had may
-// have been replaced (QEMU holds one per VM).
-async function freshTicket() {
-  const r = await fetch(d.consoleUrl + '?fresh=1', { method: 'POST', credentials: 'same-origin',
+// A ticket from the portal: the VM's current password again, or a new one (fresh: after a failed
+// attempt, since the password the page had may have been replaced; QEMU holds one per VM).
+async function ticket(fresh) {
+  const r = await fetch(d.consoleUrl + (fresh ? '?fresh=1' : ''), { method: 'POST', credentials: 'same-origin',
     headers: { 'X-CSRF-Token': csrf(), Accept: 'application/json' } });
   if (!r.ok) throw new Error('no console ticket (' + r.status + ')');
   return r.json();
 }
 
-function connect(t) {
-  if (sc) { try { sc.stop(); } catch (e) { /* already closed */ } }
-  document.getElementById('spice-screen').replaceChildren();
-  const uri = t.ws_url + (t.ws_url.includes('?') ? '&' : '?') + 'token=' + encodeURIComponent(t.token);
-  setStatus('connecting…', 'connecting');
-  sc = new SpiceHtml5.SpiceMainConn({
-    uri, screen_id: 'spice-screen', message_id: 'spice-messages', password: t.password,
-    onerror: onError,
-    onsuccess: () => { retries = 0; setStatus('connected', 'connected'); },
-  });
-  window.vmpoolSpice = sc;
+function stop(a) {
+  a.over = true;
+  try { a.sc.stop(); } catch (e) { /* already closed */ }
 }
 
-async function onError(e) {
+function connect(t) {
+  if (current) stop(current);
+  document.getElementById('spice-screen').replaceChildren();
+  const uri = t.ws_url + (t.ws_url.includes('?') ? '&' : '?') + 'token=' + encodeURIComponent(t.token);
+  const a = { up: false, over: false };
+  current = a;
+  setStatus('connecting…', 'connecting');
+  a.sc = new SpiceHtml5.SpiceMainConn({
+    uri, screen_id: 'spice-screen', message_id: 'spice-messages', password: t.password,
+    onerror: (e) => failed(a, e),
+    onsuccess: () => waitUp(a),
+  });
+  a.sc.vmpoolAttempt = a;
+  window.vmpoolSpice = a.sc;
+}
+
+// Main is in; the console is up once the channels it needs are too (spice-html5 reports their
+// failures, timeouts included, through SpiceConnProto.onerror above).
+function waitUp(a) {
+  const check = () => {
+    if (a !== current || a.over) return;
+    const sc = a.sc;
+    if (sc.display && sc.display.state === 'ready' && sc.inputs && sc.inputs.state === 'ready') {
+      a.up = true;
+      tries = 0;
+      setStatus('connected', 'connected');
+    } else {
+      setTimeout(check, 50);
+    }
+  };
+  check();
+}
+
+function failed(a, e) {
+  if (a !== current || a.over) return; // an earlier attempt, or this failure already handled
   const msg = (e && e.message) || String(e);
-  setStatus('disconnected: ' + msg, 'error');
-  if (sc) { try { sc.stop(); } catch (x) { /* closed */ } }
-  if (retries++ >= 3) return;
-  await new Promise((r) => setTimeout(r, 1000 * retries));
-  try { connect(await freshTicket()); } catch (x) { setStatus(x.message, 'error'); }
+  stop(a);
+  if (a.up) {
+    setStatus(`disconnected (${msg}): the desktop may be open in another window`, 'disconnected');
+    return;
+  }
+  if (++tries > MAX_TRIES) {
+    setStatus(`could not connect: ${msg}`, 'error');
+    return;
+  }
+  setStatus(`connecting again (${msg})…`, 'connecting');
+  setTimeout(async () => {
+    if (a !== current) return;
+    try { connect(await ticket(true)); } catch (x) { setStatus(x.message, 'error'); }
+  }, 1000 * tries);
+}
+
+async function reconnect() {
+  tries = 0;
+  try { connect(await ticket(false)); } catch (x) { setStatus(x.message, 'error'); }
 }
 
 // Someone watching their desktop is active even without page loads: while the console is
@@ -93,8 +174,9 @@ if (root && d.token) {
     document.getElementById('spice-area').requestFullscreen().catch((e) => setStatus(e.message, 'error'));
   });
   document.getElementById('ctrl-alt-del').addEventListener('click', () => {
-    if (sc) SpiceHtml5.sendCtrlAltDel(sc);
+    if (current && current.up) SpiceHtml5.sendCtrlAltDel(current.sc);
   });
+  if (reconnectEl) reconnectEl.addEventListener('click', reconnect);
   watchFirstFrame();
   keepAlive();
   connect({ ws_url: d.wsUrl, token: d.token, password: d.password });

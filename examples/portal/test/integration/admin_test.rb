@@ -6,7 +6,13 @@ class AdminTest < ActionDispatch::IntegrationTest
   setup do
     @admin = create_user("admin#{SecureRandom.hex(2)}", admin: true)
     @user = create_user
+    # server-path imports may come from the test image's directory, wherever make-test-image
+    # put it (not whatever PORTAL_IMPORT_DIRS or its default says)
+    @saved_import_dirs = Portal.config.import_dirs
+    Portal.config.import_dirs = [File.dirname(PortalTestHelpers.test_image_path)]
   end
+
+  teardown { Portal.config.import_dirs = @saved_import_dirs }
 
   test "admin pages are not there for users who are not admins" do
     log_in(@user)

@@ -10,7 +10,23 @@ class AuthTest < ActionDispatch::IntegrationTest
     assert_redirected_to login_path
   end
 
+  test "sign-up is off unless PORTAL_SIGNUP=1: no form, no link, and a forged post makes no user" do
+    refute Portal.config.signup, "sign-up is open by default"
+    get login_path
+    assert_response :success
+    assert_select "a[href=?]", signup_path, count: 0
+    csrf = page_token
+    get signup_path
+    assert_response :not_found
+    post signup_path, params: { user: { username: "intruder", password: PASSWORD, password_confirmation: PASSWORD },
+                                authenticity_token: csrf }
+    assert_response :not_found
+    assert_nil User.find_by(username: "intruder")
+    assert_nil session[:token], "a session was started"
+  end
+
   test "sign up makes a bcrypt user and logs in" do
+    Portal.config.signup = true
     get signup_path
     assert_response :success
     post signup_path, params: { user: { username: "newbie", password: PASSWORD, password_confirmation: PASSWORD },
@@ -23,6 +39,7 @@ class AuthTest < ActionDispatch::IntegrationTest
   end
 
   test "sign up refuses bad input and mismatched passwords" do
+    Portal.config.signup = true
     get signup_path
     post signup_path, params: { user: { username: "x y", password: "short", password_confirmation: "short" }, authenticity_token: page_token }
     assert_response :unprocessable_entity
@@ -32,11 +49,17 @@ class AuthTest < ActionDispatch::IntegrationTest
   end
 
   test "sign up can be closed; admins still create users" do
+    Portal.config.signup = true
+    get signup_path
+    assert_response :success
     Portal.config.signup = false
     get signup_path
     assert_response :not_found
-  ensure
-    Portal.config.signup = true
+    admin = create_user("boss#{SecureRandom.hex(2)}", admin: true)
+    log_in(admin)
+    submit(:post, admin_users_path, params: { user: { username: "made-by-admin", password: PASSWORD, admin: "0" } }, from: new_admin_user_path)
+    assert_redirected_to admin_users_path
+    assert User.find_by(username: "made-by-admin")
   end
 
   test "login with a wrong password fails; the right one starts a fresh session" do

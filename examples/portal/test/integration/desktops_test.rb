@@ -137,6 +137,53 @@ class DesktopsTest < ActionDispatch::IntegrationTest
     refute_equal before, css_select("#desktop").first["data-password"], "a restarted VM got its old QEMU's password"
   end
 
+  test "a ticket another session of the owner replaced is not handed out again" do
+    log_in(@alice)
+    get desktop_path(@vm[:uuid])
+    mine = css_select("#desktop").first["data-password"]
+    other = open_session
+    other.get login_path
+    other.post login_path, params: { username: @alice.username, password: PASSWORD,
+                                     authenticity_token: other.css_select('meta[name="csrf-token"]').first["content"] }
+    other.get desktop_path(@vm[:uuid])
+    theirs = other.css_select("#desktop").first["data-password"]
+    refute_equal mine, theirs, "another session got this session's password (it is kept in this session only)"
+    get desktop_path(@vm[:uuid])
+    again = css_select("#desktop").first["data-password"]
+    refute_equal mine, again, "the replaced password was handed out again"
+    refute_equal theirs, again
+  end
+
+  test "no table keeps a SPICE password: not after the page, a .vv, a reconnect, nor a 'Get a desktop'" do
+    log_in(@alice)
+    get desktop_path(@vm[:uuid])
+    first = css_select("#desktop").first["data-password"]
+    csrf = page_token
+    get vv_desktop_path(@vm[:uuid])
+    assert_match(/^password=#{first}$/, response.body)
+    post console_desktop_path(@vm[:uuid], fresh: 1), headers: { "X-CSRF-Token" => csrf, "Accept" => "application/json" }
+    fresh = JSON.parse(response.body)["password"]
+    refute_equal first, fresh
+
+    pool = "nopw-#{SecureRandom.hex(3)}"
+    store.create_pool(name: pool, image: image, vcpus: 1, ram_mib: 256, disk_gib: 1, max_vms: 2, spares: 0,
+                      warmth: "disk", on_release: "destroy")
+    submit(:post, acquire_pool_path(pool))
+    follow_redirect!
+    acquired = css_select("#desktop").first["data-password"]
+    assert_match(/\A\h{32}\z/, acquired)
+
+    [first, fresh, acquired].each do |pw|
+      assert_empty rows_holding(pw), "a SPICE password is kept in the database"
+    end
+    assert ConsoleToken.where.not(spice_digest: nil).exists?, "no digest kept: the reuse cannot work"
+  ensure
+    if pool
+      store.vms.select { |v| v[:pool] == pool && !v[:owner].to_s.empty? }.each { |v| store.release(v[:uuid]) }
+      store.delete_pool(pool) rescue nil
+    end
+  end
+
   test "library errors are HTTP statuses: 409 for a state conflict, 503 with Retry-After, 502 for QEMU" do
     log_in(@alice)
     get desktop_path(@vm[:uuid])

@@ -34,6 +34,18 @@ class ImageImportTest < ActiveSupport::TestCase
     refute ImageImport.allowed_path?("#{sibling}/d.raw")
   end
 
+  test "no default import directory lies where another local user could make it first" do
+    Portal::DEFAULT_IMPORT_DIRS.split(":").each do |dir|
+      refute_match(%r{\A/(tmp|var/tmp|dev/shm)(/|\z)}, dir)
+      # every ancestor that exists is root's and writable by root alone (no sticky /tmp-like one)
+      Pathname.new(dir).ascend.drop(1).select(&:exist?).each do |up|
+        st = up.stat
+        assert_equal 0, st.uid, "#{up} (above #{dir}) is not root's"
+        assert_equal 0, st.mode & 0o022, format("%s (above %s) is writable by others: %o", up, dir, st.mode & 0o7777)
+      end
+    end
+  end
+
   test "the resolved path is saved and imported, not the link that was checked" do
     real = File.join(@dir, "real.raw")
     File.write(real, "x")

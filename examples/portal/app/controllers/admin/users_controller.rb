@@ -14,7 +14,7 @@ module Admin
 
     def create
       @user = User.new(params.require(:user).permit(:username, :password, :admin))
-      if @user.save
+      if @user.save_unique
         redirect_to admin_users_path, notice: "User #{@user.username} created."
       else
         render :new, status: :unprocessable_entity
