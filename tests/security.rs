@@ -341,12 +341,39 @@ fn counting_listener(addr: &str) -> (u16, Arc<AtomicUsize>) {
     (port, n)
 }
 
+/// A link-local address on the host's loopback for as long as it lives (as a cloud's
+/// metadata service would be reached), added with `ip` (test set-up, not the library).
+struct LinkLocal(&'static str);
+
+impl LinkLocal {
+    fn add() -> Option<LinkLocal> {
+        let addr = "169.254.169.254";
+        let ok = std::process::Command::new("ip")
+            .args(["addr", "replace", &format!("{addr}/32"), "dev", "lo"])
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(LinkLocal(addr))
+    }
+}
+
+impl Drop for LinkLocal {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["addr", "del", &format!("{}/32", self.0), "dev", "lo"])
+            .status();
+    }
+}
+
 /// What the guest of a store with `options` reaches: the host's loopback (`10.0.2.2`, where
-/// slirp forwards to 127.0.0.1) and the host's own address, each with a listener counting.
+/// slirp forwards to 127.0.0.1), a link-local address of the host, and the host's own
+/// address, each with a listener counting.
 fn guest_reaches(options: &str) -> Vec<(String, bool, usize)> {
     let (lo, lo_hits) = counting_listener("127.0.0.1:0");
     let (any, any_hits) = counting_listener("0.0.0.0:0");
     let mut targets = vec![(format!("10.0.2.2 {lo}"), lo_hits)];
+    let link_local = LinkLocal::add().expect("adding 169.254.169.254 to lo");
+    let (ll, ll_hits) = counting_listener(&format!("{}:0", link_local.0));
+    targets.push((format!("{} {ll}", link_local.0), ll_hits));
     if let Some(ip) = host_address() {
         targets.push((format!("{ip} {any}"), any_hits));
     }
@@ -379,12 +406,14 @@ fn guests_reach_neither_the_host_nor_its_loopback() {
         );
     }
     let opened = guest_reaches("&net=user");
-    assert!(
-        opened
-            .iter()
-            .any(|(t, open, hits)| t.starts_with("10.0.2.2") && *open && *hits > 0),
-        "with net=user the probe should reach the host's loopback: {opened:?}"
-    );
+    for prefix in ["10.0.2.2", "169.254.169.254"] {
+        assert!(
+            opened
+                .iter()
+                .any(|(t, open, hits)| t.starts_with(prefix) && *open && *hits > 0),
+            "with net=user the probe should reach {prefix}: {opened:?}"
+        );
+    }
 }
 
 /// Two stores on one host never hand out the same uids; a store that asks for another's
