@@ -152,8 +152,11 @@ module Vmpool
   # handle is released when the last such call returns, and calls made after #close raise
   # Vmpool::Closed.
   class Store
-    # Open the store at +uri+ (dir:/path, btrfs:/path, zfs:pool/dataset, with ?options), or
-    # the default store for nil. With a block, yields the store and closes it afterwards.
+    # Open the store at +uri+ (dir:/path, btrfs:/path, zfs:pool/dataset), or the default store
+    # for nil. Store options follow as ?option=value&... and are passed to the library as
+    # written: accel, qemu, spice, spice_addr, spice_ports, serial_log_kib, zone, uid_base,
+    # uid_count, template_dir, runtime_dir, net (isolated or user) and each driver's own
+    # (clone, max_disk_gib, ...). With a block, yields the store and closes it afterwards.
     def self.open(uri = nil)
       out = FFI::MemoryPointer.new(:pointer)
       Vmpool.check!(Native.vmpool_store_open(uri, out))
@@ -200,8 +203,7 @@ module Vmpool
     # format, size_bytes, tags. With a block, it is called with (done, total) bytes as the
     # import goes; return false (or :cancel) from it to cancel (raises Vmpool::Cancelled).
     def import_image(path, **manifest, &progress)
-      unknown = manifest.keys - %i[name version os sha256 uuid format size_bytes tags]
-      raise ::ArgumentError, "unknown manifest keys: #{unknown.join(', ')}" unless unknown.empty?
+      refuse_unknown(manifest, IMPORT_KEYS, "manifest")
 
       cb = nil
       if progress
@@ -222,28 +224,31 @@ module Vmpool
     end
 
     def image(uuid)
-      use { |h| Vmpool.json_out { |out| Native.vmpool_image_get(h, uuid.to_s, out) } }
+      uuid = uuid_of(uuid)
+      use { |h| Vmpool.json_out { |out| Native.vmpool_image_get(h, uuid, out) } }
     end
 
     def delete_image(uuid)
-      uuid = uuid[:uuid] if uuid.is_a?(Hash)
-      use { |h| Vmpool.check!(Native.vmpool_image_delete(h, uuid.to_s)) }
+      uuid = uuid_of(uuid)
+      use { |h| Vmpool.check!(Native.vmpool_image_delete(h, uuid)) }
       nil
     end
 
-    # Create a VM. +image+ is an image uuid or an image Hash; +uuid+ optional; +disk_gib+
-    # optional (the image's size).
-    def create_vm(alias:, owner:, image:, vcpus:, ram_mib:, disk_gib: nil, uuid: nil)
-      payload = { alias: binding.local_variable_get(:alias), owner: owner,
-                  image_uuid: image.is_a?(Hash) ? image[:uuid] : image.to_s,
+    # Create a VM. +image+ is an image uuid or an image Hash. Optional (nil leaves the key out,
+    # for the library's default): +disk_gib+ (the image's size), +uuid+, +firmware+ ("bios",
+    # "uefi"), +accel+ ("auto", "kvm", "tcg"; the store's), caps +cpu_cap_pct+,
+    # +memory_cap_mib+, +io+ ({read_bps:, write_bps:, read_iops:, write_iops:}), +prealloc+.
+    def create_vm(alias:, owner:, image:, vcpus:, ram_mib:, disk_gib: nil, uuid: nil, firmware: nil, accel: nil,
+                  cpu_cap_pct: nil, memory_cap_mib: nil, io: nil, prealloc: nil)
+      payload = { alias: binding.local_variable_get(:alias), owner: owner, image_uuid: uuid_of(image),
                   vcpus: vcpus, ram_mib: ram_mib }
-      payload[:disk_gib] = disk_gib if disk_gib
-      payload[:uuid] = uuid if uuid
+      payload.merge!({ disk_gib: disk_gib, uuid: uuid, firmware: firmware, accel: accel, cpu_cap_pct: cpu_cap_pct,
+                       memory_cap_mib: memory_cap_mib, io: io, prealloc: prealloc }.compact)
       use { |h| Vmpool.json_out { |out| Native.vmpool_vm_create(h, JSON.generate(payload), out) } }
     end
 
     def vm(uuid)
-      use { |h| Vmpool.json_out { |out| Native.vmpool_vm_get(h, uuid.to_s, out) } }
+      vm_call(uuid) { |h, u, out| Native.vmpool_vm_get(h, u, out) }
     end
 
     # All VMs, or those of one owner, oldest first.
@@ -252,8 +257,8 @@ module Vmpool
     end
 
     def delete_vm(uuid)
-      uuid = uuid[:uuid] if uuid.is_a?(Hash)
-      use { |h| Vmpool.check!(Native.vmpool_vm_delete(h, uuid.to_s)) }
+      uuid = uuid_of(uuid)
+      use { |h| Vmpool.check!(Native.vmpool_vm_delete(h, uuid)) }
       nil
     end
 
@@ -287,25 +292,22 @@ module Vmpool
 
     # {vm: {...live state...}, run: {...} or nil, uptime_s:, serial_log:}
     def vm_status(uuid)
-      uuid = uuid[:uuid] if uuid.is_a?(Hash)
-      use { |h| Vmpool.json_out { |out| Native.vmpool_vm_status(h, uuid.to_s, out) } }
+      vm_call(uuid) { |h, u, out| Native.vmpool_vm_status(h, u, out) }
     end
 
     # Change a stopped VM's vcpus, ram_mib, disk_gib (the disk only grows).
     def update_vm(uuid, **changes)
-      unknown = changes.keys - %i[vcpus ram_mib disk_gib]
-      raise ::ArgumentError, "unknown keys: #{unknown.join(', ')}" unless unknown.empty?
-
+      refuse_unknown(changes, VM_UPDATE_KEYS, "VM update")
       body = JSON.generate(changes)
       vm_call(uuid) { |h, u, out| Native.vmpool_vm_update(h, u, body, out) }
     end
 
     # The end of the serial console log, as a String.
     def vm_log(uuid, max_bytes: 65_536)
-      uuid = uuid[:uuid] if uuid.is_a?(Hash)
+      uuid = uuid_of(uuid)
       use do |h|
         out = FFI::MemoryPointer.new(:pointer)
-        Vmpool.check!(Native.vmpool_vm_log(h, uuid.to_s, Integer(max_bytes), out))
+        Vmpool.check!(Native.vmpool_vm_log(h, uuid, Integer(max_bytes), out))
         ptr = out.read_pointer
         begin
           ptr.read_string.force_encoding(Encoding::UTF_8)
@@ -318,27 +320,35 @@ module Vmpool
     # A SPICE console ticket valid for +ttl+ seconds: {kind:, path: or host:/port:, uri:,
     # password:, expires_at:, expires_at_unix:, vv: (a remote-viewer file)}.
     def console(uuid, ttl: 600)
-      uuid = uuid[:uuid] if uuid.is_a?(Hash)
-      use { |h| Vmpool.json_out { |out| Native.vmpool_vm_console(h, uuid.to_s, Integer(ttl), out) } }
+      ttl = Integer(ttl)
+      vm_call(uuid) { |h, u, out| Native.vmpool_vm_console(h, u, ttl, out) }
     end
 
     # Save the VM's screen as a PNG file.
     def screenshot(uuid, path)
-      uuid = uuid[:uuid] if uuid.is_a?(Hash)
-      use { |h| Vmpool.check!(Native.vmpool_vm_screenshot(h, uuid.to_s, path.to_s)) }
+      uuid = uuid_of(uuid)
+      use { |h| Vmpool.check!(Native.vmpool_vm_screenshot(h, uuid, path.to_s)) }
       nil
     end
 
-    POOL_KEYS = %i[vcpus ram_mib disk_gib spares max_vms max_per_owner warmth on_release ready_marker
-                   ready_delay_s ready_timeout_s accel].freeze
+    # The keys each JSON input of the C API takes (src/ffi/wire), besides those that are
+    # arguments of their own. Checked here so that a misspelt keyword is an ::ArgumentError
+    # naming it, as for any Ruby method; the library refuses unknown keys too (InvalidJson).
+    IMPORT_KEYS = %i[uuid name version os sha256 format size_bytes tags].freeze
+    VM_UPDATE_KEYS = %i[vcpus ram_mib disk_gib].freeze
+    # vmpool_pool_update takes every create key except name; image_uuid is also said as image:.
+    POOL_UPDATE_KEYS = %i[image_uuid vcpus ram_mib disk_gib spares max_vms max_per_owner warmth on_release
+                          ready_marker ready_delay_s ready_timeout_s accel].freeze
+    POOL_KEYS = (POOL_UPDATE_KEYS - [:image_uuid]).freeze # as earlier versions had it
+    POOL_CREATE_KEYS = (POOL_UPDATE_KEYS - %i[image_uuid vcpus ram_mib max_vms]).freeze
 
-    # Create a pool. +image+ is an image uuid or an image Hash. warmth: "disk", "paused" or
-    # "template"; on_release: "destroy" or "reset". Spares are made by #refill.
+    # Create a pool. +image+ is an image uuid or an image Hash. Keywords: disk_gib, spares,
+    # max_per_owner, warmth ("disk", "paused" or "template"), on_release ("destroy" or
+    # "reset"), ready_marker, ready_delay_s, ready_timeout_s, accel; nil leaves one out (its
+    # default). Spares are made by #refill.
     def create_pool(name:, image:, vcpus:, ram_mib:, max_vms:, **opts)
-      unknown = opts.keys - POOL_KEYS
-      raise ::ArgumentError, "unknown pool keys: #{unknown.join(', ')}" unless unknown.empty?
-
-      payload = { name: name, image_uuid: image.is_a?(Hash) ? image[:uuid] : image.to_s,
+      refuse_unknown(opts, POOL_CREATE_KEYS, "pool")
+      payload = { name: name, image_uuid: uuid_of(image),
                   vcpus: vcpus, ram_mib: ram_mib, max_vms: max_vms }.merge(opts.compact)
       use { |h| Vmpool.json_out { |out| Native.vmpool_pool_create(h, JSON.generate(payload), out) } }
     end
@@ -351,15 +361,11 @@ module Vmpool
       use { |h| Vmpool.json_out { |out| Native.vmpool_pool_get(h, name.to_s, out) } }
     end
 
-    # Change a pool: any of the create keywords except name (image: an image uuid or Hash).
-    # disk_gib:, ready_marker: and accel: may be nil to go back to the default.
+    # Change a pool: any of the create keywords except name (image: an image uuid or Hash, or
+    # image_uuid:). disk_gib:, ready_marker: and accel: may be nil to go back to the default.
     def update_pool(name, **changes)
-      if changes.key?(:image)
-        img = changes.delete(:image)
-        changes[:image_uuid] = img.is_a?(Hash) ? img[:uuid] : img.to_s
-      end
-      unknown = changes.keys - POOL_KEYS - [:image_uuid]
-      raise ::ArgumentError, "unknown pool keys: #{unknown.join(', ')}" unless unknown.empty?
+      changes[:image_uuid] = uuid_of(changes.delete(:image)) if changes.key?(:image)
+      refuse_unknown(changes, POOL_UPDATE_KEYS, "pool")
 
       body = JSON.generate(changes)
       use { |h| Vmpool.json_out { |out| Native.vmpool_pool_update(h, name.to_s, body, out) } }
@@ -386,8 +392,8 @@ module Vmpool
 
     # Give a VM back to its pool (destroyed, or reset to a fresh spare, per the pool).
     def release(uuid)
-      uuid = uuid[:uuid] if uuid.is_a?(Hash)
-      use { |h| Vmpool.check!(Native.vmpool_pool_release(h, uuid.to_s)) }
+      uuid = uuid_of(uuid)
+      use { |h| Vmpool.check!(Native.vmpool_pool_release(h, uuid)) }
       nil
     end
 
@@ -410,9 +416,22 @@ module Vmpool
 
     private
 
+    # An image or VM argument: its uuid, or the Hash the library returned for it.
+    def uuid_of(obj)
+      return obj.to_s unless obj.is_a?(Hash)
+
+      obj.fetch(:uuid) { obj.fetch("uuid") { raise ::ArgumentError, "a Hash without :uuid given for an image or VM" } }.to_s
+    end
+
+    def refuse_unknown(given, allowed, what)
+      unknown = given.keys - allowed
+      raise ::ArgumentError, "unknown #{what} keys: #{unknown.join(', ')}" unless unknown.empty?
+    end
+
+    # A call on one VM (given as uuid or Hash) that returns JSON.
     def vm_call(uuid)
-      uuid = uuid[:uuid] if uuid.is_a?(Hash)
-      use { |h| Vmpool.json_out { |out| yield h, uuid.to_s, out } }
+      uuid = uuid_of(uuid)
+      use { |h| Vmpool.json_out { |out| yield h, uuid, out } }
     end
 
     # Run a call with the handle, counted as in flight so that #close cannot free it meanwhile.
