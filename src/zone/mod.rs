@@ -11,13 +11,16 @@
 
 pub mod linux;
 
-#[cfg(any(target_os = "illumos", feature = "zones-typecheck"))]
-#[path = "illumos/mod.rs"]
+// Always built: its values are pure and tested on every platform; the libzonecfg layer
+// inside it is built on illumos (or type-checked with `zones-typecheck`).
 pub mod illumos;
 
-// The illumos zone's values: pure, so built and tested on every platform.
-#[path = "illumos/values.rs"]
-pub mod illumos_values;
+/// The zone of the OS vmpool is built for: the one place that picks an implementation.
+#[cfg(target_os = "illumos")]
+pub type HostZone = illumos::IllumosZone;
+/// The zone of the OS vmpool is built for: the one place that picks an implementation.
+#[cfg(not(target_os = "illumos"))]
+pub type HostZone = linux::LinuxZone;
 
 use crate::error::Result;
 use serde::{Deserialize, Serialize};
@@ -54,6 +57,7 @@ pub struct Limits {
 
 /// Disk limits of a VM (`io.max` / `blkio.throttle.*`); 0 means no limit.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct IoLimits {
     /// Bytes per second read.
     #[serde(default)]

@@ -211,9 +211,17 @@ pub fn main(args: &[String]) -> i32 {
                 let _ = nix::unistd::dup2(null.as_raw_fd(), 0);
                 let _ = nix::unistd::dup2(null.as_raw_fd(), 1);
             }
-            match supervise(&run, &launch, File::from(wr)) {
+            let mut ready = Some(File::from(wr));
+            match supervise(&run, &launch, &mut ready) {
                 Ok(()) => 0,
                 Err(e) => {
+                    // Whatever failed before the report, `start` hears it in our words.
+                    report(
+                        &mut ready,
+                        &Ready::Error {
+                            message: e.to_string(),
+                        },
+                    );
                     eprintln!("vmpool-supervisor {}: {e}", launch.vm);
                     1
                 }
@@ -322,7 +330,7 @@ fn mirror_state(run: &RunDir, catalog: &Path, vm: &Uuid, from: State, to: State)
     let c = Catalog::open(catalog)?;
     if let Some(mut r) = c.vm(vm)? {
         if r.state == from {
-            r.state = to;
+            r.state = from.to(to, vm)?;
             c.put_vm(&r)?;
         }
     }
@@ -377,7 +385,7 @@ fn spawn_qemu(
     fds: &[BorrowedFd<'_>],
     supervisor_pid: u32,
 ) -> Result<crate::zone::Booted> {
-    let zone = crate::zone::linux::LinuxZone;
+    let zone = crate::zone::HostZone::default();
     if let Some(spec) = &launch.zone {
         use crate::zone::Zone;
         // A zone left by a run that crashed is reused (create is idempotent).
@@ -425,8 +433,7 @@ fn spawn_qemu(
         .map_err(|e| Error::Hypervisor(format!("cannot start {}: {e}", launch.qemu.display())))
 }
 
-fn supervise(run: &RunDir, launch: &LaunchFile, ready: File) -> Result<()> {
-    let mut ready = Some(ready);
+fn supervise(run: &RunDir, launch: &LaunchFile, ready: &mut Option<File>) -> Result<()> {
     let fail = |ready: &mut Option<File>, message: String| {
         report(
             ready,
@@ -440,8 +447,8 @@ fn supervise(run: &RunDir, launch: &LaunchFile, ready: File) -> Result<()> {
     let dir = Arc::new(run.open()?);
     let _ = dir.remove(INTENT);
     let supervisor_pid = std::process::id();
-    let sockets = Sockets::bind(launch).map_err(|e| fail(&mut ready, e.to_string()))?;
-    let zone = crate::zone::linux::LinuxZone;
+    let sockets = Sockets::bind(launch).map_err(|e| fail(ready, e.to_string()))?;
+    let zone = crate::zone::HostZone::default();
     let destroy_zone = || {
         if let Some(spec) = &launch.zone {
             use crate::zone::Zone;
@@ -458,7 +465,7 @@ fn supervise(run: &RunDir, launch: &LaunchFile, ready: File) -> Result<()> {
         Ok(c) => c,
         Err(e) => {
             destroy_zone();
-            return Err(fail(&mut ready, e.to_string()));
+            return Err(fail(ready, e.to_string()));
         }
     };
     // Only QEMU holds its ends now: when it ends, our ends see it.
@@ -493,18 +500,23 @@ fn supervise(run: &RunDir, launch: &LaunchFile, ready: File) -> Result<()> {
     let (qmp, control) = match monitors {
         Ok(m) => m,
         Err(e) => {
-            if e.is_closed() || child.try_wait().is_some() {
-                let st = child.wait()?;
+            // Reaped once: a `try_wait` that saw the end has taken the status with it.
+            let ended = match child.try_wait() {
+                Some(st) => Some(st),
+                None if e.is_closed() => Some(child.wait()?),
+                None => None,
+            };
+            if let Some(st) = ended {
                 let _ = t_err.join();
                 let ended = classify(st.code(), st.signal(), None, None, &tail_text(&tail), oom());
                 destroy_zone();
-                return Err(fail(&mut ready, ended.reason));
+                return Err(fail(ready, ended.reason));
             }
             child.kill();
             let _ = child.wait();
             destroy_zone();
             return Err(fail(
-                &mut ready,
+                ready,
                 format!("QEMU did not open its monitor within {STARTUP:?}: {e}"),
             ));
         }
@@ -526,7 +538,7 @@ fn supervise(run: &RunDir, launch: &LaunchFile, ready: File) -> Result<()> {
         let _ = dir.write_atomic(RUN_INFO, &b, PRIVATE);
     }
     report(
-        &mut ready,
+        ready,
         &Ready::Ok {
             supervisor_pid,
             qemu_pid,
@@ -566,11 +578,12 @@ fn supervise(run: &RunDir, launch: &LaunchFile, ready: File) -> Result<()> {
     let _lc = lock::lock(&run.lock(), Mode::Exclusive)?;
     let c = Catalog::open(&launch.catalog)?;
     if let Some(mut r) = c.vm(&launch.vm)? {
-        r.state = if exit.clean {
+        let end = if exit.clean {
             State::Stopped
         } else {
             State::Failed
         };
+        r.state = r.state.to(end, &launch.vm)?;
         r.last_exit = Some(exit);
         r.run = None;
         c.put_vm(&r)?;
