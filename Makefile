@@ -22,7 +22,7 @@ TEST_IMAGE = $(shell scripts/make-test-image)
 # Build with ZFS when libzfs is installed (auto); CI sets VMPOOL_ZFS=1 so it cannot be left out.
 export VMPOOL_ZFS ?= auto
 
-.PHONY: help deps deps-demo build release header check-header lint demo test test-rust test-c \
+.PHONY: help deps deps-demo build release header check-header check-lib-deps schema lint demo test test-rust test-c \
         test-ruby test-python test-examples test-zfs test-zones-v2 install bench bench-smoke clean check-release \
         fuzz-smoke fuzz check-illumos portal test-portal
 
@@ -38,10 +38,10 @@ deps-demo:
 
 ## build         library (rlib, .so, .a) and vmpoolctl, dev profile
 build:
-	$(CARGO) build --lib --bins --examples
+	$(CARGO) build --features cli --lib --bins --examples
 
 release:
-	$(CARGO) build --release --lib --bins
+	$(CARGO) build --release --features cli --lib --bins
 
 ## header        regenerate include/vmpool.h with cbindgen
 header:
@@ -62,6 +62,18 @@ lint: check-header
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --lib
 	scripts/check-safety-comments
 	$(MAKE) check-release
+	$(MAKE) check-lib-deps
+
+## schema        write docs/vmpool.schema.json anew from the wire types (tests/schema.rs checks it)
+schema:
+	VMPOOL_WRITE_SCHEMA=1 $(CARGO) test --test schema the_schema_file_is_what_the_wire_types_generate -- --exact || true
+	$(CARGO) test --test schema
+
+## check-lib-deps the library without the `cli` feature depends on none of the CLI's crates
+check-lib-deps:
+	@if $(CARGO) tree -e normal -p vmpool --prefix none | grep -E '^(clap|indicatif|comfy-table|signal-hook) '; then \
+	   echo "the library depends on a crate of the CLI (above): keep it behind the cli feature" >&2; exit 1; fi
+	@echo "library dependencies: none of the CLI's"
 
 ## check-illumos type-check the illumos zone module (libzonecfg) without linking it, and lint it
 check-illumos:

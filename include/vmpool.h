@@ -40,7 +40,8 @@
 //
 // This enum is the one list of codes: [`vmpool_result::all`] and [`vmpool_result::name`] are
 // derived from it, the header is generated from it, and `tests/result_codes.rs` fails when
-// the tables in the Ruby and Python bindings or in the README differ from it.
+// the tables in the Ruby and Python bindings or in the README differ from it. The numbers
+// never change once published; new codes get new numbers.
 enum vmpool_result
 #ifdef __cplusplus
   : uint32_t
@@ -159,6 +160,11 @@ void vmpool_string_free(char *s);
 // `size_bytes` (verified virtual size) and `tags` (object); unknown keys are refused.
 // The data is streamed, holes are kept, and nothing is visible until the image is complete
 // and verified. On success `*manifest_out` receives the manifest as JSON.
+//
+// Keys of `manifest_json`: `uuid`, `name`, `version`, `os`, `sha256`, `format`, `size_bytes`,
+// `tags`.
+// Keys written: `uuid`, `name`, `version`, `os`, `format`, `size_bytes`, `sha256`, `created_at`,
+// `tags`, `disk_format`, `disk`.
 vmpool_result vmpool_image_import(const vmpool_store *store,
                                   const char *path,
                                   const char *manifest_json,
@@ -173,9 +179,15 @@ vmpool_result vmpool_image_import_with_progress(const vmpool_store *store,
                                                 char **manifest_out);
 
 // All images as a JSON array of manifests, sorted by name and version.
+//
+// Keys written (each element): `uuid`, `name`, `version`, `os`, `format`, `size_bytes`, `sha256`,
+// `created_at`, `tags`, `disk_format`, `disk`.
 vmpool_result vmpool_image_list(const vmpool_store *store, char **json_out);
 
 // One image's manifest as JSON; `VMPOOL_RESULT_NOT_FOUND` if there is none with `uuid`.
+//
+// Keys written: `uuid`, `name`, `version`, `os`, `format`, `size_bytes`, `sha256`, `created_at`,
+// `tags`, `disk_format`, `disk`.
 vmpool_result vmpool_image_get(const vmpool_store *store, const char *uuid, char **json_out);
 
 // Delete an image. Fails with `VMPOOL_RESULT_IN_USE`, naming them, while any VM's disk is a
@@ -187,6 +199,11 @@ vmpool_result vmpool_image_delete(const vmpool_store *store, const char *uuid);
 // QEMU's monitor answers; the guest then boots. `options_json` may be NULL or
 // `{"accel": "auto"|"kvm"|"tcg"}`. `VMPOOL_RESULT_ALREADY_RUNNING` if it runs;
 // `VMPOOL_RESULT_HYPERVISOR` with QEMU's own words if QEMU cannot start.
+//
+// Keys of `options_json`: `accel`.
+// Keys written: `uuid`, `alias`, `owner`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`,
+// `created_at`, `state`, `disk_path`, `disk_format`, `disk_size_bytes`, `clone_method`,
+// `firmware`, `accel`, `mac`, `vmgenid`, `last_exit`, `caps`, `pool`.
 vmpool_result vmpool_vm_start(const vmpool_store *store,
                               const char *uuid,
                               const char *options_json,
@@ -214,10 +231,17 @@ vmpool_result vmpool_vm_resume(const vmpool_store *store, const char *uuid, char
 
 // A VM's live state and its current run as JSON: `{"vm": {...}, "run": {"supervisor_pid",
 // "qemu_pid", "qemu_start", "started_at", "accel", "spice"} or null, "uptime_s", "serial_log"}`.
+//
+// Keys written: `vm`, `run`, `uptime_s`, `serial_log`.
 vmpool_result vmpool_vm_status(const vmpool_store *store, const char *uuid, char **json_out);
 
 // Change a stopped VM: `update_json` is `{"vcpus": N, "ram_mib": N, "disk_gib": N}` (any of
 // them). The disk only grows. `VMPOOL_RESULT_INVALID_STATE` while the VM runs.
+//
+// Keys of `update_json`: `vcpus`, `ram_mib`, `disk_gib`.
+// Keys written: `uuid`, `alias`, `owner`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`,
+// `created_at`, `state`, `disk_path`, `disk_format`, `disk_size_bytes`, `clone_method`,
+// `firmware`, `accel`, `mac`, `vmgenid`, `last_exit`, `caps`, `pool`.
 vmpool_result vmpool_vm_update(const vmpool_store *store,
                                const char *uuid,
                                const char *update_json,
@@ -235,6 +259,9 @@ vmpool_result vmpool_vm_log(const vmpool_store *store,
 // random password that replaces the previous one. JSON: `{"kind": "unix"|"tcp", "path" |
 // "host"+"port", "uri", "password", "expires_at", "expires_at_unix", "vv"}` where `vv` is
 // the text of a remote-viewer connection file.
+//
+// Keys written: `kind`, `path`, `host`, `port`, `uri`, `password`, `expires_at`,
+// `expires_at_unix`, `vv`.
 vmpool_result vmpool_vm_console(const vmpool_store *store,
                                 const char *uuid,
                                 uint32_t ttl_seconds,
@@ -252,20 +279,42 @@ vmpool_result vmpool_vm_screenshot(const vmpool_store *store,
 // console that says it is ready), `ready_delay_s`, `ready_timeout_s` (300), `accel`.
 // Unknown keys are refused. Spares are made by `vmpool_pool_refill`. On success
 // `*pool_json_out` (may be NULL) receives the pool.
+//
+// Keys of `payload_json`: `name`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`, `spares`,
+// `max_vms`, `max_per_owner`, `warmth`, `on_release`, `ready_marker`, `ready_delay_s`,
+// `ready_timeout_s`, `accel`.
+// Keys written: `name`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`, `spares`, `max_vms`,
+// `max_per_owner`, `warmth`, `on_release`, `ready_marker`, `ready_delay_s`, `ready_timeout_s`,
+// `accel`, `created_at`, `updated_at`, `status`, `template`.
 vmpool_result vmpool_pool_create(const vmpool_store *store,
                                  const char *payload_json,
                                  char **pool_json_out);
 
 // All pools as a JSON array, by name.
+//
+// Keys written (each element): `name`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`, `spares`,
+// `max_vms`, `max_per_owner`, `warmth`, `on_release`, `ready_marker`, `ready_delay_s`,
+// `ready_timeout_s`, `accel`, `created_at`, `updated_at`, `status`, `template`.
 vmpool_result vmpool_pool_list(const vmpool_store *store, char **json_out);
 
 // One pool as JSON; `VMPOOL_RESULT_NOT_FOUND` if there is none named `name`.
+//
+// Keys written: `name`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`, `spares`, `max_vms`,
+// `max_per_owner`, `warmth`, `on_release`, `ready_marker`, `ready_delay_s`, `ready_timeout_s`,
+// `accel`, `created_at`, `updated_at`, `status`, `template`.
 vmpool_result vmpool_pool_get(const vmpool_store *store, const char *name, char **json_out);
 
 // Change a pool: `changes_json` has any of the create keys except `name` (`disk_gib`,
 // `ready_marker` and `accel` may be `null`). VMs held by owners keep theirs; spares that no
 // longer fit are replaced by the next refill. `*pool_json_out` (may be NULL) receives the
 // pool.
+//
+// Keys of `changes_json`: `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`, `spares`, `max_vms`,
+// `max_per_owner`, `warmth`, `on_release`, `ready_marker`, `ready_delay_s`, `ready_timeout_s`,
+// `accel`.
+// Keys written: `name`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`, `spares`, `max_vms`,
+// `max_per_owner`, `warmth`, `on_release`, `ready_marker`, `ready_delay_s`, `ready_timeout_s`,
+// `accel`, `created_at`, `updated_at`, `status`, `template`.
 vmpool_result vmpool_pool_update(const vmpool_store *store,
                                  const char *name,
                                  const char *changes_json,
@@ -282,6 +331,9 @@ vmpool_result vmpool_pool_delete(const vmpool_store *store, const char *name);
 // `{"vm": {...}, "path": "redirect"|"spare"|"created", "was": "paused"|"waiting"|...,
 // "steps": [{"step": ..., "ms": ...}], "total_ms": ..., "console": {...} or null}`.
 // `VMPOOL_RESULT_POOL_EXHAUSTED` at the pool's maximum (or the owner's).
+//
+// Keys of `options_json`: `console_ttl`, `another`.
+// Keys written: `vm`, `path`, `was`, `steps`, `total_ms`, `console`.
 vmpool_result vmpool_pool_acquire(const vmpool_store *store,
                                   const char *name,
                                   const char *owner,
@@ -299,6 +351,9 @@ vmpool_result vmpool_pool_release(const vmpool_store *store, const char *vm_uuid
 // NULL or `{"parallel": 8}`. `*json_out` receives `{"created", "warmed", "removed",
 // "template_built", "spares", "errors": [...]}` (single spares that failed are reported
 // there; the call still succeeds).
+//
+// Keys of `options_json`: `parallel`.
+// Keys written: `created`, `warmed`, `removed`, `template_built`, `spares`, `errors`.
 vmpool_result vmpool_pool_refill(const vmpool_store *store,
                                  const char *name,
                                  const char *options_json,
@@ -320,10 +375,15 @@ void vmpool_store_free(vmpool_store *store);
 
 // Describe the store as JSON: `uri`, `driver`, `catalog`, `details`, `limits`,
 // `last_recovery`, `version`, `capabilities`.
+//
+// Keys written: `uri`, `driver`, `catalog`, `details`, `limits`, `last_recovery`, `version`,
+// `capabilities`.
 vmpool_result vmpool_store_info(const vmpool_store *store, char **json_out);
 
 // Clean up after operations whose process died (also done by `vmpool_store_open`). Writes
 // `{"cleaned": [...], "errors": [...], "kept": [...]}` describing what was done.
+//
+// Keys written: `cleaned`, `errors`, `kept`.
 vmpool_result vmpool_store_recover(const vmpool_store *store, char **json_out);
 
 // Create a VM from a JSON payload:
@@ -331,15 +391,30 @@ vmpool_result vmpool_store_recover(const vmpool_store *store, char **json_out);
 // "disk_gib": 20}` (`uuid` and `disk_gib` optional; unknown keys refused). The disk is a
 // copy-on-write clone of the image, grown to `disk_gib` (never below the image size), made in
 // time independent of the image size. On success `*vm_json_out` receives the VM record.
+//
+// Keys of `payload_json`: `uuid`, `alias`, `owner`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`,
+// `firmware` (`"bios"`/`"uefi"`), `accel` (`"auto"`/`"kvm"`/`"tcg"`), `cpu_cap_pct`,
+// `memory_cap_mib`, `io` (`{"read_bps", "write_bps", "read_iops", "write_iops"}`), `prealloc`.
+// Keys written: `uuid`, `alias`, `owner`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`,
+// `created_at`, `state`, `disk_path`, `disk_format`, `disk_size_bytes`, `clone_method`,
+// `firmware`, `accel`, `mac`, `vmgenid`, `last_exit`, `caps`, `pool`.
 vmpool_result vmpool_vm_create(const vmpool_store *store,
                                const char *payload_json,
                                char **vm_json_out);
 
 // One VM's record as JSON; `VMPOOL_RESULT_NOT_FOUND` if there is none with `uuid`.
+//
+// Keys written: `uuid`, `alias`, `owner`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`,
+// `created_at`, `state`, `disk_path`, `disk_format`, `disk_size_bytes`, `clone_method`,
+// `firmware`, `accel`, `mac`, `vmgenid`, `last_exit`, `caps`, `pool`.
 vmpool_result vmpool_vm_get(const vmpool_store *store, const char *uuid, char **json_out);
 
 // VM records as a JSON array, oldest first: all of them, or only those whose owner is
 // `owner_or_null` when it is not NULL.
+//
+// Keys written (each element): `uuid`, `alias`, `owner`, `image_uuid`, `vcpus`, `ram_mib`,
+// `disk_gib`, `created_at`, `state`, `disk_path`, `disk_format`, `disk_size_bytes`,
+// `clone_method`, `firmware`, `accel`, `mac`, `vmgenid`, `last_exit`, `caps`, `pool`.
 vmpool_result vmpool_vm_list(const vmpool_store *store, const char *owner_or_null, char **json_out);
 
 // Delete a VM: its record and its disk. `VMPOOL_RESULT_NOT_FOUND` for an unknown uuid.

@@ -13,7 +13,7 @@
 //! attribute `user.vmpool.image` = the image's uuid, set before the disk is made durable.
 
 use super::registry::{unknown_option, Capabilities, Claim, DiskKind, DriverInfo, Target};
-use super::{reflink, Destroyed, Detail, StorageDriver, VmDisk};
+use super::{reflink, CloneMethod, Destroyed, Detail, StorageDriver, VmDisk};
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil;
 use crate::image::qcow2;
@@ -31,7 +31,7 @@ pub static INFO: DriverInfo = DriverInfo {
     summary: "plain files in a directory: reflinks where the file system can, else qcow2 overlays",
     target: super::TargetKind::Path,
     caps: Capabilities {
-        clone_methods: &["reflink", "qcow2-overlay"],
+        clone_methods: &[CloneMethod::Reflink, CloneMethod::Qcow2Overlay],
         keeps_qcow2: true,
         thick: false,
         disk_kind: DiskKind::File,
@@ -194,7 +194,7 @@ impl DirDriver {
             path: dst_path.to_string_lossy().into_owned(),
             format: DiskFormat::Raw,
             size_bytes: size.max(image.size_bytes),
-            method: "reflink",
+            method: CloneMethod::Reflink,
         }))
     }
 
@@ -346,7 +346,7 @@ impl StorageDriver for DirDriver {
             path: path.to_string_lossy().into_owned(),
             format: DiskFormat::Qcow2,
             size_bytes: size,
-            method: "qcow2-overlay",
+            method: CloneMethod::Qcow2Overlay,
         })
     }
 

@@ -28,8 +28,40 @@ pub struct VmDisk {
     pub format: DiskFormat,
     /// Virtual size in bytes.
     pub size_bytes: u64,
-    /// How it was made: "reflink", "qcow2-overlay", "btrfs-snapshot", "zfs-clone".
-    pub method: &'static str,
+    /// How it was made.
+    pub method: CloneMethod,
+}
+
+/// How a driver makes a VM's disk from an image. The names are those the catalog and the
+/// C API's status JSON carry (`clone_method`), so they never change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CloneMethod {
+    /// A reflink copy of the image file (XFS, btrfs, bcachefs; `FICLONE`).
+    Reflink,
+    /// A qcow2 file whose backing file is the image.
+    Qcow2Overlay,
+    /// A btrfs snapshot of the image's subvolume.
+    BtrfsSnapshot,
+    /// A ZFS clone of the image's snapshot.
+    ZfsClone,
+}
+
+impl CloneMethod {
+    /// The name the catalog and the C API use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloneMethod::Reflink => "reflink",
+            CloneMethod::Qcow2Overlay => "qcow2-overlay",
+            CloneMethod::BtrfsSnapshot => "btrfs-snapshot",
+            CloneMethod::ZfsClone => "zfs-clone",
+        }
+    }
+}
+
+impl std::fmt::Display for CloneMethod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// What [`StorageDriver::vm_destroy`] found at a VM disk's name.

@@ -36,7 +36,7 @@ pub enum DiskKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Capabilities {
     /// How VM disks may be cloned, in the order tried.
-    pub clone_methods: &'static [&'static str],
+    pub clone_methods: &'static [super::CloneMethod],
     /// Whether qcow2 images are kept as qcow2 (otherwise expanded to raw at import).
     pub keeps_qcow2: bool,
     /// Whether VM disks can reserve their full size up front (`?thick=1`).

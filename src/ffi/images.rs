@@ -1,9 +1,9 @@
 //! `vmpool_image_*`: importing, listing and deleting images.
 
 use super::store::{store_ref, vmpool_store};
+use super::vmpool_result;
 use super::{arg_str, check_out, ffi_call, opt_str, put_string, query, wire};
 use super::{ID_MAX, JSON_MAX, PATH_MAX};
-use crate::error::vmpool_result;
 use crate::validate;
 use std::ffi::{c_char, c_int, c_void};
 use std::path::Path;
@@ -21,6 +21,11 @@ pub type vmpool_progress_cb =
 /// `size_bytes` (verified virtual size) and `tags` (object); unknown keys are refused.
 /// The data is streamed, holes are kept, and nothing is visible until the image is complete
 /// and verified. On success `*manifest_out` receives the manifest as JSON.
+///
+/// Keys of `manifest_json`: `uuid`, `name`, `version`, `os`, `sha256`, `format`, `size_bytes`,
+/// `tags`.
+/// Keys written: `uuid`, `name`, `version`, `os`, `format`, `size_bytes`, `sha256`, `created_at`,
+/// `tags`, `disk_format`, `disk`.
 #[no_mangle]
 pub extern "C" fn vmpool_image_import(
     store: *const vmpool_store,
@@ -65,15 +70,21 @@ pub extern "C" fn vmpool_image_import_with_progress(
 }
 
 /// All images as a JSON array of manifests, sorted by name and version.
+///
+/// Keys written (each element): `uuid`, `name`, `version`, `os`, `format`, `size_bytes`, `sha256`,
+/// `created_at`, `tags`, `disk_format`, `disk`.
 #[no_mangle]
 pub extern "C" fn vmpool_image_list(
     store: *const vmpool_store,
     json_out: *mut *mut c_char,
 ) -> vmpool_result {
-    ffi_call!({ query(store, json_out, |s| wire::images(&s.images()?)) })
+    ffi_call!({ query(store, json_out, |s| Ok(wire::images(&s.images()?)?)) })
 }
 
 /// One image's manifest as JSON; `VMPOOL_RESULT_NOT_FOUND` if there is none with `uuid`.
+///
+/// Keys written: `uuid`, `name`, `version`, `os`, `format`, `size_bytes`, `sha256`, `created_at`,
+/// `tags`, `disk_format`, `disk`.
 #[no_mangle]
 pub extern "C" fn vmpool_image_get(
     store: *const vmpool_store,
@@ -83,7 +94,7 @@ pub extern "C" fn vmpool_image_get(
     ffi_call!({
         query(store, json_out, |s| {
             let u = validate::uuid("image uuid", arg_str(uuid, "uuid", ID_MAX)?)?;
-            wire::to_string(&wire::ImageOut::from(&s.image(u)?))
+            Ok(wire::to_string(&wire::ImageOut::from(&s.image(u)?))?)
         })
     })
 }
@@ -98,6 +109,6 @@ pub extern "C" fn vmpool_image_delete(
     ffi_call!({
         let s = store_ref(store)?;
         let u = validate::uuid("image uuid", arg_str(uuid, "uuid", ID_MAX)?)?;
-        s.inner.delete_image(u)
+        Ok(s.inner.delete_image(u)?)
     })
 }

@@ -6,7 +6,8 @@
 
 use super::store::{store_ref, vmpool_store};
 use super::{arg_str, check_out, ffi_call, opt_str, put_string, wire, ID_MAX, JSON_MAX, PATH_MAX};
-use crate::error::{vmpool_result, Result};
+use super::{vmpool_result, CallResult};
+use crate::error::Result;
 use crate::validate;
 use crate::vm::Vm;
 use crate::Store;
@@ -21,7 +22,7 @@ fn vm_call(
     uuid: *const c_char,
     out: *mut *mut c_char,
     op: impl FnOnce(&Store, Uuid) -> Result<Vm>,
-) -> Result<()> {
+) -> CallResult<()> {
     let s = store_ref(store)?;
     let u = validate::uuid("VM uuid", arg_str(uuid, "uuid", ID_MAX)?)?;
     let vm = op(&s.inner, u)?;
@@ -36,6 +37,11 @@ fn vm_call(
 /// QEMU's monitor answers; the guest then boots. `options_json` may be NULL or
 /// `{"accel": "auto"|"kvm"|"tcg"}`. `VMPOOL_RESULT_ALREADY_RUNNING` if it runs;
 /// `VMPOOL_RESULT_HYPERVISOR` with QEMU's own words if QEMU cannot start.
+///
+/// Keys of `options_json`: `accel`.
+/// Keys written: `uuid`, `alias`, `owner`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`,
+/// `created_at`, `state`, `disk_path`, `disk_format`, `disk_size_bytes`, `clone_method`,
+/// `firmware`, `accel`, `mac`, `vmgenid`, `last_exit`, `caps`, `pool`.
 #[no_mangle]
 pub extern "C" fn vmpool_vm_start(
     store: *const vmpool_store,
@@ -108,6 +114,8 @@ pub extern "C" fn vmpool_vm_resume(
 
 /// A VM's live state and its current run as JSON: `{"vm": {...}, "run": {"supervisor_pid",
 /// "qemu_pid", "qemu_start", "started_at", "accel", "spice"} or null, "uptime_s", "serial_log"}`.
+///
+/// Keys written: `vm`, `run`, `uptime_s`, `serial_log`.
 #[no_mangle]
 pub extern "C" fn vmpool_vm_status(
     store: *const vmpool_store,
@@ -125,6 +133,11 @@ pub extern "C" fn vmpool_vm_status(
 
 /// Change a stopped VM: `update_json` is `{"vcpus": N, "ram_mib": N, "disk_gib": N}` (any of
 /// them). The disk only grows. `VMPOOL_RESULT_INVALID_STATE` while the VM runs.
+///
+/// Keys of `update_json`: `vcpus`, `ram_mib`, `disk_gib`.
+/// Keys written: `uuid`, `alias`, `owner`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`,
+/// `created_at`, `state`, `disk_path`, `disk_format`, `disk_size_bytes`, `clone_method`,
+/// `firmware`, `accel`, `mac`, `vmgenid`, `last_exit`, `caps`, `pool`.
 #[no_mangle]
 pub extern "C" fn vmpool_vm_update(
     store: *const vmpool_store,
@@ -162,6 +175,9 @@ pub extern "C" fn vmpool_vm_log(
 /// random password that replaces the previous one. JSON: `{"kind": "unix"|"tcp", "path" |
 /// "host"+"port", "uri", "password", "expires_at", "expires_at_unix", "vv"}` where `vv` is
 /// the text of a remote-viewer connection file.
+///
+/// Keys written: `kind`, `path`, `host`, `port`, `uri`, `password`, `expires_at`,
+/// `expires_at_unix`, `vv`.
 #[no_mangle]
 pub extern "C" fn vmpool_vm_console(
     store: *const vmpool_store,
@@ -191,6 +207,6 @@ pub extern "C" fn vmpool_vm_screenshot(
         let s = store_ref(store)?;
         let u = validate::uuid("VM uuid", arg_str(uuid, "uuid", ID_MAX)?)?;
         let p = arg_str(png_path, "png_path", PATH_MAX)?;
-        s.inner.screenshot(u, std::path::Path::new(p))
+        Ok(s.inner.screenshot(u, std::path::Path::new(p))?)
     })
 }

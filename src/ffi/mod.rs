@@ -17,6 +17,7 @@
 mod images;
 mod lifecycle;
 mod pools;
+pub mod result;
 mod store;
 mod vms;
 /// The JSON wire format (not part of the C header).
@@ -43,7 +44,8 @@ mod tests {
     }
 }
 
-use crate::error::{vmpool_result, Error, Result};
+use crate::error::Error;
+pub use result::{vmpool_result, CallError, CallResult};
 use std::cell::RefCell;
 use std::ffi::{c_char, CStr, CString};
 
@@ -84,7 +86,7 @@ macro_rules! ffi_call {
     ($body:block) => {{
         $crate::ffi::begin_call();
         let r = ::std::panic::catch_unwind(::std::panic::AssertUnwindSafe(
-            || -> $crate::error::Result<()> { $body },
+            || -> $crate::ffi::CallResult<()> { $body },
         ));
         $crate::ffi::end_call(r)
     }};
@@ -97,7 +99,7 @@ pub fn begin_call() {
 }
 
 #[doc(hidden)]
-pub fn end_call(r: std::thread::Result<Result<()>>) -> vmpool_result {
+pub fn end_call(r: std::thread::Result<CallResult<()>>) -> vmpool_result {
     match r {
         Ok(Ok(())) => vmpool_result::VMPOOL_RESULT_OK,
         Ok(Err(e)) => {
@@ -110,7 +112,7 @@ pub fn end_call(r: std::thread::Result<Result<()>>) -> vmpool_result {
                 .map(|s| s.to_string())
                 .or_else(|| payload.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".into());
-            let e = Error::Panic(what);
+            let e = CallError::Panic(what);
             set_last_error(&e.to_string());
             e.code()
         }
@@ -118,9 +120,9 @@ pub fn end_call(r: std::thread::Result<Result<()>>) -> vmpool_result {
 }
 
 /// A required string argument: not NULL, NUL-terminated within `max` bytes, UTF-8.
-pub(crate) fn arg_str<'a>(p: *const c_char, what: &'static str, max: usize) -> Result<&'a str> {
+pub(crate) fn arg_str<'a>(p: *const c_char, what: &'static str, max: usize) -> CallResult<&'a str> {
     if p.is_null() {
-        return Err(Error::NullPointer(what));
+        return Err(CallError::NullPointer(what));
     }
     opt_str(p, what, max).map(|s| s.unwrap_or_default())
 }
@@ -130,7 +132,7 @@ pub(crate) fn opt_str<'a>(
     p: *const c_char,
     what: &'static str,
     max: usize,
-) -> Result<Option<&'a str>> {
+) -> CallResult<Option<&'a str>> {
     if p.is_null() {
         return Ok(None);
     }
@@ -139,24 +141,26 @@ pub(crate) fn opt_str<'a>(
     // up to its NUL; strnlen reads no further than that or max+1 bytes.
     let len = unsafe { libc::strnlen(p, max + 1) };
     if len > max {
-        return Err(Error::StringTooLong { what, max });
+        return Err(Error::StringTooLong { what, max }.into());
     }
     // SAFETY: a NUL was found within len+1 readable bytes.
     let s = unsafe { CStr::from_ptr(p) };
-    s.to_str().map(Some).map_err(|_| Error::InvalidUtf8(what))
+    s.to_str()
+        .map(Some)
+        .map_err(|_| CallError::InvalidUtf8(what))
 }
 
 /// Check an output pointer up front, so a NULL is refused before any work is done.
-pub(crate) fn check_out<T>(p: *mut T, what: &'static str) -> Result<()> {
+pub(crate) fn check_out<T>(p: *mut T, what: &'static str) -> CallResult<()> {
     if p.is_null() {
-        Err(Error::NullPointer(what))
+        Err(CallError::NullPointer(what))
     } else {
         Ok(())
     }
 }
 
 /// Hand a string to the caller through a checked `*_out`.
-pub(crate) fn put_string(out: *mut *mut c_char, s: String) -> Result<()> {
+pub(crate) fn put_string(out: *mut *mut c_char, s: String) -> CallResult<()> {
     let c = CString::new(s).map_err(|_| Error::Internal("output contains a NUL byte".into()))?;
     // SAFETY: out was checked non-NULL by check_out before any work; the caller passed a
     // writable `char **`.
@@ -169,8 +173,8 @@ pub(crate) fn put_string(out: *mut *mut c_char, s: String) -> Result<()> {
 pub(crate) fn query(
     store: *const vmpool_store,
     out: *mut *mut c_char,
-    f: impl FnOnce(&crate::Store) -> Result<String>,
-) -> Result<()> {
+    f: impl FnOnce(&crate::Store) -> CallResult<String>,
+) -> CallResult<()> {
     let s = store::store_ref(store)?;
     check_out(out, "json_out")?;
     put_string(out, f(&s.inner)?)

@@ -6,8 +6,8 @@
 //! `owned`, `total`) and `template` (`image_uuid`, `made_at`, `memory`, or null).
 
 use super::store::{store_ref, vmpool_store};
+use super::vmpool_result;
 use super::{arg_str, check_out, ffi_call, opt_str, put_string, query, wire, ID_MAX, JSON_MAX};
-use crate::error::vmpool_result;
 use crate::pool::RefillProgress;
 use crate::validate;
 use std::ffi::{c_char, c_int, c_void};
@@ -28,6 +28,13 @@ pub type vmpool_refill_cb = Option<
 /// console that says it is ready), `ready_delay_s`, `ready_timeout_s` (300), `accel`.
 /// Unknown keys are refused. Spares are made by `vmpool_pool_refill`. On success
 /// `*pool_json_out` (may be NULL) receives the pool.
+///
+/// Keys of `payload_json`: `name`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`, `spares`,
+/// `max_vms`, `max_per_owner`, `warmth`, `on_release`, `ready_marker`, `ready_delay_s`,
+/// `ready_timeout_s`, `accel`.
+/// Keys written: `name`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`, `spares`, `max_vms`,
+/// `max_per_owner`, `warmth`, `on_release`, `ready_marker`, `ready_delay_s`, `ready_timeout_s`,
+/// `accel`, `created_at`, `updated_at`, `status`, `template`.
 #[no_mangle]
 pub extern "C" fn vmpool_pool_create(
     store: *const vmpool_store,
@@ -46,15 +53,23 @@ pub extern "C" fn vmpool_pool_create(
 }
 
 /// All pools as a JSON array, by name.
+///
+/// Keys written (each element): `name`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`, `spares`,
+/// `max_vms`, `max_per_owner`, `warmth`, `on_release`, `ready_marker`, `ready_delay_s`,
+/// `ready_timeout_s`, `accel`, `created_at`, `updated_at`, `status`, `template`.
 #[no_mangle]
 pub extern "C" fn vmpool_pool_list(
     store: *const vmpool_store,
     json_out: *mut *mut c_char,
 ) -> vmpool_result {
-    ffi_call!({ query(store, json_out, |s| wire::pools(&s.pools()?)) })
+    ffi_call!({ query(store, json_out, |s| Ok(wire::pools(&s.pools()?)?)) })
 }
 
 /// One pool as JSON; `VMPOOL_RESULT_NOT_FOUND` if there is none named `name`.
+///
+/// Keys written: `name`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`, `spares`, `max_vms`,
+/// `max_per_owner`, `warmth`, `on_release`, `ready_marker`, `ready_delay_s`, `ready_timeout_s`,
+/// `accel`, `created_at`, `updated_at`, `status`, `template`.
 #[no_mangle]
 pub extern "C" fn vmpool_pool_get(
     store: *const vmpool_store,
@@ -64,7 +79,7 @@ pub extern "C" fn vmpool_pool_get(
     ffi_call!({
         query(store, json_out, |s| {
             let p = s.pool(arg_str(name, "name", ID_MAX)?)?;
-            wire::to_string(&wire::PoolOut::from(&p))
+            Ok(wire::to_string(&wire::PoolOut::from(&p))?)
         })
     })
 }
@@ -73,6 +88,13 @@ pub extern "C" fn vmpool_pool_get(
 /// `ready_marker` and `accel` may be `null`). VMs held by owners keep theirs; spares that no
 /// longer fit are replaced by the next refill. `*pool_json_out` (may be NULL) receives the
 /// pool.
+///
+/// Keys of `changes_json`: `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`, `spares`, `max_vms`,
+/// `max_per_owner`, `warmth`, `on_release`, `ready_marker`, `ready_delay_s`, `ready_timeout_s`,
+/// `accel`.
+/// Keys written: `name`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`, `spares`, `max_vms`,
+/// `max_per_owner`, `warmth`, `on_release`, `ready_marker`, `ready_delay_s`, `ready_timeout_s`,
+/// `accel`, `created_at`, `updated_at`, `status`, `template`.
 #[no_mangle]
 pub extern "C" fn vmpool_pool_update(
     store: *const vmpool_store,
@@ -101,7 +123,7 @@ pub extern "C" fn vmpool_pool_delete(
 ) -> vmpool_result {
     ffi_call!({
         let s = store_ref(store)?;
-        s.inner.delete_pool(arg_str(name, "name", ID_MAX)?)
+        Ok(s.inner.delete_pool(arg_str(name, "name", ID_MAX)?)?)
     })
 }
 
@@ -112,6 +134,9 @@ pub extern "C" fn vmpool_pool_delete(
 /// `{"vm": {...}, "path": "redirect"|"spare"|"created", "was": "paused"|"waiting"|...,
 /// "steps": [{"step": ..., "ms": ...}], "total_ms": ..., "console": {...} or null}`.
 /// `VMPOOL_RESULT_POOL_EXHAUSTED` at the pool's maximum (or the owner's).
+///
+/// Keys of `options_json`: `console_ttl`, `another`.
+/// Keys written: `vm`, `path`, `was`, `steps`, `total_ms`, `console`.
 #[no_mangle]
 pub extern "C" fn vmpool_pool_acquire(
     store: *const vmpool_store,
@@ -142,7 +167,7 @@ pub extern "C" fn vmpool_pool_release(
     ffi_call!({
         let s = store_ref(store)?;
         let u = validate::uuid("VM uuid", arg_str(vm_uuid, "vm_uuid", ID_MAX)?)?;
-        s.inner.release(u)
+        Ok(s.inner.release(u)?)
     })
 }
 
@@ -152,6 +177,9 @@ pub extern "C" fn vmpool_pool_release(
 /// NULL or `{"parallel": 8}`. `*json_out` receives `{"created", "warmed", "removed",
 /// "template_built", "spares", "errors": [...]}` (single spares that failed are reported
 /// there; the call still succeeds).
+///
+/// Keys of `options_json`: `parallel`.
+/// Keys written: `created`, `warmed`, `removed`, `template_built`, `spares`, `errors`.
 #[no_mangle]
 pub extern "C" fn vmpool_pool_refill(
     store: *const vmpool_store,

@@ -1,7 +1,7 @@
 //! `vmpool_store`: opening and closing a store.
 
 use super::{check_out, ffi_call, opt_str, query, wire};
-use crate::error::{vmpool_result, Error, Result};
+use super::{vmpool_result, CallError, CallResult};
 use crate::store::{uri::URI_MAX, Store};
 use std::ffi::c_char;
 use std::sync::Arc;
@@ -21,9 +21,9 @@ pub struct vmpool_store {
 }
 
 /// A reference to the store behind `p`, held for the duration of one call.
-pub(crate) fn store_ref(p: *const vmpool_store) -> Result<Arc<vmpool_store>> {
+pub(crate) fn store_ref(p: *const vmpool_store) -> CallResult<Arc<vmpool_store>> {
     if p.is_null() {
-        return Err(Error::NullPointer("store"));
+        return Err(CallError::NullPointer("store"));
     }
     // SAFETY: p came from Arc::into_raw in vmpool_store_open and, by the handle's contract,
     // the caller's reference has not been dropped yet (free has not begun). Incrementing
@@ -73,6 +73,9 @@ pub extern "C" fn vmpool_store_free(store: *mut vmpool_store) {
 
 /// Describe the store as JSON: `uri`, `driver`, `catalog`, `details`, `limits`,
 /// `last_recovery`, `version`, `capabilities`.
+///
+/// Keys written: `uri`, `driver`, `catalog`, `details`, `limits`, `last_recovery`, `version`,
+/// `capabilities`.
 #[no_mangle]
 pub extern "C" fn vmpool_store_info(
     store: *const vmpool_store,
@@ -80,13 +83,15 @@ pub extern "C" fn vmpool_store_info(
 ) -> vmpool_result {
     ffi_call!({
         query(store, json_out, |s| {
-            wire::to_string(&wire::StoreInfoOut::from(&s.info()))
+            Ok(wire::to_string(&wire::StoreInfoOut::from(&s.info()))?)
         })
     })
 }
 
 /// Clean up after operations whose process died (also done by `vmpool_store_open`). Writes
 /// `{"cleaned": [...], "errors": [...], "kept": [...]}` describing what was done.
+///
+/// Keys written: `cleaned`, `errors`, `kept`.
 #[no_mangle]
 pub extern "C" fn vmpool_store_recover(
     store: *const vmpool_store,
@@ -94,7 +99,7 @@ pub extern "C" fn vmpool_store_recover(
 ) -> vmpool_result {
     ffi_call!({
         query(store, json_out, |s| {
-            wire::to_string(&wire::RecoveryOut::from(&s.recover()?))
+            Ok(wire::to_string(&wire::RecoveryOut::from(&s.recover()?))?)
         })
     })
 }

@@ -1,8 +1,8 @@
 //! `vmpool_vm_*`: creating, listing and deleting VMs.
 
 use super::store::{store_ref, vmpool_store};
+use super::vmpool_result;
 use super::{arg_str, check_out, ffi_call, opt_str, put_string, query, wire, ID_MAX, JSON_MAX};
-use crate::error::vmpool_result;
 use crate::validate;
 use std::ffi::c_char;
 
@@ -11,6 +11,13 @@ use std::ffi::c_char;
 /// "disk_gib": 20}` (`uuid` and `disk_gib` optional; unknown keys refused). The disk is a
 /// copy-on-write clone of the image, grown to `disk_gib` (never below the image size), made in
 /// time independent of the image size. On success `*vm_json_out` receives the VM record.
+///
+/// Keys of `payload_json`: `uuid`, `alias`, `owner`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`,
+/// `firmware` (`"bios"`/`"uefi"`), `accel` (`"auto"`/`"kvm"`/`"tcg"`), `cpu_cap_pct`,
+/// `memory_cap_mib`, `io` (`{"read_bps", "write_bps", "read_iops", "write_iops"}`), `prealloc`.
+/// Keys written: `uuid`, `alias`, `owner`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`,
+/// `created_at`, `state`, `disk_path`, `disk_format`, `disk_size_bytes`, `clone_method`,
+/// `firmware`, `accel`, `mac`, `vmgenid`, `last_exit`, `caps`, `pool`.
 #[no_mangle]
 pub extern "C" fn vmpool_vm_create(
     store: *const vmpool_store,
@@ -27,6 +34,10 @@ pub extern "C" fn vmpool_vm_create(
 }
 
 /// One VM's record as JSON; `VMPOOL_RESULT_NOT_FOUND` if there is none with `uuid`.
+///
+/// Keys written: `uuid`, `alias`, `owner`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`,
+/// `created_at`, `state`, `disk_path`, `disk_format`, `disk_size_bytes`, `clone_method`,
+/// `firmware`, `accel`, `mac`, `vmgenid`, `last_exit`, `caps`, `pool`.
 #[no_mangle]
 pub extern "C" fn vmpool_vm_get(
     store: *const vmpool_store,
@@ -36,13 +47,17 @@ pub extern "C" fn vmpool_vm_get(
     ffi_call!({
         query(store, json_out, |s| {
             let u = validate::uuid("VM uuid", arg_str(uuid, "uuid", ID_MAX)?)?;
-            wire::to_string(&wire::VmOut::from(&s.vm(u)?))
+            Ok(wire::to_string(&wire::VmOut::from(&s.vm(u)?))?)
         })
     })
 }
 
 /// VM records as a JSON array, oldest first: all of them, or only those whose owner is
 /// `owner_or_null` when it is not NULL.
+///
+/// Keys written (each element): `uuid`, `alias`, `owner`, `image_uuid`, `vcpus`, `ram_mib`,
+/// `disk_gib`, `created_at`, `state`, `disk_path`, `disk_format`, `disk_size_bytes`,
+/// `clone_method`, `firmware`, `accel`, `mac`, `vmgenid`, `last_exit`, `caps`, `pool`.
 #[no_mangle]
 pub extern "C" fn vmpool_vm_list(
     store: *const vmpool_store,
@@ -51,7 +66,11 @@ pub extern "C" fn vmpool_vm_list(
 ) -> vmpool_result {
     ffi_call!({
         query(store, json_out, |s| {
-            wire::vms(&s.vms(opt_str(owner_or_null, "owner", ID_MAX)?)?)
+            Ok(wire::vms(&s.vms(opt_str(
+                owner_or_null,
+                "owner",
+                ID_MAX,
+            )?)?)?)
         })
     })
 }
@@ -65,6 +84,6 @@ pub extern "C" fn vmpool_vm_delete(
     ffi_call!({
         let s = store_ref(store)?;
         let u = validate::uuid("VM uuid", arg_str(uuid, "uuid", ID_MAX)?)?;
-        s.inner.delete_vm(u)
+        Ok(s.inner.delete_vm(u)?)
     })
 }

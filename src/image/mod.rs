@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 /// On-disk format of an image file or a VM disk, as QEMU's `format=` names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum DiskFormat {
     /// Plain bytes.

@@ -25,6 +25,7 @@ use uuid::Uuid;
 
 /// How ready a pool keeps its spares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Warmth {
     /// The clone is made, QEMU is not started: acquire boots it.
@@ -51,6 +52,7 @@ impl Warmth {
 
 /// What `release` does with a VM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum OnRelease {
     /// The VM is destroyed; refill makes new spares.

@@ -33,7 +33,7 @@ use crate::vm::crud::Membership;
 use crate::vm::lifecycle::{qmp_error, REAP_TIMEOUT};
 use crate::vm::qmp::{MigrationStatus, Qmp, RunStatus};
 use crate::vm::supervisor::{write_intent, Intent};
-use crate::vm::{State, VmSpec};
+use crate::vm::{Op as VmOp, State, VmSpec};
 use std::os::fd::AsFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -394,8 +394,7 @@ impl Store {
         let run = self.run_dir(&uuid);
         let info = {
             let _lc = self.lifecycle_lock(&run)?;
-            let (mut r, _) =
-                self.running(&uuid, &run, &[State::Running, State::Paused], "saving")?;
+            let (mut r, live) = self.running(&uuid, &run, VmOp::Save)?;
             let state = tdir.open_with(STATE_FILE, Kind::File, libc::O_WRONLY)?;
             let mut q = self.qmp(&uuid, &run)?;
             (|| {
@@ -407,7 +406,7 @@ impl Store {
             .map_err(|e| qmp_error(&uuid, "saving the template's state", e))?;
             wait_migration(&uuid, &mut q, "saving the template's state")?;
             write_intent(&run.open()?, Intent::Stop)?;
-            r.state = State::Stopping;
+            r.state = live.to(State::Stopping, &uuid)?;
             self.catalog.put_vm(&r)?;
             // `quit` closes the disk cleanly (flushed); the guest's CPUs stay stopped.
             let _ = q.quit();

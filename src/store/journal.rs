@@ -191,7 +191,8 @@ impl Journal {
             pid: std::process::id(),
             started_at: crate::now_rfc3339(),
         };
-        let bytes = serde_json::to_vec_pretty(&body).map_err(|e| Error::Internal(e.to_string()))?;
+        let bytes =
+            serde_json::to_vec_pretty(&body).map_err(|e| Error::json("a journal entry", e))?;
         let path = self.path(&key);
         let sync = durability == Durability::Now;
         // Written and locked first, then linked into place: an entry is never visible

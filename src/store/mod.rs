@@ -224,7 +224,7 @@ fn claim(dir: &Path, driver: &str) -> Result<()> {
     fsutil::write_atomic(
         dir,
         "store.json",
-        &serde_json::to_vec_pretty(&m).map_err(|e| Error::Internal(e.to_string()))?,
+        &serde_json::to_vec_pretty(&m).map_err(|e| Error::json("the store marker", e))?,
     )
 }
 

@@ -26,6 +26,7 @@ use std::path::PathBuf;
 
 /// Where a VM's SPICE server listens.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum SpiceAddr {
     /// A unix socket.

@@ -89,7 +89,7 @@ impl Store {
                 disk_path: disk.path,
                 disk_format: disk.format,
                 disk_size_bytes: disk.size_bytes,
-                clone_method: disk.method.to_owned(),
+                clone_method: disk.method.as_str().to_owned(),
                 firmware: spec.firmware,
                 accel: spec.accel,
                 mac: crate::vm::mac_for(&uuid),

@@ -283,21 +283,24 @@ impl Store {
         };
         rundir.write_atomic(
             names::LAUNCH,
-            &serde_json::to_vec_pretty(&file).map_err(|e| Error::Internal(e.to_string()))?,
+            &serde_json::to_vec_pretty(&file).map_err(|e| Error::json("the launch file", e))?,
             PRIVATE,
         )?;
-        r.state = State::Starting;
+        r.state = live.to(State::Starting, &uuid)?;
         r.run = None;
         self.catalog.put_vm(&r)?;
         crate::fail_point!("vm_start.starting");
         match spawn_supervisor(&run, &rundir) {
             Ok((supervisor_pid, qemu_pid, qemu_start)) => {
                 crate::fail_point!("vm_start.spawned");
-                r.state = if incoming {
-                    State::Paused
-                } else {
-                    State::Running
-                };
+                r.state = State::Starting.to(
+                    if incoming {
+                        State::Paused
+                    } else {
+                        State::Running
+                    },
+                    &uuid,
+                )?;
                 r.run = Some(RunInfo {
                     supervisor_pid,
                     qemu_pid,
@@ -310,7 +313,7 @@ impl Store {
                 Ok(self.live(&r))
             }
             Err(e) => {
-                r.state = State::Failed;
+                r.state = State::Starting.to(State::Failed, &uuid)?;
                 r.last_exit = Some(LastExit {
                     at: crate::now_rfc3339(),
                     clean: false,

@@ -16,7 +16,7 @@ use crate::vm::qemu::{self};
 use crate::vm::qmp::{Qmp, QmpError};
 use crate::vm::runtime::{self, RunDir, RunInfo};
 use crate::vm::supervisor::{self, write_intent, Intent};
-use crate::vm::{LastExit, State, Vm};
+use crate::vm::{LastExit, Op, State, Vm};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -53,11 +53,10 @@ pub struct VmStatus {
 }
 
 pub(crate) fn qmp_error(vm: &Uuid, what: &str, e: QmpError) -> Error {
-    match e {
-        QmpError::Timeout { .. } => {
-            Error::Timeout(format!("VM {vm}: QEMU did not answer {what} in time ({e})"))
-        }
-        other => Error::Hypervisor(format!("VM {vm}: {what}: {other}")),
+    Error::Qmp {
+        vm: *vm,
+        what: what.to_owned(),
+        source: e,
     }
 }
 
@@ -217,7 +216,7 @@ impl Store {
                 return Ok(self.live(&r));
             }
             write_intent(&run.open()?, Intent::Stop)?;
-            r.state = State::Stopping;
+            r.state = live.to(State::Stopping, &uuid)?;
             self.catalog.put_vm(&r)?;
             crate::fail_point!("vm_stop.stopping");
             // A paused guest cannot see the power button.
@@ -247,7 +246,7 @@ impl Store {
             if !live.is_active() {
                 return Ok(self.live(&r));
             }
-            r.state = State::Stopping;
+            r.state = live.to(State::Stopping, &uuid)?;
             self.catalog.put_vm(&r)?;
             self.run_info(&r, &run)
         };
@@ -293,7 +292,7 @@ impl Store {
         let _lc = self.lifecycle_lock(run)?;
         let mut r = self.record(uuid)?;
         if r.state.is_active() && !runtime::lock_held(&run.supervisor_lock())? {
-            r.state = State::Stopped;
+            r.state = r.state.to(State::Stopped, uuid)?;
             r.run = None;
             r.last_exit = Some(LastExit {
                 at: crate::now_rfc3339(),
@@ -309,26 +308,10 @@ impl Store {
     }
 
     /// The running VM, under its lifecycle lock, or `INVALID_STATE` naming its state.
-    pub(crate) fn running(
-        &self,
-        uuid: &Uuid,
-        run: &RunDir,
-        allowed: &[State],
-        what: &str,
-    ) -> Result<(VmRecord, State)> {
+    pub(crate) fn running(&self, uuid: &Uuid, run: &RunDir, op: Op) -> Result<(VmRecord, State)> {
         let r = self.record(uuid)?;
         let (live, _) = self.live_state(&r, run, true);
-        if !allowed.contains(&live) {
-            return Err(Error::InvalidState(format!(
-                "VM {uuid} is {}; {what} needs it {}",
-                live.as_str(),
-                allowed
-                    .iter()
-                    .map(|s| s.as_str())
-                    .collect::<Vec<_>>()
-                    .join(" or ")
-            )));
-        }
+        op.check(uuid, live)?;
         Ok((r, live))
     }
 
@@ -336,7 +319,7 @@ impl Store {
     pub fn reboot_vm(&self, uuid: Uuid) -> Result<Vm> {
         let run = self.run_dir(&uuid);
         let _lc = self.lifecycle_lock(&run)?;
-        let (r, _) = self.running(&uuid, &run, &[State::Running, State::Paused], "reboot")?;
+        let (r, _) = self.running(&uuid, &run, Op::Reboot)?;
         self.with_qmp(&uuid, &run, "system_reset", |q| q.system_reset())?;
         Ok(self.live(&r))
     }
@@ -356,13 +339,13 @@ impl Store {
     ) -> Result<(Vm, bool)> {
         let run = self.run_dir(&uuid);
         let _lc = self.lifecycle_lock(&run)?;
-        let (mut r, live) = self.running(&uuid, &run, &[State::Running, State::Paused], "pause")?;
+        let (mut r, live) = self.running(&uuid, &run, Op::Pause)?;
         if !cond(&r) {
             return Ok((self.live(&r), false));
         }
         if live == State::Running {
             self.with_qmp(&uuid, &run, "stop", |q| q.stop())?;
-            r.state = State::Paused;
+            r.state = live.to(State::Paused, &uuid)?;
             self.catalog.put_vm(&r)?;
         }
         Ok((self.live(&r), true))
@@ -373,8 +356,7 @@ impl Store {
     pub fn resume_vm(&self, uuid: Uuid) -> Result<Vm> {
         let run = self.run_dir(&uuid);
         let _lc = self.lifecycle_lock(&run)?;
-        let (mut r, live) =
-            self.running(&uuid, &run, &[State::Running, State::Paused], "resume")?;
+        let (mut r, live) = self.running(&uuid, &run, Op::Resume)?;
         if live != State::Paused {
             return Ok(self.live(&r));
         }
@@ -386,10 +368,10 @@ impl Store {
         // Recorded before the guest runs: from `cont` on, its disk moves on from the
         // template's, and a later start must boot it rather than load the template again.
         r.restore = None;
-        r.state = State::Running;
+        r.state = live.to(State::Running, &uuid)?;
         self.catalog.put_vm(&r)?;
         if let Err(e) = q.cont() {
-            r.state = State::Paused;
+            r.state = live;
             self.catalog.put_vm(&r)?;
             return Err(qmp_error(&uuid, "cont", e));
         }

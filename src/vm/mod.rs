@@ -12,6 +12,7 @@ pub mod qemu;
 pub mod qmp;
 pub mod runtime;
 pub(crate) mod screen;
+pub mod state;
 pub mod supervisor;
 pub mod uids;
 
@@ -21,8 +22,11 @@ use crate::validate::{self, Limits};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+pub use state::{Op, State};
+
 /// Firmware a VM boots with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Firmware {
     /// SeaBIOS (the default).
@@ -44,6 +48,7 @@ impl Firmware {
 
 /// Which accelerator QEMU uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Accel {
     /// KVM when `/dev/kvm` works, TCG otherwise.
@@ -105,6 +110,7 @@ pub struct VmSpec {
 
 /// Resource caps of a VM's zone, where it asks for ones other than its size implies.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Caps {
     /// CPU time in percent of one CPU (default: `vcpus * 100`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -248,48 +254,9 @@ pub fn gib_to_bytes(gib: u64) -> Result<u64> {
         .ok_or_else(|| Error::invalid(format!("{gib} GiB is larger than any disk can be")))
 }
 
-/// Lifecycle state of a VM.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum State {
-    /// Not running (never started, or ended cleanly).
-    Stopped,
-    /// QEMU is being started.
-    Starting,
-    /// Running.
-    Running,
-    /// QEMU runs, the guest's CPUs are paused.
-    Paused,
-    /// Being shut down.
-    Stopping,
-    /// QEMU ended abnormally (crashed, killed, out of memory); `last_exit` says how.
-    Failed,
-}
-
-impl State {
-    /// The name used in JSON and tables (`stopped`, `running`, ...).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Stopped => "stopped",
-            State::Starting => "starting",
-            State::Running => "running",
-            State::Paused => "paused",
-            State::Stopping => "stopping",
-            State::Failed => "failed",
-        }
-    }
-
-    /// Whether a QEMU process belongs to this state.
-    pub fn is_active(self) -> bool {
-        matches!(
-            self,
-            State::Starting | State::Running | State::Paused | State::Stopping
-        )
-    }
-}
-
 /// How QEMU ended the last time it ran.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct LastExit {
     /// When it was noticed, RFC 3339 UTC.
     pub at: String,

@@ -314,6 +314,7 @@ pub fn try_lock(path: &Path) -> Result<Option<nix::fcntl::Flock<File>>> {
 
 /// Facts about a VM's current run, kept in its record while QEMU runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct RunInfo {
     /// The supervisor's pid (informational; liveness is its lock).
     pub supervisor_pid: u32,

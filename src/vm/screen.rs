@@ -5,7 +5,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::store::Store;
 use crate::vm::console::{self, Console};
 use crate::vm::qmp::Display;
-use crate::vm::State;
+use crate::vm::Op;
 use std::io::{Read, Seek, Write};
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::path::Path;
@@ -27,15 +27,13 @@ impl Store {
         let run = self.run_dir(&uuid);
         let r = self.record(&uuid)?;
         let (live, _) = self.live_state(&r, &run, false);
-        let info = match (self.run_info(&r, &run), live) {
-            (Some(i), State::Running | State::Paused | State::Starting) => i,
-            _ => {
-                return Err(Error::InvalidState(format!(
-                    "VM {uuid} is {}; a console needs it running",
-                    live.as_str()
-                )))
-            }
-        };
+        Op::Console.check(&uuid, live)?;
+        let info = self.run_info(&r, &run).ok_or_else(|| {
+            Error::InvalidState(format!(
+                "VM {uuid} is {}; no run of it is recorded",
+                live.as_str()
+            ))
+        })?;
         let password = console::new_password();
         self.with_qmp(&uuid, &run, "setting the console ticket", |q| {
             q.set_password(Display::Spice, &password)?;
@@ -59,12 +57,7 @@ impl Store {
         let run = self.run_dir(&uuid);
         let r = self.record(&uuid)?;
         let (live, _) = self.live_state(&r, &run, false);
-        if !matches!(live, State::Running | State::Paused) {
-            return Err(Error::InvalidState(format!(
-                "VM {uuid} is {}; a screenshot needs it running",
-                live.as_str()
-            )));
-        }
+        Op::Screenshot.check(&uuid, live)?;
         // QEMU writes into a memory file of ours that it gets as a descriptor: it names no
         // path, so nothing it controls can redirect where the picture goes or what is read.
         let (mem, wr) = memfd("vmpool-screendump")?;

@@ -99,8 +99,7 @@ pub fn claim(
     let dir = Dir::trusted(registry, TrustRule::current(), Some(0o700))?;
     let _lock = crate::lock::lock(&dir.path().join(LOCK), crate::lock::Mode::Exclusive)?;
     let mut reg: Registry = match dir.read(FILE, 16 << 20)? {
-        Some(b) => serde_json::from_slice(&b)
-            .map_err(|e| Error::Internal(format!("{}: {e}", dir.display(FILE))))?,
+        Some(b) => serde_json::from_slice(&b).map_err(|e| Error::json(dir.display(FILE), e))?,
         None => Registry::default(),
     };
     let before = reg.ranges.len();
@@ -130,7 +129,7 @@ pub fn claim(
         count,
     });
     reg.ranges.sort_by_key(|r| r.base);
-    let bytes = serde_json::to_vec_pretty(&reg).map_err(|e| Error::Internal(e.to_string()))?;
+    let bytes = serde_json::to_vec_pretty(&reg).map_err(|e| Error::json("the uid registry", e))?;
     dir.write_atomic(FILE, &bytes, 0o644)?;
     Ok(base)
 }

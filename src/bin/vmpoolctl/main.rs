@@ -228,8 +228,7 @@ fn run(cli: Cli) -> vmpool::Result<()> {
             if json {
                 out(&wire::to_string(&w)?)?
             } else {
-                out(&serde_json::to_string_pretty(&w)
-                    .map_err(|e| Error::Internal(e.to_string()))?)?
+                out(&serde_json::to_string_pretty(&w).map_err(|e| Error::json("the output", e))?)?
             }
         }
         Cmd::Store(StoreCmd::Recover) => {
@@ -614,7 +613,7 @@ pub(crate) fn show<T: serde::Serialize>(v: &T, json: bool) -> vmpool::Result<()>
     if json {
         out(&wire::to_string(v)?)
     } else {
-        out(&serde_json::to_string_pretty(v).map_err(|e| Error::Internal(e.to_string()))?)
+        out(&serde_json::to_string_pretty(v).map_err(|e| Error::json("the output", e))?)
     }
 }
 

@@ -13,7 +13,7 @@
 pub mod sys;
 
 use super::registry::{unknown_option, Capabilities, Claim, DiskKind, DriverInfo, Target};
-use super::{Destroyed, Detail, StorageDriver, VmDisk};
+use super::{CloneMethod, Destroyed, Detail, StorageDriver, VmDisk};
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil;
 use crate::image::{DiskFormat, Image};
@@ -30,7 +30,7 @@ pub static INFO: DriverInfo = DriverInfo {
     summary: "a btrfs subvolume per image and per VM; clones are snapshots",
     target: super::TargetKind::Path,
     caps: Capabilities {
-        clone_methods: &["btrfs-snapshot"],
+        clone_methods: &[CloneMethod::BtrfsSnapshot],
         keeps_qcow2: false,
         thick: false,
         disk_kind: DiskKind::File,
@@ -317,7 +317,7 @@ impl StorageDriver for BtrfsDriver {
             path: path.to_string_lossy().into_owned(),
             format: DiskFormat::Raw,
             size_bytes: size,
-            method: "btrfs-snapshot",
+            method: CloneMethod::BtrfsSnapshot,
         })
     }
 

@@ -3,7 +3,7 @@
 use super::libzfs::{self, NvList};
 use super::{sys, zvol_device, zvol_path, Options, INFO};
 use crate::driver::registry::{Claim, DriverInfo};
-use crate::driver::{Destroyed, Detail, StorageDriver, VmDisk};
+use crate::driver::{CloneMethod, Destroyed, Detail, StorageDriver, VmDisk};
 use crate::error::{Error, IoContext, Result};
 use crate::image::{DiskFormat, Image};
 use crate::revert::Revert;
@@ -486,7 +486,7 @@ impl StorageDriver for ZfsDriver {
             path: zvol_path(&name),
             format: DiskFormat::Raw,
             size_bytes: size,
-            method: "zfs-clone",
+            method: CloneMethod::ZfsClone,
         })
     }
 

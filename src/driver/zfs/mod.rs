@@ -33,7 +33,7 @@ pub mod sys;
 pub use device::{resolve_device, zvol_device, zvol_path};
 
 use super::registry::{unknown_option, Capabilities, Claim, DiskKind, DriverInfo, Target};
-use super::StorageDriver;
+use super::{CloneMethod, StorageDriver};
 use crate::error::{Error, Result};
 use std::path::PathBuf;
 
@@ -43,7 +43,7 @@ pub static INFO: DriverInfo = DriverInfo {
     summary: "a zvol per image with a @final snapshot; clones through libzfs_core",
     target: super::TargetKind::Dataset,
     caps: Capabilities {
-        clone_methods: &["zfs-clone"],
+        clone_methods: &[CloneMethod::ZfsClone],
         keeps_qcow2: false,
         thick: true,
         disk_kind: DiskKind::BlockDevice,

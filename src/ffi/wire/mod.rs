@@ -22,6 +22,10 @@ use std::path::Path;
 
 mod pools;
 pub use pools::*;
+#[cfg(feature = "schema")]
+mod schema;
+#[cfg(feature = "schema")]
+pub use schema::schema;
 
 /// Longest VM payload accepted, in bytes.
 pub const PAYLOAD_MAX: usize = 64 * 1024;
@@ -29,6 +33,7 @@ pub const PAYLOAD_MAX: usize = 64 * 1024;
 /// `vmpool_vm_create` input. Integers are signed so that a negative count is reported as out
 /// of range rather than as a JSON type error.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct VmPayload {
     uuid: Option<String>,
@@ -97,6 +102,7 @@ pub fn vm_spec(json: &str) -> Result<VmSpec> {
 
 /// `manifest_json` of `vmpool_image_import`: every field optional, unknown keys refused.
 #[derive(Debug, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct ImportManifest {
     uuid: Option<String>,
@@ -130,6 +136,7 @@ pub fn import_request(json: Option<&str>) -> Result<ImportRequest> {
 
 /// An image as JSON (`vmpool_image_get`, `vmpool_image_import`, list elements).
 #[derive(Debug, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ImageOut<'a> {
     uuid: &'a uuid::Uuid,
     name: &'a str,
@@ -164,6 +171,7 @@ impl<'a> From<&'a Image> for ImageOut<'a> {
 
 /// A VM as JSON (`vmpool_vm_get`, `vmpool_vm_create`, list elements).
 #[derive(Debug, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct VmOut<'a> {
     uuid: &'a uuid::Uuid,
     alias: &'a str,
@@ -216,6 +224,7 @@ impl<'a> From<&'a Vm> for VmOut<'a> {
 
 /// A VM's status as JSON (`vmpool_vm_status`): the VM (live state) and its current run.
 #[derive(Debug, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct VmStatusOut<'a> {
     vm: VmOut<'a>,
     run: Option<&'a RunInfo>,
@@ -236,6 +245,7 @@ impl<'a> From<&'a VmStatus> for VmStatusOut<'a> {
 
 /// A console ticket as JSON (`vmpool_vm_console`).
 #[derive(Debug, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ConsoleOut<'a> {
     /// `unix` or `tcp`.
     kind: &'static str,
@@ -273,6 +283,7 @@ impl<'a> From<&'a Console> for ConsoleOut<'a> {
 
 /// `vmpool_vm_start` options: `{"accel": "tcg"}` (all optional; unknown keys refused).
 #[derive(Debug, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct StartIn {
     accel: Option<Accel>,
@@ -290,6 +301,7 @@ pub fn start_options(json: Option<&str>) -> Result<StartOptions> {
 
 /// `vmpool_vm_update` input: `{"vcpus": 4, "ram_mib": 4096, "disk_gib": 40}` (any of them).
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct UpdateIn {
     vcpus: Option<i64>,
@@ -318,6 +330,7 @@ pub fn vm_update(json: &str) -> Result<VmUpdate> {
 
 /// What a recovery did, as JSON (`vmpool_store_recover`, `last_recovery` of the info).
 #[derive(Debug, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct RecoveryOut<'a> {
     cleaned: &'a [String],
     errors: &'a [String],
@@ -335,6 +348,7 @@ impl<'a> From<&'a Recovery> for RecoveryOut<'a> {
 }
 
 #[derive(Debug, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 struct LimitsOut {
     max_vcpus: u32,
     min_ram_mib: u64,
@@ -344,8 +358,9 @@ struct LimitsOut {
 }
 
 #[derive(Debug, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 struct CapabilitiesOut {
-    clone_methods: &'static [&'static str],
+    clone_methods: Vec<&'static str>,
     keeps_qcow2: bool,
     thick: bool,
     disk_kind: &'static str,
@@ -355,6 +370,7 @@ struct CapabilitiesOut {
 
 /// A store's details as JSON (`vmpool_store_info`).
 #[derive(Debug, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct StoreInfoOut<'a> {
     uri: &'a str,
     driver: &'static str,
@@ -397,7 +413,7 @@ impl<'a> From<&'a StoreInfo> for StoreInfoOut<'a> {
             last_recovery: RecoveryOut::from(&i.last_recovery),
             version: i.version,
             capabilities: CapabilitiesOut {
-                clone_methods: c.clone_methods,
+                clone_methods: c.clone_methods.iter().map(|m| m.as_str()).collect(),
                 keeps_qcow2: c.keeps_qcow2,
                 thick: c.thick,
                 disk_kind: match c.disk_kind {
@@ -417,7 +433,7 @@ impl<'a> From<&'a StoreInfo> for StoreInfoOut<'a> {
 
 /// Serialise a wire value compactly: what every `*_out` string and `vmpoolctl --json` is.
 pub fn to_string<T: Serialize>(v: &T) -> Result<String> {
-    serde_json::to_string(v).map_err(|e| Error::Internal(e.to_string()))
+    serde_json::to_string(v).map_err(|e| Error::json("a result", e))
 }
 
 /// A list of images as JSON.

@@ -27,8 +27,9 @@ fn u32_of(field: &str, v: i64) -> Result<u32> {
 
 /// `vmpool_pool_create` input.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
-struct PoolPayload {
+pub(super) struct PoolPayload {
     name: String,
     image_uuid: String,
     vcpus: i64,
@@ -83,8 +84,9 @@ pub fn pool_spec(json: &str) -> Result<PoolSpec> {
 /// `vmpool_pool_update` input: any of the create keys except `name`; `disk_gib`,
 /// `ready_marker` and `accel` may be `null` (back to the default).
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
-struct PoolChanges {
+pub(super) struct PoolChanges {
     image_uuid: Option<String>,
     vcpus: Option<i64>,
     ram_mib: Option<i64>,
@@ -133,8 +135,9 @@ pub fn pool_update(json: &str) -> Result<PoolUpdate> {
 
 /// `vmpool_pool_acquire` options: `{"console_ttl": 600, "another": false}` (both optional).
 #[derive(Debug, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
-struct AcquireIn {
+pub(super) struct AcquireIn {
     console_ttl: Option<i64>,
     another: Option<bool>,
 }
@@ -157,8 +160,9 @@ pub fn acquire_options(json: Option<&str>) -> Result<AcquireOptions> {
 
 /// `vmpool_pool_refill` options: `{"parallel": 8}` (optional).
 #[derive(Debug, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
-struct RefillIn {
+pub(super) struct RefillIn {
     parallel: Option<i64>,
 }
 
@@ -183,6 +187,7 @@ pub fn refill_options(json: Option<&str>) -> Result<RefillOptions> {
 }
 
 #[derive(Debug, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 struct StatusOut {
     spares_ready: u32,
     spares_warming: u32,
@@ -192,6 +197,7 @@ struct StatusOut {
 }
 
 #[derive(Debug, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 struct TemplateOut<'a> {
     image_uuid: &'a uuid::Uuid,
     made_at: &'a str,
@@ -200,6 +206,7 @@ struct TemplateOut<'a> {
 
 /// A pool as JSON (`vmpool_pool_get`, list elements).
 #[derive(Debug, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct PoolOut<'a> {
     name: &'a str,
     image_uuid: &'a uuid::Uuid,
@@ -263,6 +270,7 @@ pub fn pools(list: &[Pool]) -> Result<String> {
 }
 
 #[derive(Debug, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 struct StepOut {
     step: &'static str,
     ms: f64,
@@ -270,6 +278,7 @@ struct StepOut {
 
 /// What `vmpool_pool_acquire` returns.
 #[derive(Debug, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct AcquiredOut<'a> {
     vm: VmOut<'a>,
     path: &'static str,
@@ -303,6 +312,7 @@ impl<'a> From<&'a Acquired> for AcquiredOut<'a> {
 
 /// What `vmpool_pool_refill` returns.
 #[derive(Debug, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct RefillOut<'a> {
     created: u32,
     warmed: u32,

@@ -238,7 +238,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], path: &Path) -> Result<T> {
 
 /// Serialise a record for storage.
 pub fn encode<T: Serialize>(record: &T) -> Result<Vec<u8>> {
-    serde_json::to_vec_pretty(record).map_err(|e| Error::Internal(e.to_string()))
+    serde_json::to_vec_pretty(record).map_err(|e| Error::json("a catalog record", e))
 }
 
 impl From<&ImageRecord> for Image {
