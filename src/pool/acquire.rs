@@ -2,7 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::pool::claims::{MakingFile, PoolDir};
-use crate::pool::crud::Standing;
+use crate::pool::plan::{self, Standing};
 use crate::pool::{AcquireOptions, AcquirePath, Acquired, Warmth};
 use crate::store::catalog::records::PoolRecord;
 use crate::store::Store;
@@ -200,14 +200,8 @@ impl Store {
                         continue;
                     }
                     let live = self.live(&r).state;
-                    let (rank, was) = match (live, r.restore.is_some()) {
-                        (State::Paused, true) => (0, "waiting"),
-                        (State::Paused, false) => (0, "paused"),
-                        (State::Running, _) => (1, "booting"),
-                        (State::Starting, _) => (2, "booting"),
-                        (State::Stopped, _) => (3, "disk"),
-                        (State::Failed, _) => (4, "disk"),
-                        (State::Stopping, _) => continue,
+                    let Some((rank, was)) = plan::spare_rank(live, r.restore.is_some()) else {
+                        continue;
                     };
                     candidates.push((rank, u, was));
                 }

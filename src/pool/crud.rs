@@ -4,21 +4,13 @@
 
 use crate::error::{Error, Result};
 use crate::pool::claims::{Making, PoolDir};
+use crate::pool::plan::{self, Standing};
 use crate::pool::{Pool, PoolSpec, PoolStatus, PoolUpdate, TemplateInfo, Warmth};
 use crate::store::catalog::records::{PoolRecord, Restore, VmRecord, SCHEMA};
 use crate::store::Store;
 use crate::validate;
 use crate::vm::{State, VmSpec};
 use uuid::Uuid;
-
-/// How a pool VM stands, for counting and choosing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Standing {
-    Owned,
-    Ready,
-    Warming,
-    Cold,
-}
 
 impl Store {
     pub(crate) fn pool_dir(&self, name: &str) -> PoolDir {
@@ -109,16 +101,10 @@ impl Store {
         if self.spare_stale(rec, disk_gib, r) {
             return (Standing::Cold, live);
         }
-        let s = match (self.warmth_now(rec), live) {
-            (Warmth::Disk, State::Stopped) => Standing::Ready,
-            (Warmth::Disk, _) => Standing::Cold,
-            (Warmth::Paused, State::Paused) => Standing::Ready,
-            (Warmth::Paused, State::Running | State::Starting) => Standing::Warming,
-            (Warmth::Template, State::Paused) if r.restore.is_some() => Standing::Ready,
-            (Warmth::Template, State::Starting) => Standing::Warming,
-            _ => Standing::Cold,
-        };
-        (s, live)
+        (
+            plan::standing(self.warmth_now(rec), live, r.restore.is_some()),
+            live,
+        )
     }
 
     /// The pool's VMs with their standing; entries whose VM is gone (and nobody is making

@@ -12,6 +12,7 @@
 pub(crate) mod acquire;
 pub mod claims;
 pub(crate) mod crud;
+pub(crate) mod plan;
 pub(crate) mod refill;
 pub(crate) mod template;
 

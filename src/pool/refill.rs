@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::pool::claims::{MakingFile, PoolDir};
-use crate::pool::crud::Standing;
+use crate::pool::plan::{self, SpareAction, Standing};
 use crate::pool::{RefillOptions, RefillProgress, RefillReport, Warmth};
 use crate::store::catalog::records::{PoolRecord, VmRecord};
 use crate::store::Store;
@@ -158,14 +158,10 @@ impl Store {
             .map(|s| s.0.uuid)
             .collect();
         spares.retain(|s| !remove.contains(&s.0.uuid));
-        spares.sort_by_key(|s| match s.1 {
-            Standing::Ready => 0,
-            Standing::Warming => 1,
-            _ => 2,
-        });
+        spares.sort_by_key(|s| plan::keep_order(s.1));
         let making_spares = making.iter().filter(|m| m.1.is_empty()).count();
         let target = rec.spec.spares as usize;
-        let beyond = (spares.len() + making_spares).saturating_sub(target);
+        let beyond = plan::beyond_target(spares.len(), making_spares, target);
         for s in spares.iter().rev().take(beyond) {
             remove.push(s.0.uuid);
         }
@@ -180,15 +176,13 @@ impl Store {
         let mut jobs = Vec::new();
         // Spares below the pool's warmth, which nobody is warming.
         for s in &spares {
-            let needs = match (self.warmth_now(rec), s.1) {
-                (_, Standing::Ready) => {
-                    // Ready but not offered (its offer was lost in a crash): offer it.
+            let needs = match plan::spare_action(self.warmth_now(rec), s.1) {
+                SpareAction::Offer => {
                     dir.add_spare(&s.0.uuid)?;
                     false
                 }
-                (Warmth::Disk, _) => false,
-                (_, Standing::Warming) | (_, Standing::Cold) => true,
-                (_, Standing::Owned) => false,
+                SpareAction::Warm => true,
+                SpareAction::Leave => false,
             };
             if needs && !runtime::lock_held(&self.run_dir(&s.0.uuid).path().join(WARM_LOCK))? {
                 jobs.push(Job::Warm(s.0.uuid));
@@ -198,9 +192,7 @@ impl Store {
         let room = (rec.spec.max_vms as usize).saturating_sub(total);
         // Every spare missing is planned now; `refill` makes them `parallel` at a time from
         // one queue (no round waits for its slowest spare before the next starts).
-        let missing = target
-            .saturating_sub(spares.len() + making_spares)
-            .min(room);
+        let missing = plan::to_make(spares.len(), making_spares, target, room);
         let ready = spares.iter().filter(|s| s.1 == Standing::Ready).count() as u32;
         progress(RefillProgress {
             ready,

@@ -15,6 +15,7 @@ use crate::store::Store;
 use crate::vm::qemu::{self};
 use crate::vm::qmp::{Qmp, QmpError};
 use crate::vm::runtime::{self, RunDir, RunInfo};
+use crate::vm::state;
 use crate::vm::supervisor::{self, write_intent, Intent};
 use crate::vm::{LastExit, Op, State, Vm};
 use std::path::PathBuf;
@@ -60,6 +61,34 @@ pub(crate) fn qmp_error(vm: &Uuid, what: &str, e: QmpError) -> Error {
     }
 }
 
+/// What the host says about a VM, for [`state::live`]. An error reading a lock counts as
+/// held: a VM is never declared gone on a doubt.
+struct HostEvidence<'a> {
+    store: &'a Store,
+    r: &'a VmRecord,
+    run: &'a RunDir,
+    /// The caller holds the lifecycle lock itself (so a held lock says nothing).
+    locked: bool,
+}
+
+impl state::Evidence for HostEvidence<'_> {
+    fn supervised(&self) -> bool {
+        runtime::lock_held(&self.run.supervisor_lock()).unwrap_or(true)
+    }
+    fn started(&self) -> bool {
+        self.store.run_info(self.r, self.run).is_some()
+    }
+    fn changing(&self) -> bool {
+        !self.locked && runtime::lock_held(&self.run.lock()).unwrap_or(true)
+    }
+    fn qemu_alive(&self) -> bool {
+        self.r
+            .run
+            .as_ref()
+            .is_some_and(|i| runtime::alive(i.qemu_pid, i.qemu_start))
+    }
+}
+
 impl Store {
     pub(crate) fn run_dir(&self, vm: &Uuid) -> RunDir {
         RunDir::new(self.catalog_dir(), &self.sockets_root(), vm)
@@ -78,35 +107,14 @@ impl Store {
         run: &RunDir,
         locked: bool,
     ) -> (State, Option<LastExit>) {
-        if !r.state.is_active() {
-            return (r.state, r.last_exit.clone());
-        }
-        let supervised = runtime::lock_held(&run.supervisor_lock()).unwrap_or(true);
-        if r.state == State::Starting {
-            if supervised {
-                return match self.run_info(r, run) {
-                    // A template clone's QEMU starts waiting for the template's state.
-                    Some(_) if r.restore.is_some() => (State::Paused, r.last_exit.clone()),
-                    Some(_) => (State::Running, r.last_exit.clone()),
-                    None => (State::Starting, r.last_exit.clone()),
-                };
-            }
-            if !locked && runtime::lock_held(&run.lock()).unwrap_or(true) {
-                return (State::Starting, r.last_exit.clone());
-            }
-            return (State::Stopped, r.last_exit.clone());
-        }
-        if supervised {
-            return (r.state, r.last_exit.clone());
-        }
-        // Mid-transition: a live lock holder.
-        if !locked && runtime::lock_held(&run.lock()).unwrap_or(true) {
-            return (r.state, r.last_exit.clone());
-        }
-        if let Some(info) = &r.run {
-            if runtime::alive(info.qemu_pid, info.qemu_start) {
-                return (r.state, r.last_exit.clone());
-            }
+        let ev = HostEvidence {
+            store: self,
+            r,
+            run,
+            locked,
+        };
+        if let Some(s) = state::live(r.state, r.restore.is_some(), &ev) {
+            return (s, r.last_exit.clone());
         }
         (
             State::Failed,

@@ -148,6 +148,51 @@ impl Op {
     }
 }
 
+/// What the host says about a VM whose record is active: asked lazily, in the order
+/// [`live`] needs, since each answer costs a system call or a file read.
+pub trait Evidence {
+    /// The VM's supervisor holds its lock (it runs).
+    fn supervised(&self) -> bool;
+    /// The supervisor wrote the run's facts (QEMU came up).
+    fn started(&self) -> bool;
+    /// Another process holds the VM's lifecycle lock (a change is in flight).
+    fn changing(&self) -> bool;
+    /// The recorded QEMU (pid and start time) still runs.
+    fn qemu_alive(&self) -> bool;
+}
+
+/// The state a VM whose record says `recorded` is really in, or `None` when its supervisor
+/// and QEMU are gone without a word (the record is then `failed`). `restoring`: a memory
+/// template clone, whose QEMU starts paused waiting for the template's state.
+///
+/// The record says what vmpool last did; the supervisor's lock and QEMU's process say what
+/// is. A start whose caller died is running (or paused) if its supervisor came up,
+/// `starting` while someone holds the lifecycle lock, `stopped` if nothing was started.
+pub fn live(recorded: State, restoring: bool, ev: &impl Evidence) -> Option<State> {
+    if !recorded.is_active() {
+        return Some(recorded);
+    }
+    let supervised = ev.supervised();
+    if recorded == State::Starting {
+        if supervised {
+            return Some(match (ev.started(), restoring) {
+                (true, true) => State::Paused,
+                (true, false) => State::Running,
+                (false, _) => State::Starting,
+            });
+        }
+        return Some(if ev.changing() {
+            State::Starting
+        } else {
+            State::Stopped
+        });
+    }
+    if supervised || ev.changing() || ev.qemu_alive() {
+        return Some(recorded);
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,6 +263,88 @@ mod tests {
             "INTERNAL"
         );
         assert_eq!(Paused.to(Running, &id).unwrap(), Running);
+    }
+
+    /// Evidence as plain answers; asking a question that `live` should not need panics.
+    struct Facts {
+        supervised: Option<bool>,
+        started: Option<bool>,
+        changing: Option<bool>,
+        qemu_alive: Option<bool>,
+    }
+
+    impl Evidence for Facts {
+        fn supervised(&self) -> bool {
+            self.supervised.expect("supervised asked")
+        }
+        fn started(&self) -> bool {
+            self.started.expect("started asked")
+        }
+        fn changing(&self) -> bool {
+            self.changing.expect("changing asked")
+        }
+        fn qemu_alive(&self) -> bool {
+            self.qemu_alive.expect("qemu_alive asked")
+        }
+    }
+
+    fn facts(
+        sup: Option<bool>,
+        started: Option<bool>,
+        chg: Option<bool>,
+        alive: Option<bool>,
+    ) -> Facts {
+        Facts {
+            supervised: sup,
+            started,
+            changing: chg,
+            qemu_alive: alive,
+        }
+    }
+
+    #[test]
+    fn resting_records_are_believed_without_asking() {
+        let none = facts(None, None, None, None);
+        assert_eq!(live(Stopped, false, &none), Some(Stopped));
+        assert_eq!(live(Failed, true, &none), Some(Failed));
+    }
+
+    #[test]
+    fn a_start_is_judged_by_its_supervisor_then_by_its_lock() {
+        let up = |started| facts(Some(true), Some(started), None, None);
+        assert_eq!(live(Starting, false, &up(true)), Some(Running));
+        assert_eq!(live(Starting, true, &up(true)), Some(Paused));
+        assert_eq!(live(Starting, false, &up(false)), Some(Starting));
+        let down = |changing| facts(Some(false), None, Some(changing), None);
+        assert_eq!(live(Starting, false, &down(true)), Some(Starting));
+        // The starter died before its supervisor came up: nothing runs.
+        assert_eq!(live(Starting, false, &down(false)), Some(Stopped));
+    }
+
+    #[test]
+    fn a_run_without_supervisor_lock_or_qemu_has_vanished() {
+        for s in [Running, Paused, Stopping] {
+            assert_eq!(
+                live(s, false, &facts(Some(true), None, None, None)),
+                Some(s)
+            );
+            assert_eq!(
+                live(s, false, &facts(Some(false), None, Some(true), None)),
+                Some(s)
+            );
+            assert_eq!(
+                live(s, false, &facts(Some(false), None, Some(false), Some(true))),
+                Some(s)
+            );
+            assert_eq!(
+                live(
+                    s,
+                    false,
+                    &facts(Some(false), None, Some(false), Some(false))
+                ),
+                None
+            );
+        }
     }
 
     #[test]
