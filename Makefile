@@ -23,7 +23,7 @@ TEST_IMAGE = $(shell scripts/make-test-image)
 export VMPOOL_ZFS ?= auto
 
 .PHONY: help deps deps-demo build release header check-header check-lib-deps schema lint demo test test-rust test-c \
-        test-ruby test-python test-examples test-zfs test-zones-v2 install bench bench-smoke clean check-release \
+        test-desktop test-ruby test-python test-examples test-zfs test-zones-v2 install bench bench-smoke clean check-release \
         fuzz-smoke fuzz check-illumos portal test-portal
 
 help:
@@ -90,12 +90,18 @@ demo: deps-demo build
 
 ## test          every suite: Rust (dir, xfs-reflink, btrfs), C, Ruby, Python, examples, ZFS in the guest, zones
 ##               on cgroup v2 in the guest, the portal in a browser, lint, a short fuzzing run, the benchmarks briefly
-test: deps build lint fuzz-smoke test-rust test-c test-ruby test-python test-examples test-zfs test-zones-v2 test-portal bench-smoke
+test: deps build lint fuzz-smoke test-rust test-desktop test-c test-ruby test-python test-examples test-zfs test-zones-v2 test-portal bench-smoke
 	@echo "make test: all suites passed"
 
 ## test-rust     unit tests and the conformance suite on dir:, XFS reflink and btrfs (loop devices)
 test-rust:
-	eval "$$(tests/env/setup)" && $(CARGO) test -- --include-ignored --skip zfs::
+	eval "$$(tests/env/setup)" && $(CARGO) test -- --include-ignored --skip zfs:: --skip desktop::
+
+## test-desktop  the Xfce template built from Debian packages (scripts/build-image, cached), booted
+##               from a clone under TCG: X on QXL, the panel, the grown disk, the guest agent
+test-desktop:
+	eval "$$(tests/env/setup)" && VMPOOL_DESKTOP_IMAGE=$$(scripts/build-image debian-12-xfce) \
+	   $(CARGO) test --test desktop -- --include-ignored --nocapture
 
 ## test-c        the C API test, compiled against include/vmpool.h and the .so; plain, under
 ##               AddressSanitizer + UndefinedBehaviorSanitizer, and under valgrind memcheck

@@ -2,6 +2,7 @@
 //! the QEMU command line (`qemu`), the QMP client (`qmp`), the per-VM supervisor
 //! (`supervisor`), run-time files and liveness (`runtime`), SPICE consoles (`console`).
 
+pub mod agent;
 pub(crate) mod alloc;
 pub mod config;
 pub mod console;

@@ -25,6 +25,8 @@ pub const QMP_FD: i32 = 3;
 pub const EVENTS_FD: i32 = 4;
 /// Descriptor of the supervisor's command monitor (one end of a socket pair) in QEMU.
 pub const CONTROL_FD: i32 = 5;
+/// Descriptor of vmpool's guest agent socket (listening) in QEMU.
+pub const AGENT_FD: i32 = 6;
 
 /// How QEMU caches the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -203,6 +205,17 @@ pub fn command_line(l: &Launch) -> Vec<String> {
         a,
         "-device",
         "virtserialport,bus=vser0.0,chardev=vdagent,name=com.redhat.spice.0".into(),
+    );
+    // The guest agent's port (qemu-ga): vmpool talks to it through `AGENT_FD`.
+    arg(
+        a,
+        "-chardev",
+        format!("socket,id=qga,fd={AGENT_FD},server=on,wait=off"),
+    );
+    arg(
+        a,
+        "-device",
+        "virtserialport,bus=vser0.0,chardev=qga,name=org.qemu.guest_agent.0".into(),
     );
     arg(a, "-device", "qemu-xhci,id=usb".into());
     arg(a, "-device", "usb-tablet,bus=usb.0".into());

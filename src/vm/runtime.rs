@@ -64,6 +64,9 @@ pub mod names {
     pub const QMP_SOCKET: &str = "qmp.sock";
     /// The SPICE socket (in the sockets directory).
     pub const SPICE_SOCKET: &str = "spice.sock";
+    /// vmpool's guest agent socket (in the sockets directory; QEMU accepts on it and
+    /// relays to the guest's `org.qemu.guest_agent.0` port).
+    pub const AGENT_SOCKET: &str = "agent.sock";
 }
 
 /// Mode of every file vmpool writes about a run: logs may hold what the guest printed, and

@@ -347,6 +347,8 @@ struct Sockets {
     control: (UnixStream, UnixStream),
     /// SPICE's socket, when SPICE listens on one (the supervisor accepts on it).
     spice: Option<std::os::unix::net::UnixListener>,
+    /// vmpool's guest agent socket, listening (QEMU accepts on it).
+    agent: std::os::unix::net::UnixListener,
 }
 
 impl Sockets {
@@ -366,20 +368,23 @@ impl Sockets {
                 crate::vm::config::SpiceAddr::Unix { .. } => Some(dir.bind(names::SPICE_SOCKET)?),
                 crate::vm::config::SpiceAddr::Tcp { .. } => None,
             },
+            agent: dir.bind(names::AGENT_SOCKET)?,
         })
     }
 
-    /// QEMU's descriptors, in the order of `qemu::{QMP_FD, EVENTS_FD, CONTROL_FD}`.
-    fn for_qemu(&self) -> [BorrowedFd<'_>; 3] {
+    /// QEMU's descriptors, in the order of `qemu::{QMP_FD, EVENTS_FD, CONTROL_FD,
+    /// AGENT_FD}`.
+    fn for_qemu(&self) -> [BorrowedFd<'_>; 4] {
         [
             self.qmp.as_fd(),
             self.events.0.as_fd(),
             self.control.0.as_fd(),
+            self.agent.as_fd(),
         ]
     }
 }
 
-/// Start QEMU (in its zone when there is one), with `fds` as its descriptors 3, 4, 5.
+/// Start QEMU (in its zone when there is one), with `fds` as its descriptors 3, 4, 5, 6.
 fn spawn_qemu(
     launch: &LaunchFile,
     fds: &[BorrowedFd<'_>],
@@ -474,8 +479,9 @@ fn supervise(run: &RunDir, launch: &LaunchFile, ready: &mut Option<File>) -> Res
         events: (_, events),
         control: (_, control),
         spice,
+        agent,
     } = sockets;
-    drop(qmp);
+    drop((qmp, agent));
     let qemu_pid = booted.pid;
     let child = Child(nix::unistd::Pid::from_raw(qemu_pid as i32));
     let qemu_start = runtime::start_ticks(qemu_pid).unwrap_or(0);

@@ -1,0 +1,202 @@
+//! A real desktop through vmpool: the Xfce template built from Debian packages
+//! (`scripts/build-image debian-12-xfce`), imported, cloned to a VM whose disk is larger than
+//! the template, booted under TCG: systemd, X on QXL, lightdm logging the user in, the Xfce
+//! panel, spice-vdagent, the guest agent; the root file system grown to the VM's disk.
+//!
+//! Run by `make test-desktop` (in `make test`), which builds the image first (cached);
+//! `VMPOOL_DESKTOP_IMAGE` names a ready one. The tests are in `mod desktop` so that
+//! `make test-rust` skips them (`--skip desktop::`): one cold boot serves all of them.
+
+mod common;
+
+mod desktop {
+    use super::common::scratch;
+    use std::path::PathBuf;
+    use std::process::Command;
+    use std::time::{Duration, Instant};
+    use uuid::Uuid;
+    use vmpool::store::StartOptions;
+    use vmpool::{ImportRequest, Store, VmSpec};
+
+    /// A cold boot of Xfce under TCG on two host cores (measured here: about two minutes).
+    const BOOT: Duration = Duration::from_secs(600);
+    const GIB: u64 = 1 << 30;
+
+    fn image() -> PathBuf {
+        if let Some(p) = std::env::var_os("VMPOOL_DESKTOP_IMAGE") {
+            return PathBuf::from(p);
+        }
+        let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/build-image"))
+            .arg("debian-12-xfce")
+            .output()
+            .expect("scripts/build-image");
+        assert!(
+            out.status.success(),
+            "build-image: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+    }
+
+    fn log(s: &Store, vm: Uuid) -> String {
+        String::from_utf8_lossy(&s.vm_log(vm, 1 << 24).unwrap_or_default()).into_owned()
+    }
+
+    fn exec(s: &Store, vm: Uuid, argv: &[&str]) -> (i32, String) {
+        let r = s.agent_exec(vm, argv, Duration::from_secs(60)).unwrap();
+        (
+            r.exit_code.unwrap_or(-1),
+            String::from_utf8_lossy(&r.stdout).into_owned(),
+        )
+    }
+
+    /// How many distinct colours a PNG has (a desktop has many; a console or a blank
+    /// screen a handful).
+    fn colours(png: &[u8]) -> usize {
+        let d = png::Decoder::new(png);
+        let mut r = d.read_info().unwrap();
+        let mut buf = vec![0; r.output_buffer_size()];
+        let info = r.next_frame(&mut buf).unwrap();
+        let px = info.color_type.samples();
+        let mut seen = std::collections::HashSet::new();
+        for p in buf[..info.buffer_size()].chunks(px) {
+            seen.insert(p.to_vec());
+        }
+        seen.len()
+    }
+
+    #[test]
+    #[ignore = "boots the Xfce template (minutes of TCG): make test-desktop"]
+    fn an_xfce_desktop_boots_from_its_clone_with_the_disk_grown_and_the_agent_up() {
+        let tmp = scratch();
+        let uri = format!("dir:{}/s?accel=tcg&clone=qcow2", tmp.path().display());
+        let s = Store::open(Some(&uri)).unwrap();
+        let img = s
+            .import_image(
+                &image(),
+                &ImportRequest::default().name("debian-12-xfce"),
+                None,
+            )
+            .unwrap();
+        let template_gib = img.size_bytes.div_ceil(GIB);
+        let disk_gib = template_gib + 6;
+        let v = s
+            .create_vm(
+                &VmSpec::new(img.uuid)
+                    .alias("desk")
+                    .owner("alice")
+                    .vcpus(2)
+                    .ram_mib(2048)
+                    .disk_gib(disk_gib),
+            )
+            .unwrap();
+        let started = Instant::now();
+        s.start_vm(v.uuid, &StartOptions::default()).unwrap();
+        let _kill = KillOnDrop(&s, v.uuid);
+        // The panel runs: the image's ready marker, written once `xfce4-panel` is up.
+        loop {
+            let l = log(&s, v.uuid);
+            if l.contains("VMPOOL-GUEST: ready") {
+                break;
+            }
+            let st = s.vm(v.uuid).unwrap();
+            assert!(
+                started.elapsed() < BOOT && st.state.is_active(),
+                "no desktop within {BOOT:?}: {:?} {:?}; serial log:\n{l}",
+                st.state,
+                st.last_exit
+            );
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        eprintln!("desktop ready after {:.0?}", started.elapsed());
+        s.agent_wait(v.uuid, Duration::from_secs(120)).unwrap();
+
+        // The root file system fills the VM's disk, not the template's.
+        let (code, out) = exec(&s, v.uuid, &["/usr/bin/df", "-B1", "--output=size", "/"]);
+        assert_eq!(code, 0, "{out}");
+        let size: u64 = out.lines().nth(1).unwrap().trim().parse().unwrap();
+        assert!(
+            size > (disk_gib - 1) * GIB && size > template_gib * GIB,
+            "/ is {size} bytes on a {disk_gib} GiB disk (template {template_gib} GiB)"
+        );
+
+        // A graphical session: X on QXL, the panel, the SPICE agent.
+        // The session's autostart items start side by side with the panel: a minute's grace.
+        for p in ["Xorg", "xfce4-panel", "spice-vdagentd", "spice-vdagent"] {
+            let until = Instant::now() + Duration::from_secs(60);
+            while exec(&s, v.uuid, &["/usr/bin/pgrep", "-x", p]).0 != 0 {
+                if Instant::now() > until {
+                    let (_, ps) = exec(&s, v.uuid, &["/usr/bin/ps", "-eo", "user,comm,args"]);
+                    let (_, journal) = exec(
+                        &s,
+                        v.uuid,
+                        &["/usr/bin/journalctl", "-b", "--no-pager", "-n", "200"],
+                    );
+                    panic!("{p} does not run in the guest:\n{ps}\n{journal}");
+                }
+                std::thread::sleep(Duration::from_secs(2));
+            }
+        }
+        let xlog = s
+            .agent_read_file(
+                v.uuid,
+                "/var/log/Xorg.0.log",
+                4 << 20,
+                Duration::from_secs(60),
+            )
+            .unwrap();
+        let xlog = String::from_utf8_lossy(&xlog);
+        assert!(
+            xlog.contains("qxl(0)"),
+            "X does not drive the QXL card:\n{xlog}"
+        );
+
+        // Its own identity: a machine id made on this VM's first boot.
+        let id = s
+            .agent_read_file(v.uuid, "/etc/machine-id", 64, Duration::from_secs(30))
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&id).trim().len(), 32, "{id:?}");
+
+        // What a person sees, through a real SPICE client with vmpool's ticket: remote-viewer
+        // under Xvfb shows the panel (its "Applications" menu read by OCR).
+        let c = s.console(v.uuid, Duration::from_secs(300)).unwrap();
+        let vv = tmp.path().join("desk.vv");
+        std::fs::write(&vv, &c.vv).unwrap();
+        let seen = tmp.path().join("remote-viewer.png");
+        let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/spice/rv-check"))
+            .args([
+                "--vv",
+                vv.to_str().unwrap(),
+                "--out",
+                seen.to_str().unwrap(),
+            ])
+            .args(["--expect", "Applications", "--timeout", "120"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "remote-viewer does not show the Xfce panel: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // And vmpool's own screenshot (QEMU renders a QXL guest's drawing for the SPICE
+        // server's clients, so it is current once a client has been connected): a desktop,
+        // not a console (many colours).
+        let shot = tmp.path().join("desktop.png");
+        s.screenshot(v.uuid, &shot).unwrap();
+        let png = std::fs::read(&shot).unwrap();
+        let n = colours(&png);
+        assert!(n > 500, "the screen has {n} colours: not a desktop");
+        let keep = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("desktop-screenshot.png");
+        std::fs::write(&keep, &png).unwrap();
+        eprintln!("screenshot ({n} colours): {}", keep.display());
+    }
+
+    struct KillOnDrop<'a>(&'a Store, Uuid);
+
+    impl Drop for KillOnDrop<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill_vm(self.1);
+        }
+    }
+}
