@@ -101,7 +101,7 @@ test-rust:
 ##               from a clone under TCG: X on QXL, the panel, the grown disk, the guest agent
 test-desktop:
 	eval "$$(tests/env/setup)" && VMPOOL_DESKTOP_IMAGE=$$(scripts/build-image debian-12-xfce) \
-	   $(CARGO) test --test desktop -- --include-ignored --nocapture
+	   $(CARGO) test --test desktop -- --include-ignored --nocapture --test-threads=1
 
 ## test-c        the C API test, compiled against include/vmpool.h and the .so; plain, under
 ##               AddressSanitizer + UndefinedBehaviorSanitizer, and under valgrind memcheck

@@ -15,19 +15,22 @@
 //! - `store/`   a store: open by URI, catalog (and its on-disk format), intent journal,
 //!   crash recovery, locks
 //! - `image/`   images, import requests, format probing, qcow2; import, list, delete (`ops`)
-//! - `vm/`      VM specs and VMs; create and delete (`crud`), start (`launch`), the other
-//!   transitions (`lifecycle`), uids and ports (`alloc`), consoles and screenshots (`screen`);
-//!   QEMU's command line, QMP, the supervisor, run-time files
+//! - `vm/`      VM specs and VMs; the state table (`state`); create and delete (`crud`), start
+//!   (`launch`), the other transitions (`lifecycle`), uids and ports (`alloc`, `uids`),
+//!   consoles and screenshots (`screen`); QEMU's command line, QMP (typed commands in
+//!   `qmp::commands`), the guest agent (`agent`), the supervisor, run-time files
 //! - `pool/`    pools: create and change (`crud`), acquire and release (`acquire`), refill
-//!   (`refill`), memory templates (`template`), claim files (`claims`)
+//!   (`refill`), memory templates (`template`), claim files (`claims`), the decisions as pure
+//!   functions (`plan`)
 //! - `driver/`  storage drivers and their registry: `dir`, `btrfs`, `zfs` (with its raw `sys`
 //!   layer)
 //! - `zone/`    isolation of each VM's QEMU: Linux (cgroups, namespaces, no root) and
 //!   illumos (libzonecfg)
-//! - `ffi/`     the C ABI and its JSON wire format
+//! - `ffi/`     the C ABI, its result codes (`result`) and its JSON wire format (`wire`)
+//! - `safe_fs`  acting in directories another uid may write (descriptors, no links followed)
 //! - `revert`, `lock`, `fsutil`, `failpoint`, `validate`: shared plumbing
 
-// Only `error` (the result codes) and `ffi` make the C header; every other module is marked
+// Only `ffi` (with its result codes) makes the C header; every other module is marked
 // `cbindgen:ignore` so that none of its items can leak into it.
 
 /// Storage drivers.

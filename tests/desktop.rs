@@ -192,6 +192,114 @@ mod desktop {
         eprintln!("screenshot ({n} colours): {}", keep.display());
     }
 
+    /// A pool of Xfce desktops kept as a memory template: the template is a booted, logged-in
+    /// session; a hand-out restores it (no boot) and the desktop goes on at once, its agent
+    /// answering, its panel on a SPICE client's screen.
+    #[test]
+    #[ignore = "boots the Xfce template (minutes of TCG): make test-desktop"]
+    fn a_memory_template_of_the_xfce_session_hands_out_a_running_desktop() {
+        let tmp = scratch();
+        let shm = tempfile::tempdir_in("/dev/shm").unwrap();
+        let uri = format!(
+            "dir:{}/s?accel=tcg&clone=qcow2&template_dir={}",
+            tmp.path().display(),
+            shm.path().display()
+        );
+        let s = Store::open(Some(&uri)).unwrap();
+        let img = s
+            .import_image(
+                &image(),
+                &ImportRequest::default().name("debian-12-xfce"),
+                None,
+            )
+            .unwrap();
+        let mut p = vmpool::pool::PoolSpec::new("xfce", img.uuid);
+        p.vcpus = 2;
+        p.ram_mib = 2048;
+        p.spares = 1;
+        p.max_vms = 2;
+        p.warmth = vmpool::pool::Warmth::Template;
+        p.ready_marker = Some("VMPOOL-GUEST: ready".into());
+        // The session settles (its autostart items) before its memory is taken.
+        p.ready_delay_s = 10;
+        p.ready_timeout_s = BOOT.as_secs() as u32;
+        s.create_pool(&p).unwrap();
+        let _kill = KillAll(&s);
+        let t0 = Instant::now();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let rep = s
+            .refill("xfce", &Default::default(), &|_| {}, &stop)
+            .unwrap();
+        assert!(rep.errors.is_empty() && rep.template_built, "{rep:?}");
+        eprintln!("template and a spare in {:.0?}", t0.elapsed());
+        let a = s
+            .acquire("xfce", "alice", &vmpool::pool::AcquireOptions::default())
+            .unwrap();
+        eprintln!(
+            "acquire: {} ({}) in {:.1} ms {:?}",
+            a.path.as_str(),
+            a.was,
+            a.total_ms,
+            a.steps
+        );
+        assert_eq!(a.was, "waiting", "a spare waiting for the template's state");
+        let v = a.vm.uuid;
+        let handed_out = Instant::now();
+        // The restored session goes on: no boot happened since the hand-out (the guest's
+        // uptime goes on from the template's, which booted minutes ago), and a boot would
+        // have printed the ready marker on this VM's serial console.
+        s.agent_wait(v, Duration::from_secs(120)).unwrap();
+        assert_eq!(exec(&s, v, &["/usr/bin/pgrep", "-x", "xfce4-panel"]).0, 0);
+        let (_, up) = exec(&s, v, &["/usr/bin/cat", "/proc/uptime"]);
+        let up: f64 = up.split_whitespace().next().unwrap().parse().unwrap();
+        let since = handed_out.elapsed().as_secs_f64();
+        assert!(
+            up > since + 30.0,
+            "the guest is up {up:.0} s, {since:.0} s after the hand-out: it booted"
+        );
+        assert!(
+            !log(&s, v).contains("VMPOOL-GUEST: ready"),
+            "the clone booted instead of going on from the template"
+        );
+        let c = s.console(v, Duration::from_secs(300)).unwrap();
+        let vv = tmp.path().join("desk.vv");
+        std::fs::write(&vv, &c.vv).unwrap();
+        let seen = tmp.path().join("remote-viewer.png");
+        let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/spice/rv-check"))
+            .args([
+                "--vv",
+                vv.to_str().unwrap(),
+                "--out",
+                seen.to_str().unwrap(),
+            ])
+            .args(["--expect", "Applications", "--timeout", "120"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "remote-viewer does not show the restored panel: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // The same owner comes back to the same desktop; a second owner gets another.
+        let again = s
+            .acquire("xfce", "alice", &vmpool::pool::AcquireOptions::default())
+            .unwrap();
+        assert_eq!(again.vm.uuid, v);
+    }
+
+    struct KillAll<'a>(&'a Store);
+
+    impl Drop for KillAll<'_> {
+        fn drop(&mut self) {
+            if let Ok(vms) = self.0.vms(None) {
+                for v in vms {
+                    let _ = self.0.kill_vm(v.uuid);
+                }
+            }
+        }
+    }
+
     struct KillOnDrop<'a>(&'a Store, Uuid);
 
     impl Drop for KillOnDrop<'_> {

@@ -1,4 +1,4 @@
-//! `src/error.rs` is the one list of result codes. The Ruby and Python bindings and the README
+//! `src/ffi/result.rs` is the one list of result codes. The Ruby and Python bindings and the README
 //! each carry a table of them (for exception classes and for people); this test fails when
 //! any of them differs from the library's list: a code missing, extra, renumbered or renamed.
 
@@ -64,7 +64,7 @@ fn ruby_table_matches() {
         .collect();
     assert_eq!(
         got, want,
-        "bindings/ruby/lib/vmpool.rb CODES differs from src/error.rs"
+        "bindings/ruby/lib/vmpool.rb CODES differs from src/ffi/result.rs"
     );
 }
 
@@ -90,7 +90,7 @@ fn python_table_matches() {
         .collect();
     assert_eq!(
         got, want,
-        "bindings/python/vmpool/__init__.py differs from src/error.rs"
+        "bindings/python/vmpool/__init__.py differs from src/ffi/result.rs"
     );
 }
 
@@ -106,7 +106,7 @@ fn readme_table_matches() {
     assert_eq!(
         got,
         library(true),
-        "README.md's result-code table differs from src/error.rs"
+        "README.md's result-code table differs from src/ffi/result.rs"
     );
 }
 
