@@ -206,13 +206,12 @@ mod desktop {
             shm.path().display()
         );
         let s = Store::open(Some(&uri)).unwrap();
-        let img = s
-            .import_image(
-                &image(),
-                &ImportRequest::default().name("debian-12-xfce"),
-                None,
-            )
-            .unwrap();
+        // As `scripts/build-image --import` tags it: the program that gives a clone its own
+        // identity.
+        let req = ImportRequest::default()
+            .name("debian-12-xfce")
+            .tag("on_clone", "/usr/lib/vmpool/on-clone");
+        let img = s.import_image(&image(), &req, None).unwrap();
         let mut p = vmpool::pool::PoolSpec::new("xfce", img.uuid);
         p.vcpus = 2;
         p.ram_mib = 2048;
@@ -275,17 +274,42 @@ mod desktop {
             .args(["--expect", "Applications", "--timeout", "120"])
             .output()
             .unwrap();
+        let _ = std::fs::copy(
+            &seen,
+            PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("template-clone-remote-viewer.png"),
+        );
         assert!(
             out.status.success(),
             "remote-viewer does not show the restored panel: {}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        // The same owner comes back to the same desktop; a second owner gets another.
+        // The same owner comes back to the same desktop.
         let again = s
             .acquire("xfce", "alice", &vmpool::pool::AcquireOptions::default())
             .unwrap();
         assert_eq!(again.vm.uuid, v);
+        // Each clone its own identity: a second owner's clone of the same template differs
+        // in hostname (its alias) and machine id (without the step both would carry the
+        // template's).
+        let b = s
+            .acquire("xfce", "bob", &vmpool::pool::AcquireOptions::default())
+            .unwrap();
+        assert_ne!(b.vm.uuid, v);
+        assert!(a.steps.iter().any(|s| s.0 == "identity"), "{:?}", a.steps);
+        let ident = |u: Uuid| {
+            let host = exec(&s, u, &["/usr/bin/hostname"]).1.trim().to_owned();
+            let id = s
+                .agent_read_file(u, "/etc/machine-id", 64, Duration::from_secs(30))
+                .unwrap();
+            (host, String::from_utf8_lossy(&id).trim().to_owned())
+        };
+        let (ha, ia) = ident(v);
+        let (hb, ib) = ident(b.vm.uuid);
+        assert_eq!(ha, vmpool::vm::identity::hostname_from(&a.vm.alias));
+        assert_eq!(hb, vmpool::vm::identity::hostname_from(&b.vm.alias));
+        assert_ne!(ia, ib, "two clones share a machine id");
+        assert_eq!((ia.len(), ib.len()), (32, 32));
     }
 
     struct KillAll<'a>(&'a Store);

@@ -261,7 +261,7 @@ impl Store {
         t0: Instant,
         mut since: Instant,
     ) -> Result<Acquired> {
-        let (vm, was) = self.make_running(u)?;
+        let (mut vm, was) = self.make_running(u)?;
         if out.path == AcquirePath::Redirect {
             out.was = was;
         }
@@ -274,6 +274,20 @@ impl Store {
             },
             &mut since,
         );
+        // A clone of a memory template is handed out only with its own identity; one whose
+        // customization fails is destroyed (its owner may ask again).
+        if let Some(program) = self.record(&u)?.identity_pending {
+            if let Err(e) = self.give_identity(u, &program) {
+                eprintln!("vmpool: VM {u}: no identity of its own ({e}); destroying it");
+                let _ = self.kill_vm(u);
+                let _ = self.release(u);
+                return Err(Error::Hypervisor(format!(
+                    "VM {u} could not be given its own identity, so it was destroyed: {e}"
+                )));
+            }
+            out.step("identity", &mut since);
+            vm = self.vm(u)?;
+        }
         if let Some(ttl) = opts.console_ttl {
             out.console = Some(self.console(u, ttl)?);
             out.step("console", &mut since);

@@ -265,7 +265,8 @@ impl Store {
                 size_bytes: r.disk_size_bytes,
                 sha256: String::new(),
                 created_at: made_at.clone(),
-                tags: Default::default(),
+                // The base image's tags (its guest conventions, such as `on_clone`).
+                tags: image.tags.clone(),
                 disk_format: r.disk_format,
                 disk,
                 parent: Some(image.uuid),

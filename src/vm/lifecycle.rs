@@ -375,6 +375,14 @@ impl Store {
         };
         // Recorded before the guest runs: from `cont` on, its disk moves on from the
         // template's, and a later start must boot it rather than load the template again.
+        // A clone of a template goes on with the template's identity until it gets its own.
+        if restored {
+            r.identity_pending = self
+                .image(r.image_uuid)
+                .ok()
+                .and_then(|i| i.tags.get(crate::vm::identity::ON_CLONE_TAG).cloned())
+                .and_then(|v| v.as_str().map(str::to_owned));
+        }
         r.restore = None;
         r.state = live.to(State::Running, &uuid)?;
         self.catalog.put_vm(&r)?;

@@ -7,6 +7,7 @@ pub(crate) mod alloc;
 pub mod config;
 pub mod console;
 pub(crate) mod crud;
+pub mod identity;
 pub(crate) mod launch;
 pub(crate) mod lifecycle;
 pub mod qemu;

@@ -400,13 +400,18 @@ mod tests {
         // No path for QEMU to create or follow: SPICE is handed its clients, the monitors
         // are descriptors.
         assert_eq!(values(&a, "-spice"), ["disable-ticketing=off"]);
-        assert_eq!(
-            values(&a, "-chardev")[2..5],
-            [
-                "socket,id=qmp,fd=3,server=on,wait=off",
-                "socket,id=events,fd=4",
-                "socket,id=control,fd=5"
-            ]
+        let chardevs = values(&a, "-chardev");
+        for c in [
+            "socket,id=qga,fd=6,server=on,wait=off",
+            "socket,id=qmp,fd=3,server=on,wait=off",
+            "socket,id=events,fd=4",
+            "socket,id=control,fd=5",
+        ] {
+            assert!(chardevs.contains(&c), "missing -chardev {c}: {chardevs:?}");
+        }
+        assert!(
+            devices.contains(&"virtserialport,bus=vser0.0,chardev=qga,name=org.qemu.guest_agent.0"),
+            "{devices:?}"
         );
         assert!(!a.iter().any(|x| x.contains("/s/run/x/")), "{a:?}");
         // The guest reaches neither the host nor anything else.

@@ -157,6 +157,11 @@ pub struct VmRecord {
     /// Set while the VM waits to resume from a memory template instead of booting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore: Option<Restore>,
+    /// The guest program that gives a clone of a memory template its own identity, while
+    /// that is still to be done (set when the clone resumes from the template, cleared when
+    /// the program reported done; a hand-out does it first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_pending: Option<String>,
     /// Unknown fields, written back as read.
     #[serde(flatten)]
     pub extra: Extra,
@@ -337,6 +342,7 @@ impl From<&Vm> for VmRecord {
             claimed_at: None,
             template_build: false,
             restore: None,
+            identity_pending: None,
             extra: Extra::new(),
         }
     }

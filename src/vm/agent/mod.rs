@@ -233,15 +233,26 @@ impl Agent {
     /// Run `argv` in the guest (no shell), wait for it to end within `timeout`, and return
     /// its exit status and output (each capped by the agent at 16 MiB).
     pub fn exec(&mut self, argv: &[&str], timeout: Duration) -> Result<AgentExec, AgentError> {
+        self.exec_with_input(argv, None, timeout)
+    }
+
+    /// [`Agent::exec`] with `input` as the program's standard input.
+    pub fn exec_with_input(
+        &mut self,
+        argv: &[&str],
+        input: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<AgentExec, AgentError> {
+        use base64::Engine;
         let until = Instant::now() + timeout;
         let (path, args) = argv
             .split_first()
             .ok_or_else(|| AgentError::Protocol("nothing to run".into()))?;
-        let r = self.call(
-            "guest-exec",
-            Some(json!({"path": path, "arg": args, "capture-output": true})),
-            timeout,
-        )?;
+        let mut req = json!({"path": path, "arg": args, "capture-output": true});
+        if let Some(i) = input {
+            req["input-data"] = base64::engine::general_purpose::STANDARD.encode(i).into();
+        }
+        let r = self.call("guest-exec", Some(req), timeout)?;
         let pid = r["pid"]
             .as_i64()
             .ok_or_else(|| AgentError::Protocol(format!("guest-exec without a pid: {r}")))?;

@@ -60,7 +60,14 @@ impl Store {
                 });
             match attempt {
                 Ok(()) => return Ok(()),
-                Err(e) if left.is_zero() => return Err(e),
+                Err(e) if left.is_zero() => {
+                    return Err(match e {
+                        Error::Timeout(_) => Error::Timeout(format!(
+                            "VM {vm}: no guest agent answered within {timeout:?}"
+                        )),
+                        other => other,
+                    })
+                }
                 Err(Error::InvalidState(m)) => return Err(Error::InvalidState(m)),
                 Err(_) => std::thread::sleep(Duration::from_millis(500)),
             }
