@@ -235,6 +235,9 @@ fn bare_args(s: &Store, vm: &vmpool::Vm, dir: &Path) -> Vec<String> {
                 "null,id=events".into()
             } else if a.starts_with("socket,id=control,") {
                 "null,id=control".into()
+            } else if a.starts_with("socket,id=qga,") {
+                // The guest agent's port stays; nothing listens behind it.
+                "null,id=qga".into()
             } else if a == "disable-ticketing=off" {
                 format!("unix=on,addr={}", dir.join("spice.sock").display())
             } else {
