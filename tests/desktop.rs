@@ -50,6 +50,33 @@ mod desktop {
         )
     }
 
+    /// Connect remote-viewer (under Xvfb, `tests/spice/rv-check`) with a fresh ticket of
+    /// `vm` and require the Xfce panel's "Applications" on its screen (OCR); its screenshot
+    /// is kept in the target directory as `keep`.
+    fn panel_on_remote_viewer(s: &Store, vm: Uuid, tmp: &std::path::Path, keep: &str, what: &str) {
+        let c = s.console(vm, Duration::from_secs(300)).unwrap();
+        let vv = tmp.join("desk.vv");
+        std::fs::write(&vv, &c.vv).unwrap();
+        let seen = tmp.join("remote-viewer.png");
+        let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/spice/rv-check"))
+            .args([
+                "--vv",
+                vv.to_str().unwrap(),
+                "--out",
+                seen.to_str().unwrap(),
+            ])
+            .args(["--expect", "Applications", "--timeout", "120"])
+            .output()
+            .unwrap();
+        let _ = std::fs::copy(&seen, PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(keep));
+        assert!(
+            out.status.success(),
+            "remote-viewer does not show the {what} panel: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// How many distinct colours a PNG has (a desktop has many; a console or a blank
     /// screen a handful).
     fn colours(png: &[u8]) -> usize {
@@ -159,26 +186,7 @@ mod desktop {
 
         // What a person sees, through a real SPICE client with vmpool's ticket: remote-viewer
         // under Xvfb shows the panel (its "Applications" menu read by OCR).
-        let c = s.console(v.uuid, Duration::from_secs(300)).unwrap();
-        let vv = tmp.path().join("desk.vv");
-        std::fs::write(&vv, &c.vv).unwrap();
-        let seen = tmp.path().join("remote-viewer.png");
-        let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/spice/rv-check"))
-            .args([
-                "--vv",
-                vv.to_str().unwrap(),
-                "--out",
-                seen.to_str().unwrap(),
-            ])
-            .args(["--expect", "Applications", "--timeout", "120"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "remote-viewer does not show the Xfce panel: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        panel_on_remote_viewer(&s, v.uuid, tmp.path(), "desktop-remote-viewer.png", "Xfce");
         // And vmpool's own screenshot (QEMU renders a QXL guest's drawing for the SPICE
         // server's clients, so it is current once a client has been connected): a desktop,
         // not a console (many colours).
@@ -260,29 +268,12 @@ mod desktop {
             !log(&s, v).contains("VMPOOL-GUEST: ready"),
             "the clone booted instead of going on from the template"
         );
-        let c = s.console(v, Duration::from_secs(300)).unwrap();
-        let vv = tmp.path().join("desk.vv");
-        std::fs::write(&vv, &c.vv).unwrap();
-        let seen = tmp.path().join("remote-viewer.png");
-        let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/spice/rv-check"))
-            .args([
-                "--vv",
-                vv.to_str().unwrap(),
-                "--out",
-                seen.to_str().unwrap(),
-            ])
-            .args(["--expect", "Applications", "--timeout", "120"])
-            .output()
-            .unwrap();
-        let _ = std::fs::copy(
-            &seen,
-            PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("template-clone-remote-viewer.png"),
-        );
-        assert!(
-            out.status.success(),
-            "remote-viewer does not show the restored panel: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+        panel_on_remote_viewer(
+            &s,
+            v,
+            tmp.path(),
+            "template-clone-remote-viewer.png",
+            "restored",
         );
         // The same owner comes back to the same desktop.
         let again = s

@@ -90,6 +90,37 @@ impl Agent {
         }
     }
 
+    /// One read from the agent into the buffer, within the deadline.
+    fn read_more(&mut self, until: Instant, timeout: Duration) -> Result<(), AgentError> {
+        self.stream
+            .set_read_timeout(Some(Self::deadline_left(until, timeout)?))?;
+        let mut chunk = [0u8; 64 << 10];
+        loop {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => {
+                    return Err(AgentError::Io(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the agent's port closed",
+                    )))
+                }
+                Ok(n) => {
+                    self.buf.extend_from_slice(&chunk[..n]);
+                    return Ok(());
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Err(AgentError::Timeout(timeout))
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
     /// Read until one complete line is buffered; returns it without its newline.
     fn line(&mut self, until: Instant, timeout: Duration) -> Result<Vec<u8>, AgentError> {
         loop {
@@ -103,28 +134,7 @@ impl Agent {
                     "a reply longer than {MAX_LINE} bytes"
                 )));
             }
-            self.stream
-                .set_read_timeout(Some(Self::deadline_left(until, timeout)?))?;
-            let mut chunk = [0u8; 64 << 10];
-            match self.stream.read(&mut chunk) {
-                Ok(0) => {
-                    return Err(AgentError::Io(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the agent's port closed",
-                    )))
-                }
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    return Err(AgentError::Timeout(timeout))
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e.into()),
-            }
+            self.read_more(until, timeout)?;
         }
     }
 
@@ -169,28 +179,7 @@ impl Agent {
                 }
             }
             self.buf.clear();
-            self.stream
-                .set_read_timeout(Some(Self::deadline_left(until, timeout)?))?;
-            let mut chunk = [0u8; 4096];
-            match self.stream.read(&mut chunk) {
-                Ok(0) => {
-                    return Err(AgentError::Io(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the agent's port closed",
-                    )))
-                }
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    return Err(AgentError::Timeout(timeout))
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e.into()),
-            }
+            self.read_more(until, timeout)?;
         }
     }
 
