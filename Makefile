@@ -64,10 +64,10 @@ lint: check-header
 	$(MAKE) check-release
 	$(MAKE) check-lib-deps
 
-## schema        write docs/vmpool.schema.json anew from the wire types (tests/schema.rs checks it)
+## schema        write docs/vmpool.schema.json anew from the wire types (tests/it/schema.rs checks it)
 schema:
-	VMPOOL_WRITE_SCHEMA=1 $(CARGO) test --test schema the_schema_file_is_what_the_wire_types_generate -- --exact || true
-	$(CARGO) test --test schema
+	VMPOOL_WRITE_SCHEMA=1 $(CARGO) test --test it schema::the_schema_file_is_what_the_wire_types_generate -- --exact || true
+	$(CARGO) test --test it schema::
 
 ## check-lib-deps the library without the `cli` feature depends on none of the CLI's crates
 check-lib-deps:
@@ -93,15 +93,18 @@ demo: deps-demo build
 test: deps build lint fuzz-smoke test-rust test-desktop test-c test-ruby test-python test-examples test-zfs test-zones-v2 test-portal bench-smoke
 	@echo "make test: all suites passed"
 
-## test-rust     unit tests and the conformance suite on dir:, XFS reflink and btrfs (loop devices)
+## test-rust     unit tests, the integration tests (tests/it) and the conformance suite on dir:,
+##               XFS reflink and btrfs (loop devices); the zfs:: and desktop:: modules have their targets
 test-rust:
-	eval "$$(tests/env/setup)" && $(CARGO) test -- --include-ignored --skip zfs:: --skip desktop::
+	$(CARGO) test --lib --bins --examples -- --include-ignored
+	$(CARGO) test --doc
+	eval "$$(tests/env/setup)" && $(CARGO) test --test it --test conformance -- --include-ignored --skip zfs:: --skip desktop::
 
 ## test-desktop  the Xfce template built from Debian packages (scripts/build-image, cached), booted
 ##               from a clone under TCG: X on QXL, the panel, the grown disk, the guest agent
 test-desktop:
 	eval "$$(tests/env/setup)" && VMPOOL_DESKTOP_IMAGE=$$(scripts/build-image debian-12-xfce) \
-	   $(CARGO) test --test desktop -- --include-ignored --nocapture --test-threads=1
+	   $(CARGO) test --test it desktop:: -- --include-ignored --nocapture --test-threads=1
 
 ## test-c        the C API test, compiled against include/vmpool.h and the .so; plain, under
 ##               AddressSanitizer + UndefinedBehaviorSanitizer, and under valgrind memcheck

@@ -26,6 +26,7 @@ fn opts() -> AcquireOptions {
     AcquireOptions {
         console_ttl: Some(Duration::from_secs(600)),
         another: false,
+        ..Default::default()
     }
 }
 

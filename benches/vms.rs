@@ -216,6 +216,7 @@ fn bare_args(s: &Store, vm: &vmpool::Vm, dir: &Path) -> Vec<String> {
         memory_file: None,
         incoming_defer: false,
         prealloc: false,
+        seed: false,
     };
     let _ = s;
     // A bare QEMU binds its own QMP socket by path (the supervisor hands vmpool's its

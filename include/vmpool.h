@@ -39,7 +39,7 @@
 // status.
 //
 // This enum is the one list of codes: [`vmpool_result::all`] and [`vmpool_result::name`] are
-// derived from it, the header is generated from it, and `tests/result_codes.rs` fails when
+// derived from it, the header is generated from it, and `tests/it/result_codes.rs` fails when
 // the tables in the Ruby and Python bindings or in the README differ from it. The numbers
 // never change once published; new codes get new numbers.
 enum vmpool_result
@@ -327,12 +327,14 @@ vmpool_result vmpool_pool_delete(const vmpool_store *store, const char *name);
 // Get a running VM of pool `name` for `owner`: the one they hold (the redirect: never a
 // second), else a spare, else one made on the spot. `options_json` may be NULL or
 // `{"console_ttl": 600, "another": false}`: `console_ttl` also makes a console ticket;
-// `another` hands out one more VM up to the pool's `max_per_owner`. `*json_out` receives
+// `another` hands out one more VM up to the pool's `max_per_owner`; `user` (as in
+// `vmpool_vm_create`) is applied in a newly handed-out desktop before this returns.
+// `*json_out` receives
 // `{"vm": {...}, "path": "redirect"|"spare"|"created", "was": "paused"|"waiting"|...,
 // "steps": [{"step": ..., "ms": ...}], "total_ms": ..., "console": {...} or null}`.
 // `VMPOOL_RESULT_POOL_EXHAUSTED` at the pool's maximum (or the owner's).
 //
-// Keys of `options_json`: `console_ttl`, `another`.
+// Keys of `options_json`: `console_ttl`, `another`, `user`.
 // Keys written: `vm`, `path`, `was`, `steps`, `total_ms`, `console`.
 vmpool_result vmpool_pool_acquire(const vmpool_store *store,
                                   const char *name,
@@ -394,7 +396,10 @@ vmpool_result vmpool_store_recover(const vmpool_store *store, char **json_out);
 //
 // Keys of `payload_json`: `uuid`, `alias`, `owner`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`,
 // `firmware` (`"bios"`/`"uefi"`), `accel` (`"auto"`/`"kvm"`/`"tcg"`), `cpu_cap_pct`,
-// `memory_cap_mib`, `io` (`{"read_bps", "write_bps", "read_iops", "write_iops"}`), `prealloc`.
+// `memory_cap_mib`, `io` (`{"read_bps", "write_bps", "read_iops", "write_iops"}`), `prealloc`,
+// `user` (`{"login", "full_name", "password_hash", "ssh_keys", "locale", "keyboard",
+// "timezone"}`: the person the VM is for, applied in guests whose image has a NoCloud seed or
+// an `on_clone` program; each field checked, a bad one refused by name).
 // Keys written: `uuid`, `alias`, `owner`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`,
 // `created_at`, `state`, `disk_path`, `disk_format`, `disk_size_bytes`, `clone_method`,
 // `firmware`, `accel`, `mac`, `vmgenid`, `last_exit`, `caps`, `pool`.

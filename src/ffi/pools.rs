@@ -130,12 +130,14 @@ pub extern "C" fn vmpool_pool_delete(
 /// Get a running VM of pool `name` for `owner`: the one they hold (the redirect: never a
 /// second), else a spare, else one made on the spot. `options_json` may be NULL or
 /// `{"console_ttl": 600, "another": false}`: `console_ttl` also makes a console ticket;
-/// `another` hands out one more VM up to the pool's `max_per_owner`. `*json_out` receives
+/// `another` hands out one more VM up to the pool's `max_per_owner`; `user` (as in
+/// `vmpool_vm_create`) is applied in a newly handed-out desktop before this returns.
+/// `*json_out` receives
 /// `{"vm": {...}, "path": "redirect"|"spare"|"created", "was": "paused"|"waiting"|...,
 /// "steps": [{"step": ..., "ms": ...}], "total_ms": ..., "console": {...} or null}`.
 /// `VMPOOL_RESULT_POOL_EXHAUSTED` at the pool's maximum (or the owner's).
 ///
-/// Keys of `options_json`: `console_ttl`, `another`.
+/// Keys of `options_json`: `console_ttl`, `another`, `user`.
 /// Keys written: `vm`, `path`, `was`, `steps`, `total_ms`, `console`.
 #[no_mangle]
 pub extern "C" fn vmpool_pool_acquire(

@@ -9,7 +9,7 @@ use crate::error::Error;
 /// status.
 ///
 /// This enum is the one list of codes: [`vmpool_result::all`] and [`vmpool_result::name`] are
-/// derived from it, the header is generated from it, and `tests/result_codes.rs` fails when
+/// derived from it, the header is generated from it, and `tests/it/result_codes.rs` fails when
 /// the tables in the Ruby and Python bindings or in the README differ from it. The numbers
 /// never change once published; new codes get new numbers.
 #[allow(non_camel_case_types)]

@@ -14,7 +14,10 @@ use std::ffi::c_char;
 ///
 /// Keys of `payload_json`: `uuid`, `alias`, `owner`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`,
 /// `firmware` (`"bios"`/`"uefi"`), `accel` (`"auto"`/`"kvm"`/`"tcg"`), `cpu_cap_pct`,
-/// `memory_cap_mib`, `io` (`{"read_bps", "write_bps", "read_iops", "write_iops"}`), `prealloc`.
+/// `memory_cap_mib`, `io` (`{"read_bps", "write_bps", "read_iops", "write_iops"}`), `prealloc`,
+/// `user` (`{"login", "full_name", "password_hash", "ssh_keys", "locale", "keyboard",
+/// "timezone"}`: the person the VM is for, applied in guests whose image has a NoCloud seed or
+/// an `on_clone` program; each field checked, a bad one refused by name).
 /// Keys written: `uuid`, `alias`, `owner`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`,
 /// `created_at`, `state`, `disk_path`, `disk_format`, `disk_size_bytes`, `clone_method`,
 /// `firmware`, `accel`, `mac`, `vmgenid`, `last_exit`, `caps`, `pool`.

@@ -67,6 +67,9 @@ impl Store {
         let t0 = Instant::now();
         let mut since = t0;
         validate::name("owner", owner)?;
+        if let Some(u) = &opts.user {
+            u.validate()?;
+        }
         let dir = self.pool_dir(name);
         let mut out = Acquired {
             vm: placeholder_vm(),
@@ -274,10 +277,23 @@ impl Store {
             },
             &mut since,
         );
-        // A clone of a memory template is handed out only with its own identity; one whose
-        // customization fails is destroyed (its owner may ask again).
-        if let Some(program) = self.record(&u)?.identity_pending {
-            if let Err(e) = self.give_identity(u, &program) {
+        // A clone of a memory template is handed out only with its own identity, and a new
+        // owner's desktop with their user; one whose customization fails is destroyed (its
+        // owner may ask again).
+        if out.path != AcquirePath::Redirect {
+            if let Some(user) = &opts.user {
+                self.set_user(u, user)?;
+            }
+        }
+        let rec = self.record(&u)?;
+        let program = rec.identity_pending.clone().or_else(|| {
+            (out.path != AcquirePath::Redirect && opts.user.is_some())
+                .then(|| self.identity_program(&rec))
+                .flatten()
+        });
+        if let Some(program) = program {
+            let fresh = rec.identity_pending.is_some();
+            if let Err(e) = self.give_identity(u, &program, fresh) {
                 eprintln!("vmpool: VM {u}: no identity of its own ({e}); destroying it");
                 let _ = self.kill_vm(u);
                 let _ = self.release(u);

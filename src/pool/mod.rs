@@ -305,6 +305,10 @@ pub struct AcquireOptions {
     /// Hand out another VM even though the owner holds one (up to the pool's
     /// `max_per_owner`); without it an owner always gets back the VM they hold.
     pub another: bool,
+    /// The person the desktop is for (login, name, keyboard, time zone...), applied in the
+    /// guest before the hand-out completes, where the image has an `on_clone` program. An
+    /// owner who comes back to the VM they hold gets it as it is.
+    pub user: Option<crate::vm::user::GuestUser>,
 }
 
 /// Which way `acquire` got the VM.

@@ -19,7 +19,7 @@
 //!   socket we connect to is first opened `O_PATH | O_NOFOLLOW` and checked to be a socket of
 //!   the expected owner ([`Dir::connect`](crate::safe_fs::Dir::connect)).
 //!
-//! The rules are written down in `docs/security.md`; `tests/security.rs` performs the attacks.
+//! The rules are written down in `docs/security.md`; `tests/it/security.rs` performs the attacks.
 
 mod dir;
 mod trusted;

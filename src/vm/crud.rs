@@ -104,6 +104,7 @@ impl Store {
                 self.catalog.remove_vm(&uuid).map(drop)
             });
             let mut record = VmRecord::from(&vm);
+            record.user = spec.user.clone();
             if let Some(m) = member {
                 record.template_build = m.template_build;
                 record.restore = m.restore.clone();

@@ -239,6 +239,20 @@ impl Store {
             .get_or_insert_with(|| crate::vm::mac_for(&uuid))
             .clone();
         let vmgenid = *r.vmgenid.get_or_insert(uuid);
+        // The NoCloud seed, written afresh: the identity follows the VM's alias.
+        let seed = self
+            .image(r.image_uuid)
+            .ok()
+            .is_some_and(|i| crate::vm::seed::wanted(i.tags.get(crate::vm::seed::CLOUD_INIT_TAG)));
+        if seed {
+            let id = crate::vm::identity::Identity {
+                user: r.user.clone(),
+                ..crate::vm::identity::Identity::at_boot(uuid, &r.alias)
+            };
+            rundir.write_atomic(names::SEED, &crate::vm::seed::nocloud(&id)?, PRIVATE)?;
+        } else {
+            rundir.remove(names::SEED)?;
+        }
         let launch = Launch {
             uuid,
             name: r.alias.clone(),
@@ -262,6 +276,7 @@ impl Store {
             memory_file,
             incoming_defer: incoming,
             prealloc: r.caps.prealloc,
+            seed,
         };
         let zone = if self.run.zone {
             Some(self.zone_spec(&mut r, &run, &launch, template_memory)?)
@@ -280,6 +295,7 @@ impl Store {
             accel,
             spice: spice.clone(),
             zone,
+            seed,
         };
         rundir.write_atomic(
             names::LAUNCH,

@@ -14,9 +14,11 @@ pub mod qemu;
 pub mod qmp;
 pub mod runtime;
 pub(crate) mod screen;
+pub mod seed;
 pub mod state;
 pub mod supervisor;
 pub mod uids;
+pub mod user;
 
 use crate::error::{Error, Result};
 use crate::image::DiskFormat;
@@ -108,6 +110,9 @@ pub struct VmSpec {
     pub accel: Option<Accel>,
     /// Resource caps beyond what vcpus and ram_mib imply.
     pub caps: Caps,
+    /// The person it is for, applied in the guest (images with a NoCloud seed or an
+    /// `on_clone` program; see [`user::GuestUser`]).
+    pub user: Option<user::GuestUser>,
 }
 
 /// Resource caps of a VM's zone, where it asks for ones other than its size implies.
@@ -143,7 +148,13 @@ impl VmSpec {
             firmware: Firmware::Bios,
             accel: None,
             caps: Caps::default(),
+            user: None,
         }
+    }
+    /// Set the person it is for.
+    pub fn user(mut self, user: user::GuestUser) -> Self {
+        self.user = Some(user);
+        self
     }
     /// Set resource caps.
     pub fn caps(mut self, caps: Caps) -> Self {
@@ -197,6 +208,9 @@ impl VmSpec {
         validate::name("alias", &self.alias)?;
         if !(spare && self.owner.is_empty()) {
             validate::name("owner", &self.owner)?;
+        }
+        if let Some(u) = &self.user {
+            u.validate()?;
         }
         limits.vcpus(u64::from(self.vcpus))?;
         limits.ram_mib(self.ram_mib)?;

@@ -27,6 +27,8 @@ pub const EVENTS_FD: i32 = 4;
 pub const CONTROL_FD: i32 = 5;
 /// Descriptor of vmpool's guest agent socket (listening) in QEMU.
 pub const AGENT_FD: i32 = 6;
+/// Descriptor of the VM's NoCloud seed (read-only) in QEMU, when it has one.
+pub const SEED_FD: i32 = 7;
 
 /// How QEMU caches the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +103,8 @@ pub struct Launch {
     pub incoming_defer: bool,
     /// Allocate all guest RAM at start (`prealloc=on`).
     pub prealloc: bool,
+    /// A NoCloud seed drive, read from `SEED_FD` (`crate::vm::seed`).
+    pub seed: bool,
 }
 
 /// The arguments after the QEMU binary.
@@ -189,6 +193,20 @@ pub fn command_line(l: &Launch) -> Vec<String> {
         "-device",
         "virtio-blk-pci,drive=disk0,bootindex=1".into(),
     );
+    if l.seed {
+        // QEMU reads the seed through the descriptor it was given (an fd set), not a path.
+        arg(
+            a,
+            "-add-fd",
+            format!("fd={SEED_FD},set={SEED_FD},opaque=seed"),
+        );
+        arg(
+            a,
+            "-drive",
+            format!("file=/dev/fdset/{SEED_FD},format=raw,if=none,id=seed,readonly=on"),
+        );
+        arg(a, "-device", "virtio-blk-pci,drive=seed".into());
+    }
     arg(a, "-device", "qxl-vga,id=video0".into());
     arg(
         a,
@@ -358,6 +376,7 @@ mod tests {
             memory_file: None,
             incoming_defer: false,
             prealloc: false,
+            seed: false,
         }
     }
 
@@ -419,6 +438,7 @@ mod tests {
         assert_eq!(values(&a, "-serial"), ["chardev:serial0"]);
         assert!(values(&a, "-sandbox").is_empty());
         assert!(values(&a, "-incoming").is_empty());
+        assert!(values(&a, "-add-fd").is_empty());
         // Nothing listens on a network address unless asked.
         assert!(!a.iter().any(|x| x.contains("0.0.0.0")));
     }
@@ -443,7 +463,13 @@ mod tests {
             share: false,
         });
         l.incoming_defer = true;
+        l.seed = true;
         let a = command_line(&l);
+        // The seed is a descriptor QEMU reads, never a path.
+        assert_eq!(values(&a, "-add-fd"), ["fd=7,set=7,opaque=seed"]);
+        assert!(values(&a, "-drive")
+            .contains(&"file=/dev/fdset/7,format=raw,if=none,id=seed,readonly=on"));
+        assert!(values(&a, "-device").contains(&"virtio-blk-pci,drive=seed"));
         assert_eq!(values(&a, "-accel"), ["kvm"]);
         assert_eq!(values(&a, "-cpu"), ["host"]);
         assert!(values(&a, "-drive")[2].contains("format=raw"));

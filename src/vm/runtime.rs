@@ -16,6 +16,8 @@
 //!   qemu.log                  QEMU's stderr, bounded                                 0600
 //!   supervisor.log            the supervisor's own messages                          0600
 //!   uefi-vars.fd              the VM's UEFI variables (the one file here QEMU's uid owns)
+//!   seed.img                  the NoCloud seed, when the image asks for one; QEMU gets a
+//!                             read-only descriptor of it                             0600
 //!   root/                     the zone's root (a mount point in QEMU's namespace only)
 //! <runtime_dir>/<store id>/<uuid>/   mode 0700, root's, every component trusted (safe_fs)
 //!   qmp.sock                  QMP for vmpool calls, bound by the supervisor, handed to QEMU
@@ -67,6 +69,8 @@ pub mod names {
     /// vmpool's guest agent socket (in the sockets directory; QEMU accepts on it and
     /// relays to the guest's `org.qemu.guest_agent.0` port).
     pub const AGENT_SOCKET: &str = "agent.sock";
+    /// The VM's NoCloud seed (`crate::vm::seed`), handed to QEMU as a read-only descriptor.
+    pub const SEED: &str = "seed.img";
 }
 
 /// Mode of every file vmpool writes about a run: logs may hold what the guest printed, and

@@ -330,6 +330,35 @@ pub fn guest_store(options: &str) -> GuestStore {
     GuestStore { tmp, uri, s, image }
 }
 
+impl GuestStore {
+    /// The VM's whole serial log.
+    pub fn log(&self, vm: &uuid::Uuid) -> String {
+        String::from_utf8_lossy(&self.s.vm_log(*vm, 1 << 30).unwrap()).into_owned()
+    }
+
+    /// Wait (two minutes at most, while the VM stays active) until its serial log holds `needle`
+    /// `n` times; the log.
+    pub fn wait_log(&self, vm: &uuid::Uuid, needle: &str, n: usize) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            let log = self.log(vm);
+            if log.matches(needle).count() >= n {
+                return log;
+            }
+            let st = self.s.vm(*vm).unwrap();
+            assert!(
+                std::time::Instant::now() < deadline && st.state.is_active(),
+                "VM {vm} ({}): no {n}x {needle:?} in its log; state {:?} {:?}; log:\n{}",
+                st.alias,
+                st.state,
+                st.last_exit,
+                &log[log.len().saturating_sub(3000)..]
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+}
+
 impl Drop for GuestStore {
     fn drop(&mut self) {
         kill_all(&self.s);

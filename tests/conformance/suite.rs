@@ -928,7 +928,7 @@ pub fn every_failpoint_kill_and_error(f: &dyn Fixture) {
     let tmp = scratch();
     let src = small_raw(tmp.path());
     // Steps of running VMs and of pools are killed and failed with real guests in
-    // tests/lifecycle.rs (every_lifecycle_failpoint_kill_and_error) and tests/pools.rs
+    // tests/it/lifecycle.rs (every_lifecycle_failpoint_kill_and_error) and tests/it/pools.rs
     // (every_pool_failpoint_kill_and_error), which cover every one of them.
     let points: Vec<String> = failpoints_in_source()
         .into_iter()

@@ -1,5 +1,5 @@
 """The binding against docs/vmpool.schema.json, the JSON Schema generated from the C ABI's wire
-types (tests/schema.rs checks the file against the types and the header): every key an entry
+types (tests/it/schema.rs checks the file against the types and the header): every key an entry
 point accepts is a keyword of the matching method, and every key it writes is a field of the
 matching dataclass. No guest, no store."""
 

@@ -103,6 +103,9 @@ def test_fixed_uuid_and_duplicates(env):
     (vmpool.NotFound, lambda s, i, d: s.import_image(d / "missing.raw")),
     (vmpool.InvalidArgument, lambda s, i, d: s.create_vm(alias="a/b", owner="o", image=s.import_image(i), vcpus=1, ram_mib=256)),
     (vmpool.InvalidArgument, lambda s, i, d: s.create_vm(alias="a", owner="o", image=s.import_image(i), vcpus=1, ram_mib=256, disk_gib=101)),
+    (vmpool.InvalidArgument, lambda s, i, d: s.create_vm(alias="a", owner="o", image=s.import_image(i), vcpus=1, ram_mib=256, user={"login": "root"})),
+    (vmpool.InvalidArgument, lambda s, i, d: s.create_vm(alias="a", owner="o", image=s.import_image(i), vcpus=1, ram_mib=256, user={"login": "al", "full_name": "n" * 10240})),
+    (vmpool.InvalidJson, lambda s, i, d: s.create_vm(alias="a", owner="o", image=s.import_image(i), vcpus=1, ram_mib=256, user={"login": "al", "shell": "/bin/sh"})),
 ])
 def test_error_mapping(env, exc, call):
     s, img, _, tmp = env

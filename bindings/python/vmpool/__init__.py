@@ -121,7 +121,7 @@ _E = TypeVar("_E", bound=Type[VmpoolError])
 
 def _cls(class_name: str, code: int) -> Callable[[_E], _E]:
     """Make the decorated class the exception of result ``code``. The class name is repeated
-    as a string because tests/result_codes.rs reads these decorator lines to compare this
+    as a string because tests/it/result_codes.rs reads these decorator lines to compare this
     table with the library's; the check here keeps the string and the class from drifting
     apart."""
 
@@ -775,15 +775,17 @@ class Store:
                   disk_gib: Optional[int] = None, uuid: Optional[str] = None, firmware: Optional[str] = None,
                   accel: Optional[str] = None, cpu_cap_pct: Optional[int] = None,
                   memory_cap_mib: Optional[int] = None, io: Optional[Dict[str, int]] = None,
-                  prealloc: Optional[bool] = None) -> Vm:
+                  prealloc: Optional[bool] = None, user: Optional[Dict[str, Any]] = None) -> Vm:
         """Create a VM whose disk is a copy-on-write clone of ``image``. Optional: ``disk_gib``
         (the image's size), ``uuid``, ``firmware`` (``"bios"``, ``"uefi"``), ``accel``
         (``"auto"``, ``"kvm"``, ``"tcg"``; the store's), caps ``cpu_cap_pct``,
         ``memory_cap_mib``, ``io`` (``{"read_bps", "write_bps", "read_iops", "write_iops"}``)
-        and ``prealloc``. ``None`` leaves a key out (the library's default)."""
+        and ``prealloc``; ``user``, the person it is for (``{"login", "full_name",
+        "password_hash", "ssh_keys", "locale", "keyboard", "timezone"}``). ``None`` leaves a key
+        out (the library's default)."""
         optional = {"disk_gib": disk_gib, "uuid": uuid, "firmware": firmware, "accel": accel,
                     "cpu_cap_pct": cpu_cap_pct, "memory_cap_mib": memory_cap_mib, "io": io,
-                    "prealloc": prealloc}
+                    "prealloc": prealloc, "user": user}
         payload: Dict[str, Any] = {"alias": alias, "owner": owner,
                                    "image_uuid": image.uuid if isinstance(image, Image) else image,
                                    "vcpus": vcpus, "ram_mib": ram_mib}
@@ -906,16 +908,19 @@ class Store:
             _pool_delete(h, n)
 
     def acquire(self, pool: str, *, owner: str, console_ttl: Optional[int] = None,
-                another: bool = False) -> Acquired:
+                another: bool = False, user: Optional[Dict[str, Any]] = None) -> Acquired:
         """A running VM of ``pool`` for ``owner``: theirs if they hold one (never a second), else
         a spare, else a new one; ``another=True`` hands out one more up to the pool's
-        ``max_per_owner``. ``console_ttl`` also makes a console ticket. Raises
+        ``max_per_owner``. ``console_ttl`` also makes a console ticket; ``user`` (as in
+        :meth:`create_vm`) is applied in a newly handed-out desktop. Raises
         :class:`PoolExhausted` at the pool's maximum."""
         opts: Dict[str, Any] = {}
         if console_ttl is not None:
             opts["console_ttl"] = int(console_ttl)
         if another:
             opts["another"] = True
+        if user is not None:
+            opts["user"] = user
         n, o = _arg(pool, "pool"), _arg(owner, "owner")
         b = _payload(opts, "options") if opts else None
         with self._use() as h:

@@ -237,13 +237,15 @@ module Vmpool
     # Create a VM. +image+ is an image uuid or an image Hash. Optional (nil leaves the key out,
     # for the library's default): +disk_gib+ (the image's size), +uuid+, +firmware+ ("bios",
     # "uefi"), +accel+ ("auto", "kvm", "tcg"; the store's), caps +cpu_cap_pct+,
-    # +memory_cap_mib+, +io+ ({read_bps:, write_bps:, read_iops:, write_iops:}), +prealloc+.
+    # +memory_cap_mib+, +io+ ({read_bps:, write_bps:, read_iops:, write_iops:}), +prealloc+;
+    # +user+, the person it is for ({login:, full_name:, password_hash:, ssh_keys:, locale:,
+    # keyboard:, timezone:}).
     def create_vm(alias:, owner:, image:, vcpus:, ram_mib:, disk_gib: nil, uuid: nil, firmware: nil, accel: nil,
-                  cpu_cap_pct: nil, memory_cap_mib: nil, io: nil, prealloc: nil)
+                  cpu_cap_pct: nil, memory_cap_mib: nil, io: nil, prealloc: nil, user: nil)
       payload = { alias: binding.local_variable_get(:alias), owner: owner, image_uuid: uuid_of(image),
                   vcpus: vcpus, ram_mib: ram_mib }
       payload.merge!({ disk_gib: disk_gib, uuid: uuid, firmware: firmware, accel: accel, cpu_cap_pct: cpu_cap_pct,
-                       memory_cap_mib: memory_cap_mib, io: io, prealloc: prealloc }.compact)
+                       memory_cap_mib: memory_cap_mib, io: io, prealloc: prealloc, user: user }.compact)
       use { |h| Vmpool.json_out { |out| Native.vmpool_vm_create(h, JSON.generate(payload), out) } }
     end
 
@@ -380,10 +382,12 @@ module Vmpool
     # A running VM of the pool for +owner+: the one they hold (never a second), else a spare,
     # else a new one. Returns {vm:, path: "redirect"|"spare"|"created", was:, steps:, total_ms:,
     # console: (with console_ttl:) or nil}. Raises Vmpool::PoolExhausted at the maximum.
-    def acquire(pool_name, owner:, console_ttl: nil, another: false)
+    # +user:+ (as in create_vm) is applied in a newly handed-out desktop.
+    def acquire(pool_name, owner:, console_ttl: nil, another: false, user: nil)
       opts = {}
       opts[:console_ttl] = Integer(console_ttl) if console_ttl
       opts[:another] = true if another
+      opts[:user] = user if user
       body = opts.empty? ? nil : JSON.generate(opts)
       use do |h|
         Vmpool.json_out { |out| Native.vmpool_pool_acquire(h, pool_name.to_s, owner.to_s, body, out) }

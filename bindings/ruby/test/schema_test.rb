@@ -1,7 +1,7 @@
 # frozen_string_literal: true
 
 # The binding against docs/vmpool.schema.json, the JSON Schema generated from the C ABI's wire
-# types (tests/schema.rs checks the file against the types and the header): every key an entry
+# types (tests/it/schema.rs checks the file against the types and the header): every key an entry
 # point accepts is a keyword of the matching method. No guest, no store.
 require "minitest/autorun"
 require "json"

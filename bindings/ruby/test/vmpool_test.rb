@@ -114,6 +114,11 @@ class VmpoolTest < Minitest::Test
     assert_raises(Vmpool::InvalidArgument) { @store.create_vm(alias: "a/b", owner: "o", image: image, vcpus: 1, ram_mib: 256) }
     assert_raises(Vmpool::InvalidArgument) { @store.create_vm(alias: "a", owner: "o", image: image, vcpus: 0, ram_mib: 256) }
     assert_raises(Vmpool::InvalidArgument) { @store.create_vm(alias: "a", owner: "o", image: image, vcpus: 1, ram_mib: 256, disk_gib: 101) }
+    e = assert_raises(Vmpool::InvalidArgument) do
+      @store.create_vm(alias: "a", owner: "o", image: image, vcpus: 1, ram_mib: 256,
+                       user: { login: "al", password_hash: "hunter2" })
+    end
+    assert_match(/user\.password_hash/, e.message)
     assert_raises(Vmpool::InvalidArgument) { Vmpool::Store.open("nfs:/x") }
     assert_kind_of Vmpool::ArgumentError, Vmpool::InvalidJson.new
     assert_raises(::ArgumentError) { import(colour: "red") }

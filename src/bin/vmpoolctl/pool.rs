@@ -52,6 +52,10 @@ pub enum PoolCmd {
         /// Another VM although the owner holds one (up to max_per_owner)
         #[arg(long)]
         another: bool,
+        /// The person it is for, as JSON: {"login", "full_name", "password_hash", "ssh_keys",
+        /// "locale", "keyboard", "timezone"}
+        #[arg(long)]
+        user: Option<String>,
     },
     /// Give a VM back to its pool (destroyed, or reset to a fresh spare)
     Release {
@@ -142,10 +146,18 @@ pub fn run(store: &Store, cmd: PoolCmd, json: bool) -> vmpool::Result<()> {
             console,
             ttl,
             another,
+            user,
         } => {
+            let user = user
+                .map(|u| {
+                    serde_json::from_str(&u)
+                        .map_err(|e| vmpool::Error::InvalidJson(format!("--user: {e}")))
+                })
+                .transpose()?;
             let opts = AcquireOptions {
                 console_ttl: console.then(|| Duration::from_secs(ttl)),
                 another,
+                user,
             };
             let a = store.acquire(&name, &owner, &opts)?;
             if json {

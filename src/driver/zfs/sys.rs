@@ -3,7 +3,7 @@
 //! and OpenZFS 2.1-2.3 are declared; C enums are passed as `int` (their ABI on every platform
 //! we build for) and property numbers are never hard-coded: `zfs_name_to_prop` looks them up.
 //!
-//! Written by hand and checked against the installed headers by `tests/zfs_sys_abi.rs`, which
+//! Written by hand and checked against the installed headers by `tests/it/zfs_sys_abi.rs`, which
 //! turns every declaration below into a C function-pointer assignment and compiles it with
 //! `-Werror` against `<libzfs.h>` and `<libzfs_core.h>`. Keep one declaration per item in the
 //! form that test parses: `pub fn name(arg: Type, ...) -> Ret;`.

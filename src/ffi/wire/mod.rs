@@ -49,6 +49,7 @@ struct VmPayload {
     memory_cap_mib: Option<i64>,
     io: Option<crate::zone::IoLimits>,
     prealloc: Option<bool>,
+    user: Option<crate::vm::user::GuestUser>,
 }
 
 pub(crate) fn non_negative(field: &str, v: i64) -> Result<u64> {
@@ -97,6 +98,7 @@ pub fn vm_spec(json: &str) -> Result<VmSpec> {
             io: p.io,
             prealloc: p.prealloc.unwrap_or(false),
         },
+        user: p.user,
     })
 }
 

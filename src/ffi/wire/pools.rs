@@ -133,13 +133,15 @@ pub fn pool_update(json: &str) -> Result<PoolUpdate> {
     })
 }
 
-/// `vmpool_pool_acquire` options: `{"console_ttl": 600, "another": false}` (both optional).
+/// `vmpool_pool_acquire` options: `{"console_ttl": 600, "another": false, "user": {...}}`
+/// (all optional).
 #[derive(Debug, Default, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(super) struct AcquireIn {
     console_ttl: Option<i64>,
     another: Option<bool>,
+    user: Option<crate::vm::user::GuestUser>,
 }
 
 /// Parse acquire options (NULL or empty: defaults).
@@ -155,6 +157,7 @@ pub fn acquire_options(json: Option<&str>) -> Result<AcquireOptions> {
             .map(|t| non_negative("console_ttl", t).map(std::time::Duration::from_secs))
             .transpose()?,
         another: a.another.unwrap_or(false),
+        user: a.user,
     })
 }
 

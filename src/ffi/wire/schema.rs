@@ -1,6 +1,6 @@
 //! The JSON Schema of the C ABI's payloads: what each entry point accepts and what it writes
 //! back, generated from the very types that parse and print them (so it cannot drift from
-//! them). `docs/vmpool.schema.json` is this document; `tests/schema.rs` checks that the file,
+//! them). `docs/vmpool.schema.json` is this document; `tests/it/schema.rs` checks that the file,
 //! the header's key lists and both bindings agree with it.
 
 use super::pools::{

@@ -162,6 +162,9 @@ pub struct VmRecord {
     /// the program reported done; a hand-out does it first).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity_pending: Option<String>,
+    /// The person it is for (given at create or acquire), applied in the guest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<crate::vm::user::GuestUser>,
     /// Unknown fields, written back as read.
     #[serde(flatten)]
     pub extra: Extra,
@@ -343,6 +346,7 @@ impl From<&Vm> for VmRecord {
             template_build: false,
             restore: None,
             identity_pending: None,
+            user: None,
             extra: Extra::new(),
         }
     }

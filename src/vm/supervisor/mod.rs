@@ -30,7 +30,7 @@ pub use locate::{binary, find_program};
 
 use crate::error::{Error, Result};
 use crate::lock::{self, Mode};
-use crate::safe_fs::{Dir, TrustRule};
+use crate::safe_fs::{Dir, Kind, TrustRule};
 use crate::store::catalog::Catalog;
 use crate::vm::qmp::{Message, Qmp};
 use crate::vm::runtime::{self, names, RunDir, RunInfo, PRIVATE};
@@ -71,6 +71,9 @@ pub struct LaunchFile {
     /// The VM's zone, when the store isolates VMs.
     #[serde(default)]
     pub zone: Option<crate::zone::ZoneSpec>,
+    /// Hand QEMU the run directory's NoCloud seed, read-only, as `qemu::SEED_FD`.
+    #[serde(default)]
+    pub seed: bool,
 }
 
 /// The one line the supervisor reports to `start`.
@@ -384,7 +387,8 @@ impl Sockets {
     }
 }
 
-/// Start QEMU (in its zone when there is one), with `fds` as its descriptors 3, 4, 5, 6.
+/// Start QEMU (in its zone when there is one), with `fds` as its descriptors 3, 4, 5, 6
+/// (and 7, the seed, when there is one).
 fn spawn_qemu(
     launch: &LaunchFile,
     fds: &[BorrowedFd<'_>],
@@ -466,7 +470,19 @@ fn supervise(run: &RunDir, launch: &LaunchFile, ready: &mut Option<File>) -> Res
         use crate::zone::Zone;
         launch.zone.as_ref().is_some_and(|s| zone.oom_killed(s))
     };
-    let booted = match spawn_qemu(launch, &sockets.for_qemu(), supervisor_pid) {
+    // The seed, opened here (root's run directory, no link followed) and read through this
+    // descriptor only: QEMU never names a path of ours.
+    let seed = if launch.seed {
+        Some(
+            dir.open_with(names::SEED, Kind::File, libc::O_RDONLY)
+                .map_err(|e| fail(ready, format!("the NoCloud seed: {e}")))?,
+        )
+    } else {
+        None
+    };
+    let mut fds = sockets.for_qemu().to_vec();
+    fds.extend(seed.as_ref().map(|f| f.as_fd()));
+    let booted = match spawn_qemu(launch, &fds, supervisor_pid) {
         Ok(c) => c,
         Err(e) => {
             destroy_zone();
@@ -481,7 +497,7 @@ fn supervise(run: &RunDir, launch: &LaunchFile, ready: &mut Option<File>) -> Res
         spice,
         agent,
     } = sockets;
-    drop((qmp, agent));
+    drop((qmp, agent, seed));
     let qemu_pid = booted.pid;
     let child = Child(nix::unistd::Pid::from_raw(qemu_pid as i32));
     let qemu_start = runtime::start_ticks(qemu_pid).unwrap_or(0);

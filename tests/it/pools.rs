@@ -2,9 +2,7 @@
 //! memory templates whose clones go on without booting, and many processes acquiring at once
 //! (some killed with SIGKILL mid-way).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
@@ -48,29 +46,6 @@ impl Env {
         assert!(r.errors.is_empty(), "refill: {:?}", r.errors);
         r
     }
-
-    fn log(&self, vm: &Uuid) -> String {
-        String::from_utf8_lossy(&self.s.vm_log(*vm, 1 << 30).unwrap()).into_owned()
-    }
-
-    /// Wait until the VM's serial log has a line with `needle`; the log.
-    fn wait_log(&self, vm: &Uuid, needle: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let log = self.log(vm);
-            if log.contains(needle) {
-                return log;
-            }
-            let v = self.s.vm(*vm).unwrap();
-            assert!(
-                Instant::now() < deadline && v.state.is_active(),
-                "VM {vm}: no {needle:?}; state {:?} {:?}; log:\n{log}",
-                v.state,
-                v.last_exit
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
 }
 
 /// The ticks a guest printed, in order.
@@ -94,6 +69,7 @@ fn a_template_clone_goes_on_without_booting() {
     let opts = AcquireOptions {
         console_ttl: Some(Duration::from_secs(60)),
         another: false,
+        ..Default::default()
     };
     let a = e.s.acquire("tpl", "alice", &opts).unwrap();
     eprintln!(
@@ -108,7 +84,7 @@ fn a_template_clone_goes_on_without_booting() {
     assert!(a.console.is_some());
     // The template was paused after it printed tick=3: the clone's first tick is past it,
     // and it never booted.
-    let log = e.wait_log(&a.vm.uuid, "tick=");
+    let log = e.wait_log(&a.vm.uuid, "tick=", 1);
     let first = ticks(&log)[0];
     assert!(first > 3, "first tick {first} of the clone:\n{log}");
     assert!(!log.contains("booted"), "the clone booted:\n{log}");
@@ -127,7 +103,7 @@ fn a_template_clone_goes_on_without_booting() {
     assert_ne!(b.vm.uuid, a.vm.uuid);
     assert_ne!(b.vm.mac, a.vm.mac);
     assert_ne!(b.vm.vmgenid, a.vm.vmgenid);
-    let log = e.wait_log(&b.vm.uuid, "tick=");
+    let log = e.wait_log(&b.vm.uuid, "tick=", 1);
     assert!(ticks(&log)[0] > 3 && !log.contains("booted"), "{log}");
 
     // Release: destroyed; the pool can be deleted once nobody holds a VM.
@@ -284,7 +260,7 @@ fn worker(uri: &str, pool: &str, mode: &str) -> std::process::Command {
     let mut c = std::process::Command::new(std::env::current_exe().unwrap());
     c.args([
         "--exact",
-        "worker_process",
+        "pools::worker_process",
         "--nocapture",
         "--test-threads",
         "1",
@@ -534,7 +510,7 @@ fn paused_spares_resume_and_reset_makes_a_fresh_one() {
     assert_eq!(a.vm.state, State::Running);
     // It went on: booted once, and ticks after it was resumed.
     let before = ticks(&e.log(&a.vm.uuid)).last().copied().unwrap_or(0);
-    let log = e.wait_log(&a.vm.uuid, &format!("tick={}", before + 1));
+    let log = e.wait_log(&a.vm.uuid, &format!("tick={}", before + 1), 1);
     assert_eq!(log.matches("VMPOOL-TEST-GUEST: booted").count(), 1, "{log}");
     // Reset: wiped, and a fresh spare takes its place at once.
     e.s.release(a.vm.uuid).unwrap();

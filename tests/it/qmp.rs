@@ -1,15 +1,15 @@
 //! The QMP client (`vmpool::vm::qmp`) against a real QEMU (`qemu-system-x86_64 -accel tcg -S`, no
 //! guest). Written with the client; kept as its own test target.
 
-#[path = "qmp/qemu.rs"]
-mod common;
+#[path = "../qmp/qemu.rs"]
+mod qemu;
 
 use std::fs::File;
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixListener;
 use std::time::{Duration, Instant};
 
-use common::{Qemu, CALL, START};
+use qemu::{Qemu, CALL, START};
 use serde_json::{json, Value};
 use vmpool::vm::qmp::{Message, Qmp, QmpError};
 

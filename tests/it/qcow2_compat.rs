@@ -3,9 +3,7 @@
 //! for byte what `qemu-img convert -O raw` produces. qemu-img and qemu-io are test tooling
 //! here, never used by the library.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::fs::File;
 use std::path::Path;
 use std::process::Command;

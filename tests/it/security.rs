@@ -13,9 +13,7 @@
 //!
 //! Every test needs root (zones, `nobody`, device nodes); run without it they fail, saying so.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -37,7 +35,7 @@ fn require_root() {
     assert_eq!(
         uid,
         0,
-        "tests/security.rs performs attacks that need root (zones, another uid, device nodes); run it as root, as `make test` does"
+        "tests/it/security.rs performs attacks that need root (zones, another uid, device nodes); run it as root, as `make test` does"
     );
 }
 

@@ -5,9 +5,7 @@
 //! kernel, busybox), prints `VMPOOL-TEST-GUEST: booted`, its disk size and a boot counter it
 //! keeps on its disk, then a tick every second; it powers off on the ACPI button.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -39,31 +37,6 @@ impl Env {
                     .disk_gib(disk_gib),
             )
             .unwrap()
-    }
-
-    fn log(&self, vm: &Uuid) -> String {
-        String::from_utf8_lossy(&self.s.vm_log(*vm, 1 << 30).unwrap()).into_owned()
-    }
-
-    /// Wait until the serial log holds `needle` `n` times.
-    fn wait_log(&self, vm: &Uuid, needle: &str, n: usize) -> String {
-        let deadline = Instant::now() + BOOT;
-        loop {
-            let log = self.log(vm);
-            if log.matches(needle).count() >= n {
-                return log;
-            }
-            let st = self.s.vm(*vm).unwrap();
-            assert!(
-                Instant::now() < deadline && st.state.is_active(),
-                "VM {vm} ({}): no {n}x {needle:?} in its log; state {:?} {:?}; log:\n{}",
-                st.alias,
-                st.state,
-                st.last_exit,
-                &log[log.len().saturating_sub(3000)..]
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
     }
 
     fn wait_state(&self, vm: &Uuid, want: State, within: Duration) -> Vm {

@@ -5,9 +5,7 @@
 //! `VMPOOL_EXPECT_CGROUP=2`). Needs root. QEMU is started for real (TCG); the tests do not
 //! wait for the guest to boot, so they also run inside the emulated harness.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use uuid::Uuid;

@@ -7,9 +7,7 @@
 //! field; its journal entries carry the `image_format` field that later versions dropped.
 //! Never regenerate these files: add a new `vN` directory when the format changes.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::path::{Path, PathBuf};
 use uuid::{uuid, Uuid};
 use vmpool::Store;

@@ -5,9 +5,7 @@
 //! Tests marked `needs root` make loop devices and mounts (test tooling only); `make test`
 //! runs them as root.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::collections::BTreeSet;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
