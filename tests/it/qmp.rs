@@ -366,10 +366,22 @@ fn send_fd_and_migrate_to_fd() {
         info["total-time"]
     );
     assert!(size > 0);
-    assert_eq!(
-        qmp.execute("query-status", None, CALL).unwrap()["status"],
-        json!("postmigrate")
-    );
+    // QEMU publishes "completed" from its migration thread, then sets the run state from
+    // finish-migrate to postmigrate: a query between the two sees finish-migrate (a fresh-clone
+    // CI run did). The guest stays stopped throughout; it ends in postmigrate.
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let st = qmp.execute("query-status", None, CALL).unwrap()["status"].clone();
+        if st == json!("postmigrate") {
+            break;
+        }
+        assert_eq!(st, json!("finish-migrate"), "after the migration");
+        assert!(
+            Instant::now() < until,
+            "still {st} 10 s after the migration"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     // The fd name was used up by the migration; another getfd with the same name is fine.
     let again = File::create(qemu.dir.join("again")).unwrap();
     qmp.getfd("mig", again.as_fd()).unwrap();
