@@ -47,6 +47,75 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
         .ctx(|| format!("syncing directory {}", dir.display()))
 }
 
+/// A new file at `path` that appears only whole: `fill` writes it while it has no name (an
+/// `O_TMPFILE` in `path`'s directory), then it is synced and linked in, failing with
+/// `AlreadyExists` if the name is taken. A process killed at any moment leaves either no file
+/// or the whole one, never a half-written file that a recovery could not tell from one it did
+/// not make. Where the file system has no `O_TMPFILE`, it is made in place (`create_new`) and
+/// removed if `fill` fails.
+pub fn create_whole(path: &Path, fill: impl FnOnce(&File) -> Result<()>) -> Result<File> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let unnamed = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .mode(0o644)
+        .custom_flags(libc::O_TMPFILE)
+        .open(dir);
+    let f = match unnamed {
+        Ok(f) => f,
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EOPNOTSUPP) | Some(libc::EISDIR)
+            ) =>
+        {
+            let f = create_new(path)?;
+            if let Err(e) = fill(&f) {
+                let _ = remove_file_if_exists(path);
+                return Err(e);
+            }
+            return Ok(f);
+        }
+        Err(e) => {
+            return Err(Error::Io {
+                context: format!("creating an unnamed file in {}", dir.display()),
+                source: e,
+            })
+        }
+    };
+    fill(&f)?;
+    f.sync_all()
+        .ctx(|| format!("syncing the new {}", path.display()))?;
+    // linkat through /proc: linking an O_TMPFILE by its descriptor (AT_EMPTY_PATH) needs
+    // CAP_DAC_READ_SEARCH; the /proc link does not. It never replaces an existing name.
+    let from = std::ffi::CString::new(format!("/proc/self/fd/{}", f.as_raw_fd()))
+        .map_err(|_| Error::Internal("a /proc path with a NUL".into()))?;
+    let to = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| Error::invalid(format!("{} has a NUL byte", path.display())))?;
+    // SAFETY: both paths are NUL-terminated strings that live across the call.
+    let rc = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    if rc != 0 {
+        let e = io::Error::last_os_error();
+        return Err(if e.kind() == io::ErrorKind::AlreadyExists {
+            Error::AlreadyExists(format!("{} already exists", path.display()))
+        } else {
+            Error::Io {
+                context: format!("linking the new {}", path.display()),
+                source: e,
+            }
+        });
+    }
+    Ok(f)
+}
+
 /// Create a new file (mode 0644) open for reading and writing; a name that is taken is
 /// `AlreadyExists`, never replaced.
 pub fn create_new(path: &Path) -> Result<File> {

@@ -10,7 +10,6 @@
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::{self, read_exact_at};
 use crate::image::DiskFormat;
-use crate::revert::Revert;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -556,20 +555,18 @@ pub fn create_overlay(
     // The end-of-extensions marker (type 0, length 0) is already zero.
     h[name_off..].copy_from_slice(backing.as_bytes());
 
-    let f = fsutil::create_new(path)?;
-    let mut revert = Revert::new();
-    revert.add(format!("remove {}", path.display()), || {
-        fsutil::remove_file_if_exists(path).map(drop)
-    });
-    f.write_all_at(&h, 0)
-        .ctx(|| format!("writing {}", path.display()))?;
-    f.write_all_at(&rb.to_be_bytes(), rt)
-        .ctx(|| format!("writing {}", path.display()))?;
-    let refcounts: Vec<u8> = (0..clusters).flat_map(|_| 1u16.to_be_bytes()).collect();
-    f.write_all_at(&refcounts, rb)
-        .ctx(|| format!("writing {}", path.display()))?;
-    f.set_len(clusters * CS)
-        .ctx(|| format!("sizing {}", path.display()))?;
-    revert.commit();
-    Ok(f)
+    // Whole or not at all: a create killed between making the name and writing the header
+    // left an empty file that recovery could not tell from one the store did not make (a
+    // random-SIGKILL test found it).
+    fsutil::create_whole(path, |f| {
+        f.write_all_at(&h, 0)
+            .ctx(|| format!("writing {}", path.display()))?;
+        f.write_all_at(&rb.to_be_bytes(), rt)
+            .ctx(|| format!("writing {}", path.display()))?;
+        let refcounts: Vec<u8> = (0..clusters).flat_map(|_| 1u16.to_be_bytes()).collect();
+        f.write_all_at(&refcounts, rb)
+            .ctx(|| format!("writing {}", path.display()))?;
+        f.set_len(clusters * CS)
+            .ctx(|| format!("sizing {}", path.display()))
+    })
 }
