@@ -153,6 +153,45 @@ const char *vmpool_result_name(uint32_t code);
 // anything else, or twice, is undefined behaviour.
 void vmpool_string_free(char *s);
 
+// Make `owner`'s home volume of `size_bytes` (at least 64 MiB, at most the store's
+// `max_disk_gib`; rounded up to MiB). `VMPOOL_RESULT_ALREADY_EXISTS` if they have one.
+// `*json_out` (may be NULL) receives it.
+//
+// Keys written: `owner`, `uuid`, `size_bytes`, `disk_format`, `disk`, `clone_method`,
+// `created_at`, `attached_to`.
+vmpool_result vmpool_home_create(const vmpool_store *store,
+                                 const char *owner,
+                                 uint64_t size_bytes,
+                                 char **json_out);
+
+// `owner`'s home volume as JSON; `VMPOOL_RESULT_NOT_FOUND` if they have none.
+//
+// Keys written: `owner`, `uuid`, `size_bytes`, `disk_format`, `disk`, `clone_method`,
+// `created_at`, `attached_to`.
+vmpool_result vmpool_home_get(const vmpool_store *store, const char *owner, char **json_out);
+
+// Every home volume of the store as a JSON array, by owner.
+//
+// Keys written (each element): `owner`, `uuid`, `size_bytes`, `disk_format`, `disk`,
+// `clone_method`, `created_at`, `attached_to`.
+vmpool_result vmpool_home_list(const vmpool_store *store, char **json_out);
+
+// Grow `owner`'s home volume to `size_bytes` (homes never shrink: a smaller size is
+// `VMPOOL_RESULT_INVALID_ARGUMENT`); `VMPOOL_RESULT_IN_USE` while a running VM has it. The
+// guest grows its file system at the next attach. `*json_out` (may be NULL) receives it.
+//
+// Keys written: `owner`, `uuid`, `size_bytes`, `disk_format`, `disk`, `clone_method`,
+// `created_at`, `attached_to`.
+vmpool_result vmpool_home_resize(const vmpool_store *store,
+                                 const char *owner,
+                                 uint64_t size_bytes,
+                                 char **json_out);
+
+// Delete `owner`'s home volume and everything on it (the only call that does: pools,
+// releases and crash recovery never remove one). `VMPOOL_RESULT_IN_USE` while a running VM
+// has it.
+vmpool_result vmpool_home_delete(const vmpool_store *store, const char *owner);
+
 // Import the raw or qcow2 image file at `path` as a read-only template.
 //
 // `manifest_json` may be NULL or an object with any of `uuid`, `name`, `version`, `os`,
@@ -276,16 +315,17 @@ vmpool_result vmpool_vm_screenshot(const vmpool_store *store,
 // "ram_mib": 2048, "max_vms": 50}` plus, optionally, `disk_gib`, `spares` (how many kept
 // ready; 0), `max_per_owner` (1), `warmth` (`"disk"`, `"paused"` or `"template"`),
 // `on_release` (`"destroy"` or `"reset"`), `ready_marker` (text on the guest's serial
-// console that says it is ready), `ready_delay_s`, `ready_timeout_s` (300), `accel`.
+// console that says it is ready), `ready_delay_s`, `ready_timeout_s` (300), `accel`, `home_gib` (each owner's home volume,
+// GiB: see `vmpool_home_create`).
 // Unknown keys are refused. Spares are made by `vmpool_pool_refill`. On success
 // `*pool_json_out` (may be NULL) receives the pool.
 //
 // Keys of `payload_json`: `name`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`, `spares`,
 // `max_vms`, `max_per_owner`, `warmth`, `on_release`, `ready_marker`, `ready_delay_s`,
-// `ready_timeout_s`, `accel`.
+// `ready_timeout_s`, `accel`, `home_gib`.
 // Keys written: `name`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`, `spares`, `max_vms`,
 // `max_per_owner`, `warmth`, `on_release`, `ready_marker`, `ready_delay_s`, `ready_timeout_s`,
-// `accel`, `created_at`, `updated_at`, `status`, `template`.
+// `accel`, `home_gib`, `created_at`, `updated_at`, `status`, `template`.
 vmpool_result vmpool_pool_create(const vmpool_store *store,
                                  const char *payload_json,
                                  char **pool_json_out);
@@ -294,27 +334,27 @@ vmpool_result vmpool_pool_create(const vmpool_store *store,
 //
 // Keys written (each element): `name`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`, `spares`,
 // `max_vms`, `max_per_owner`, `warmth`, `on_release`, `ready_marker`, `ready_delay_s`,
-// `ready_timeout_s`, `accel`, `created_at`, `updated_at`, `status`, `template`.
+// `ready_timeout_s`, `accel`, `home_gib`, `created_at`, `updated_at`, `status`, `template`.
 vmpool_result vmpool_pool_list(const vmpool_store *store, char **json_out);
 
 // One pool as JSON; `VMPOOL_RESULT_NOT_FOUND` if there is none named `name`.
 //
 // Keys written: `name`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`, `spares`, `max_vms`,
 // `max_per_owner`, `warmth`, `on_release`, `ready_marker`, `ready_delay_s`, `ready_timeout_s`,
-// `accel`, `created_at`, `updated_at`, `status`, `template`.
+// `accel`, `home_gib`, `created_at`, `updated_at`, `status`, `template`.
 vmpool_result vmpool_pool_get(const vmpool_store *store, const char *name, char **json_out);
 
-// Change a pool: `changes_json` has any of the create keys except `name` (`disk_gib`,
+// Change a pool: `changes_json` has any of the create keys except `name` (`disk_gib`, `home_gib`,
 // `ready_marker` and `accel` may be `null`). VMs held by owners keep theirs; spares that no
 // longer fit are replaced by the next refill. `*pool_json_out` (may be NULL) receives the
 // pool.
 //
 // Keys of `changes_json`: `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`, `spares`, `max_vms`,
 // `max_per_owner`, `warmth`, `on_release`, `ready_marker`, `ready_delay_s`, `ready_timeout_s`,
-// `accel`.
+// `accel`, `home_gib`.
 // Keys written: `name`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`, `spares`, `max_vms`,
 // `max_per_owner`, `warmth`, `on_release`, `ready_marker`, `ready_delay_s`, `ready_timeout_s`,
-// `accel`, `created_at`, `updated_at`, `status`, `template`.
+// `accel`, `home_gib`, `created_at`, `updated_at`, `status`, `template`.
 vmpool_result vmpool_pool_update(const vmpool_store *store,
                                  const char *name,
                                  const char *changes_json,

@@ -47,6 +47,10 @@ pub mod ffi;
 ///
 /// cbindgen:ignore
 pub mod fsutil;
+/// Home volumes of owners.
+///
+/// cbindgen:ignore
+pub mod home;
 /// Images.
 ///
 /// cbindgen:ignore

@@ -14,6 +14,7 @@
 //!   the library is typed;
 //! - the message of the last failure is per thread (like `errno`): `vmpool_last_error()`.
 
+mod homes;
 mod images;
 mod lifecycle;
 mod pools;
@@ -25,6 +26,7 @@ mod vms;
 /// cbindgen:ignore
 pub mod wire;
 
+pub use homes::*;
 pub use images::*;
 pub use lifecycle::*;
 pub use pools::*;

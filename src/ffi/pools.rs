@@ -25,16 +25,17 @@ pub type vmpool_refill_cb = Option<
 /// "ram_mib": 2048, "max_vms": 50}` plus, optionally, `disk_gib`, `spares` (how many kept
 /// ready; 0), `max_per_owner` (1), `warmth` (`"disk"`, `"paused"` or `"template"`),
 /// `on_release` (`"destroy"` or `"reset"`), `ready_marker` (text on the guest's serial
-/// console that says it is ready), `ready_delay_s`, `ready_timeout_s` (300), `accel`.
+/// console that says it is ready), `ready_delay_s`, `ready_timeout_s` (300), `accel`, `home_gib` (each owner's home volume,
+/// GiB: see `vmpool_home_create`).
 /// Unknown keys are refused. Spares are made by `vmpool_pool_refill`. On success
 /// `*pool_json_out` (may be NULL) receives the pool.
 ///
 /// Keys of `payload_json`: `name`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`, `spares`,
 /// `max_vms`, `max_per_owner`, `warmth`, `on_release`, `ready_marker`, `ready_delay_s`,
-/// `ready_timeout_s`, `accel`.
+/// `ready_timeout_s`, `accel`, `home_gib`.
 /// Keys written: `name`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`, `spares`, `max_vms`,
 /// `max_per_owner`, `warmth`, `on_release`, `ready_marker`, `ready_delay_s`, `ready_timeout_s`,
-/// `accel`, `created_at`, `updated_at`, `status`, `template`.
+/// `accel`, `home_gib`, `created_at`, `updated_at`, `status`, `template`.
 #[no_mangle]
 pub extern "C" fn vmpool_pool_create(
     store: *const vmpool_store,
@@ -56,7 +57,7 @@ pub extern "C" fn vmpool_pool_create(
 ///
 /// Keys written (each element): `name`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`, `spares`,
 /// `max_vms`, `max_per_owner`, `warmth`, `on_release`, `ready_marker`, `ready_delay_s`,
-/// `ready_timeout_s`, `accel`, `created_at`, `updated_at`, `status`, `template`.
+/// `ready_timeout_s`, `accel`, `home_gib`, `created_at`, `updated_at`, `status`, `template`.
 #[no_mangle]
 pub extern "C" fn vmpool_pool_list(
     store: *const vmpool_store,
@@ -69,7 +70,7 @@ pub extern "C" fn vmpool_pool_list(
 ///
 /// Keys written: `name`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`, `spares`, `max_vms`,
 /// `max_per_owner`, `warmth`, `on_release`, `ready_marker`, `ready_delay_s`, `ready_timeout_s`,
-/// `accel`, `created_at`, `updated_at`, `status`, `template`.
+/// `accel`, `home_gib`, `created_at`, `updated_at`, `status`, `template`.
 #[no_mangle]
 pub extern "C" fn vmpool_pool_get(
     store: *const vmpool_store,
@@ -84,17 +85,17 @@ pub extern "C" fn vmpool_pool_get(
     })
 }
 
-/// Change a pool: `changes_json` has any of the create keys except `name` (`disk_gib`,
+/// Change a pool: `changes_json` has any of the create keys except `name` (`disk_gib`, `home_gib`,
 /// `ready_marker` and `accel` may be `null`). VMs held by owners keep theirs; spares that no
 /// longer fit are replaced by the next refill. `*pool_json_out` (may be NULL) receives the
 /// pool.
 ///
 /// Keys of `changes_json`: `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`, `spares`, `max_vms`,
 /// `max_per_owner`, `warmth`, `on_release`, `ready_marker`, `ready_delay_s`, `ready_timeout_s`,
-/// `accel`.
+/// `accel`, `home_gib`.
 /// Keys written: `name`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`, `spares`, `max_vms`,
 /// `max_per_owner`, `warmth`, `on_release`, `ready_marker`, `ready_delay_s`, `ready_timeout_s`,
-/// `accel`, `created_at`, `updated_at`, `status`, `template`.
+/// `accel`, `home_gib`, `created_at`, `updated_at`, `status`, `template`.
 #[no_mangle]
 pub extern "C" fn vmpool_pool_update(
     store: *const vmpool_store,

@@ -277,6 +277,17 @@ impl Store {
                 child.template_of.as_deref().unwrap_or("?")
             )));
         }
+        if let Some(h) = self
+            .catalog
+            .homes()?
+            .into_iter()
+            .find(|h| h.image_uuid == u)
+        {
+            return Err(Error::InUse(format!(
+                "image {u} is what home volumes are cloned from ({}'s, and maybe others); delete those homes first",
+                h.owner
+            )));
+        }
         self.recover_locked()?;
         let users = self
             .catalog

@@ -70,6 +70,10 @@ impl Store {
         if let Some(u) = &opts.user {
             u.validate()?;
         }
+        // An owner whose home is in their desktop of another pool gets nothing made here.
+        if self.pool_record(name)?.spec.home_gib.is_some() {
+            self.home_free_for(owner, name)?;
+        }
         let dir = self.pool_dir(name);
         let mut out = Acquired {
             vm: placeholder_vm(),
@@ -304,6 +308,17 @@ impl Store {
             out.step("identity", &mut since);
             vm = self.vm(u)?;
         }
+        // The owner's home, in every desktop of theirs from a pool that has homes.
+        let home_gib = rec
+            .pool
+            .as_deref()
+            .and_then(|p| self.catalog.pool(p).ok().flatten())
+            .and_then(|p| p.spec.home_gib);
+        if let Some(gib) = home_gib {
+            self.attach_home(u, gib << 30, !matches!(was, "disk" | "booting"))?;
+            out.step("home", &mut since);
+            vm = self.vm(u)?;
+        }
         if let Some(ttl) = opts.console_ttl {
             out.console = Some(self.console(u, ttl)?);
             out.step("console", &mut since);
@@ -375,7 +390,9 @@ impl Store {
             )));
         }
         let rec = self.catalog.pool(&name)?.filter(|p| !p.deleting);
+        self.sync_home(u);
         self.remove_vm_now(u)?;
+        self.unclaim_home(&r.owner, u);
         let dir = self.pool_dir(&name);
         {
             let _l = dir.lock()?;

@@ -125,6 +125,11 @@ pub struct PoolSpec {
     /// Accelerator of the pool's VMs (`None`: the store's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accel: Option<Accel>,
+    /// Size of the home volume each owner gets with their desktop, GiB (`None`: no homes).
+    /// An owner's home is made at this size on their first acquire and attached to every
+    /// desktop of theirs in any pool that has homes; it is never removed by the pool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub home_gib: Option<u64>,
 }
 
 /// Longest marker accepted.
@@ -151,6 +156,7 @@ impl PoolSpec {
             ready_delay_s: 0,
             ready_timeout_s: ready_timeout(),
             accel: None,
+            home_gib: None,
         }
     }
 
@@ -161,6 +167,16 @@ impl PoolSpec {
         limits.ram_mib(self.ram_mib)?;
         if let Some(d) = self.disk_gib {
             limits.disk_gib(d)?;
+        }
+        if let Some(h) = self.home_gib {
+            if h == 0 {
+                return Err(Error::invalid(
+                    "home_gib 0: give a size, or null for no homes",
+                ));
+            }
+            limits
+                .disk_gib(h)
+                .map_err(|e| Error::invalid(format!("home_gib: {e}")))?;
         }
         if self.max_vms == 0 || self.max_vms > MAX_VMS_CEILING {
             return Err(Error::invalid(format!(
@@ -269,6 +285,8 @@ pub struct PoolUpdate {
     pub ready_timeout_s: Option<u32>,
     /// `Some(None)` goes back to the store's accelerator.
     pub accel: Option<Option<Accel>>,
+    /// `Some(None)`: no homes from now on (existing homes stay).
+    pub home_gib: Option<Option<u64>>,
 }
 
 impl PoolUpdate {
@@ -291,7 +309,8 @@ impl PoolUpdate {
             ready_marker,
             ready_delay_s,
             ready_timeout_s,
-            accel
+            accel,
+            home_gib
         );
         s
     }

@@ -66,6 +66,25 @@ pub enum Op {
         /// The image its disk is a clone of.
         image_uuid: Uuid,
     },
+    /// An owner's home volume cloned, its record not yet written. Undone only when the
+    /// record does not name this volume: a home is never removed by recovery once it is one.
+    HomeCreate {
+        /// The owner.
+        owner: String,
+        /// The volume.
+        uuid: Uuid,
+        /// The blank image it is a clone of.
+        image_uuid: Uuid,
+    },
+    /// An owner's home record being removed, then its volume (the explicit delete).
+    HomeDelete {
+        /// The owner.
+        owner: String,
+        /// The volume.
+        uuid: Uuid,
+        /// The blank image it is a clone of.
+        image_uuid: Uuid,
+    },
 }
 
 impl Op {
@@ -74,6 +93,7 @@ impl Op {
         match self {
             Op::ImageImport { uuid, .. } | Op::ImageDelete { uuid, .. } => format!("image-{uuid}"),
             Op::VmCreate { uuid, .. } | Op::VmDelete { uuid, .. } => format!("vm-{uuid}"),
+            Op::HomeCreate { owner, .. } | Op::HomeDelete { owner, .. } => format!("home-{owner}"),
         }
     }
 }

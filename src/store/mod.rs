@@ -9,6 +9,8 @@
 //! .journal/<key>.json intent of an operation in flight (see journal.rs)
 //! images/<uuid>.json  image manifests
 //! vms/<uuid>.json     VM records
+//! pools/<name>.json   pool records
+//! homes/<owner>.json  owners' home volumes (`crate::home`)
 //! ```
 
 pub mod catalog;
@@ -440,6 +442,39 @@ impl Store {
                 }
                 done.push(format!(
                     "completed an interrupted delete of VM {uuid} (pid {})",
+                    entry.pid
+                ));
+            }
+            Op::HomeCreate {
+                owner,
+                uuid,
+                image_uuid,
+            } => {
+                let kept = self.catalog.home(owner)?.is_some_and(|h| h.uuid == *uuid);
+                if !kept {
+                    match self.driver.vm_destroy(uuid, image_uuid)? {
+                        Destroyed::Removed => done.push(format!(
+                            "removed the volume of an interrupted create of {owner}'s home (pid {})",
+                            entry.pid
+                        )),
+                        Destroyed::Absent => {}
+                        Destroyed::Foreign(what) => r.kept.push(what),
+                    }
+                }
+            }
+            Op::HomeDelete {
+                owner,
+                uuid,
+                image_uuid,
+            } => {
+                if self.catalog.home(owner)?.is_some_and(|h| h.uuid == *uuid) {
+                    self.catalog.remove_home(owner)?;
+                }
+                if let Destroyed::Foreign(what) = self.driver.vm_destroy(uuid, image_uuid)? {
+                    r.kept.push(what);
+                }
+                done.push(format!(
+                    "completed an interrupted delete of {owner}'s home (pid {})",
                     entry.pid
                 ));
             }

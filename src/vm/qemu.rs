@@ -265,6 +265,12 @@ pub fn command_line(l: &Launch) -> Vec<String> {
             format!("virtio-net-pci,netdev=net0,mac={}", l.mac),
         );
     }
+    // The owner's home volume is hot-plugged here when the VM is handed out (`crate::home`).
+    arg(
+        a,
+        "-device",
+        format!("pcie-root-port,id={HOME_PORT},bus=pcie.0,chassis=2"),
+    );
     arg(a, "-chardev", "stdio,id=serial0,signal=off".into());
     arg(a, "-serial", "chardev:serial0".into());
     for (id, fd, server) in [
@@ -294,6 +300,10 @@ pub fn command_line(l: &Launch) -> Vec<String> {
 
 /// The PCIe port a memory-templated VM's network card is hot-plugged into.
 pub const NIC_PORT: &str = "nicport";
+
+/// The PCIe port an owner's home volume is hot-plugged into (every VM has it, so a clone of
+/// a memory template has it too).
+pub const HOME_PORT: &str = "homeport";
 
 /// Whether user networking is restricted in `net` mode (`restrict=on`).
 pub fn restrict(net: NetMode) -> &'static str {

@@ -918,6 +918,12 @@ pub fn failpoints_in_source() -> Vec<String> {
 fn snapshot(s: &Store, f: &dyn Fixture, uri: &str) -> (BTreeSet<String>, Vec<String>) {
     let mut records: Vec<String> = s.images().unwrap().iter().map(image_json).collect();
     records.extend(s.vms(None).unwrap().iter().map(vm_json));
+    records.extend(
+        s.homes()
+            .unwrap()
+            .iter()
+            .map(|h| vmpool::ffi::wire::to_string(&vmpool::ffi::wire::HomeOut::from(h)).unwrap()),
+    );
     (f.volumes(uri), records)
 }
 
@@ -927,15 +933,22 @@ fn snapshot(s: &Store, f: &dyn Fixture, uri: &str) -> (BTreeSet<String>, Vec<Str
 pub fn every_failpoint_kill_and_error(f: &dyn Fixture) {
     let tmp = scratch();
     let src = small_raw(tmp.path());
-    // Steps of running VMs and of pools are killed and failed with real guests in
-    // tests/it/lifecycle.rs (every_lifecycle_failpoint_kill_and_error) and tests/it/pools.rs
-    // (every_pool_failpoint_kill_and_error), which cover every one of them.
+    // Steps of running VMs, of pools and of home attaches are killed and failed with real
+    // guests in tests/it/lifecycle.rs (every_lifecycle_failpoint_kill_and_error),
+    // tests/it/pools.rs (every_pool_failpoint_kill_and_error) and tests/it/homes.rs
+    // (every_home_attach_failpoint_kill_and_error), which cover every one of them.
     let points: Vec<String> = failpoints_in_source()
         .into_iter()
         .filter(|p| {
-            !["vm_start.", "vm_stop.", "pool_", "template."]
-                .iter()
-                .any(|pre| p.starts_with(pre))
+            ![
+                "vm_start.",
+                "vm_stop.",
+                "pool_",
+                "template.",
+                "home_attach.",
+            ]
+            .iter()
+            .any(|pre| p.starts_with(pre))
         })
         .collect();
     let mut cases = 0;
@@ -975,6 +988,23 @@ pub fn every_failpoint_kill_and_error(f: &dyn Fixture) {
                     vec!["vm".into(), "delete".into(), target_vm.uuid.to_string()],
                     None,
                 ),
+                Some("home_create") => {
+                    s.create_home("t", GIB).unwrap();
+                    (
+                        vec![
+                            "home".into(),
+                            "create".into(),
+                            "n".into(),
+                            "--size-gib".into(),
+                            "1".into(),
+                        ],
+                        None,
+                    )
+                }
+                Some("home_delete") => {
+                    s.create_home("t", GIB).unwrap();
+                    (vec!["home".into(), "delete".into(), "t".into()], None)
+                }
                 Some("image_delete") => {
                     s.delete_vm(target_vm.uuid).unwrap();
                     (
@@ -1009,6 +1039,7 @@ pub fn every_failpoint_kill_and_error(f: &dyn Fixture) {
                     .unwrap()
                     .iter()
                     .map(|v| v.uuid)
+                    .chain(s.homes().unwrap().iter().map(|h| h.uuid))
                     .collect::<Vec<_>>(),
             );
             assert_eq!(after.0, listed, "{fp}: half-made or leftover volumes");
@@ -1030,6 +1061,8 @@ pub fn every_failpoint_kill_and_error(f: &dyn Fixture) {
                 "import" => s.image(new).is_ok(),
                 "vm_create" => s.vm(new).is_ok(),
                 "vm_delete" => s.vm(target_vm.uuid).is_err(),
+                "home_create" => s.home("n").is_ok(),
+                "home_delete" => s.home("t").is_err(),
                 _ => s.image(target.uuid).is_err(),
             };
             if !done {

@@ -262,9 +262,11 @@ fn a_memory_template_of_the_xfce_session_hands_out_a_running_desktop() {
     let req = ImportRequest::default()
         .name("debian-12-xfce")
         .tag("on_clone", "/usr/lib/vmpool/on-clone")
+        .tag("on_home", "/usr/lib/vmpool/attach-home")
         .tag("cloud_init", "nocloud");
     let img = s.import_image(&image(), &req, None).unwrap();
     let mut p = vmpool::pool::PoolSpec::new("xfce", img.uuid);
+    p.home_gib = Some(1);
     p.vcpus = 2;
     p.ram_mib = 2048;
     p.spares = 1;
@@ -379,6 +381,63 @@ fn a_memory_template_of_the_xfce_session_hands_out_a_running_desktop() {
     eprintln!("template {t:?}\nclone a {ia:?}\nclone b {ib:?}");
     ia.differs_from(&t, "clone a and the template");
     ib.differs_from(&t, "clone b and the template");
+
+    // Each owner's home volume, hot-plugged after the restore and mounted at /home/<login>
+    // before the acquire returned; what alice keeps there outlives her desktop, and bob's
+    // desktop never has it.
+    assert!(a.steps.iter().any(|s| s.0 == "home"), "{:?}", a.steps);
+    for (vm, login) in [(v, "alice"), (b.vm.uuid, "bob")] {
+        let home = format!("/home/{login}");
+        let (_, label) = exec(
+            &s,
+            vm,
+            &[
+                "/usr/bin/findmnt",
+                "-n",
+                "-o",
+                "LABEL",
+                "--mountpoint",
+                &home,
+            ],
+        );
+        assert_eq!(label.trim(), "vmpool-home", "{login}'s home");
+    }
+    let (rc, _) = exec(
+        &s,
+        v,
+        &[
+            "/bin/sh",
+            "-c",
+            "echo kept-by-alice > /home/alice/notes.txt && chown alice: /home/alice/notes.txt",
+        ],
+    );
+    assert_eq!(rc, 0);
+    assert_ne!(
+        exec(
+            &s,
+            b.vm.uuid,
+            &["/usr/bin/test", "-e", "/home/bob/notes.txt"]
+        )
+        .0,
+        0,
+        "bob sees alice's file"
+    );
+    s.release(v).unwrap();
+    let c = s.acquire("xfce", "alice", &for_user("alice")).unwrap();
+    assert_ne!(c.vm.uuid, v, "a new desktop");
+    assert_eq!(
+        exec(&s, c.vm.uuid, &["/usr/bin/cat", "/home/alice/notes.txt"])
+            .1
+            .trim(),
+        "kept-by-alice"
+    );
+    eprintln!(
+        "acquire with the home: {} ({}) in {:.1} ms {:?}",
+        c.path.as_str(),
+        c.was,
+        c.total_ms,
+        c.steps
+    );
 }
 
 /// What must be a VM's own; `urandom` is 32 bytes its `/dev/urandom` gave after the hand-out

@@ -12,6 +12,7 @@ mod common;
 mod desktop;
 mod golden;
 mod hardening;
+mod homes;
 mod identity;
 mod lifecycle;
 mod pools;

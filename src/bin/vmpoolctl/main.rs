@@ -3,6 +3,7 @@
 //! returns (`--json`, through the same `vmpool::ffi::wire` serialisation). The exit status is
 //! the `vmpool_result` code (0 on success, 64 for usage errors).
 
+mod home;
 mod pool;
 
 use clap::{Parser, Subcommand};
@@ -45,6 +46,9 @@ enum Cmd {
     /// Pools of ready VMs handed to owners: create, list, acquire, release, refill
     #[command(subcommand)]
     Pool(pool::PoolCmd),
+    /// Owners' home volumes: create, list, get, resize, delete
+    #[command(subcommand)]
+    Home(home::HomeCmd),
     /// The store itself
     #[command(subcommand)]
     Store(StoreCmd),
@@ -222,6 +226,7 @@ fn run(cli: Cli) -> vmpool::Result<()> {
     let json = cli.json;
     match cli.cmd {
         Cmd::Pool(c) => pool::run(&store, c, json)?,
+        Cmd::Home(c) => home::run(&store, c, json)?,
         Cmd::Store(StoreCmd::Info) => {
             let info = store.info();
             let w = wire::StoreInfoOut::from(&info);

@@ -20,7 +20,9 @@ use crate::vm::{Accel, Firmware, Vm, VmSpec};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
+mod homes;
 mod pools;
+pub use homes::*;
 pub use pools::*;
 #[cfg(feature = "schema")]
 mod schema;

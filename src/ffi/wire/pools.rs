@@ -44,6 +44,7 @@ pub(super) struct PoolPayload {
     ready_delay_s: Option<i64>,
     ready_timeout_s: Option<i64>,
     accel: Option<Accel>,
+    home_gib: Option<i64>,
 }
 
 /// Parse a pool create payload (its values are checked by the store).
@@ -78,6 +79,10 @@ pub fn pool_spec(json: &str) -> Result<PoolSpec> {
         s.ready_timeout_s = u32_of("ready_timeout_s", v)?;
     }
     s.accel = p.accel;
+    s.home_gib = p
+        .home_gib
+        .map(|d| non_negative("home_gib", d))
+        .transpose()?;
     Ok(s)
 }
 
@@ -103,6 +108,8 @@ pub(super) struct PoolChanges {
     ready_timeout_s: Option<i64>,
     #[serde(default, deserialize_with = "clearable")]
     accel: Option<Option<Accel>>,
+    #[serde(default, deserialize_with = "clearable")]
+    home_gib: Option<Option<i64>>,
 }
 
 /// Parse a pool update.
@@ -130,6 +137,10 @@ pub fn pool_update(json: &str) -> Result<PoolUpdate> {
         ready_delay_s: u32s("ready_delay_s", c.ready_delay_s)?,
         ready_timeout_s: u32s("ready_timeout_s", c.ready_timeout_s)?,
         accel: c.accel,
+        home_gib: c
+            .home_gib
+            .map(|d| d.map(|d| non_negative("home_gib", d)).transpose())
+            .transpose()?,
     })
 }
 
@@ -225,6 +236,7 @@ pub struct PoolOut<'a> {
     ready_delay_s: u32,
     ready_timeout_s: u32,
     accel: Option<Accel>,
+    home_gib: Option<u64>,
     created_at: &'a str,
     updated_at: &'a str,
     status: StatusOut,
@@ -249,6 +261,7 @@ impl<'a> From<&'a Pool> for PoolOut<'a> {
             ready_delay_s: s.ready_delay_s,
             ready_timeout_s: s.ready_timeout_s,
             accel: s.accel,
+            home_gib: s.home_gib,
             created_at: &p.created_at,
             updated_at: &p.updated_at,
             status: StatusOut {

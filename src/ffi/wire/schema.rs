@@ -3,6 +3,7 @@
 //! them). `docs/vmpool.schema.json` is this document; `tests/it/schema.rs` checks that the file,
 //! the header's key lists and both bindings agree with it.
 
+use super::homes::HomeOut;
 use super::pools::{
     AcquireIn, AcquiredOut, PoolChanges, PoolOut, PoolPayload, RefillIn, RefillOut,
 };
@@ -109,6 +110,22 @@ pub fn schema() -> Value {
             "vmpool_pool_acquire",
             Some(("options_json", r::<AcquireIn>(&mut g))),
             Some(r::<AcquiredOut<'static>>(&mut g)),
+        ),
+        e(
+            "vmpool_home_create",
+            None,
+            Some(r::<HomeOut<'static>>(&mut g)),
+        ),
+        e("vmpool_home_get", None, Some(r::<HomeOut<'static>>(&mut g))),
+        e(
+            "vmpool_home_resize",
+            None,
+            Some(r::<HomeOut<'static>>(&mut g)),
+        ),
+        e(
+            "vmpool_home_list",
+            None,
+            Some(list::<HomeOut<'static>>(&mut g)),
         ),
         e(
             "vmpool_pool_refill",

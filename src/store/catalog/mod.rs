@@ -6,7 +6,7 @@ pub mod records;
 
 use crate::error::{Error, Result};
 use crate::fsutil;
-use records::{decode, encode, ImageRecord, PoolRecord, VmRecord};
+use records::{decode, encode, HomeRecord, ImageRecord, PoolRecord, VmRecord};
 use serde::de::DeserializeOwned;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -18,6 +18,7 @@ pub struct Catalog {
     images: PathBuf,
     vms: PathBuf,
     pools: PathBuf,
+    homes: PathBuf,
 }
 
 fn read<T: DeserializeOwned>(path: &Path) -> Result<Option<T>> {
@@ -56,17 +57,76 @@ impl Catalog {
             images: root.join("images"),
             vms: root.join("vms"),
             pools: root.join("pools"),
+            homes: root.join("homes"),
         };
         fsutil::mkdirs(&c.images)?;
         fsutil::mkdirs(&c.vms)?;
         // Best effort: a read-only store opened by a reader has no pools to show.
         let _ = fsutil::mkdirs(&c.pools);
+        let _ = fsutil::mkdirs(&c.homes);
         Ok(c)
     }
 
     /// The directories records live in.
-    pub fn dirs(&self) -> [&Path; 3] {
-        [&self.images, &self.vms, &self.pools]
+    pub fn dirs(&self) -> [&Path; 4] {
+        [&self.images, &self.vms, &self.pools, &self.homes]
+    }
+
+    /// Where an owner's home record is (owners are names: [`crate::validate::name`]).
+    pub fn home_path(&self, owner: &str) -> PathBuf {
+        self.homes.join(format!("{owner}.json"))
+    }
+
+    /// The lock serialising changes to an owner's home (create, attach, resize, delete).
+    pub fn home_lock_path(&self, owner: &str) -> PathBuf {
+        self.homes.join(format!(".{owner}.lock"))
+    }
+
+    /// An owner's home record, if they have one.
+    pub fn home(&self, owner: &str) -> Result<Option<HomeRecord>> {
+        read(&self.home_path(owner))
+    }
+
+    /// Write an owner's home record (atomically, durably).
+    pub fn put_home(&self, r: &HomeRecord) -> Result<()> {
+        fsutil::mkdirs(&self.homes)?;
+        fsutil::write_atomic(&self.homes, &format!("{}.json", r.owner), &encode(r)?)
+    }
+
+    /// Remove an owner's home record; whether it was there.
+    pub fn remove_home(&self, owner: &str) -> Result<bool> {
+        let removed = fsutil::remove_file_if_exists(&self.home_path(owner))?;
+        fsutil::sync_dir(&self.homes)?;
+        Ok(removed)
+    }
+
+    /// Every home record, by owner.
+    pub fn homes(&self) -> Result<Vec<HomeRecord>> {
+        let rd = match fs::read_dir(&self.homes) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => {
+                return Err(Error::Io {
+                    context: format!("listing {}", self.homes.display()),
+                    source: e,
+                })
+            }
+        };
+        let mut owners: Vec<String> = rd
+            .flatten()
+            .filter_map(|e| {
+                let n = e.file_name().to_str()?.strip_suffix(".json")?.to_owned();
+                crate::validate::name("owner", &n).ok().map(|_| n)
+            })
+            .collect();
+        owners.sort();
+        let mut out = Vec::new();
+        for o in owners {
+            if let Some(h) = self.home(&o)? {
+                out.push(h);
+            }
+        }
+        Ok(out)
     }
 
     /// Where a pool's record is.

@@ -216,6 +216,36 @@ pub struct TemplateRecord {
     pub made_at: String,
 }
 
+/// An owner's home volume (`homes/<owner>.json`): a disk that outlives their desktops.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HomeRecord {
+    /// Record format major version.
+    #[serde(default = "schema_1")]
+    pub schema: u32,
+    /// Whose it is.
+    pub owner: String,
+    /// The volume's own id (its name in the driver, as a VM disk's is its VM's uuid).
+    pub uuid: Uuid,
+    /// The blank image it is a clone of.
+    pub image_uuid: Uuid,
+    /// Where the driver made it.
+    pub disk_path: String,
+    /// Its format.
+    pub disk_format: DiskFormat,
+    /// Its size, bytes.
+    pub size_bytes: u64,
+    /// How it was made (`CloneMethod` name).
+    pub clone_method: String,
+    /// When it was made, RFC 3339 UTC.
+    pub created_at: String,
+    /// The VM it was last given to; it is in use while that VM runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attached_to: Option<Uuid>,
+    /// Unknown fields, written back as read.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
 /// Parse a stored record, refusing a newer major schema by name before looking at fields.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8], path: &Path) -> Result<T> {
     let unreadable = |e: serde_json::Error| {

@@ -243,4 +243,59 @@ impl Qmp {
             ),
         )
     }
+
+    /// Add a block node `node` of `format` (`raw`, `qcow2`) over fd set `fdset` (a regular
+    /// file, or a block device when `device`). A qcow2 node gets no backing file: the only
+    /// qcow2 disks plugged this way are home volumes, clones of a blank image, so what the
+    /// backing would give is zeros, and QEMU (in its zone) could not open it by name anyway.
+    pub fn blockdev_add_fdset(
+        &mut self,
+        node: &str,
+        format: &str,
+        fdset: u64,
+        device: bool,
+    ) -> Result<(), QmpError> {
+        let file = json!({
+            "driver": if device { "host_device" } else { "file" },
+            "filename": format!("/dev/fdset/{fdset}"),
+        });
+        let mut args = json!({"node-name": node, "driver": format, "file": file,
+                              "discard": "unmap"});
+        if format == "qcow2" {
+            args["backing"] = Value::Null;
+        }
+        self.run_unit("blockdev-add", Some(args))
+    }
+
+    /// Remove block node `node` (after its device is gone).
+    pub fn blockdev_del(&mut self, node: &str) -> Result<(), QmpError> {
+        self.run_unit("blockdev-del", Some(json!({ "node-name": node })))
+    }
+
+    /// Plug a virtio disk `id` over block node `node`, with guest-visible `serial`, into
+    /// PCIe port `bus`.
+    pub fn device_add_virtio_blk(
+        &mut self,
+        id: &str,
+        node: &str,
+        serial: &str,
+        bus: &str,
+    ) -> Result<(), QmpError> {
+        self.run_unit(
+            "device_add",
+            Some(
+                json!({"driver": "virtio-blk-pci", "drive": node, "serial": serial,
+                        "bus": bus, "id": id}),
+            ),
+        )
+    }
+
+    /// Whether a device the user named `id` is plugged in (`/machine/peripheral/<id>`).
+    pub fn has_device(&mut self, id: &str) -> Result<bool, QmpError> {
+        let list = self.run("qom-list", Some(json!({"path": "/machine/peripheral"})))?;
+        Ok(list.as_array().is_some_and(|a| {
+            a.iter()
+                .any(|p| p.get("name").and_then(Value::as_str) == Some(id))
+        }))
+    }
 }
