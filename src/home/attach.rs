@@ -156,8 +156,15 @@ impl Store {
             .flatten()
             .is_some_and(|h| h.attached_to == Some(vm));
         if attached && self.runs(vm) && self.image_tag(rec.image_uuid, ON_HOME_TAG).is_some() {
-            if let Ok(mut a) = self.agent(vm, SYNC_TIMEOUT) {
-                let _ = a.exec(&["/bin/sync"], SYNC_TIMEOUT);
+            let synced = self
+                .agent(vm, SYNC_TIMEOUT)
+                .and_then(|mut a| {
+                    a.exec(&["/bin/sync"], SYNC_TIMEOUT)
+                        .map_err(|e| Error::Hypervisor(e.to_string()))
+                })
+                .map(|r| r.exit_code);
+            if !matches!(synced, Ok(Some(0))) {
+                eprintln!("vmpool: VM {vm}: its home's pages may not be written out: sync gave {synced:?}");
             }
         }
     }

@@ -268,6 +268,13 @@ impl Store {
         t0: Instant,
         mut since: Instant,
     ) -> Result<Acquired> {
+        // A new owner's desktop carries their user from its first start: a VM booting from
+        // disk reads it from the seed that start writes.
+        if out.path != AcquirePath::Redirect {
+            if let Some(user) = &opts.user {
+                self.set_user(u, user)?;
+            }
+        }
         let (mut vm, was) = self.make_running(u)?;
         if out.path == AcquirePath::Redirect {
             out.was = was;
@@ -284,14 +291,9 @@ impl Store {
         // A clone of a memory template is handed out only with its own identity, and a new
         // owner's desktop with their user; one whose customization fails is destroyed (its
         // owner may ask again).
-        if out.path != AcquirePath::Redirect {
-            if let Some(user) = &opts.user {
-                self.set_user(u, user)?;
-            }
-        }
         let rec = self.record(&u)?;
         let program = rec.identity_pending.clone().or_else(|| {
-            (out.path != AcquirePath::Redirect && opts.user.is_some())
+            (out.path != AcquirePath::Redirect && opts.user.is_some() && was != "disk")
                 .then(|| self.identity_program(&rec))
                 .flatten()
         });
@@ -354,7 +356,13 @@ impl Store {
                     }
                 }
                 State::Stopped | State::Failed => {
-                    was.get_or_insert("disk");
+                    // A new clone of a memory template starts by loading its state: its guest
+                    // is up as soon as it runs, as a waiting spare's is.
+                    let restores = r
+                        .restore
+                        .as_ref()
+                        .is_some_and(|rs| rs.memory.exists() && rs.state.exists());
+                    was.get_or_insert(if restores { "waiting" } else { "disk" });
                     match self.start_vm(u, &StartOptions { accel }) {
                         Ok(_) | Err(Error::AlreadyRunning(_)) => {}
                         Err(e) => return Err(e),

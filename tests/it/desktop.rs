@@ -12,9 +12,8 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
-use vmpool::store::StartOptions;
 use vmpool::vm::user::GuestUser;
-use vmpool::{ImportRequest, Store, VmSpec};
+use vmpool::{ImportRequest, Store};
 
 /// A cold boot of Xfce under TCG on two host cores (measured here: about two minutes).
 const BOOT: Duration = Duration::from_secs(600);
@@ -101,31 +100,41 @@ fn an_xfce_desktop_boots_from_its_clone_with_the_disk_grown_and_the_agent_up() {
             &image(),
             &ImportRequest::default()
                 .name("debian-12-xfce")
+                .tag("on_home", "/usr/lib/vmpool/attach-home")
                 .tag("cloud_init", "nocloud"),
             None,
         )
         .unwrap();
     let template_gib = img.size_bytes.div_ceil(GIB);
     let disk_gib = template_gib + 6;
-    let v = s
-        .create_vm(
-            &VmSpec::new(img.uuid)
-                .alias("desk")
-                .owner("alice")
-                .vcpus(2)
-                .ram_mib(2048)
-                .disk_gib(disk_gib)
-                .user(GuestUser {
+    // A desktop of a pool that keeps no spares: made and booted from its disk for alice, with
+    // her home volume plugged in as it boots.
+    let mut p = vmpool::pool::PoolSpec::new("desk", img.uuid);
+    p.vcpus = 2;
+    p.ram_mib = 2048;
+    p.disk_gib = Some(disk_gib);
+    p.max_vms = 1;
+    p.home_gib = Some(1);
+    s.create_pool(&p).unwrap();
+    let started = Instant::now();
+    let a = s
+        .acquire(
+            "desk",
+            "alice",
+            &vmpool::pool::AcquireOptions {
+                user: Some(GuestUser {
                     login: "alice".into(),
                     full_name: Some("Alice Liddell".into()),
                     keyboard: Some("de".into()),
                     timezone: Some("Europe/Berlin".into()),
                     ..Default::default()
                 }),
+                ..Default::default()
+            },
         )
         .unwrap();
-    let started = Instant::now();
-    s.start_vm(v.uuid, &StartOptions::default()).unwrap();
+    assert_eq!(a.path, vmpool::pool::AcquirePath::Created);
+    let v = a.vm;
     let _kill = KillOnDrop(&s, v.uuid);
     // The panel runs: the image's ready marker, written once `xfce4-panel` is up.
     loop {
@@ -189,7 +198,11 @@ fn an_xfce_desktop_boots_from_its_clone_with_the_disk_grown_and_the_agent_up() {
     // and SSH host keys from the NoCloud seed vmpool attached (read by the image's boot unit).
     let me = identity_of(&s, v.uuid);
     assert_eq!(me.machine_id.len(), 32, "{me:?}");
-    assert_eq!(me.hostname, "desk", "{me:?}");
+    assert_eq!(
+        me.hostname,
+        vmpool::vm::identity::hostname_from(&v.alias),
+        "{me:?}"
+    );
     assert!(me.ssh_host_key.starts_with("ssh-ed25519 "), "{me:?}");
     let instance = s
         .agent_read_file(
@@ -222,6 +235,38 @@ fn an_xfce_desktop_boots_from_its_clone_with_the_disk_grown_and_the_agent_up() {
     );
     let (_, zone) = exec(&s, v.uuid, &["/usr/bin/date", "+%Z"]);
     assert!(matches!(zone.trim(), "CET" | "CEST"), "time zone {zone:?}");
+    // Her home volume, formatted and mounted at /home/alice as the desktop booted (udev).
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, label) = exec(
+            &s,
+            v.uuid,
+            &[
+                "/usr/bin/findmnt",
+                "-n",
+                "-o",
+                "LABEL",
+                "--mountpoint",
+                "/home/alice",
+            ],
+        );
+        if label.trim() == "vmpool-home" {
+            break;
+        }
+        if Instant::now() > until {
+            let (_, j) = exec(
+                &s,
+                v.uuid,
+                &[
+                    "/bin/sh",
+                    "-c",
+                    "findmnt; journalctl -b -u vmpool-home --no-pager; ls -l /dev/disk/by-id",
+                ],
+            );
+            panic!("no home volume at /home/alice:\n{j}");
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
     assert!(
         xlog.contains(r#"Option "xkb_layout" "de""#),
         "X did not get the layout:\n{xlog}"
@@ -425,12 +470,19 @@ fn a_memory_template_of_the_xfce_session_hands_out_a_running_desktop() {
     s.release(v).unwrap();
     let c = s.acquire("xfce", "alice", &for_user("alice")).unwrap();
     assert_ne!(c.vm.uuid, v, "a new desktop");
-    assert_eq!(
-        exec(&s, c.vm.uuid, &["/usr/bin/cat", "/home/alice/notes.txt"])
-            .1
-            .trim(),
-        "kept-by-alice"
-    );
+    let (_, kept) = exec(&s, c.vm.uuid, &["/usr/bin/cat", "/home/alice/notes.txt"]);
+    if kept.trim() != "kept-by-alice" {
+        let (_, why) = exec(
+            &s,
+            c.vm.uuid,
+            &[
+                "/bin/sh",
+                "-c",
+                "findmnt; ls -la /home /home/alice; journalctl -b -u vmpool-home --no-pager; dmesg | tail -30; getent passwd alice 2>&1",
+            ],
+        );
+        panic!("alice's new desktop has not her file: {kept:?}\n{why}");
+    }
     eprintln!(
         "acquire with the home: {} ({}) in {:.1} ms {:?}",
         c.path.as_str(),
