@@ -341,6 +341,30 @@ int main(int argc, char **argv) {
     EXPECT(vmpool_image_delete(store, image_uuid), VMPOOL_RESULT_OK);
     EXPECT(vmpool_image_delete(store, image_uuid), VMPOOL_RESULT_NOT_FOUND);
 
+    /* Home volumes. */
+    char *home = (char *)0x1;
+    EXPECT(vmpool_home_create(NULL, "alice", 256u << 20, &home), VMPOOL_RESULT_NULL_POINTER);
+    EXPECT(vmpool_home_create(store, NULL, 256u << 20, &home), VMPOOL_RESULT_NULL_POINTER);
+    EXPECT(vmpool_home_create(store, "alice", 1u << 20, &home), VMPOOL_RESULT_INVALID_ARGUMENT);
+    EXPECT(vmpool_home_create(store, "a/b", 256u << 20, &home), VMPOOL_RESULT_INVALID_ARGUMENT);
+    CHECK(home == (char *)0x1);
+    EXPECT(vmpool_home_create(store, "alice", 256u << 20, &home), VMPOOL_RESULT_OK);
+    CHECK(home && strstr(home, "\"owner\":\"alice\"") && strstr(home, "\"attached_to\":null"));
+    vmpool_string_free(home);
+    EXPECT(vmpool_home_create(store, "alice", 256u << 20, NULL), VMPOOL_RESULT_ALREADY_EXISTS);
+    EXPECT(vmpool_home_get(store, "alice", NULL), VMPOOL_RESULT_NULL_POINTER);
+    EXPECT(vmpool_home_get(store, "bob", &got), VMPOOL_RESULT_NOT_FOUND);
+    EXPECT(vmpool_home_resize(store, "alice", 128u << 20, NULL), VMPOOL_RESULT_INVALID_ARGUMENT);
+    EXPECT(vmpool_home_resize(store, "alice", 512u << 20, &got), VMPOOL_RESULT_OK);
+    CHECK(got && strstr(got, "\"size_bytes\":536870912"));
+    vmpool_string_free(got);
+    EXPECT(vmpool_home_list(store, &list), VMPOOL_RESULT_OK);
+    CHECK(count(list, "\"owner\"") == 1);
+    vmpool_string_free(list);
+    EXPECT(vmpool_home_delete(store, NULL), VMPOOL_RESULT_NULL_POINTER);
+    EXPECT(vmpool_home_delete(store, "alice"), VMPOOL_RESULT_OK);
+    EXPECT(vmpool_home_delete(store, "alice"), VMPOOL_RESULT_NOT_FOUND);
+
     vmpool_string_free(manifest);
     vmpool_string_free(NULL);
     vmpool_store_free(store);

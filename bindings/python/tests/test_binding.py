@@ -101,21 +101,43 @@ def test_pool_keys_are_passed_through_and_pools_are_dataclasses(store):
     s, image = store
     p = s.create_pool(name="p", image=image, vcpus=1, ram_mib=256, max_vms=3, disk_gib=2, spares=0,
                       max_per_owner=2, warmth="paused", on_release="reset", ready_marker="ready",
-                      ready_delay_s=1, ready_timeout_s=30, accel="tcg")
+                      ready_delay_s=1, ready_timeout_s=30, accel="tcg", home_gib=1)
+    assert p.home_gib == 1
     assert isinstance(p, Pool) and isinstance(p.status, PoolStatus) and p.template is None
     assert (p.disk_gib, p.max_per_owner, p.warmth, p.on_release, p.ready_marker, p.ready_delay_s,
             p.ready_timeout_s, p.accel) == (2, 2, "paused", "reset", "ready", 1, 30, "tcg")
     assert p.extra == p.status.extra == {}
     assert s.pool("p") == p and s.pools() == [p]
     # None clears the clearable keys; image= and image_uuid= are both the image.
-    q = s.update_pool("p", disk_gib=None, ready_marker=None, accel=None, image_uuid=image.uuid, spares=1)
-    assert (q.disk_gib, q.ready_marker, q.accel, q.spares) == (None, None, None, 1)
+    q = s.update_pool("p", disk_gib=None, ready_marker=None, accel=None, image_uuid=image.uuid, spares=1,
+                      home_gib=None)
+    assert (q.disk_gib, q.ready_marker, q.accel, q.spares, q.home_gib) == (None, None, None, 1, None)
     assert s.update_pool("p", image=image).image_uuid == image.uuid
     with pytest.raises(TypeError, match="name"):
         s.update_pool("p", name="q")
     with pytest.raises(TypeError, match="colour"):
         s.create_pool(name="x", image=image, vcpus=1, ram_mib=256, max_vms=2, colour=1)
     s.delete_pool("p")
+
+
+def test_home_volumes_through_the_library(store):
+    s, _ = store
+    h = s.create_home("alice", 256 << 20)
+    assert isinstance(h, vmpool.Home) and (h.owner, h.size_bytes, h.attached_to) == ("alice", 256 << 20, None)
+    assert s.home("alice") == h and s.homes() == [h]
+    with pytest.raises(vmpool.AlreadyExists):
+        s.create_home("alice", 256 << 20)
+    assert s.resize_home("alice", 512 << 20).size_bytes == 512 << 20
+    with pytest.raises(vmpool.InvalidArgument, match="only grow"):
+        s.resize_home("alice", 256 << 20)
+    with pytest.raises(vmpool.InvalidArgument):
+        s.create_home("bob", 1 << 20)
+    with pytest.raises(vmpool.InvalidArgument):
+        s.create_home("../x", 256 << 20)
+    s.delete_home("alice")
+    assert s.homes() == []
+    with pytest.raises(vmpool.NotFound):
+        s.home("alice")
 
 
 def test_records_read_like_the_dicts_they_replace(store):

@@ -28,7 +28,7 @@ from typing import Any, Callable, ClassVar, Dict, List, Optional, Set, Tuple, Ty
 
 __all__ = [
     "Store", "Image", "Vm", "Caps", "LastExit", "VmStatus", "Run", "SpiceAddr", "Console",
-    "Pool", "PoolStatus", "PoolTemplate", "Acquired", "Step", "RefillReport",
+    "Pool", "PoolStatus", "PoolTemplate", "Acquired", "Step", "RefillReport", "Home",
     "VmpoolError", "ERRORS", "version", "library_candidates",
     "NullPointer", "InvalidUtf8", "StringTooLong", "InvalidJson", "InvalidArgument",
     "NotFound", "AlreadyExists", "InUse", "NotAStore", "Busy", "Cancelled", "InvalidState",
@@ -326,6 +326,11 @@ _pool_delete = _checked("vmpool_pool_delete", [_P, _S])
 _pool_acquire = _checked("vmpool_pool_acquire", [_P, _S, _S, _S, _OUT])
 _pool_release = _checked("vmpool_pool_release", [_P, _S])
 _pool_refill = _checked("vmpool_pool_refill", [_P, _S, _S, REFILL_CB, _P, _OUT])
+_home_create = _checked("vmpool_home_create", [_P, _S, _c.c_uint64, _OUT])
+_home_get = _checked("vmpool_home_get", [_P, _S, _OUT])
+_home_list = _checked("vmpool_home_list", [_P, _OUT])
+_home_resize = _checked("vmpool_home_resize", [_P, _S, _c.c_uint64, _OUT])
+_home_delete = _checked("vmpool_home_delete", [_P, _S])
 
 
 def _text_out(call: Callable[[Any], int]) -> str:
@@ -576,11 +581,27 @@ class Pool(_Record):
     disk_gib: Optional[int] = None
     ready_marker: Optional[str] = None
     accel: Optional[str] = None
+    home_gib: Optional[int] = None
     template: Optional[PoolTemplate] = None
     extra: Dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     _nested: ClassVar[Dict[str, Callable[[Any], Any]]] = {
         "status": PoolStatus.from_json, "template": PoolTemplate.from_json}
+
+
+@dataclass(frozen=True)
+class Home(_Record):
+    """An owner's home volume; ``attached_to`` is the running VM that has it, if any."""
+
+    owner: str
+    uuid: str
+    size_bytes: int
+    disk_format: str
+    disk: str
+    clone_method: str
+    created_at: str
+    attached_to: Optional[str] = None
+    extra: Dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -632,7 +653,8 @@ _IMPORT_KEYS = {"uuid", "name", "version", "os", "sha256", "format", "size_bytes
 _VM_UPDATE_KEYS = {"vcpus", "ram_mib", "disk_gib"}
 # vmpool_pool_update takes every create key except name; image_uuid is also said as image=.
 _POOL_UPDATE_KEYS = {"image_uuid", "vcpus", "ram_mib", "disk_gib", "spares", "max_vms", "max_per_owner",
-                     "warmth", "on_release", "ready_marker", "ready_delay_s", "ready_timeout_s", "accel"}
+                     "warmth", "on_release", "ready_marker", "ready_delay_s", "ready_timeout_s", "accel",
+                     "home_gib"}
 _POOL_CREATE_KEYS = _POOL_UPDATE_KEYS - {"image_uuid", "vcpus", "ram_mib", "max_vms"}
 
 
@@ -870,7 +892,7 @@ class Store:
                     **opts: Any) -> Pool:
         """Create a pool. Keywords: disk_gib, spares, max_per_owner, warmth ("disk", "paused",
         "template"), on_release ("destroy", "reset"), ready_marker, ready_delay_s,
-        ready_timeout_s, accel; ``None`` leaves one out (its default). Spares are made by
+        ready_timeout_s, accel, home_gib (each owner's home volume); ``None`` leaves one out (its default). Spares are made by
         :meth:`refill`."""
         _refuse_unknown(opts, _POOL_CREATE_KEYS, "pool")
         payload: Dict[str, Any] = {"name": name, "image_uuid": image.uuid if isinstance(image, Image) else image,
@@ -955,3 +977,32 @@ class Store:
         if errors:
             raise errors[0]
         return RefillReport.from_json(d)
+
+    def create_home(self, owner: str, size_bytes: int) -> Home:
+        """Make ``owner``'s home volume (at least 64 MiB); raises :class:`AlreadyExists` if
+        they have one. Pools with ``home_gib`` make one on an owner's first acquire."""
+        o = _arg(owner, "owner")
+        with self._use() as h:
+            return Home.from_json(_json_out(lambda out: _home_create(h, o, int(size_bytes), out)))
+
+    def home(self, owner: str) -> Home:
+        o = _arg(owner, "owner")
+        with self._use() as h:
+            return Home.from_json(_json_out(lambda out: _home_get(h, o, out)))
+
+    def homes(self) -> List[Home]:
+        with self._use() as h:
+            return [Home.from_json(d) for d in _json_out(lambda out: _home_list(h, out))]
+
+    def resize_home(self, owner: str, size_bytes: int) -> Home:
+        """Grow ``owner``'s home (never shrinks); raises :class:`InUse` while a running VM has it."""
+        o = _arg(owner, "owner")
+        with self._use() as h:
+            return Home.from_json(_json_out(lambda out: _home_resize(h, o, int(size_bytes), out)))
+
+    def delete_home(self, owner: str) -> None:
+        """Delete ``owner``'s home and everything on it; raises :class:`InUse` while a running
+        VM has it. Nothing else ever deletes a home."""
+        o = _arg(owner, "owner")
+        with self._use() as h:
+            _home_delete(h, o)

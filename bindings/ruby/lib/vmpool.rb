@@ -76,6 +76,11 @@ module Vmpool
     attach_function :vmpool_pool_acquire, %i[pointer string string string pointer], :uint32, blocking: true
     attach_function :vmpool_pool_release, %i[pointer string], :uint32, blocking: true
     attach_function :vmpool_pool_refill, %i[pointer string string refill_cb pointer pointer], :uint32, blocking: true
+    attach_function :vmpool_home_create, %i[pointer string uint64 pointer], :uint32, blocking: true
+    attach_function :vmpool_home_get, %i[pointer string pointer], :uint32
+    attach_function :vmpool_home_list, %i[pointer pointer], :uint32
+    attach_function :vmpool_home_resize, %i[pointer string uint64 pointer], :uint32, blocking: true
+    attach_function :vmpool_home_delete, %i[pointer string], :uint32, blocking: true
   end
 
   # Base of every error the library reports. #code is the vmpool_result number, #name its
@@ -340,14 +345,14 @@ module Vmpool
     VM_UPDATE_KEYS = %i[vcpus ram_mib disk_gib].freeze
     # vmpool_pool_update takes every create key except name; image_uuid is also said as image:.
     POOL_UPDATE_KEYS = %i[image_uuid vcpus ram_mib disk_gib spares max_vms max_per_owner warmth on_release
-                          ready_marker ready_delay_s ready_timeout_s accel].freeze
+                          ready_marker ready_delay_s ready_timeout_s accel home_gib].freeze
     POOL_KEYS = (POOL_UPDATE_KEYS - [:image_uuid]).freeze # as earlier versions had it
     POOL_CREATE_KEYS = (POOL_UPDATE_KEYS - %i[image_uuid vcpus ram_mib max_vms]).freeze
 
     # Create a pool. +image+ is an image uuid or an image Hash. Keywords: disk_gib, spares,
     # max_per_owner, warmth ("disk", "paused" or "template"), on_release ("destroy" or
-    # "reset"), ready_marker, ready_delay_s, ready_timeout_s, accel; nil leaves one out (its
-    # default). Spares are made by #refill.
+    # "reset"), ready_marker, ready_delay_s, ready_timeout_s, accel, home_gib (each owner's
+    # home volume); nil leaves one out (its default). Spares are made by #refill.
     def create_pool(name:, image:, vcpus:, ram_mib:, max_vms:, **opts)
       refuse_unknown(opts, POOL_CREATE_KEYS, "pool")
       payload = { name: name, image_uuid: uuid_of(image),
@@ -416,6 +421,34 @@ module Vmpool
       use do |h|
         Vmpool.json_out { |out| Native.vmpool_pool_refill(h, pool_name.to_s, body, cb, nil, out) }
       end
+    end
+
+    # Make +owner+'s home volume of +size_bytes+ (at least 64 MiB). Raises
+    # Vmpool::AlreadyExists if they have one; pools with home_gib make one on an owner's first
+    # acquire. Returns {owner:, uuid:, size_bytes:, disk_format:, disk:, clone_method:,
+    # created_at:, attached_to:}.
+    def create_home(owner, size_bytes)
+      use { |h| Vmpool.json_out { |out| Native.vmpool_home_create(h, owner.to_s, Integer(size_bytes), out) } }
+    end
+
+    def home(owner)
+      use { |h| Vmpool.json_out { |out| Native.vmpool_home_get(h, owner.to_s, out) } }
+    end
+
+    def homes
+      use { |h| Vmpool.json_out { |out| Native.vmpool_home_list(h, out) } }
+    end
+
+    # Grow +owner+'s home (never shrinks). Raises Vmpool::InUse while a running VM has it.
+    def resize_home(owner, size_bytes)
+      use { |h| Vmpool.json_out { |out| Native.vmpool_home_resize(h, owner.to_s, Integer(size_bytes), out) } }
+    end
+
+    # Delete +owner+'s home and everything on it. Raises Vmpool::InUse while a running VM has
+    # it; nothing else ever deletes a home.
+    def delete_home(owner)
+      use { |h| Vmpool.check!(Native.vmpool_home_delete(h, owner.to_s)) }
+      nil
     end
 
     private

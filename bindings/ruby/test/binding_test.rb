@@ -72,15 +72,31 @@ class VmpoolBindingTest < Minitest::Test
   def test_every_pool_key_is_passed_through
     p = @store.create_pool(name: "p", image: @image, vcpus: 1, ram_mib: 256, max_vms: 3, disk_gib: 2, spares: 0,
                            max_per_owner: 2, warmth: "paused", on_release: "reset", ready_marker: "ready",
-                           ready_delay_s: 1, ready_timeout_s: 30, accel: "tcg")
-    assert_equal [2, 2, "paused", "reset", "ready", 1, 30, "tcg"],
+                           ready_delay_s: 1, ready_timeout_s: 30, accel: "tcg", home_gib: 1)
+    assert_equal [2, 2, "paused", "reset", "ready", 1, 30, "tcg", 1],
                  p.values_at(:disk_gib, :max_per_owner, :warmth, :on_release, :ready_marker, :ready_delay_s,
-                             :ready_timeout_s, :accel)
+                             :ready_timeout_s, :accel, :home_gib)
     # nil clears the clearable keys; image: (uuid or Hash) and image_uuid: are both the image.
     q = @store.update_pool("p", disk_gib: nil, ready_marker: nil, accel: nil, image_uuid: @image[:uuid], spares: 1)
     assert_equal [nil, nil, nil, 1], q.values_at(:disk_gib, :ready_marker, :accel, :spares)
     assert_equal @image[:uuid], @store.update_pool("p", image: @image)[:image_uuid]
     assert_raises(::ArgumentError) { @store.update_pool("p", name: "q") }
     @store.delete_pool("p")
+  end
+
+  def test_home_volumes_through_the_library
+    h = @store.create_home("alice", 256 << 20)
+    assert_equal ["alice", 256 << 20, nil], h.values_at(:owner, :size_bytes, :attached_to)
+    assert_equal h, @store.home("alice")
+    assert_equal [h], @store.homes
+    assert_raises(Vmpool::AlreadyExists) { @store.create_home("alice", 256 << 20) }
+    assert_equal 512 << 20, @store.resize_home("alice", 512 << 20)[:size_bytes]
+    e = assert_raises(Vmpool::InvalidArgument) { @store.resize_home("alice", 256 << 20) }
+    assert_match(/only grow/, e.message)
+    assert_raises(Vmpool::InvalidArgument) { @store.create_home("bob", 1 << 20) }
+    assert_raises(Vmpool::InvalidArgument) { @store.create_home("../x", 256 << 20) }
+    @store.delete_home("alice")
+    assert_equal [], @store.homes
+    assert_raises(Vmpool::NotFound) { @store.home("alice") }
   end
 end
