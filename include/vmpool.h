@@ -242,7 +242,7 @@ vmpool_result vmpool_image_delete(const vmpool_store *store, const char *uuid);
 // Keys of `options_json`: `accel`.
 // Keys written: `uuid`, `alias`, `owner`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`,
 // `created_at`, `state`, `disk_path`, `disk_format`, `disk_size_bytes`, `clone_method`,
-// `firmware`, `accel`, `mac`, `vmgenid`, `last_exit`, `caps`, `pool`.
+// `firmware`, `accel`, `mac`, `vmgenid`, `last_exit`, `caps`, `pool`, `user`.
 vmpool_result vmpool_vm_start(const vmpool_store *store,
                               const char *uuid,
                               const char *options_json,
@@ -280,7 +280,7 @@ vmpool_result vmpool_vm_status(const vmpool_store *store, const char *uuid, char
 // Keys of `update_json`: `vcpus`, `ram_mib`, `disk_gib`.
 // Keys written: `uuid`, `alias`, `owner`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`,
 // `created_at`, `state`, `disk_path`, `disk_format`, `disk_size_bytes`, `clone_method`,
-// `firmware`, `accel`, `mac`, `vmgenid`, `last_exit`, `caps`, `pool`.
+// `firmware`, `accel`, `mac`, `vmgenid`, `last_exit`, `caps`, `pool`, `user`.
 vmpool_result vmpool_vm_update(const vmpool_store *store,
                                const char *uuid,
                                const char *update_json,
@@ -442,7 +442,7 @@ vmpool_result vmpool_store_recover(const vmpool_store *store, char **json_out);
 // an `on_clone` program; each field checked, a bad one refused by name).
 // Keys written: `uuid`, `alias`, `owner`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`,
 // `created_at`, `state`, `disk_path`, `disk_format`, `disk_size_bytes`, `clone_method`,
-// `firmware`, `accel`, `mac`, `vmgenid`, `last_exit`, `caps`, `pool`.
+// `firmware`, `accel`, `mac`, `vmgenid`, `last_exit`, `caps`, `pool`, `user`.
 vmpool_result vmpool_vm_create(const vmpool_store *store,
                                const char *payload_json,
                                char **vm_json_out);
@@ -451,7 +451,7 @@ vmpool_result vmpool_vm_create(const vmpool_store *store,
 //
 // Keys written: `uuid`, `alias`, `owner`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`,
 // `created_at`, `state`, `disk_path`, `disk_format`, `disk_size_bytes`, `clone_method`,
-// `firmware`, `accel`, `mac`, `vmgenid`, `last_exit`, `caps`, `pool`.
+// `firmware`, `accel`, `mac`, `vmgenid`, `last_exit`, `caps`, `pool`, `user`.
 vmpool_result vmpool_vm_get(const vmpool_store *store, const char *uuid, char **json_out);
 
 // VM records as a JSON array, oldest first: all of them, or only those whose owner is
@@ -459,7 +459,7 @@ vmpool_result vmpool_vm_get(const vmpool_store *store, const char *uuid, char **
 //
 // Keys written (each element): `uuid`, `alias`, `owner`, `image_uuid`, `vcpus`, `ram_mib`,
 // `disk_gib`, `created_at`, `state`, `disk_path`, `disk_format`, `disk_size_bytes`,
-// `clone_method`, `firmware`, `accel`, `mac`, `vmgenid`, `last_exit`, `caps`, `pool`.
+// `clone_method`, `firmware`, `accel`, `mac`, `vmgenid`, `last_exit`, `caps`, `pool`, `user`.
 vmpool_result vmpool_vm_list(const vmpool_store *store, const char *owner_or_null, char **json_out);
 
 // Delete a VM: its record and its disk. `VMPOOL_RESULT_NOT_FOUND` for an unknown uuid.

@@ -55,6 +55,7 @@ fn placeholder_vm() -> Vm {
         last_exit: None,
         caps: Default::default(),
         pool: None,
+        user: None,
     }
 }
 

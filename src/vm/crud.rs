@@ -97,6 +97,7 @@ impl Store {
                 last_exit: None,
                 caps: spec.caps.clone(),
                 pool: member.map(|m| m.pool.clone()),
+                user: spec.user.clone(),
             };
             fail_point!("vm_create.cloned");
             // Undo first: a write that fails after its rename leaves the record.

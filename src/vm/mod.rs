@@ -333,6 +333,8 @@ pub struct Vm {
     pub caps: Caps,
     /// The pool it belongs to, if any (a spare has an empty owner).
     pub pool: Option<String>,
+    /// The person it is for (their login, name, locale, keyboard, time zone), if given.
+    pub user: Option<crate::vm::user::GuestUser>,
 }
 
 #[cfg(test)]

@@ -475,6 +475,7 @@ class Vm(_Record):
     last_exit: Optional[LastExit] = None
     caps: Caps = field(default_factory=Caps)
     pool: Optional[str] = None
+    user: Optional[Dict[str, Any]] = None
     extra: Dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     _nested: ClassVar[Dict[str, Callable[[Any], Any]]] = {

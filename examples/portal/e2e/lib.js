@@ -16,9 +16,10 @@ function launch() {
   });
 }
 
-// A fresh browser profile (its own cookies), like a second browser on another machine.
-async function newPage(browser, log) {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, acceptDownloads: true });
+// A fresh browser profile (its own cookies), like a second browser on another machine; `opts`
+// may set its language (`locale`, also its Accept-Language) and time zone (`timezoneId`).
+async function newPage(browser, log, opts = {}) {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, acceptDownloads: true, ...opts });
   const page = await context.newPage();
   page.consoleLines = [];
   page.on('console', (m) => { page.consoleLines.push(m.text()); if (log) log('  [page] ' + m.text()); });

@@ -75,7 +75,8 @@ async function main() {
   const vlog = VERBOSE ? log : null;
 
   await section('user alice: a desktop in the browser', async () => {
-    const page = ctx.alice = await L.newPage(browser, vlog);
+    // Alice's browser speaks German in Berlin: her desktop is made for that.
+    const page = ctx.alice = await L.newPage(browser, vlog, { locale: 'de-DE', timezoneId: 'Europe/Berlin' });
     await check('sign up through the form', async () => {
       await page.goto(L.BASE + '/signup');
       await page.fill('#user_username', 'alice');
@@ -95,6 +96,11 @@ async function main() {
       assert(vm.pool === 'desktop', 'VM pool ' + vm.pool);
       ctx.aliceOwner = vm.owner;
       assert(/^u\d+-[0-9a-f]{8}$/.test(vm.owner), 'owner ' + vm.owner);
+      // Made for her: her login name, her browser's language, keyboard layout and time zone.
+      const u = vm.user || {};
+      assert(u.login === 'alice' && u.full_name === 'alice', 'user ' + JSON.stringify(vm.user));
+      assert(u.locale === 'de_DE.UTF-8' && u.keyboard === 'de' && u.timezone === 'Europe/Berlin',
+        'user ' + JSON.stringify(vm.user));
       const info = await page.locator('#acquire-info').textContent().catch(() => '');
       return `${Date.now() - t} ms to the page; ${info.trim()}`;
     });

@@ -197,6 +197,18 @@ pub struct VmOut<'a> {
     last_exit: Option<&'a LastExit>,
     caps: &'a crate::vm::Caps,
     pool: Option<&'a str>,
+    user: Option<UserOut<'a>>,
+}
+
+/// Who a VM is for, as JSON: what the guest shows of them (never their password hash or keys).
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct UserOut<'a> {
+    login: &'a str,
+    full_name: Option<&'a str>,
+    locale: Option<&'a str>,
+    keyboard: Option<&'a str>,
+    timezone: Option<&'a str>,
 }
 
 impl<'a> From<&'a Vm> for VmOut<'a> {
@@ -222,6 +234,13 @@ impl<'a> From<&'a Vm> for VmOut<'a> {
             last_exit: v.last_exit.as_ref(),
             caps: &v.caps,
             pool: v.pool.as_deref(),
+            user: v.user.as_ref().map(|u| UserOut {
+                login: &u.login,
+                full_name: u.full_name.as_deref(),
+                locale: u.locale.as_deref(),
+                keyboard: u.keyboard.as_deref(),
+                timezone: u.timezone.as_deref(),
+            }),
         }
     }
 }

@@ -342,6 +342,7 @@ impl From<&VmRecord> for Vm {
             last_exit: r.last_exit.clone(),
             caps: r.caps.clone(),
             pool: r.pool.clone(),
+            user: r.user.clone(),
         }
     }
 }
@@ -376,7 +377,7 @@ impl From<&Vm> for VmRecord {
             template_build: false,
             restore: None,
             identity_pending: None,
-            user: None,
+            user: v.user.clone(),
             extra: Extra::new(),
         }
     }

@@ -116,6 +116,12 @@ class ApplicationController < ActionController::Base
   # After store.acquire (Get a desktop, reset): the SPICE ticket the library made with the VM is
   # this session's, and goes to the desktop page through the (encrypted) flash, so that the page
   # does not set another password on the VM. Returns the path of the desktop page.
+  # The library's `user` object for a desktop handed to the current user now: their name, and
+  # their browser's language, keyboard layout and time zone.
+  def guest_user
+    Portal::GuestUser.for(current_user, accept_language: request.headers["Accept-Language"], timezone: params[:tz])
+  end
+
   def hand_over(result)
     vm = result[:vm]
     if result[:console]

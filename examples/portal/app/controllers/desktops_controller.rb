@@ -74,7 +74,7 @@ class DesktopsController < ApplicationController
     return redirect_to(desktop_path(@vm[:uuid]), alert: "This desktop is in no pool.") unless pool
 
     Desktop.release(@vm)
-    redirect_to hand_over(Desktop.acquire(current_user, pool)), notice: "Your desktop was reset."
+    redirect_to hand_over(Desktop.acquire(current_user, pool, guest_user)), notice: "Your desktop was reset."
   rescue Vmpool::Error => e
     redirect_to root_path, alert: vmpool_message(e)
   end

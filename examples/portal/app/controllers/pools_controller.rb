@@ -4,7 +4,7 @@
 # one (the seed's redirect: never a second), else a spare or a new VM, with a console ticket.
 class PoolsController < ApplicationController
   def acquire
-    redirect_to hand_over(Desktop.acquire(current_user, params[:name].to_s))
+    redirect_to hand_over(Desktop.acquire(current_user, params[:name].to_s, guest_user))
   rescue Vmpool::NotFound
     raise Desktop::NotFound
   rescue Vmpool::Error => e

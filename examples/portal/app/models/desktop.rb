@@ -65,9 +65,10 @@ module Desktop
   end
 
   # Get a desktop from +pool+ for +user+: the user's existing VM of that pool, or a spare, or a new
-  # one (the library decides, atomically). Returns the library's answer (vm, path, steps, console).
-  def acquire(user, pool)
-    r = store.acquire(pool, owner: user.owner, console_ttl: Portal.config.console_ttl)
+  # one (the library decides, atomically). +guest+ is the library's `user` object for a new
+  # desktop (Portal::GuestUser). Returns the library's answer (vm, path, steps, console).
+  def acquire(user, pool, guest = nil)
+    r = store.acquire(pool, owner: user.owner, console_ttl: Portal.config.console_ttl, user: guest)
     Portal::Refiller.poke(pool)
     r
   end

@@ -4,6 +4,7 @@
 # Opened lazily, and again after a fork (Puma workers), never inherited across one.
 require "portal/store"
 require "portal/refiller"
+require "portal/guest_user"
 
 # What belongs to the server, not to every process that loads the app (rake tasks, rails runner,
 # the tests): the refill thread (PORTAL_REFILL=1) and marking the imports a previous server left

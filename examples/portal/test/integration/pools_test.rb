@@ -74,6 +74,30 @@ class PoolsTest < ActionDispatch::IntegrationTest
     assert_equal @bob.owner, store.vm(path.split("/").last)[:owner]
   end
 
+  test "a new desktop is made for its user: their login name, their browser's language, keyboard and time zone" do
+    p = make_pool(spares: 0)
+    carol = create_user("Carol.Smith#{SecureRandom.hex(2)}")
+    log_in(carol)
+    get root_path
+    assert_select "#pools form[data-pool=?] input[type=hidden][name=tz]", p[:name]
+    submit(:post, acquire_pool_path(p[:name]), params: { tz: "Europe/Berlin" },
+                                               headers: { "Accept-Language" => "de-CH,de;q=0.9,en;q=0.5" })
+    assert_response :redirect
+    uuid = response.location[%r{/desktops/(\h{8}-\h{4}-\h{4}-\h{4}-\h{12})\z}, 1]
+    user = store.vm(uuid)[:user]
+    assert_equal({ login: carol.username.downcase.delete("."), full_name: carol.username, locale: "de_CH.UTF-8",
+                   keyboard: "ch", timezone: "Europe/Berlin" }, user)
+
+    # What a browser may send that the library would refuse is left out, not a failed hand-out.
+    log_out
+    log_in(@bob)
+    submit(:post, acquire_pool_path(p[:name]), params: { tz: "../../etc/shadow" },
+                                               headers: { "Accept-Language" => "\u0000;q=1" })
+    uuid = response.location[%r{/desktops/(\h{8}-\h{4}-\h{4}-\h{4}-\h{12})\z}, 1]
+    assert uuid, "no desktop: #{response.location} #{flash[:alert]}"
+    assert_equal({ login: @bob.username, full_name: @bob.username }, store.vm(uuid)[:user].compact)
+  end
+
   test "a spare is handed out when there is one" do
     p = make_pool(spares: 1)
     r = store.refill(p[:name])
