@@ -304,6 +304,9 @@ impl Store {
                 eprintln!("vmpool: VM {u}: no identity of its own ({e}); destroying it");
                 let _ = self.kill_vm(u);
                 let _ = self.release(u);
+                if let Some(p) = &rec.pool {
+                    self.count_customization_failure(p, &format!("VM {u}: {e}"));
+                }
                 return Err(Error::Hypervisor(format!(
                     "VM {u} could not be given its own identity, so it was destroyed: {e}"
                 )));
@@ -414,6 +417,22 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// Count a clone destroyed because its customization failed (best effort: the count is
+    /// for operators; the failure itself is the caller's error).
+    fn count_customization_failure(&self, pool: &str, why: &str) {
+        let dir = self.pool_dir(pool);
+        let Ok(_l) = dir.lock() else { return };
+        if let Ok(Some(mut rec)) = self.catalog.pool(pool) {
+            rec.customization_failures += 1;
+            rec.last_customization_failure = Some(format!(
+                "{}: {}",
+                crate::now_rfc3339(),
+                why.chars().take(500).collect::<String>()
+            ));
+            let _ = self.catalog.put_pool(&rec);
+        }
     }
 
     /// Make one spare now if the pool is below its target (release `reset`), and start it

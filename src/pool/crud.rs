@@ -159,7 +159,11 @@ impl Store {
 
     fn pool_view(&self, rec: &PoolRecord) -> Result<Pool> {
         let dir = self.pool_dir(&rec.spec.name);
-        let mut status = PoolStatus::default();
+        let mut status = PoolStatus {
+            customization_failures: rec.customization_failures,
+            last_customization_failure: rec.last_customization_failure.clone(),
+            ..PoolStatus::default()
+        };
         let disk_gib = self.pool_disk_gib(&rec.spec).unwrap_or(0);
         for u in dir.members()? {
             match self.catalog.vm(&u)? {
@@ -225,6 +229,8 @@ impl Store {
             updated_at: now,
             deleting: false,
             template: None,
+            customization_failures: 0,
+            last_customization_failure: None,
             extra: Default::default(),
         };
         self.catalog.put_pool(&rec)?;

@@ -228,6 +228,10 @@ pub struct PoolStatus {
     pub owned: u32,
     /// Every VM of the pool, and those being made.
     pub total: u32,
+    /// Clones destroyed, never handed out, because their customization failed.
+    pub customization_failures: u64,
+    /// When the last one failed, and why.
+    pub last_customization_failure: Option<String>,
 }
 
 /// A pool's memory template, as `Pool` reports it.

@@ -118,6 +118,7 @@ impl Store {
             ..base
         };
         let input = serde_json::to_vec(&id).map_err(|e| Error::json("an identity", e))?;
+        crate::fail_point!("identity.exec");
         self.agent_wait(vm, IDENTITY_TIMEOUT)?;
         let mut agent = self.agent(vm, IDENTITY_TIMEOUT)?;
         let r = agent

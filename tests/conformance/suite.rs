@@ -936,7 +936,8 @@ pub fn every_failpoint_kill_and_error(f: &dyn Fixture) {
     // Steps of running VMs, of pools and of home attaches are killed and failed with real
     // guests in tests/it/lifecycle.rs (every_lifecycle_failpoint_kill_and_error),
     // tests/it/pools.rs (every_pool_failpoint_kill_and_error) and tests/it/homes.rs
-    // (every_home_attach_failpoint_kill_and_error), which cover every one of them.
+    // (every_home_attach_failpoint_kill_and_error), which cover every one of them; the
+    // identity step's in tests/it/pools.rs (a_clone_whose_customization_fails_is_destroyed_and_counted).
     let points: Vec<String> = failpoints_in_source()
         .into_iter()
         .filter(|p| {
@@ -946,6 +947,7 @@ pub fn every_failpoint_kill_and_error(f: &dyn Fixture) {
                 "pool_",
                 "template.",
                 "home_attach.",
+                "identity.",
             ]
             .iter()
             .any(|pre| p.starts_with(pre))

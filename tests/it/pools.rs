@@ -805,3 +805,51 @@ fn every_pool_failpoint_kill_and_error() {
         }
     }
 }
+
+/// A clone whose identity step fails (here: made to fail as it begins, through the CLI) is
+/// never handed out: it is destroyed, the owner holds nothing, and the pool counts it.
+#[test]
+fn a_clone_whose_customization_fails_is_destroyed_and_counted() {
+    let e = env();
+    let mut req = vmpool::ImportRequest::default().name("with-on-clone");
+    req.tags.insert(
+        "on_clone".into(),
+        serde_json::Value::String("/bin/true".into()),
+    );
+    let img = e.s.import_image(&test_image(), &req, None).unwrap();
+    let mut p = PoolSpec::new("custom", img.uuid);
+    p.ram_mib = 256;
+    p.warmth = Warmth::Template;
+    p.spares = 1;
+    p.max_vms = 3;
+    p.ready_marker = Some(MARKER.into());
+    e.s.create_pool(&p).unwrap();
+    e.refill("custom");
+    assert_eq!(e.s.pool("custom").unwrap().status.customization_failures, 0);
+    let out = ctl(
+        &e.uri,
+        &["pool", "acquire", "custom", "--owner", "ann"],
+        &[("VMPOOL_FAILPOINTS", "identity.exec=error")],
+        None,
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(Code::VMPOOL_RESULT_HYPERVISOR as i32),
+        "{out:?}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("own identity"),
+        "{out:?}"
+    );
+    let st = e.s.pool("custom").unwrap().status;
+    assert_eq!(st.customization_failures, 1, "{st:?}");
+    assert!(
+        st.last_customization_failure
+            .as_deref()
+            .is_some_and(|w| w.contains("identity.exec")),
+        "{st:?}"
+    );
+    assert!(holdings(&e.s, "custom").is_empty());
+    assert!(e.s.vms(Some("ann")).unwrap().is_empty());
+    e.s.delete_pool("custom").unwrap();
+}

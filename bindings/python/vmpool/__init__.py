@@ -548,6 +548,8 @@ class PoolStatus(_Record):
     spares_cold: int
     owned: int
     total: int
+    customization_failures: int = 0
+    last_customization_failure: Optional[str] = None
     extra: Dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 

@@ -202,12 +202,14 @@ pub fn refill_options(json: Option<&str>) -> Result<RefillOptions> {
 
 #[derive(Debug, Serialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-struct StatusOut {
+struct StatusOut<'a> {
     spares_ready: u32,
     spares_warming: u32,
     spares_cold: u32,
     owned: u32,
     total: u32,
+    customization_failures: u64,
+    last_customization_failure: Option<&'a str>,
 }
 
 #[derive(Debug, Serialize)]
@@ -239,7 +241,7 @@ pub struct PoolOut<'a> {
     home_gib: Option<u64>,
     created_at: &'a str,
     updated_at: &'a str,
-    status: StatusOut,
+    status: StatusOut<'a>,
     template: Option<TemplateOut<'a>>,
 }
 
@@ -270,6 +272,8 @@ impl<'a> From<&'a Pool> for PoolOut<'a> {
                 spares_cold: p.status.spares_cold,
                 owned: p.status.owned,
                 total: p.status.total,
+                customization_failures: p.status.customization_failures,
+                last_customization_failure: p.status.last_customization_failure.as_deref(),
             },
             template: p.template.as_ref().map(|t| TemplateOut {
                 image_uuid: &t.image_uuid,

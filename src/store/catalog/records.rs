@@ -30,6 +30,10 @@ fn schema_1() -> u32 {
     1
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// Fields of a newer minor version, kept as they are.
 pub type Extra = BTreeMap<String, serde_json::Value>;
 
@@ -189,6 +193,12 @@ pub struct PoolRecord {
     /// Its current memory template (warmth `template`), once built.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<TemplateRecord>,
+    /// Clones destroyed because their customization (the identity step) failed.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub customization_failures: u64,
+    /// When the last one failed, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_customization_failure: Option<String>,
     /// Unknown fields, written back as read.
     #[serde(flatten)]
     pub extra: Extra,
