@@ -270,7 +270,7 @@ impl Agent {
                 });
             }
             std::thread::sleep(pause.min(left));
-            pause = (pause * 2).min(Duration::from_millis(200));
+            pause = (pause * 2).min(Duration::from_millis(50));
         }
     }
 
