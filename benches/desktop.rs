@@ -29,7 +29,8 @@ struct Samples {
 
 impl Samples {
     fn add(&mut self, a: &vmpool::pool::Acquired) {
-        self.totals.push(Duration::from_secs_f64(a.total_ms / 1000.0));
+        self.totals
+            .push(Duration::from_secs_f64(a.total_ms / 1000.0));
         for (s, ms) in &a.steps {
             if !self.order.iter().any(|o| o == s) {
                 self.order.push((*s).to_owned());
@@ -49,7 +50,12 @@ impl Samples {
             .iter()
             .map(|s| serde_json::json!({"step": s, "median_ms": median(&self.steps[s])}))
             .collect();
-        emit("desktop", id, &self.totals, serde_json::json!({ "steps": steps }));
+        emit(
+            "desktop",
+            id,
+            &self.totals,
+            serde_json::json!({ "steps": steps }),
+        );
     }
 }
 
@@ -74,7 +80,9 @@ fn main() {
         .tag("on_clone", "/usr/lib/vmpool/on-clone")
         .tag("on_home", "/usr/lib/vmpool/attach-home")
         .tag("cloud_init", "nocloud");
-    let img = s.import_image(std::path::Path::new(&image), &req, None).unwrap();
+    let img = s
+        .import_image(std::path::Path::new(&image), &req, None)
+        .unwrap();
     let mut p = PoolSpec::new("xfce", img.uuid);
     p.vcpus = 2;
     p.ram_mib = 2048;
@@ -88,7 +96,9 @@ fn main() {
     s.create_pool(&p).unwrap();
     let stop = AtomicBool::new(false);
     let refill = || {
-        let r = s.refill("xfce", &Default::default(), &|_| {}, &stop).unwrap();
+        let r = s
+            .refill("xfce", &Default::default(), &|_| {}, &stop)
+            .unwrap();
         assert!(r.errors.is_empty(), "{r:?}");
         r
     };
