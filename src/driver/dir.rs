@@ -156,40 +156,42 @@ impl DirDriver {
         let src_path = self.image_path(&image.uuid, DiskFormat::Raw);
         let src = File::open(&src_path).ctx(|| format!("opening image {}", src_path.display()))?;
         let dst_path = self.disk_path(vm, DiskFormat::Raw);
-        let dst = fsutil::create_new(&dst_path)?;
-        let mut revert = Revert::new();
-        revert.add(format!("remove {}", dst_path.display()), || {
-            fsutil::remove_file_if_exists(&dst_path).map(drop)
+        // Made whole or not at all (an unnamed file, cloned, marked, grown, then linked in):
+        // a create killed in between leaves nothing that recovery could not tell from a
+        // foreign file, as the mark (the origin xattr) is on it before it has a name.
+        let mut cannot: Option<nix::errno::Errno> = None;
+        let made = fsutil::create_whole(&dst_path, |dst| {
+            if let Err(e) = reflink::clone_file(&src, dst) {
+                if reflink::unsupported(e) {
+                    cannot = Some(e);
+                }
+                return Err(e).ctx(|| {
+                    format!("FICLONE {} -> {}", src_path.display(), dst_path.display())
+                });
+            }
+            fsutil::set_xattr(dst, ORIGIN_XATTR, image.uuid.to_string().as_bytes())
+                .ctx(|| format!("marking {} as a clone", dst_path.display()))?;
+            if size > image.size_bytes {
+                dst.set_len(size)
+                    .ctx(|| format!("growing {}", dst_path.display()))?;
+            }
+            Ok(())
         });
-        match reflink::clone_file(&src, &dst) {
-            Ok(()) => {}
-            Err(e) if reflink::unsupported(e) && self.mode == CloneMode::Auto => {
+        match (made, cannot) {
+            (Ok(_), _) => {}
+            (Err(_), Some(_)) if self.mode == CloneMode::Auto => {
                 self.reflink.store(REFLINK_NO, Ordering::Relaxed);
-                revert.rollback().map_err(|f| Error::Internal(f.join("; ")))?;
                 return Ok(None);
             }
-            Err(e) if reflink::unsupported(e) => {
+            (Err(_), Some(e)) => {
                 return Err(Error::Unsupported(format!(
                     "store uses clone=reflink but {} cannot reflink ({e}); use XFS with reflink=1 or btrfs, or clone=auto",
                     self.root.display()
                 )))
             }
-            Err(e) => {
-                return Err(e).ctx(|| {
-                    format!("FICLONE {} -> {}", src_path.display(), dst_path.display())
-                })
-            }
+            (Err(e), None) => return Err(e),
         }
         self.reflink.store(REFLINK_YES, Ordering::Relaxed);
-        fsutil::set_xattr(&dst, ORIGIN_XATTR, image.uuid.to_string().as_bytes())
-            .ctx(|| format!("marking {} as a clone", dst_path.display()))?;
-        if size > image.size_bytes {
-            dst.set_len(size)
-                .ctx(|| format!("growing {}", dst_path.display()))?;
-        }
-        dst.sync_all()
-            .ctx(|| format!("syncing {}", dst_path.display()))?;
-        revert.commit();
         Ok(Some(VmDisk {
             path: dst_path.to_string_lossy().into_owned(),
             format: DiskFormat::Raw,
