@@ -165,9 +165,8 @@ impl DirDriver {
                 if reflink::unsupported(e) {
                     cannot = Some(e);
                 }
-                return Err(e).ctx(|| {
-                    format!("FICLONE {} -> {}", src_path.display(), dst_path.display())
-                });
+                return Err(e)
+                    .ctx(|| format!("FICLONE {} -> {}", src_path.display(), dst_path.display()));
             }
             fsutil::set_xattr(dst, ORIGIN_XATTR, image.uuid.to_string().as_bytes())
                 .ctx(|| format!("marking {} as a clone", dst_path.display()))?;

@@ -330,32 +330,51 @@ pub fn guest_store(options: &str) -> GuestStore {
     GuestStore { tmp, uri, s, image }
 }
 
+/// The VM's serial log (its last 16 MiB).
+pub fn serial_log(s: &vmpool::Store, vm: uuid::Uuid) -> String {
+    String::from_utf8_lossy(&s.vm_log(vm, 1 << 24).unwrap_or_default()).into_owned()
+}
+
+/// Wait (for `timeout` at most, while the VM stays active) until its serial log holds
+/// `needle` `n` times; the log. A failure shows the log without the test guest's ticks.
+pub fn wait_serial_log(
+    s: &vmpool::Store,
+    vm: uuid::Uuid,
+    needle: &str,
+    n: usize,
+    timeout: std::time::Duration,
+) -> String {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let log = serial_log(s, vm);
+        if log.matches(needle).count() >= n {
+            return log;
+        }
+        let st = s.vm(vm).unwrap();
+        if std::time::Instant::now() >= deadline || !st.state.is_active() {
+            let lines: Vec<&str> = log.lines().filter(|l| !l.contains("tick=")).collect();
+            panic!(
+                "VM {vm} ({}): no {n}x {needle:?} in its log; state {:?} {:?}; log without ticks:\n{}",
+                st.alias,
+                st.state,
+                st.last_exit,
+                lines[lines.len().saturating_sub(60)..].join("\n")
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 impl GuestStore {
-    /// The VM's whole serial log.
+    /// The VM's serial log.
     pub fn log(&self, vm: &uuid::Uuid) -> String {
-        String::from_utf8_lossy(&self.s.vm_log(*vm, 1 << 30).unwrap()).into_owned()
+        serial_log(&self.s, *vm)
     }
 
     /// Wait (two minutes at most, while the VM stays active) until its serial log holds `needle`
     /// `n` times; the log.
     pub fn wait_log(&self, vm: &uuid::Uuid, needle: &str, n: usize) -> String {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-        loop {
-            let log = self.log(vm);
-            if log.matches(needle).count() >= n {
-                return log;
-            }
-            let st = self.s.vm(*vm).unwrap();
-            assert!(
-                std::time::Instant::now() < deadline && st.state.is_active(),
-                "VM {vm} ({}): no {n}x {needle:?} in its log; state {:?} {:?}; log:\n{}",
-                st.alias,
-                st.state,
-                st.last_exit,
-                &log[log.len().saturating_sub(3000)..]
-            );
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
+        wait_serial_log(&self.s, *vm, needle, n, std::time::Duration::from_secs(120))
     }
 }
 

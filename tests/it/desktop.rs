@@ -7,7 +7,7 @@
 //! `VMPOOL_DESKTOP_IMAGE` names a ready one. The tests are the `desktop` module of `tests/it` so that
 //! `make test-rust` skips them (`--skip desktop::`): one cold boot serves all of them.
 
-use crate::common::scratch;
+use crate::common::{scratch, serial_log};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -33,10 +33,6 @@ fn image() -> PathBuf {
         String::from_utf8_lossy(&out.stderr)
     );
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
-
-fn log(s: &Store, vm: Uuid) -> String {
-    String::from_utf8_lossy(&s.vm_log(vm, 1 << 24).unwrap_or_default()).into_owned()
 }
 
 fn exec(s: &Store, vm: Uuid, argv: &[&str]) -> (i32, String) {
@@ -138,7 +134,7 @@ fn an_xfce_desktop_boots_from_its_clone_with_the_disk_grown_and_the_agent_up() {
     let _kill = KillOnDrop(&s, v.uuid);
     // The panel runs: the image's ready marker, written once `xfce4-panel` is up.
     loop {
-        let l = log(&s, v.uuid);
+        let l = serial_log(&s, v.uuid);
         if l.contains("VMPOOL-GUEST: ready") {
             break;
         }
@@ -362,7 +358,7 @@ fn a_memory_template_of_the_xfce_session_hands_out_a_running_desktop() {
         "the guest is up {up:.0} s, {since:.0} s after the hand-out: it booted"
     );
     assert!(
-        !log(&s, v).contains("VMPOOL-GUEST: ready"),
+        !serial_log(&s, v).contains("VMPOOL-GUEST: ready"),
         "the clone booted instead of going on from the template"
     );
     panel_on_remote_viewer(

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use uuid::Uuid;
 use vmpool::store::StartOptions;
 use vmpool::Store;
@@ -146,31 +146,9 @@ impl Drop for EvilQemu {
     }
 }
 
-fn log(s: &Store, vm: Uuid) -> String {
-    String::from_utf8_lossy(&s.vm_log(vm, 1 << 24).unwrap_or_default()).into_owned()
-}
-
 /// Wait until the VM's serial log holds `needle` `n` times.
 fn wait_log(s: &Store, vm: Uuid, needle: &str, n: usize) -> String {
-    let deadline = Instant::now() + BOOT;
-    loop {
-        let l = log(s, vm);
-        if l.matches(needle).count() >= n {
-            return l;
-        }
-        let st = s.vm(vm).unwrap();
-        assert!(
-            Instant::now() < deadline && st.state.is_active(),
-            "VM {vm}: no {n}x {needle:?}; {:?} {:?}; log without ticks:\n{}",
-            st.state,
-            st.last_exit,
-            l.lines()
-                .filter(|l| !l.contains("tick="))
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_serial_log(s, vm, needle, n, BOOT)
 }
 
 fn vm(g: &GuestStore, alias: &str) -> vmpool::Vm {
