@@ -293,8 +293,15 @@ impl Store {
         // owner's desktop with their user; one whose customization fails is destroyed (its
         // owner may ask again).
         let rec = self.record(&u)?;
+        // A VM that just started booting from disk with a NoCloud seed reads its user there.
+        let seeded = was == "disk"
+            && crate::vm::seed::wanted(
+                self.image_tag(rec.image_uuid, crate::vm::seed::CLOUD_INIT_TAG)
+                    .map(serde_json::Value::String)
+                    .as_ref(),
+            );
         let program = rec.identity_pending.clone().or_else(|| {
-            (out.path != AcquirePath::Redirect && opts.user.is_some() && was != "disk")
+            (out.path != AcquirePath::Redirect && opts.user.is_some() && !seeded)
                 .then(|| self.identity_program(&rec))
                 .flatten()
         });
