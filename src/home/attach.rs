@@ -67,7 +67,9 @@ impl Store {
             return Ok(());
         }
         let owner = rec.owner.as_str();
-        let home = {
+        // The lock is held until the disk is plugged in: a claim and its plug are one step to
+        // every other attach, resize and delete of this home.
+        let plugged = {
             let _l = self.home_lock(owner)?;
             let mut h = match self.catalog.home(owner)? {
                 Some(h) => h,
@@ -82,10 +84,9 @@ impl Store {
                 h.attached_to = Some(vm);
                 self.catalog.put_home(&h)?;
             }
-            h
+            fail_point!("home_attach.claimed");
+            self.plug_home(vm, &h)?
         };
-        fail_point!("home_attach.claimed");
-        let plugged = self.plug_home(vm, &home)?;
         fail_point!("home_attach.plugged");
         if plugged && up {
             if let Some(program) = self.image_tag(rec.image_uuid, ON_HOME_TAG) {

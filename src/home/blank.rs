@@ -20,6 +20,8 @@ pub const BLANK_UUID: Uuid = Uuid::from_u128(0x766d_706f_6f6c_4000_8000_0000_686
 pub const BLANK_NAME: &str = "vmpool-home-blank";
 /// Its size: the smallest any driver clones (homes are grown from it).
 const BLANK_BYTES: u64 = 1 << 20;
+/// sha256 of 1 MiB of zeros.
+const BLANK_SHA256: &str = "30e14955ebf1352266dc2ff8067e68104607e750abb9d3b36582b8af909fcb58";
 /// Tag marking it, so lists and the portal can leave it out.
 pub const ROLE_TAG: &str = "vmpool.role";
 
@@ -42,6 +44,26 @@ impl Store {
         Err(Error::Busy(
             "another process has been importing the blank home image for 10 s".into(),
         ))
+    }
+
+    /// The blank image, which must be what `import_blank` makes: an image imported under its
+    /// uuid by anyone else (whose data would be in every new home) is refused.
+    pub(crate) fn blank_image_checked(&self) -> Result<Image> {
+        let i = self
+            .catalog
+            .image(&BLANK_UUID)?
+            .map(|r| Image::from(&r))
+            .ok_or_else(|| Error::not_found("image", BLANK_UUID.to_string()))?;
+        let ours = i.tags.get(ROLE_TAG).and_then(|v| v.as_str()) == Some("home")
+            && i.size_bytes == BLANK_BYTES
+            && i.format == crate::image::DiskFormat::Raw
+            && i.sha256 == BLANK_SHA256;
+        if !ours {
+            return Err(Error::InvalidState(format!(
+                "image {BLANK_UUID} is not vmpool's blank home image (1 MiB of zeros); delete it to let homes be made"
+            )));
+        }
+        Ok(i)
     }
 
     fn import_blank(&self) -> Result<Image> {

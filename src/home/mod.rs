@@ -10,6 +10,8 @@
 pub mod attach;
 mod blank;
 
+pub use blank::BLANK_UUID;
+
 use crate::driver::Destroyed;
 use crate::error::{Error, Result};
 use crate::fail_point;
@@ -95,9 +97,10 @@ impl Store {
                 "{owner} already has a home volume"
             )));
         }
-        let image = self.blank_image()?;
-        // Shared: the blank image cannot be deleted under us.
+        self.blank_image()?;
+        // Shared: the blank image cannot be deleted under us from here on.
         let _shared = self.lock(Mode::Shared)?;
+        let image = self.blank_image_checked()?;
         let uuid = Uuid::new_v4();
         let entry = self.begin(
             Op::HomeCreate {
@@ -119,6 +122,16 @@ impl Store {
                     Destroyed::Removed | Destroyed::Absent => Ok(()),
                 }
             });
+            // The owner's files: for nobody else on this host to read (a zvol's node is
+            // root's and the disk group's already).
+            if !disk.path.starts_with("/dev/") {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&disk.path, std::fs::Permissions::from_mode(0o600))
+                    .map_err(|e| Error::Io {
+                        context: format!("making {} private", disk.path),
+                        source: e,
+                    })?;
+            }
             fail_point!("home_create.cloned");
             let rec = HomeRecord {
                 schema: SCHEMA,
@@ -205,6 +218,7 @@ impl Store {
             Durability::Now,
             |pid| Error::Busy(format!("{owner}'s home is being changed by process {pid}")),
         )?;
+        fail_point!("home_delete.journaled");
         self.catalog.remove_home(owner)?;
         fail_point!("home_delete.unlisted");
         if let Destroyed::Foreign(what) = self.driver.vm_destroy(&r.uuid, &r.image_uuid)? {

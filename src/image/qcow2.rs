@@ -483,11 +483,30 @@ pub fn grow_in_place(path: &Path, size: u64) -> Result<()> {
             h.size
         )));
     }
+    // The header is what the VM's QEMU last wrote: checked arithmetic, so a forged one is
+    // refused rather than wrapped around.
+    let forged = || {
+        Error::CorruptImage(format!(
+            "{}: its qcow2 header is inconsistent",
+            path.display()
+        ))
+    };
     let cs = h.cluster_size();
-    let per_l1_entry = cs * (cs / h.l2_entry_size());
+    let per_l1_entry = cs
+        .checked_mul(cs / h.l2_entry_size().max(1))
+        .filter(|n| *n > 0)
+        .ok_or_else(forged)?;
     let needed = size.div_ceil(per_l1_entry);
-    let l1_end = h.l1_table_offset + u64::from(h.l1_size) * 8;
-    let capacity = (l1_end.div_ceil(cs) * cs - h.l1_table_offset) / 8;
+    let l1_end = h
+        .l1_table_offset
+        .checked_add(u64::from(h.l1_size) * 8)
+        .ok_or_else(forged)?;
+    let capacity = l1_end
+        .div_ceil(cs)
+        .checked_mul(cs)
+        .and_then(|e| e.checked_sub(h.l1_table_offset))
+        .ok_or_else(forged)?
+        / 8;
     if needed > capacity {
         return Err(Error::Unsupported(format!(
             "growing {} to {size} bytes needs a larger qcow2 L1 table ({needed} entries; it has room for {capacity})",

@@ -424,7 +424,8 @@ impl Store {
                 ));
             }
             Op::VmCreate { uuid, image_uuid } => {
-                if self.catalog.vm(uuid)?.is_none() {
+                let a_home = self.catalog.homes()?.iter().any(|h| h.uuid == *uuid);
+                if self.catalog.vm(uuid)?.is_none() && !a_home {
                     match self.driver.vm_destroy(uuid, image_uuid)? {
                         Destroyed::Removed => done.push(format!(
                             "removed the disk of an interrupted create of VM {uuid} (pid {})",
@@ -467,16 +468,22 @@ impl Store {
                 uuid,
                 image_uuid,
             } => {
+                // The record's removal is the delete's point of no return: before it, the
+                // home is still the owner's (and may be in a desktop again), so it stays.
                 if self.catalog.home(owner)?.is_some_and(|h| h.uuid == *uuid) {
-                    self.catalog.remove_home(owner)?;
+                    done.push(format!(
+                        "dropped an interrupted delete of {owner}'s home that had not begun (pid {})",
+                        entry.pid
+                    ));
+                } else {
+                    if let Destroyed::Foreign(what) = self.driver.vm_destroy(uuid, image_uuid)? {
+                        r.kept.push(what);
+                    }
+                    done.push(format!(
+                        "completed an interrupted delete of {owner}'s home (pid {})",
+                        entry.pid
+                    ));
                 }
-                if let Destroyed::Foreign(what) = self.driver.vm_destroy(uuid, image_uuid)? {
-                    r.kept.push(what);
-                }
-                done.push(format!(
-                    "completed an interrupted delete of {owner}'s home (pid {})",
-                    entry.pid
-                ));
             }
         }
         entry.finish()?;

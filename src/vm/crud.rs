@@ -40,6 +40,12 @@ impl Store {
         if self.catalog.vm(&uuid)?.is_some() {
             return Err(exists());
         }
+        // A chosen uuid must not name a home volume (they share the driver's names).
+        if spec.uuid.is_some() && self.catalog.homes()?.iter().any(|h| h.uuid == uuid) {
+            return Err(Error::AlreadyExists(format!(
+                "{uuid} is a home volume's id"
+            )));
+        }
         let image = self
             .catalog
             .image(&spec.image_uuid)?

@@ -66,6 +66,13 @@ fn a_home_follows_its_owner_across_pools_and_nobody_else_sees_it() {
     let h = e.s.home("alice").unwrap();
     assert_eq!(h.attached_to, Some(a.vm.uuid));
     assert_eq!(h.size_bytes, 1 << 30);
+    // Her files, for nobody else on the host.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&h.disk_path)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "{}", h.disk_path);
 
     // The redirect plugs nothing twice.
     let again = acquire(&e.s, "cold", "alice").unwrap();
@@ -152,6 +159,22 @@ fn bad_home_requests_are_refused_and_make_nothing() {
     let err = e.s.create_pool(&p).unwrap_err();
     assert_eq!(err.code(), Code::VMPOOL_RESULT_INVALID_ARGUMENT, "{err}");
     assert!(e.s.pools().unwrap().is_empty());
+    // An image that took the blank image's id (its data would be in every new home) is
+    // refused, and nothing is made.
+    let other = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(other.path(), vec![7u8; 1 << 20]).unwrap();
+    let mut req = vmpool::ImportRequest::default()
+        .uuid(vmpool::home::BLANK_UUID)
+        .name("vmpool-home-blank");
+    req.tags.insert(
+        "vmpool.role".into(),
+        serde_json::Value::String("home".into()),
+    );
+    e.s.import_image(other.path(), &req, None).unwrap();
+    let err = e.s.create_home("mallory", 256 << 20).unwrap_err();
+    assert_eq!(err.code(), Code::VMPOOL_RESULT_INVALID_STATE, "{err}");
+    assert!(e.s.homes().unwrap().is_empty());
+    e.s.delete_image(vmpool::home::BLANK_UUID).unwrap();
     // A create killed after the clone: the next open removes exactly that volume.
     let h = e.s.create_home("carol", 256 << 20).unwrap();
     ctl_killed_at(

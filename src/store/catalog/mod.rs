@@ -77,9 +77,11 @@ impl Catalog {
         self.homes.join(format!("{owner}.json"))
     }
 
-    /// The lock serialising changes to an owner's home (create, attach, resize, delete).
+    /// The lock serialising changes to an owner's home (create, attach, resize, delete). Its
+    /// name starts with the owner's (a letter or digit), never with the temp-file prefix that
+    /// recovery sweeps (an owner may be called `tmp-x`).
     pub fn home_lock_path(&self, owner: &str) -> PathBuf {
-        self.homes.join(format!(".{owner}.lock"))
+        self.homes.join(format!("{owner}.lock"))
     }
 
     /// An owner's home record, if they have one.

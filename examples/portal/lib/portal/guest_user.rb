@@ -7,10 +7,13 @@ module Portal
   # Values the library would refuse are left out rather than failing the hand-out: a browser
   # sends what it likes, and a desktop in English beats no desktop.
   module GuestUser
-    # Accounts a guest's base system owns (the library's list, src/vm/user.rs).
-    RESERVED = %w[root daemon bin sys sync games man lp mail news uucp proxy www-data backup list irc gnats
-                  nobody systemd-network systemd-resolve systemd-timesync messagebus sshd lightdm polkitd
-                  avahi pulse rtkit colord _apt].freeze
+    # Users and groups a guest's base system owns (the library's list, src/vm/user.rs).
+    RESERVED = %w[root daemon bin sys sync games man lp mail news uucp proxy www-data backup list irc gnats nobody
+                  systemd-network systemd-resolve systemd-timesync messagebus sshd lightdm polkitd avahi pulse rtkit
+                  colord _apt usbmux dnsmasq saned geoclue uuidd tss systemd-coredump systemd-journal _rpc statd
+                  tcpdump avahi-autoipd speech-dispatcher hplip kernoops cups-pk-helper nm-openvpn sddm gdm _chrony
+                  ntp postfix _ssh adm tty disk kmem dialout fax voice cdrom floppy tape sudo audio dip operator src
+                  shadow utmp video sasl plugdev staff users nogroup input sgx kvm render pulse-access autologin].freeze
     # A language's usual X keyboard layout where it is not the language's own code.
     LAYOUTS = { "en" => "us", "da" => "dk", "sv" => "se", "nb" => "no", "nn" => "no", "cs" => "cz",
                 "el" => "gr", "ja" => "jp", "ko" => "kr", "uk" => "ua", "et" => "ee", "sl" => "si",
