@@ -91,7 +91,9 @@ impl Store {
         if plugged && up {
             if let Some(program) = self.image_tag(rec.image_uuid, ON_HOME_TAG) {
                 let login = rec.user.as_ref().map(|u| u.login.as_str());
-                self.run_in_guest(vm, &program, login, MOUNT_TIMEOUT)?;
+                let mut argv = vec![program.as_str()];
+                argv.extend(login);
+                self.run_in_guest(vm, &argv, None, MOUNT_TIMEOUT)?;
             }
         }
         Ok(())
@@ -157,15 +159,8 @@ impl Store {
             .flatten()
             .is_some_and(|h| h.attached_to == Some(vm));
         if attached && self.runs(vm) && self.image_tag(rec.image_uuid, ON_HOME_TAG).is_some() {
-            let synced = self
-                .agent(vm, SYNC_TIMEOUT)
-                .and_then(|mut a| {
-                    a.exec(&["/bin/sync"], SYNC_TIMEOUT)
-                        .map_err(|e| Error::Hypervisor(e.to_string()))
-                })
-                .map(|r| r.exit_code);
-            if !matches!(synced, Ok(Some(0))) {
-                eprintln!("vmpool: VM {vm}: its home's pages may not be written out: sync gave {synced:?}");
+            if let Err(e) = self.run_in_guest(vm, &["/bin/sync"], None, SYNC_TIMEOUT) {
+                eprintln!("vmpool: VM {vm}: its home's pages may not be written out: {e}");
             }
         }
     }
@@ -184,43 +179,5 @@ impl Store {
                 }
             }
         }
-    }
-
-    /// A string tag of an image.
-    pub(crate) fn image_tag(&self, image: Uuid, tag: &str) -> Option<String> {
-        self.image(image)
-            .ok()?
-            .tags
-            .get(tag)?
-            .as_str()
-            .map(str::to_owned)
-    }
-
-    /// Run `program [arg]` in the guest through its agent; an error unless it exits 0.
-    pub(crate) fn run_in_guest(
-        &self,
-        vm: Uuid,
-        program: &str,
-        arg: Option<&str>,
-        timeout: Duration,
-    ) -> Result<()> {
-        self.agent_wait(vm, timeout)?;
-        let mut agent = self.agent(vm, timeout)?;
-        let mut argv = vec![program];
-        argv.extend(arg);
-        let r = agent
-            .exec(&argv, timeout)
-            .map_err(|e| Error::Hypervisor(format!("VM {vm}: {program}: {e}")))?;
-        if r.exit_code != Some(0) {
-            let said: String = String::from_utf8_lossy(&r.stderr)
-                .chars()
-                .take(500)
-                .collect();
-            return Err(Error::Hypervisor(format!(
-                "VM {vm}: {program} ended with {:?} (signal {:?}): {said}",
-                r.exit_code, r.signal
-            )));
-        }
-        Ok(())
     }
 }

@@ -235,6 +235,16 @@ impl Store {
             .ok_or_else(|| Error::not_found("image", uuid.to_string()))
     }
 
+    /// A string tag of an image (`on_clone`, `on_home`, `cloud_init`), if it has it.
+    pub(crate) fn image_tag(&self, image: Uuid, tag: &str) -> Option<String> {
+        self.image(image)
+            .ok()?
+            .tags
+            .get(tag)?
+            .as_str()
+            .map(str::to_owned)
+    }
+
     /// Delete an image. Refused while any VM's disk is a clone of it, a pool makes VMs of
     /// it, or a pool's memory template was made from it; the error names them.
     pub fn delete_image(&self, u: Uuid) -> Result<()> {

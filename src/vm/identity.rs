@@ -86,12 +86,7 @@ impl Identity {
 impl Store {
     /// The guest program that applies an identity in `rec`'s image (its `on_clone` tag).
     pub(crate) fn identity_program(&self, rec: &VmRecord) -> Option<String> {
-        self.image(rec.image_uuid)
-            .ok()?
-            .tags
-            .get(ON_CLONE_TAG)?
-            .as_str()
-            .map(str::to_owned)
+        self.image_tag(rec.image_uuid, ON_CLONE_TAG)
     }
 
     /// Record the person VM `vm` is for (its next boots' seeds and identity steps carry it).
@@ -119,21 +114,7 @@ impl Store {
         };
         let input = serde_json::to_vec(&id).map_err(|e| Error::json("an identity", e))?;
         crate::fail_point!("identity.exec");
-        self.agent_wait(vm, IDENTITY_TIMEOUT)?;
-        let mut agent = self.agent(vm, IDENTITY_TIMEOUT)?;
-        let r = agent
-            .exec_with_input(&[program], Some(&input), IDENTITY_TIMEOUT)
-            .map_err(|e| Error::Hypervisor(format!("VM {vm}: {program}: {e}")))?;
-        if r.exit_code != Some(0) {
-            let said: String = String::from_utf8_lossy(&r.stderr)
-                .chars()
-                .take(500)
-                .collect();
-            return Err(Error::Hypervisor(format!(
-                "VM {vm}: {program} ended with {:?} (signal {:?}): {said}",
-                r.exit_code, r.signal
-            )));
-        }
+        self.run_in_guest(vm, &[program], Some(&input), IDENTITY_TIMEOUT)?;
         let run = self.run_dir(&vm);
         let _lc = self.lifecycle_lock(&run)?;
         let mut rec = self.record(&vm)?;

@@ -457,3 +457,25 @@ pub fn type_line(s: &vmpool::Store, v: uuid::Uuid, line: &str) {
         }
     }
 }
+
+/// A small deterministic random source for tests that act at random moments: `next(n)` is in
+/// `0..n` (xorshift64 from `seed`).
+pub fn xorshift(seed: u64) -> impl FnMut(u64) -> u64 {
+    let mut x = seed | 1;
+    move |n| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    }
+}
+
+/// A seed from the clock, printed so that a failing run can be told apart.
+pub fn clock_seed() -> u64 {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
+    eprintln!("seed {seed}");
+    seed
+}

@@ -231,18 +231,7 @@ fn acquires_and_releases_killed_at_random_never_lose_a_home_or_plug_it_twice() {
     let (_, token) = home_line(&e, &first.vm.uuid);
     let home = e.s.home("h").unwrap();
     e.s.release(first.vm.uuid).unwrap();
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos() as u64;
-    eprintln!("seed {seed}");
-    let mut rng = seed | 1;
-    let mut next = |n: u64| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng % n
-    };
+    let mut next = xorshift(clock_seed());
     let mut cycles = 0;
     for _ in 0..12 {
         let mut w = std::process::Command::new(std::env::current_exe().unwrap())

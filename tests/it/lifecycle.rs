@@ -304,13 +304,7 @@ fn eight_processes_start_stop_and_status_at_once() {
             }
         })
     };
-    let mut rng = 0x9e37_79b9_u64;
-    let mut next = |n: u64| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng % n
-    };
+    let mut next = xorshift(0x9e37_79b9);
     let mut codes: BTreeMap<String, usize> = BTreeMap::new();
     for _round in 0..4 {
         let children: Vec<_> = (0..8)

@@ -353,18 +353,7 @@ fn acquirers_killed_at_random_leave_no_orphan_and_no_double_hand_out() {
     let e = env();
     e.pool("kill", Warmth::Template, 2, 100);
     e.refill("kill");
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos() as u64;
-    eprintln!("seed {seed}");
-    let mut rng = seed | 1;
-    let mut next = |n: u64| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng % n
-    };
+    let mut next = xorshift(clock_seed());
     let mut tried = Vec::new();
     for round in 0..20 {
         let owners: Vec<String> = (0..3).map(|j| format!("k{round}-{j}")).collect();

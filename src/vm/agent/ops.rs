@@ -93,4 +93,33 @@ impl Store {
         a.read_file(path, max, timeout)
             .map_err(|e| agent_error(&vm, &format!("reading {path}"), e))
     }
+
+    /// Run `argv` in the guest through its agent (waiting up to `timeout` for the agent to
+    /// answer), with `input` on its standard input; an error unless it exits 0, with what it
+    /// said on stderr.
+    pub(crate) fn run_in_guest(
+        &self,
+        vm: Uuid,
+        argv: &[&str],
+        input: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<()> {
+        let program = argv.first().copied().unwrap_or_default();
+        self.agent_wait(vm, timeout)?;
+        let mut agent = self.agent(vm, timeout)?;
+        let r = agent
+            .exec_with_input(argv, input, timeout)
+            .map_err(|e| Error::Hypervisor(format!("VM {vm}: {program}: {e}")))?;
+        if r.exit_code != Some(0) {
+            let said: String = String::from_utf8_lossy(&r.stderr)
+                .chars()
+                .take(500)
+                .collect();
+            return Err(Error::Hypervisor(format!(
+                "VM {vm}: {program} ended with {:?} (signal {:?}): {said}",
+                r.exit_code, r.signal
+            )));
+        }
+        Ok(())
+    }
 }
