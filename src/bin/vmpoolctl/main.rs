@@ -3,6 +3,7 @@
 //! returns (`--json`, through the same `vmpool::ffi::wire` serialisation). The exit status is
 //! the `vmpool_result` code (0 on success, 64 for usage errors).
 
+mod guest;
 mod home;
 mod pool;
 
@@ -49,6 +50,9 @@ enum Cmd {
     /// Owners' home volumes: create, list, get, resize, delete
     #[command(subcommand)]
     Home(home::HomeCmd),
+    /// A running VM's guest agent: ping, exec
+    #[command(subcommand)]
+    Guest(guest::GuestCmd),
     /// The store itself
     #[command(subcommand)]
     Store(StoreCmd),
@@ -227,6 +231,7 @@ fn run(cli: Cli) -> vmpool::Result<()> {
     match cli.cmd {
         Cmd::Pool(c) => pool::run(&store, c, json)?,
         Cmd::Home(c) => home::run(&store, c, json)?,
+        Cmd::Guest(c) => guest::run(&store, c, json)?,
         Cmd::Store(StoreCmd::Info) => {
             let info = store.info();
             let w = wire::StoreInfoOut::from(&info);
@@ -575,7 +580,7 @@ fn vm_done(v: &vmpool::Vm, json: bool, what: &str) -> vmpool::Result<()> {
     }
 }
 
-fn raw_out(b: &[u8]) -> vmpool::Result<()> {
+pub(crate) fn raw_out(b: &[u8]) -> vmpool::Result<()> {
     let mut o = std::io::stdout().lock();
     match o.write_all(b).and_then(|_| o.flush()) {
         Ok(()) => Ok(()),
