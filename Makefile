@@ -143,7 +143,8 @@ test-examples: release
 test-zones-v2:
 	scripts/test-zones-v2
 
-## test-portal   the web portal (examples/portal): Rails tests and the browser end to end, on SQLite and PostgreSQL
+## test-portal   the web portal (examples/portal): Rails tests and the browser end to end, on SQLite and PostgreSQL,
+##               and the Xfce desktop in the browser (e2e/desktop.e2e.js; the image of scripts/build-image)
 test-portal: release
 	VMPOOL_LIB=$(CURDIR)/$(REL_DIR)/libvmpool.so scripts/test-portal
 

@@ -53,6 +53,16 @@ function store(cmd, arg) {
   return JSON.parse(r.stdout);
 }
 
+// A program run in a VM's guest through its agent (vmpoolctl guest exec, same store): its
+// standard output; throws when it failed.
+function guest(uuid, argv, timeoutS = 60) {
+  const ctl = process.env.VMPOOLCTL || path.resolve(__dirname, '../../../target/release/vmpoolctl');
+  const r = spawnSync(ctl, ['guest', 'exec', '--timeout', String(timeoutS), uuid, '--', ...argv],
+    { encoding: 'utf8', timeout: (timeoutS + 30) * 1000 });
+  if (r.status !== 0) throw new Error(`guest ${argv.join(' ')}: exit ${r.status}: ${(r.stderr || String(r.error)).trim()}`);
+  return r.stdout;
+}
+
 async function waitFor(what, fn, timeoutMs, everyMs = 500) {
   const deadline = Date.now() + timeoutMs;
   let last;
@@ -119,6 +129,17 @@ async function canvasVsScreen(page) {
     }
     return { canvas: true, size: `${w}x${h}`, shot, nonblank: differ / (w * h), levels, match };
   });
+}
+
+// The desktop page shows the guest: a first frame, then (once the guest has drawn its text) the
+// canvas equal to the guest's screen as QEMU dumps it.
+async function seesGuest(page, label, timeoutMs = 120000) {
+  const ff = await firstFrame(page, 90000);
+  const st = await waitFor(`the canvas of ${label} to equal the guest's screen`, async () => {
+    const s = await canvasVsScreen(page);
+    return s.canvas && s.nonblank > 0.01 && s.levels > 2 && s.match !== null && s.match > 0.97 ? s : null;
+  }, timeoutMs, 1000);
+  return { firstFrame: ff, ...st };
 }
 
 async function saveCanvas(page, file) {
@@ -220,5 +241,5 @@ function percentile(xs, p) {
   return s[i];
 }
 
-module.exports = { BASE, sleep, launch, newPage, login, logout, desktopUuid, store, waitFor, awaitDesktop, firstFrame,
-                   canvasVsScreen, saveCanvas, wsProbe, wsHold, wsRelease, rawGet, percentile };
+module.exports = { BASE, sleep, launch, newPage, login, logout, desktopUuid, store, guest, waitFor, awaitDesktop, firstFrame,
+                   canvasVsScreen, seesGuest, saveCanvas, wsProbe, wsHold, wsRelease, rawGet, percentile };

@@ -23,50 +23,8 @@ const ADMIN = process.env.PORTAL_ADMIN || 'admin';
 const ADMIN_PW = process.env.PORTAL_ADMIN_PASSWORD;
 const PW = 'e2e password 1';
 const VERBOSE = !!process.env.E2E_VERBOSE;
-fs.mkdirSync(SHOTS, { recursive: true });
 
-let passed = 0, failed = 0;
-const results = [];
-const t0 = Date.now();
-function log(...a) { console.log(`[${((Date.now() - t0) / 1000).toFixed(1).padStart(6)} s]`, ...a); }
-function assert(cond, msg) { if (!cond) throw new Error(msg); }
-
-// One named check. A failure is counted and reported; the section it belongs to stops (later
-// checks in it depend on it), other sections still run.
-async function check(name, fn) {
-  const t = Date.now();
-  try {
-    const detail = await fn();
-    passed++;
-    results.push({ name, ok: true, ms: Date.now() - t });
-    log('ok  ', name, detail ? `(${detail})` : '');
-  } catch (e) {
-    failed++;
-    results.push({ name, ok: false, ms: Date.now() - t, error: String(e && e.message || e) });
-    log('FAIL', name, '-', String(e && e.stack || e).split('\n').slice(0, 3).join(' | '));
-    throw new SectionStop();
-  }
-}
-class SectionStop extends Error {}
-async function section(name, fn) {
-  log(`-- ${name}`);
-  try { await fn(); } catch (e) { if (!(e instanceof SectionStop)) { failed++; log('FAIL', name, e.stack); } }
-}
-
-async function shot(page, name) {
-  await page.screenshot({ path: path.join(SHOTS, name + '.png') }).catch(() => {});
-}
-
-// The desktop page shows the guest: a first frame, then (once the guest has drawn its text) the
-// canvas equal to the guest's screen as QEMU dumps it.
-async function seesGuest(page, label, timeoutMs = 120000) {
-  const ff = await L.firstFrame(page, 90000);
-  const st = await L.waitFor(`the canvas of ${label} to equal the guest's screen`, async () => {
-    const s = await L.canvasVsScreen(page);
-    return s.canvas && s.nonblank > 0.01 && s.levels > 2 && s.match !== null && s.match > 0.97 ? s : null;
-  }, timeoutMs, 1000);
-  return { firstFrame: ff, ...st };
-}
+const { log, assert, check, section, shot, finish, crashed } = require('./runner').runner('portal e2e', SHOTS);
 
 async function main() {
   assert(ADMIN_PW, 'PORTAL_ADMIN_PASSWORD is not set (run through e2e/with-portal)');
@@ -112,7 +70,7 @@ async function main() {
       assert(logText.includes('VMPOOL-TEST-GUEST: booted'), 'no booted marker');
     });
     await check("the canvas shows the guest's screen (not blank, equal to its screendump)", async () => {
-      const s = await seesGuest(page, 'alice');
+      const s = await L.seesGuest(page, 'alice');
       await L.saveCanvas(page, path.join(SHOTS, 'alice-canvas.png'));
       await shot(page, 'desktop-alice');
       assert(await page.evaluate(() => document.body.dataset.console) === 'connected', 'console not connected');
@@ -180,7 +138,7 @@ async function main() {
       assert(new URL(page.url()).pathname === '/login', 'not on the login page: ' + page.url());
       await L.login(page, 'alice', PW);
       assert(L.desktopUuid(page) === ctx.aliceVm, `landed on ${page.url()}`);
-      await seesGuest(page, 'alice after login');
+      await L.seesGuest(page, 'alice after login');
     });
     await check('another browser: log in, same VM', async () => {
       const p2 = await L.newPage(browser, vlog);
@@ -522,10 +480,7 @@ async function main() {
   });
 
   await browser.close();
-  fs.writeFileSync(path.join(SHOTS, 'e2e-results.json'), JSON.stringify({ passed, failed, results }, null, 2));
-  console.log(`portal e2e: ${passed} passed, ${failed} failed`);
-  console.log(`${passed} passed, ${failed} failed`);
-  process.exit(failed ? 1 : 0);
+  finish('e2e-results.json');
 }
 
-main().catch((e) => { console.error(e); console.log(`${passed} passed, ${failed + 1} failed`); process.exit(1); });
+main().catch(crashed);

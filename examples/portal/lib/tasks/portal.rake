@@ -22,7 +22,8 @@ namespace :portal do
     puts image[:uuid]
   end
 
-  desc "Create POOL (default desktop) from image IMAGE_NAME unless it exists: SPARES, WARMTH, MAX_VMS, RAM_MIB, READY_MARKER"
+  desc "Create POOL (default desktop) from image IMAGE_NAME unless it exists: SPARES, WARMTH, MAX_VMS, VCPUS, RAM_MIB, " \
+       "DISK_GIB, READY_MARKER, READY_DELAY, HOME_GIB"
   task pool: :environment do
     name = ENV.fetch("POOL", "desktop")
     existing = Portal.store.pools.find { |p| p[:name] == name }
@@ -32,10 +33,12 @@ namespace :portal do
       iname = ENV.fetch("IMAGE_NAME", "test-guest")
       image = Portal.store.images.find { |i| i[:name] == iname } or abort("no image named #{iname}")
       marker = ENV.fetch("READY_MARKER", "VMPOOL-TEST-GUEST: ready")
-      Portal.store.create_pool(name: name, image: image[:uuid], vcpus: 1, ram_mib: Integer(ENV.fetch("RAM_MIB", 256)),
-                               disk_gib: 1, spares: Integer(ENV.fetch("SPARES", 2)), max_vms: Integer(ENV.fetch("MAX_VMS", 10)),
+      Portal.store.create_pool(name: name, image: image[:uuid], vcpus: Integer(ENV.fetch("VCPUS", 1)),
+                               ram_mib: Integer(ENV.fetch("RAM_MIB", 256)), disk_gib: Integer(ENV.fetch("DISK_GIB", 1)),
+                               spares: Integer(ENV.fetch("SPARES", 2)), max_vms: Integer(ENV.fetch("MAX_VMS", 10)),
                                max_per_owner: 1, warmth: ENV.fetch("WARMTH", "paused"), on_release: ENV.fetch("ON_RELEASE", "reset"),
-                               ready_marker: marker.presence)
+                               ready_marker: marker.presence, ready_delay_s: ENV["READY_DELAY"]&.then { |v| Integer(v) },
+                               home_gib: ENV["HOME_GIB"]&.then { |v| Integer(v) })
       puts "pool #{name} created"
     end
     if ENV["REFILL"] == "1"

@@ -12,7 +12,12 @@
 //   VM, and the newest one wins, so the usual reason is that another window or browser opened
 //   this desktop. Taking it back at once would make that window take it back too, for ever. The
 //   page says so and offers "Reconnect".
+//
+// Beside spice-html5: the keyboard by physical key (spice-keys.js), the clipboard and the
+// screen size through the guest's agent (spice-agent.js).
 import * as SpiceHtml5 from '/spice-html5/main.js';
+import { takeKeyboard } from '/js/spice-keys.js';
+import { Agent } from '/js/spice-agent.js';
 
 const root = document.getElementById('desktop');
 const d = root ? root.dataset : {};
@@ -86,8 +91,10 @@ function connect(t) {
     uri, screen_id: 'spice-screen', message_id: 'spice-messages', password: t.password,
     onerror: (e) => failed(a, e),
     onsuccess: () => waitUp(a),
+    onagent: () => fitScreen(),
   });
   a.sc.vmpoolAttempt = a;
+  a.agent = new Agent(a.sc, { onGuestText: guestCopied, pageText: () => clipEl.value });
   window.vmpoolSpice = a.sc;
 }
 
@@ -132,6 +139,50 @@ async function reconnect() {
   try { connect(await ticket(false)); } catch (x) { setStatus(x.message, 'error'); }
 }
 
+// --- the clipboard: the panel's text is what the guest pastes; what the guest copies lands in
+// the panel and, when the browser allows it, in the computer's own clipboard.
+const clipEl = document.getElementById('clipboard');
+let offerTimer = null;
+
+function offerPageText() {
+  clearTimeout(offerTimer);
+  offerTimer = setTimeout(() => { if (current && current.agent) current.agent.offer(); }, 150);
+}
+
+function guestCopied(text) {
+  clipEl.value = text;
+  root.dataset.guestClipboard = String(Date.now());
+  if (navigator.clipboard && document.hasFocus()) navigator.clipboard.writeText(text).catch(() => {});
+}
+
+// Coming back to the console after copying something elsewhere on this computer: offer it to
+// the guest (if the browser lets the page read its clipboard; it asks the user once).
+async function takeLocalClipboard() {
+  if (!navigator.clipboard || !navigator.clipboard.readText) return;
+  try {
+    const text = await navigator.clipboard.readText();
+    if (text && text !== clipEl.value) { clipEl.value = text; offerPageText(); }
+  } catch (e) { /* not allowed: the panel is the way */ }
+}
+
+// --- the guest's screen follows the console area: on connect, when the window changes size
+// and in full screen.
+let fitTimer = null;
+
+function fitScreen() {
+  clearTimeout(fitTimer);
+  fitTimer = setTimeout(() => {
+    if (!current || !current.agent) return;
+    const area = document.getElementById('spice-area');
+    const full = document.fullscreenElement === area;
+    const pad = full ? 0 : 16;
+    const width = area.clientWidth - pad;
+    const height = full ? area.clientHeight : window.innerHeight - area.getBoundingClientRect().top - pad - 8;
+    const sent = current.agent.resize(width, height);
+    if (sent) root.dataset.screenRequest = `${sent.w}x${sent.h}`;
+  }, 300);
+}
+
 // Someone watching their desktop is active even without page loads: while the console is
 // connected, a status request now and then keeps the login session from idling out
 // (PORTAL_SESSION_IDLE); the console proxy closes a console whose session ended.
@@ -170,9 +221,19 @@ function watchFirstFrame() {
 }
 
 if (root && d.token) {
+  const area = document.getElementById('spice-area');
   document.getElementById('fullscreen').addEventListener('click', () => {
-    document.getElementById('spice-area').requestFullscreen().catch((e) => setStatus(e.message, 'error'));
+    area.requestFullscreen().then(() => {
+      // In full screen the browser can hand every key to the page (Ctrl+W, Alt+Tab, ...).
+      if (navigator.keyboard && navigator.keyboard.lock) navigator.keyboard.lock().catch(() => {});
+    }).catch((e) => setStatus(e.message, 'error'));
   });
+  document.addEventListener('fullscreenchange', fitScreen);
+  window.addEventListener('resize', fitScreen);
+  const screen = document.getElementById('spice-screen');
+  takeKeyboard(screen, () => current && current.sc);
+  screen.addEventListener('focusin', takeLocalClipboard);
+  clipEl.addEventListener('input', offerPageText);
   document.getElementById('ctrl-alt-del').addEventListener('click', () => {
     if (current && current.up) SpiceHtml5.sendCtrlAltDel(current.sc);
   });
