@@ -33,14 +33,23 @@ class PoolsTest < ActionDispatch::IntegrationTest
     response
   end
 
-  test "the home page lists pools with their flavor and a button to get a desktop" do
+  test "the home page is a catalog: each system once, its sizes (pools) with a button to get a desktop" do
     p = make_pool(spares: 0)
+    q = make_pool(spares: 0)
     log_in(@alice)
     get root_path
-    assert_select "#pools tr[data-pool=?]", p[:name] do
-      assert_select "td", text: "1 vCPU · 256 MiB RAM · 1 GiB disk"
-      assert_select "td", text: "test-guest 1"
-      assert_select "input.get-desktop[value=?]", "Get a desktop"
+    # Other tests' pools may be in the store too: this image's card, once.
+    card = "#pools article.os[data-image-uuid='#{image[:uuid]}']"
+    assert_select card, 1
+    assert_select card do
+      assert_select "h2.os-name", text: "test-guest 1"
+      assert_select "tr[data-pool]", 2
+      [p, q].each do |pool|
+        assert_select "tr[data-pool=?]", pool[:name] do
+          assert_select "td", text: "1 vCPU · 256 MiB RAM · 1 GiB disk"
+          assert_select "input.get-desktop[value=?]", "Get a desktop"
+        end
+      end
     end
   end
 
