@@ -3,7 +3,8 @@
 // hands out memory-template clones of the Xfce template built from Debian packages, driven by
 // Debian's Chromium. Each user's desktop:
 //   - is on the canvas (equal to QEMU's screendump, many colours: the panel and icons);
-//   - is made for them: their login runs the session, their keyboard layout and time zone;
+//   - is made for them: their login runs the session, their keyboard layout and time zone, and
+//     the panel shows their name (OCR);
 //   - follows the page's size (the guest's xrandr shows what the page asked for);
 //   - shares the clipboard both ways (xclip in the guest, the page's clipboard panel);
 //   - takes typing by physical key: a terminal opened with Ctrl+Alt+T, a command typed on a US
@@ -11,7 +12,9 @@
 // What the guest did is read through its agent (vmpoolctl guest exec), never from the page.
 // Prints "N passed, N failed"; exit 1 on any failure.
 'use strict';
+const fs = require('fs');
 const path = require('path');
+const { spawnSync } = require('child_process');
 const L = require('./lib');
 
 const SHOTS = process.env.E2E_SHOTS || path.resolve(__dirname, '../../../target/portal');
@@ -113,6 +116,23 @@ async function typeInTerminal(page, uuid, login, lay, command, file) {
   }
 }
 
+// The text of the desktop's top panel (tesseract on the canvas's top strip, enlarged) when it
+// names alice: the panel's user button shows the account's full name.
+async function panelText(page, who = 'alice') {
+  const b64 = await page.evaluate(() => {
+    const c = document.getElementById('spice_surface_0');
+    const strip = document.createElement('canvas');
+    strip.width = c.width * 2; strip.height = 28 * 2;
+    strip.getContext('2d').drawImage(c, 0, 0, c.width, 28, 0, 0, strip.width, strip.height);
+    return strip.toDataURL('image/png').split(',')[1];
+  });
+  const file = path.join(SHOTS, 'xfce-panel-strip.png');
+  fs.writeFileSync(file, Buffer.from(b64, 'base64'));
+  const r = spawnSync('tesseract', [file, '-', '--psm', '11'], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`tesseract: ${r.stderr || r.error}`);
+  return new RegExp(`\\b${who}\\b`, 'i').test(r.stdout) ? r.stdout : null;
+}
+
 async function main() {
   const browser = await L.launch();
   const ctx = {};
@@ -149,6 +169,10 @@ async function main() {
       const tz = sh(uuid, 'readlink /etc/localtime').trim();
       assert(tz.endsWith('America/New_York'), tz);
       return `${who}, ${/layout:\s+(\S+)/.exec(kb)[1]}, ${tz}`;
+    });
+    await check('her panel greets her by name (OCR of the panel, once it read her account)', async () => {
+      const text = await L.waitFor('her name on the panel', () => panelText(page), 60000, 2000);
+      return JSON.stringify(text.replace(/\s+/g, ' ').trim());
     });
     await check('the guest\'s screen follows the page: its size, then a smaller window', async () => {
       const first = await screenFollows(page, uuid, '1280x900 window');

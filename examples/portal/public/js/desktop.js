@@ -140,9 +140,14 @@ async function reconnect() {
 }
 
 // --- the clipboard: the panel's text is what the guest pastes; what the guest copies lands in
-// the panel and, when the browser allows it, in the computer's own clipboard.
+// the panel and, when the browser allows it, in the computer's own clipboard, but only right
+// after the person worked in the console (a guest copying by itself does not reach the
+// computer's clipboard). The computer's clipboard is read only when the person asks
+// ("Paste from this computer"), never by itself: a password copied for something else stays
+// out of the guest.
 const clipEl = document.getElementById('clipboard');
 let offerTimer = null;
+let lastInputAt = 0;
 
 function offerPageText() {
   clearTimeout(offerTimer);
@@ -152,17 +157,15 @@ function offerPageText() {
 function guestCopied(text) {
   clipEl.value = text;
   root.dataset.guestClipboard = String(Date.now());
-  if (navigator.clipboard && document.hasFocus()) navigator.clipboard.writeText(text).catch(() => {});
+  const recent = performance.now() - lastInputAt < 2000;
+  if (recent && navigator.clipboard && document.hasFocus()) navigator.clipboard.writeText(text).catch(() => {});
 }
 
-// Coming back to the console after copying something elsewhere on this computer: offer it to
-// the guest (if the browser lets the page read its clipboard; it asks the user once).
-async function takeLocalClipboard() {
-  if (!navigator.clipboard || !navigator.clipboard.readText) return;
+async function pasteFromComputer() {
   try {
-    const text = await navigator.clipboard.readText();
-    if (text && text !== clipEl.value) { clipEl.value = text; offerPageText(); }
-  } catch (e) { /* not allowed: the panel is the way */ }
+    clipEl.value = await navigator.clipboard.readText();
+    offerPageText();
+  } catch (e) { setStatus(`the browser did not let the page read the clipboard (${e.message}); paste into the panel`, document.body.dataset.console); }
 }
 
 // --- the guest's screen follows the console area: on connect, when the window changes size
@@ -232,8 +235,11 @@ if (root && d.token) {
   window.addEventListener('resize', fitScreen);
   const screen = document.getElementById('spice-screen');
   takeKeyboard(screen, () => current && current.sc);
-  screen.addEventListener('focusin', takeLocalClipboard);
+  ['keydown', 'mousedown'].forEach((t) => screen.addEventListener(t, () => { lastInputAt = performance.now(); }, true));
   clipEl.addEventListener('input', offerPageText);
+  const pasteEl = document.getElementById('paste-from-computer');
+  if (navigator.clipboard && navigator.clipboard.readText) pasteEl.addEventListener('click', pasteFromComputer);
+  else pasteEl.hidden = true;
   document.getElementById('ctrl-alt-del').addEventListener('click', () => {
     if (current && current.up) SpiceHtml5.sendCtrlAltDel(current.sc);
   });

@@ -43,7 +43,10 @@ MainProto.announce_agent_capabilities = function announce(request) {
 // rest go on to spice-html5.
 const processMain = MainProto.process_channel_message;
 MainProto.process_channel_message = function processWithClipboard(msg) {
-  if (msg.type === Constants.SPICE_MSG_MAIN_AGENT_DATA && this.vmpoolAgent && this.vmpoolAgent.take(msg.data)) return true;
+  const a = this.vmpoolAgent;
+  if (a && msg.type === Constants.SPICE_MSG_MAIN_AGENT_DATA && a.take(msg.data)) return true;
+  if (a && (msg.type === Constants.SPICE_MSG_MAIN_AGENT_CONNECTED || msg.type === Constants.SPICE_MSG_MAIN_AGENT_CONNECTED_TOKENS
+    || msg.type === Constants.SPICE_MSG_MAIN_AGENT_DISCONNECTED)) a.reset();
   return processMain.call(this, msg);
 };
 
@@ -58,7 +61,15 @@ export class Agent {
     this.onGuestText = onGuestText;
     this.pageText = pageText;
     this.partial = null; // { type, size, parts: [Uint8Array], got }
+    this.requested = false; // the page asked the guest for its text and has not had it yet
+    this.offered = false; // the page holds the clipboard (it sent GRAB) until the guest grabs
     sc.vmpoolAgent = this;
+  }
+
+  // The guest's agent (re)connected or went away: a message cut short stays cut short.
+  reset() {
+    this.partial = null;
+    this.requested = false;
   }
 
   // One piece of agent data from the main channel; true if it was the clipboard's.
@@ -97,15 +108,21 @@ export class Agent {
       case Constants.VD_AGENT_CLIPBOARD_GRAB: { // the guest copied: take its text now
         const types = [];
         for (let i = 0; i + 4 <= data.length; i += 4) types.push(dv.getUint32(i, true));
-        if (types.includes(UTF8_TEXT)) this.send(Constants.VD_AGENT_CLIPBOARD_REQUEST, u32s(UTF8_TEXT));
+        this.offered = false;
+        if (types.includes(UTF8_TEXT)) {
+          this.requested = true;
+          this.send(Constants.VD_AGENT_CLIPBOARD_REQUEST, u32s(UTF8_TEXT));
+        }
         break;
       }
-      case Constants.VD_AGENT_CLIPBOARD: // the text we asked for
-        if (data.length >= 4 && dv.getUint32(0, true) === UTF8_TEXT) {
+      case Constants.VD_AGENT_CLIPBOARD: // the text we asked for; never text we did not ask for
+        if (this.requested && data.length >= 4 && dv.getUint32(0, true) === UTF8_TEXT) {
+          this.requested = false;
           this.onGuestText(new TextDecoder().decode(data.subarray(4)));
         }
         break;
       case Constants.VD_AGENT_CLIPBOARD_REQUEST: { // someone in the guest pastes what the page offered
+        if (!this.offered) break; // the page offered nothing: the guest gets nothing of it
         const text = new TextEncoder().encode(this.pageText() || '').subarray(0, MAX_TEXT);
         const out = new Uint8Array(4 + text.length);
         out.set(u32s(UTF8_TEXT));
@@ -124,6 +141,7 @@ export class Agent {
 
   // The page has new text for the guest's clipboard.
   offer() {
+    this.offered = true;
     this.send(Constants.VD_AGENT_CLIPBOARD_GRAB, u32s(UTF8_TEXT));
   }
 

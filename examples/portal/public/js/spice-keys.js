@@ -71,19 +71,54 @@ export function sendKey(sc, code, up) {
 // listeners in the capture phase on `el` see each key before the canvas's own and stop it
 // there. `current()` gives the live SPICE connection (it changes on reconnect). Keys held when
 // the page loses focus are released, or the guest would see them stuck down.
+//
+// Browsers on Windows send AltGr as two keys, ControlLeft then AltRight with the same time
+// stamp; the guest would see Ctrl+AltGr (a shortcut, not `@`). A ControlLeft is therefore held
+// back until the next key: dropped (with its release) if that is AltRight at the same instant,
+// sent first otherwise (or after 50 ms).
 export function takeKeyboard(el, current) {
   const down = new Set();
+  let heldCtrl = null; // { timeStamp, timer }
+  let droppedCtrl = false;
+  const press = (code, up) => {
+    if (sendKey(current(), code, up)) {
+      if (up) down.delete(code); else down.add(code);
+    }
+  };
+  const flushCtrl = () => {
+    if (!heldCtrl) return;
+    clearTimeout(heldCtrl.timer);
+    heldCtrl = null;
+    press('ControlLeft', false);
+  };
   const onKey = (e) => {
+    // A key with no physical code (an on-screen or IME keyboard) is left to spice-html5.
+    if (!e.code) return;
     const up = e.type === 'keyup';
     e.stopPropagation();
     e.preventDefault();
     // The guest repeats a held key itself; the browser's repeats would double it.
     if (!up && e.repeat) return;
-    if (sendKey(current(), e.code, up)) {
-      if (up) down.delete(e.code); else down.add(e.code);
+    if (!up && e.code === 'ControlLeft') {
+      flushCtrl();
+      heldCtrl = { timeStamp: e.timeStamp, timer: setTimeout(flushCtrl, 50) };
+      return;
     }
+    if (heldCtrl) {
+      if (!up && e.code === 'AltRight' && e.timeStamp === heldCtrl.timeStamp) {
+        clearTimeout(heldCtrl.timer);
+        heldCtrl = null;
+        droppedCtrl = true;
+      } else {
+        flushCtrl();
+      }
+    }
+    if (up && e.code === 'ControlLeft' && droppedCtrl) { droppedCtrl = false; return; }
+    press(e.code, up);
   };
   const releaseAll = () => {
+    if (heldCtrl) { clearTimeout(heldCtrl.timer); heldCtrl = null; }
+    droppedCtrl = false;
     for (const code of down) sendKey(current(), code, true);
     down.clear();
   };
