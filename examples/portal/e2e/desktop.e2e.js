@@ -107,8 +107,8 @@ async function typeInTerminal(page, uuid, login, lay, command, file) {
   try {
     return await L.waitFor(`${file} written by the typed command`, () => {
       // Read where the terminal's shell is: its home (in a restored session the account was
-    // renamed in place, and its home directory kept).
-    try { return sh(uuid, `cat /proc/$(pgrep -n -u ${login} -x bash)/cwd/${file}`); } catch (e) { return null; }
+      // renamed in place, and its home directory kept).
+      try { return sh(uuid, `cat /proc/$(pgrep -n -u ${login} -x bash)/cwd/${file}`); } catch (e) { return null; }
     }, 60000, 1000);
   } catch (e) {
     await shot(page, `xfce-terminal-${file}-failed`);

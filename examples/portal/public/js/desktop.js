@@ -16,7 +16,7 @@
 // Beside spice-html5: the keyboard by physical key (spice-keys.js), the clipboard and the
 // screen size through the guest's agent (spice-agent.js).
 import * as SpiceHtml5 from '/spice-html5/main.js';
-import { takeKeyboard } from '/js/spice-keys.js';
+import { takeKeyboard, sendChord } from '/js/spice-keys.js';
 import { Agent } from '/js/spice-agent.js';
 
 const root = document.getElementById('desktop');
@@ -241,7 +241,9 @@ if (root && d.token) {
   if (navigator.clipboard && navigator.clipboard.readText) pasteEl.addEventListener('click', pasteFromComputer);
   else pasteEl.hidden = true;
   document.getElementById('ctrl-alt-del').addEventListener('click', () => {
-    if (current && current.up) SpiceHtml5.sendCtrlAltDel(current.sc);
+    // Through the page's own key path: spice-html5's sendCtrlAltDel releases Ctrl and Alt only
+    // by the modifier state its own key handlers keep, which no longer see the keys.
+    if (current && current.up) sendChord(current.sc, ['ControlLeft', 'AltLeft', 'NumpadDecimal']);
   });
   if (reconnectEl) reconnectEl.addEventListener('click', reconnect);
   watchFirstFrame();

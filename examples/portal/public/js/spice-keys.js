@@ -50,10 +50,6 @@ function wire(scancode, up) {
   return scancode & E0 ? 0xe0 | (code << 8) : code;
 }
 
-export function scancodeOf(code) {
-  return CODES[code];
-}
-
 // Send one press or release of a key (by its `KeyboardEvent.code`) on the inputs channel.
 // Answers whether the key is known and the channel was up.
 export function sendKey(sc, code, up) {
@@ -65,6 +61,12 @@ export function sendKey(sc, code, up) {
   msg.build_msg(up ? Constants.SPICE_MSGC_INPUTS_KEY_UP : Constants.SPICE_MSGC_INPUTS_KEY_DOWN, key);
   sc.inputs.send_msg(msg);
   return true;
+}
+
+// Press the keys in order and release them in reverse (Ctrl+Alt+Del from the page's button).
+export function sendChord(sc, codes) {
+  for (const c of codes) sendKey(sc, c, false);
+  for (const c of [...codes].reverse()) sendKey(sc, c, true);
 }
 
 // Take the keyboard of `el` (the element holding spice-html5's canvas) away from spice-html5:
