@@ -215,6 +215,7 @@ fn bare_args(s: &Store, vm: &vmpool::Vm, dir: &Path) -> Vec<String> {
         sandbox: true,
         memory_file: None,
         incoming_defer: false,
+        clone_layout: false,
         prealloc: false,
         seed: false,
     };

@@ -242,7 +242,7 @@ vmpool_result vmpool_image_delete(const vmpool_store *store, const char *uuid);
 // Keys of `options_json`: `accel`.
 // Keys written: `uuid`, `alias`, `owner`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`,
 // `created_at`, `state`, `disk_path`, `disk_format`, `disk_size_bytes`, `clone_method`,
-// `firmware`, `accel`, `mac`, `vmgenid`, `last_exit`, `caps`, `pool`, `user`.
+// `firmware`, `accel`, `mac`, `vmgenid`, `last_exit`, `caps`, `pool`, `user`, `suspended`.
 vmpool_result vmpool_vm_start(const vmpool_store *store,
                               const char *uuid,
                               const char *options_json,
@@ -268,6 +268,20 @@ vmpool_result vmpool_vm_pause(const vmpool_store *store, const char *uuid, char 
 // Continue a paused VM. `VMPOOL_RESULT_INVALID_STATE` if it does not run.
 vmpool_result vmpool_vm_resume(const vmpool_store *store, const char *uuid, char **vm_json_out);
 
+// Put a running (or paused) VM to sleep: its memory and device state saved to the store,
+// its QEMU ended, its RAM freed; the VM is then `suspended`. `reason` (NULL: "on request")
+// is recorded. A start (or resume, or its owner's acquire) wakes it where it was.
+// `VMPOOL_RESULT_INVALID_STATE` if it does not run; on any failure the guest goes on as it
+// was.
+//
+// Keys written: `uuid`, `alias`, `owner`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`,
+// `created_at`, `state`, `disk_path`, `disk_format`, `disk_size_bytes`, `clone_method`,
+// `firmware`, `accel`, `mac`, `vmgenid`, `last_exit`, `caps`, `pool`, `user`, `suspended`.
+vmpool_result vmpool_vm_suspend(const vmpool_store *store,
+                                const char *uuid,
+                                const char *reason,
+                                char **vm_json_out);
+
 // A VM's live state and its current run as JSON: `{"vm": {...}, "run": {"supervisor_pid",
 // "qemu_pid", "qemu_start", "started_at", "accel", "spice"} or null, "uptime_s", "serial_log"}`.
 //
@@ -280,7 +294,7 @@ vmpool_result vmpool_vm_status(const vmpool_store *store, const char *uuid, char
 // Keys of `update_json`: `vcpus`, `ram_mib`, `disk_gib`.
 // Keys written: `uuid`, `alias`, `owner`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`,
 // `created_at`, `state`, `disk_path`, `disk_format`, `disk_size_bytes`, `clone_method`,
-// `firmware`, `accel`, `mac`, `vmgenid`, `last_exit`, `caps`, `pool`, `user`.
+// `firmware`, `accel`, `mac`, `vmgenid`, `last_exit`, `caps`, `pool`, `user`, `suspended`.
 vmpool_result vmpool_vm_update(const vmpool_store *store,
                                const char *uuid,
                                const char *update_json,
@@ -316,16 +330,17 @@ vmpool_result vmpool_vm_screenshot(const vmpool_store *store,
 // ready; 0), `max_per_owner` (1), `warmth` (`"disk"`, `"paused"` or `"template"`),
 // `on_release` (`"destroy"` or `"reset"`), `ready_marker` (text on the guest's serial
 // console that says it is ready), `ready_delay_s`, `ready_timeout_s` (300), `accel`, `home_gib` (each owner's home volume,
-// GiB: see `vmpool_home_create`).
+// GiB: see `vmpool_home_create`), `idle_suspend_after_s` (suspend a handed-out desktop nobody
+// has looked at for that long; checked at each refill).
 // Unknown keys are refused. Spares are made by `vmpool_pool_refill`. On success
 // `*pool_json_out` (may be NULL) receives the pool.
 //
 // Keys of `payload_json`: `name`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`, `spares`,
 // `max_vms`, `max_per_owner`, `warmth`, `on_release`, `ready_marker`, `ready_delay_s`,
-// `ready_timeout_s`, `accel`, `home_gib`.
+// `ready_timeout_s`, `accel`, `home_gib`, `idle_suspend_after_s`.
 // Keys written: `name`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`, `spares`, `max_vms`,
 // `max_per_owner`, `warmth`, `on_release`, `ready_marker`, `ready_delay_s`, `ready_timeout_s`,
-// `accel`, `home_gib`, `created_at`, `updated_at`, `status`, `template`.
+// `accel`, `home_gib`, `idle_suspend_after_s`, `created_at`, `updated_at`, `status`, `template`.
 vmpool_result vmpool_pool_create(const vmpool_store *store,
                                  const char *payload_json,
                                  char **pool_json_out);
@@ -334,14 +349,15 @@ vmpool_result vmpool_pool_create(const vmpool_store *store,
 //
 // Keys written (each element): `name`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`, `spares`,
 // `max_vms`, `max_per_owner`, `warmth`, `on_release`, `ready_marker`, `ready_delay_s`,
-// `ready_timeout_s`, `accel`, `home_gib`, `created_at`, `updated_at`, `status`, `template`.
+// `ready_timeout_s`, `accel`, `home_gib`, `idle_suspend_after_s`, `created_at`, `updated_at`,
+// `status`, `template`.
 vmpool_result vmpool_pool_list(const vmpool_store *store, char **json_out);
 
 // One pool as JSON; `VMPOOL_RESULT_NOT_FOUND` if there is none named `name`.
 //
 // Keys written: `name`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`, `spares`, `max_vms`,
 // `max_per_owner`, `warmth`, `on_release`, `ready_marker`, `ready_delay_s`, `ready_timeout_s`,
-// `accel`, `home_gib`, `created_at`, `updated_at`, `status`, `template`.
+// `accel`, `home_gib`, `idle_suspend_after_s`, `created_at`, `updated_at`, `status`, `template`.
 vmpool_result vmpool_pool_get(const vmpool_store *store, const char *name, char **json_out);
 
 // Change a pool: `changes_json` has any of the create keys except `name` (`disk_gib`, `home_gib`,
@@ -351,10 +367,10 @@ vmpool_result vmpool_pool_get(const vmpool_store *store, const char *name, char 
 //
 // Keys of `changes_json`: `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`, `spares`, `max_vms`,
 // `max_per_owner`, `warmth`, `on_release`, `ready_marker`, `ready_delay_s`, `ready_timeout_s`,
-// `accel`, `home_gib`.
+// `accel`, `home_gib`, `idle_suspend_after_s`.
 // Keys written: `name`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`, `spares`, `max_vms`,
 // `max_per_owner`, `warmth`, `on_release`, `ready_marker`, `ready_delay_s`, `ready_timeout_s`,
-// `accel`, `home_gib`, `created_at`, `updated_at`, `status`, `template`.
+// `accel`, `home_gib`, `idle_suspend_after_s`, `created_at`, `updated_at`, `status`, `template`.
 vmpool_result vmpool_pool_update(const vmpool_store *store,
                                  const char *name,
                                  const char *changes_json,
@@ -395,7 +411,8 @@ vmpool_result vmpool_pool_release(const vmpool_store *store, const char *vm_uuid
 // there; the call still succeeds).
 //
 // Keys of `options_json`: `parallel`.
-// Keys written: `created`, `warmed`, `removed`, `template_built`, `spares`, `errors`.
+// Keys written: `created`, `warmed`, `removed`, `template_built`, `suspended`, `spares`,
+// `errors`.
 vmpool_result vmpool_pool_refill(const vmpool_store *store,
                                  const char *name,
                                  const char *options_json,
@@ -442,7 +459,7 @@ vmpool_result vmpool_store_recover(const vmpool_store *store, char **json_out);
 // an `on_clone` program; each field checked, a bad one refused by name).
 // Keys written: `uuid`, `alias`, `owner`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`,
 // `created_at`, `state`, `disk_path`, `disk_format`, `disk_size_bytes`, `clone_method`,
-// `firmware`, `accel`, `mac`, `vmgenid`, `last_exit`, `caps`, `pool`, `user`.
+// `firmware`, `accel`, `mac`, `vmgenid`, `last_exit`, `caps`, `pool`, `user`, `suspended`.
 vmpool_result vmpool_vm_create(const vmpool_store *store,
                                const char *payload_json,
                                char **vm_json_out);
@@ -451,7 +468,7 @@ vmpool_result vmpool_vm_create(const vmpool_store *store,
 //
 // Keys written: `uuid`, `alias`, `owner`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`,
 // `created_at`, `state`, `disk_path`, `disk_format`, `disk_size_bytes`, `clone_method`,
-// `firmware`, `accel`, `mac`, `vmgenid`, `last_exit`, `caps`, `pool`, `user`.
+// `firmware`, `accel`, `mac`, `vmgenid`, `last_exit`, `caps`, `pool`, `user`, `suspended`.
 vmpool_result vmpool_vm_get(const vmpool_store *store, const char *uuid, char **json_out);
 
 // VM records as a JSON array, oldest first: all of them, or only those whose owner is
@@ -459,8 +476,10 @@ vmpool_result vmpool_vm_get(const vmpool_store *store, const char *uuid, char **
 //
 // Keys written (each element): `uuid`, `alias`, `owner`, `image_uuid`, `vcpus`, `ram_mib`,
 // `disk_gib`, `created_at`, `state`, `disk_path`, `disk_format`, `disk_size_bytes`,
-// `clone_method`, `firmware`, `accel`, `mac`, `vmgenid`, `last_exit`, `caps`, `pool`, `user`.
-vmpool_result vmpool_vm_list(const vmpool_store *store, const char *owner_or_null, char **json_out);
+// `clone_method`, `firmware`, `accel`, `mac`, `vmgenid`, `last_exit`, `caps`, `pool`, `user`, `suspended`.
+vmpool_result vmpool_vm_list(const vmpool_store *store,
+                             const char *owner_or_null,
+                             char **json_out);
 
 // Delete a VM: its record and its disk. `VMPOOL_RESULT_NOT_FOUND` for an unknown uuid.
 vmpool_result vmpool_vm_delete(const vmpool_store *store, const char *uuid);

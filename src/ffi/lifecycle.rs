@@ -41,7 +41,7 @@ fn vm_call(
 /// Keys of `options_json`: `accel`.
 /// Keys written: `uuid`, `alias`, `owner`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`,
 /// `created_at`, `state`, `disk_path`, `disk_format`, `disk_size_bytes`, `clone_method`,
-/// `firmware`, `accel`, `mac`, `vmgenid`, `last_exit`, `caps`, `pool`, `user`.
+/// `firmware`, `accel`, `mac`, `vmgenid`, `last_exit`, `caps`, `pool`, `user`, `suspended`.
 #[no_mangle]
 pub extern "C" fn vmpool_vm_start(
     store: *const vmpool_store,
@@ -112,6 +112,28 @@ pub extern "C" fn vmpool_vm_resume(
     ffi_call!({ vm_call(store, uuid, vm_json_out, |s, u| s.resume_vm(u)) })
 }
 
+/// Put a running (or paused) VM to sleep: its memory and device state saved to the store,
+/// its QEMU ended, its RAM freed; the VM is then `suspended`. `reason` (NULL: "on request")
+/// is recorded. A start (or resume, or its owner's acquire) wakes it where it was.
+/// `VMPOOL_RESULT_INVALID_STATE` if it does not run; on any failure the guest goes on as it
+/// was.
+///
+/// Keys written: `uuid`, `alias`, `owner`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`,
+/// `created_at`, `state`, `disk_path`, `disk_format`, `disk_size_bytes`, `clone_method`,
+/// `firmware`, `accel`, `mac`, `vmgenid`, `last_exit`, `caps`, `pool`, `user`, `suspended`.
+#[no_mangle]
+pub extern "C" fn vmpool_vm_suspend(
+    store: *const vmpool_store,
+    uuid: *const c_char,
+    reason: *const c_char,
+    vm_json_out: *mut *mut c_char,
+) -> vmpool_result {
+    ffi_call!({
+        let why = opt_str(reason, "reason", 200)?.unwrap_or("on request");
+        vm_call(store, uuid, vm_json_out, |s, u| s.suspend_vm(u, why))
+    })
+}
+
 /// A VM's live state and its current run as JSON: `{"vm": {...}, "run": {"supervisor_pid",
 /// "qemu_pid", "qemu_start", "started_at", "accel", "spice"} or null, "uptime_s", "serial_log"}`.
 ///
@@ -137,7 +159,7 @@ pub extern "C" fn vmpool_vm_status(
 /// Keys of `update_json`: `vcpus`, `ram_mib`, `disk_gib`.
 /// Keys written: `uuid`, `alias`, `owner`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`,
 /// `created_at`, `state`, `disk_path`, `disk_format`, `disk_size_bytes`, `clone_method`,
-/// `firmware`, `accel`, `mac`, `vmgenid`, `last_exit`, `caps`, `pool`, `user`.
+/// `firmware`, `accel`, `mac`, `vmgenid`, `last_exit`, `caps`, `pool`, `user`, `suspended`.
 #[no_mangle]
 pub extern "C" fn vmpool_vm_update(
     store: *const vmpool_store,

@@ -26,16 +26,17 @@ pub type vmpool_refill_cb = Option<
 /// ready; 0), `max_per_owner` (1), `warmth` (`"disk"`, `"paused"` or `"template"`),
 /// `on_release` (`"destroy"` or `"reset"`), `ready_marker` (text on the guest's serial
 /// console that says it is ready), `ready_delay_s`, `ready_timeout_s` (300), `accel`, `home_gib` (each owner's home volume,
-/// GiB: see `vmpool_home_create`).
+/// GiB: see `vmpool_home_create`), `idle_suspend_after_s` (suspend a handed-out desktop nobody
+/// has looked at for that long; checked at each refill).
 /// Unknown keys are refused. Spares are made by `vmpool_pool_refill`. On success
 /// `*pool_json_out` (may be NULL) receives the pool.
 ///
 /// Keys of `payload_json`: `name`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`, `spares`,
 /// `max_vms`, `max_per_owner`, `warmth`, `on_release`, `ready_marker`, `ready_delay_s`,
-/// `ready_timeout_s`, `accel`, `home_gib`.
+/// `ready_timeout_s`, `accel`, `home_gib`, `idle_suspend_after_s`.
 /// Keys written: `name`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`, `spares`, `max_vms`,
 /// `max_per_owner`, `warmth`, `on_release`, `ready_marker`, `ready_delay_s`, `ready_timeout_s`,
-/// `accel`, `home_gib`, `created_at`, `updated_at`, `status`, `template`.
+/// `accel`, `home_gib`, `idle_suspend_after_s`, `created_at`, `updated_at`, `status`, `template`.
 #[no_mangle]
 pub extern "C" fn vmpool_pool_create(
     store: *const vmpool_store,
@@ -57,7 +58,8 @@ pub extern "C" fn vmpool_pool_create(
 ///
 /// Keys written (each element): `name`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`, `spares`,
 /// `max_vms`, `max_per_owner`, `warmth`, `on_release`, `ready_marker`, `ready_delay_s`,
-/// `ready_timeout_s`, `accel`, `home_gib`, `created_at`, `updated_at`, `status`, `template`.
+/// `ready_timeout_s`, `accel`, `home_gib`, `idle_suspend_after_s`, `created_at`, `updated_at`,
+/// `status`, `template`.
 #[no_mangle]
 pub extern "C" fn vmpool_pool_list(
     store: *const vmpool_store,
@@ -70,7 +72,7 @@ pub extern "C" fn vmpool_pool_list(
 ///
 /// Keys written: `name`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`, `spares`, `max_vms`,
 /// `max_per_owner`, `warmth`, `on_release`, `ready_marker`, `ready_delay_s`, `ready_timeout_s`,
-/// `accel`, `home_gib`, `created_at`, `updated_at`, `status`, `template`.
+/// `accel`, `home_gib`, `idle_suspend_after_s`, `created_at`, `updated_at`, `status`, `template`.
 #[no_mangle]
 pub extern "C" fn vmpool_pool_get(
     store: *const vmpool_store,
@@ -92,10 +94,10 @@ pub extern "C" fn vmpool_pool_get(
 ///
 /// Keys of `changes_json`: `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`, `spares`, `max_vms`,
 /// `max_per_owner`, `warmth`, `on_release`, `ready_marker`, `ready_delay_s`, `ready_timeout_s`,
-/// `accel`, `home_gib`.
+/// `accel`, `home_gib`, `idle_suspend_after_s`.
 /// Keys written: `name`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`, `spares`, `max_vms`,
 /// `max_per_owner`, `warmth`, `on_release`, `ready_marker`, `ready_delay_s`, `ready_timeout_s`,
-/// `accel`, `home_gib`, `created_at`, `updated_at`, `status`, `template`.
+/// `accel`, `home_gib`, `idle_suspend_after_s`, `created_at`, `updated_at`, `status`, `template`.
 #[no_mangle]
 pub extern "C" fn vmpool_pool_update(
     store: *const vmpool_store,
@@ -182,7 +184,8 @@ pub extern "C" fn vmpool_pool_release(
 /// there; the call still succeeds).
 ///
 /// Keys of `options_json`: `parallel`.
-/// Keys written: `created`, `warmed`, `removed`, `template_built`, `spares`, `errors`.
+/// Keys written: `created`, `warmed`, `removed`, `template_built`, `suspended`, `spares`,
+/// `errors`.
 #[no_mangle]
 pub extern "C" fn vmpool_pool_refill(
     store: *const vmpool_store,

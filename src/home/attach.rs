@@ -101,6 +101,19 @@ impl Store {
 
     /// Hot-plug `home` into `vm` unless it is there already; whether it was plugged now.
     fn plug_home(&self, vm: Uuid, home: &HomeRecord) -> Result<bool> {
+        let run = self.run_dir(&vm);
+        let mut q = self.qmp(&vm, &run)?;
+        self.plug_home_into(&mut q, vm, home)
+    }
+
+    /// `plug_home` over a QMP connection the caller has (a resume plugs the home in before
+    /// it loads the saved state that names it).
+    pub(crate) fn plug_home_into(
+        &self,
+        q: &mut crate::vm::qmp::Qmp,
+        vm: Uuid,
+        home: &HomeRecord,
+    ) -> Result<bool> {
         let path = self.driver.disk_path(&home.disk_path)?;
         let mut o = OpenOptions::new();
         o.read(true).write(true).custom_flags(libc::O_CLOEXEC);
@@ -127,9 +140,8 @@ impl Store {
                 path.display()
             )));
         }
-        let run = self.run_dir(&vm);
         let format = home.disk_format.as_str();
-        self.with_qmp(&vm, &run, "plugging in the home volume", |q| {
+        let plug = |q: &mut crate::vm::qmp::Qmp| {
             if q.has_device(HOME_DEVICE)? {
                 return Ok(false);
             }
@@ -145,7 +157,8 @@ impl Store {
             // QEMU keeps its own duplicate while the node is open; the set itself can go.
             let _ = q.remove_fd(set);
             plugged.map(|()| true)
-        })
+        };
+        plug(q).map_err(|e| crate::vm::lifecycle::qmp_error(&vm, "plugging in the home volume", e))
     }
 
     /// Before `vm` is destroyed: have its guest write the home's pages out (best effort: a

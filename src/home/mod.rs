@@ -61,9 +61,12 @@ impl Store {
         }
     }
 
-    /// Whether VM `v` exists and its QEMU runs (starting, running, paused or stopping).
+    /// Whether VM `v` exists and holds its home: its QEMU runs (starting, running, paused
+    /// or stopping), or it is suspended.
     pub(crate) fn runs(&self, v: Uuid) -> bool {
-        self.vm(v).is_ok_and(|vm| vm.state.is_active())
+        // A suspended VM keeps its claim: its saved state has the home mounted.
+        self.vm(v)
+            .is_ok_and(|vm| vm.state.is_active() || vm.state == crate::vm::State::Suspended)
     }
 
     pub(crate) fn home_lock(&self, owner: &str) -> Result<lock::Held> {

@@ -56,6 +56,7 @@ fn placeholder_vm() -> Vm {
         caps: Default::default(),
         pool: None,
         user: None,
+        suspended: None,
     }
 }
 
@@ -277,12 +278,14 @@ impl Store {
             }
         }
         let (mut vm, was) = self.make_running(u)?;
+        self.mark_seen(&u);
         if out.path == AcquirePath::Redirect {
             out.was = was;
         }
         out.step(
             match was {
                 "paused" => "resume",
+                "suspended" => "wake",
                 "waiting" => "restore",
                 "running" | "booting" => "check",
                 _ => "start",
@@ -366,16 +369,25 @@ impl Store {
                         Err(e) => return Err(e),
                     }
                 }
-                State::Stopped | State::Failed => {
+                State::Stopped | State::Failed | State::Suspended => {
                     // A new clone of a memory template starts by loading its state: its guest
-                    // is up as soon as it runs, as a waiting spare's is.
+                    // is up as soon as it runs, as a waiting spare's is; a suspended VM wakes
+                    // from its own saved state.
                     let restores = r
                         .restore
                         .as_ref()
                         .is_some_and(|rs| rs.memory.exists() && rs.state.exists());
-                    was.get_or_insert(if restores { "waiting" } else { "disk" });
+                    was.get_or_insert(if vm.state == State::Suspended {
+                        "suspended"
+                    } else if restores {
+                        "waiting"
+                    } else {
+                        "disk"
+                    });
                     match self.start_vm(u, &StartOptions { accel }) {
                         Ok(_) | Err(Error::AlreadyRunning(_)) => {}
+                        // Its last run's supervisor still records its end: a moment later.
+                        Err(Error::Busy(_)) => std::thread::sleep(Duration::from_millis(10)),
                         Err(e) => return Err(e),
                     }
                 }

@@ -12,6 +12,7 @@
 pub(crate) mod acquire;
 pub mod claims;
 pub(crate) mod crud;
+pub(crate) mod idle;
 pub(crate) mod plan;
 pub(crate) mod refill;
 pub(crate) mod template;
@@ -130,12 +131,21 @@ pub struct PoolSpec {
     /// desktop of theirs in any pool that has homes; it is never removed by the pool.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub home_gib: Option<u64>,
+    /// Suspend a handed-out desktop nobody has looked at for this long, seconds (`None`:
+    /// never): no console client connected, no hand-out and no console ticket asked for in
+    /// that time. Its owner's next acquire wakes it where it was. Checked at each refill.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_suspend_after_s: Option<u32>,
 }
 
 /// Longest marker accepted.
 const MARKER_MAX: usize = 256;
 /// Most VMs a pool may hold.
 pub const MAX_VMS_CEILING: u32 = 10_000;
+/// Shortest idle time before a suspend (a second: tests; desktops use minutes).
+pub const IDLE_MIN_S: u32 = 1;
+/// Longest idle time before a suspend (30 days).
+pub const IDLE_MAX_S: u32 = 30 * 24 * 3600;
 
 impl PoolSpec {
     /// A pool of `image_uuid` with 1 vCPU, 512 MiB, no spares, at most 10 VMs, one per owner,
@@ -157,6 +167,7 @@ impl PoolSpec {
             ready_timeout_s: ready_timeout(),
             accel: None,
             home_gib: None,
+            idle_suspend_after_s: None,
         }
     }
 
@@ -177,6 +188,13 @@ impl PoolSpec {
             limits
                 .disk_gib(h)
                 .map_err(|e| Error::invalid(format!("home_gib: {e}")))?;
+        }
+        if let Some(i) = self.idle_suspend_after_s {
+            if !(IDLE_MIN_S..=IDLE_MAX_S).contains(&i) {
+                return Err(Error::invalid(format!(
+                    "idle_suspend_after_s {i} is out of range {IDLE_MIN_S}..={IDLE_MAX_S} (null: never)"
+                )));
+            }
         }
         if self.max_vms == 0 || self.max_vms > MAX_VMS_CEILING {
             return Err(Error::invalid(format!(
@@ -291,6 +309,8 @@ pub struct PoolUpdate {
     pub accel: Option<Option<Accel>>,
     /// `Some(None)`: no homes from now on (existing homes stay).
     pub home_gib: Option<Option<u64>>,
+    /// `Some(None)`: never suspend idle desktops.
+    pub idle_suspend_after_s: Option<Option<u32>>,
 }
 
 impl PoolUpdate {
@@ -314,7 +334,8 @@ impl PoolUpdate {
             ready_delay_s,
             ready_timeout_s,
             accel,
-            home_gib
+            home_gib,
+            idle_suspend_after_s
         );
         s
     }
@@ -398,6 +419,8 @@ pub struct RefillReport {
     pub removed: u32,
     /// Whether a memory template was built.
     pub template_built: bool,
+    /// Handed-out desktops suspended for being idle (`idle_suspend_after_s`).
+    pub suspended: u32,
     /// Spares now.
     pub spares: u32,
     /// What went wrong with single spares (the rest went on).

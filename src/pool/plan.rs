@@ -42,6 +42,8 @@ pub(crate) fn spare_rank(live: State, restoring: bool) -> Option<(u8, &'static s
         (State::Starting, _) => (2, "booting"),
         (State::Stopped, _) => (3, "disk"),
         (State::Failed, _) => (4, "disk"),
+        // A spare is never suspended; one that is (by hand) wakes after the rest.
+        (State::Suspended, _) => (5, "suspended"),
         (State::Stopping, _) => return None,
     })
 }

@@ -60,6 +60,13 @@ impl Store {
                 .errors
                 .push(format!("removing old templates: {e}"));
         }
+        // Idle desktops go to sleep first: their RAM may be what new spares need.
+        if let Some(after) = rec.spec.idle_suspend_after_s {
+            let (n, errors) = self.suspend_idle(&rec, after);
+            let mut r = lock(&report);
+            r.suspended = n;
+            r.errors.extend(errors);
+        }
         let mut rounds = 0;
         while !stop.load(Ordering::Relaxed) {
             rounds += 1;

@@ -513,6 +513,8 @@ impl Store {
                 Err(e) => report.errors.push(format!("{what}: {e}")),
             }
         }
+        // Suspends and resumes whose caller died: the guest goes on, or stays suspended.
+        report.errors.extend(self.settle_suspends());
         let stale = std::time::Duration::from_secs(60);
         let dirs = [self.catalog_dir(), self.journal.dir()];
         for dir in dirs.into_iter().chain(self.catalog.dirs()) {

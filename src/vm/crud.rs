@@ -104,6 +104,7 @@ impl Store {
                 caps: spec.caps.clone(),
                 pool: member.map(|m| m.pool.clone()),
                 user: spec.user.clone(),
+                suspended: None,
             };
             fail_point!("vm_create.cloned");
             // Undo first: a write that fails after its rename leaves the record.

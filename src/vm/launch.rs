@@ -146,9 +146,23 @@ impl Store {
     /// Start a stopped (or failed) VM: QEMU under its supervisor, detached from the caller.
     /// Returns once QEMU's monitor answers (the guest is booting). A VM cloned from a memory
     /// template that has not run yet starts `paused`, its QEMU waiting for the template's
-    /// state: `resume_vm` loads it and the guest goes on from where the template was.
+    /// state: `resume_vm` loads it and the guest goes on from where the template was. A
+    /// suspended VM wakes: the call returns once its guest runs on from its saved state.
     pub fn start_vm(&self, uuid: Uuid, opts: &StartOptions) -> Result<Vm> {
-        self.start_vm_as(uuid, opts, None)
+        let run = self.run_dir(&uuid);
+        let _lc = self.lifecycle_lock(&run)?;
+        self.settle_suspend_locked(&uuid, &run)?;
+        let r = self.record(&uuid)?;
+        if r.suspended.is_some() && self.live_state(&r, &run, true).0 == State::Paused {
+            return self.resume_locked(uuid, &run);
+        }
+        let vm = self.start_locked(uuid, &run, opts, None)?;
+        // A wake is one step under the lock: nobody sees its QEMU waiting, and a QEMU left
+        // waiting with the lock free is a wake whose caller died (`settle_suspends`).
+        if vm.state == State::Paused && vm.suspended.is_some() {
+            return self.resume_locked(uuid, &run);
+        }
+        Ok(vm)
     }
 
     /// `start_vm`; with `template_memory`, as a pool's template build: the guest's RAM in
@@ -161,6 +175,19 @@ impl Store {
     ) -> Result<Vm> {
         let run = self.run_dir(&uuid);
         let _lc = self.lifecycle_lock(&run)?;
+        self.settle_suspend_locked(&uuid, &run)?;
+        self.start_locked(uuid, &run, opts, template_memory)
+    }
+
+    /// `start_vm_as` under the VM's lifecycle lock, which the caller holds.
+    pub(crate) fn start_locked(
+        &self,
+        uuid: Uuid,
+        run: &RunDir,
+        opts: &StartOptions,
+        template_memory: Option<&Path>,
+    ) -> Result<Vm> {
+        let run = run.clone();
         let mut r = self.record(&uuid)?;
         let (live, _) = self.live_state(&r, &run, true);
         if live.is_active() {
@@ -168,6 +195,18 @@ impl Store {
                 "VM {uuid} is already {}",
                 live.as_str()
             )));
+        }
+        // The supervisor of its last run may still be ending (its record written, it exits
+        // in a moment), or waiting for this lock to record the end (a suspend settled under
+        // it): a new run must not start under it, whose files it would clean away.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        while crate::vm::runtime::lock_held(&run.supervisor_lock())? {
+            if std::time::Instant::now() > deadline {
+                return Err(Error::Busy(format!(
+                    "VM {uuid}: its last run is still ending; try again in a moment"
+                )));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
         }
         let disk = self
             .driver
@@ -233,7 +272,11 @@ impl Store {
             }),
             (None, None) => None,
         };
-        let incoming = template_memory.is_none() && r.restore.is_some();
+        // A suspended VM goes on from its saved state, which `resume_vm` loads into a QEMU
+        // with the devices that state names.
+        let resuming = template_memory.is_none() && self.resumes(&mut r, &rundir);
+        let clone_layout = resuming && r.suspended.as_ref().is_some_and(|s| s.clone_layout);
+        let incoming = template_memory.is_none() && (r.restore.is_some() || resuming);
         let mac = r
             .mac
             .get_or_insert_with(|| crate::vm::mac_for(&uuid))
@@ -275,6 +318,7 @@ impl Store {
             sandbox: true,
             memory_file,
             incoming_defer: incoming,
+            clone_layout,
             prealloc: r.caps.prealloc,
             seed,
         };

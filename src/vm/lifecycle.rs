@@ -113,7 +113,8 @@ impl Store {
             run,
             locked,
         };
-        if let Some(s) = state::live(r.state, r.restore.is_some(), &ev) {
+        let waits = r.restore.is_some() || r.suspended.is_some();
+        if let Some(s) = state::live(r.state, waits, &ev) {
             return (s, r.last_exit.clone());
         }
         (
@@ -218,8 +219,12 @@ impl Store {
         let run = self.run_dir(&uuid);
         let info = {
             let _lc = self.lifecycle_lock(&run)?;
+            self.settle_suspend_locked(&uuid, &run)?;
             let mut r = self.record(&uuid)?;
             let (live, _) = self.live_state(&r, &run, true);
+            if live == State::Suspended {
+                self.discard_saved(&mut r, &run, "stopped while suspended")?;
+            }
             if !live.is_active() {
                 return Ok(self.live(&r));
             }
@@ -236,10 +241,32 @@ impl Store {
             }
             self.run_info(&r, &run)
         };
-        if !self.wait_for_end(&run, info.as_ref(), timeout) {
-            self.kill_qemu(&uuid, &run, info.as_ref(), Intent::Stop)?;
+        self.end_run(
+            uuid,
+            &run,
+            info,
+            timeout,
+            Intent::Stop,
+            "stopped on request",
+        )
+    }
+
+    /// The end of a run that was asked to end (with `intent`, after `why`): wait up to
+    /// `timeout` for QEMU and its supervisor to go, kill QEMU if they have not, and record the
+    /// end if the supervisor could not. The VM as it is then.
+    pub(crate) fn end_run(
+        &self,
+        uuid: Uuid,
+        run: &RunDir,
+        info: Option<RunInfo>,
+        timeout: Duration,
+        intent: Intent,
+        why: &str,
+    ) -> Result<Vm> {
+        if !self.wait_for_end(run, info.as_ref(), timeout) {
+            self.kill_qemu(&uuid, run, info.as_ref(), intent)?;
         }
-        self.finish_unsupervised(&uuid, &run, "stopped on request")?;
+        self.finish_unsupervised(&uuid, run, why)?;
         self.vm(uuid)
     }
 
@@ -249,8 +276,12 @@ impl Store {
         let run = self.run_dir(&uuid);
         let info = {
             let _lc = self.lifecycle_lock(&run)?;
+            self.settle_suspend_locked(&uuid, &run)?;
             let mut r = self.record(&uuid)?;
             let (live, _) = self.live_state(&r, &run, true);
+            if live == State::Suspended {
+                self.discard_saved(&mut r, &run, "killed while suspended")?;
+            }
             if !live.is_active() {
                 return Ok(self.live(&r));
             }
@@ -300,6 +331,11 @@ impl Store {
         let _lc = self.lifecycle_lock(run)?;
         let mut r = self.record(uuid)?;
         if r.state.is_active() && !runtime::lock_held(&run.supervisor_lock())? {
+            let dir = run.open()?;
+            let intent = crate::vm::supervisor::read_intent(&dir);
+            if crate::vm::suspend::ends_suspended(&dir, &r, intent) {
+                return self.mark_suspended(&mut r, run);
+            }
             r.state = r.state.to(State::Stopped, uuid)?;
             r.run = None;
             r.last_exit = Some(LastExit {
@@ -361,14 +397,29 @@ impl Store {
 
     /// Continue a paused guest. A clone of a memory template whose QEMU waits for the
     /// template's state gets it first: the guest goes on from where the template was paused.
+    /// A suspended VM (or one whose QEMU waits for its saved state) wakes the same way.
     pub fn resume_vm(&self, uuid: Uuid) -> Result<Vm> {
         let run = self.run_dir(&uuid);
         let _lc = self.lifecycle_lock(&run)?;
+        self.settle_suspend_locked(&uuid, &run)?;
+        let r = self.record(&uuid)?;
+        if self.live_state(&r, &run, true).0 == State::Suspended {
+            self.start_locked(uuid, &run, &Default::default(), None)?;
+        }
+        self.resume_locked(uuid, &run)
+    }
+
+    /// `resume_vm` under the VM's lifecycle lock, which the caller holds.
+    pub(crate) fn resume_locked(&self, uuid: Uuid, run: &RunDir) -> Result<Vm> {
+        let run = run.clone();
         let (mut r, live) = self.running(&uuid, &run, Op::Resume)?;
         if live != State::Paused {
             return Ok(self.live(&r));
         }
         let mut q = self.qmp(&uuid, &run)?;
+        if r.suspended.is_some() {
+            self.load_suspended(&r, &mut q)?;
+        }
         let restored = match &r.restore {
             Some(rs) => self.restore_state(&uuid, &mut q, rs)?,
             None => false,
@@ -383,13 +434,19 @@ impl Store {
                 .and_then(|i| i.tags.get(crate::vm::identity::ON_CLONE_TAG).cloned())
                 .and_then(|v| v.as_str().map(str::to_owned));
         }
+        // A woken VM's saved state is no longer its own from here: the guest moves on.
+        let suspended = r.suspended.take();
         r.restore = None;
         r.state = live.to(State::Running, &uuid)?;
         self.catalog.put_vm(&r)?;
         if let Err(e) = q.cont() {
             r.state = live;
+            r.suspended = suspended;
             self.catalog.put_vm(&r)?;
             return Err(qmp_error(&uuid, "cont", e));
+        }
+        if suspended.is_some() {
+            self.drop_saved_state(&uuid);
         }
         if restored {
             let mac = r.mac.clone().unwrap_or_else(|| crate::vm::mac_for(&uuid));
@@ -428,7 +485,8 @@ impl Store {
         let _lc = self.lifecycle_lock(&run)?;
         let mut r = self.record(&uuid)?;
         let (live, _) = self.live_state(&r, &run, true);
-        if live.is_active() {
+        // A suspended VM's saved state names its CPUs, memory and disk as they were.
+        if live.is_active() || live == State::Suspended {
             return Err(Error::InvalidState(format!(
                 "VM {uuid} is {}; stop it before changing its CPUs, memory or disk",
                 live.as_str()

@@ -17,6 +17,7 @@ pub(crate) mod screen;
 pub mod seed;
 pub mod state;
 pub mod supervisor;
+pub(crate) mod suspend;
 pub mod uids;
 pub mod user;
 
@@ -335,6 +336,8 @@ pub struct Vm {
     pub pool: Option<String>,
     /// The person it is for (their login, name, locale, keyboard, time zone), if given.
     pub user: Option<crate::vm::user::GuestUser>,
+    /// While `suspended`: when and why it was put to sleep, and its saved state's size.
+    pub suspended: Option<crate::store::catalog::records::Suspension>,
 }
 
 #[cfg(test)]

@@ -101,6 +101,10 @@ pub struct Launch {
     pub memory_file: Option<MemoryFile>,
     /// Start waiting for an incoming migration (`-incoming defer`) instead of booting.
     pub incoming_defer: bool,
+    /// The devices of a memory-template clone without its template's file: RAM in the
+    /// backend `mem0`, the network card's port empty (a suspended clone resumes into these:
+    /// its saved state names them).
+    pub clone_layout: bool,
     /// Allocate all guest RAM at start (`prealloc=on`).
     pub prealloc: bool,
     /// A NoCloud seed drive, read from `SEED_FD` (`crate::vm::seed`).
@@ -117,7 +121,8 @@ pub fn command_line(l: &Launch) -> Vec<String> {
     let a = &mut a;
     arg(a, "-name", format!("guest={},debug-threads=on", l.name));
     arg(a, "-uuid", l.uuid.to_string());
-    match (&l.memory_file, l.prealloc) {
+    let clone_layout = l.clone_layout || l.memory_file.is_some();
+    match (&l.memory_file, l.prealloc || clone_layout) {
         (None, false) => arg(a, "-machine", "q35".into()),
         _ => arg(a, "-machine", "q35,memory-backend=mem0".into()),
     }
@@ -149,7 +154,7 @@ pub fn command_line(l: &Launch) -> Vec<String> {
                 }
             ),
         ),
-        None if l.prealloc => arg(
+        None if l.prealloc || clone_layout => arg(
             a,
             "-object",
             format!("memory-backend-ram,id=mem0,size={}M{prealloc}", l.ram_mib),
@@ -244,7 +249,7 @@ pub fn command_line(l: &Launch) -> Vec<String> {
     );
     arg(a, "-device", "virtio-rng-pci,rng=rng0".into());
     arg(a, "-device", format!("vmgenid,guid={}", l.vmgenid));
-    if l.memory_file.is_some() {
+    if clone_layout {
         // Memory templates: the network card's MAC is part of the device state a clone
         // loads, so the template has no card and each clone gets its own, with its own MAC,
         // hot-plugged into this port once it runs (`NIC_HOTPLUG`).
@@ -385,6 +390,7 @@ mod tests {
             sandbox: false,
             memory_file: None,
             incoming_defer: false,
+            clone_layout: false,
             prealloc: false,
             seed: false,
         }
@@ -501,5 +507,24 @@ mod tests {
         assert!(values(&a, "-device")
             .iter()
             .any(|d| d.starts_with("pcie-root-port,id=nicport")));
+    }
+
+    #[test]
+    fn a_suspended_clone_resumes_into_the_clone_layout_with_its_own_ram() {
+        let mut l = launch();
+        l.clone_layout = true;
+        l.incoming_defer = true;
+        let a = command_line(&l);
+        assert_eq!(values(&a, "-machine"), ["q35,memory-backend=mem0"]);
+        assert_eq!(
+            values(&a, "-object")[0],
+            "memory-backend-ram,id=mem0,size=512M"
+        );
+        assert!(!a.iter().any(|x| x.contains("mem-path")));
+        assert!(values(&a, "-netdev").is_empty());
+        assert_eq!(values(&a, "-incoming"), ["defer"]);
+        // Without the layout, RAM is QEMU's plain `-m` (a cold-booted VM's block name).
+        let plain = command_line(&launch());
+        assert_eq!(values(&plain, "-machine"), ["q35"]);
     }
 }

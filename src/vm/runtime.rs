@@ -221,6 +221,8 @@ impl RunDir {
                 names::LAUNCH,
                 crate::vm::supervisor::INTENT,
                 crate::vm::supervisor::RUN_INFO,
+                crate::vm::supervisor::clients::CLIENTS,
+                crate::vm::supervisor::clients::SEEN,
             ] {
                 let _ = d.remove(name);
             }

@@ -35,6 +35,7 @@ impl Store {
             ))
         })?;
         let password = console::new_password();
+        self.mark_seen(&uuid);
         self.with_qmp(&uuid, &run, "setting the console ticket", |q| {
             q.set_password(Display::Spice, &password)?;
             q.expire_password(Display::Spice, ttl)

@@ -23,6 +23,9 @@ pub enum State {
     Stopping,
     /// QEMU ended abnormally (crashed, killed, out of memory); `last_exit` says how.
     Failed,
+    /// Asleep: the guest's memory and device state saved in the store, no QEMU; the next
+    /// start (or an acquire by its owner) goes on from where it was.
+    Suspended,
 }
 
 impl State {
@@ -35,6 +38,7 @@ impl State {
             State::Paused => "paused",
             State::Stopping => "stopping",
             State::Failed => "failed",
+            State::Suspended => "suspended",
         }
     }
 
@@ -52,20 +56,25 @@ impl State {
     /// leaves the resting states; a start ends running, paused (restored or asked to start
     /// paused), failed, or stopped (QEMU ended at once, cleanly); the guest's CPUs pause and
     /// resume while QEMU runs; any state with a QEMU may be asked to stop, and may end (the
-    /// supervisor sees QEMU exit, cleanly or not); a run's end recorded late (by the
-    /// supervisor after recovery wrote one) may correct a resting state; staying put is always
-    /// allowed.
+    /// supervisor sees QEMU exit, cleanly or not); a run that saved its state ends
+    /// suspended, a start resumes it, and a suspended VM whose state is thrown away (or
+    /// gone) rests stopped; a run's end recorded late (by the supervisor after recovery wrote
+    /// one) may correct a resting state; staying put is always allowed.
     pub fn valid_transition(self, next: State) -> bool {
         use State::*;
         self == next
             || matches!(
                 (self, next),
-                (Stopped | Failed, Starting)
+                (Stopped | Failed | Suspended, Starting)
                     | (Starting, Running | Paused)
                     | (Running, Paused)
                     | (Paused, Running)
                     | (Starting | Running | Paused, Stopping)
-                    | (Starting | Running | Paused | Stopping, Stopped | Failed)
+                    | (
+                        Starting | Running | Paused | Stopping,
+                        Stopped | Failed | Suspended
+                    )
+                    | (Suspended, Stopped)
                     | (Stopped, Failed)
                     | (Failed, Stopped)
             )
@@ -99,6 +108,8 @@ pub enum Op {
     Resume,
     /// Save a running VM's memory and devices as a pool's template.
     Save,
+    /// Save a running VM's memory and devices to go on later, and end its QEMU.
+    Suspend,
     /// Ask for a console ticket.
     Console,
     /// Take a screenshot.
@@ -110,8 +121,10 @@ impl Op {
     pub fn accepts(self) -> &'static [State] {
         use State::*;
         match self {
-            Op::Start => &[Stopped, Failed],
-            Op::Reboot | Op::Pause | Op::Resume | Op::Save | Op::Screenshot => &[Running, Paused],
+            Op::Start => &[Stopped, Failed, Suspended],
+            Op::Reboot | Op::Pause | Op::Resume | Op::Save | Op::Suspend | Op::Screenshot => {
+                &[Running, Paused]
+            }
             Op::Console => &[Starting, Running, Paused],
         }
     }
@@ -124,6 +137,7 @@ impl Op {
             Op::Pause => "pause",
             Op::Resume => "resume",
             Op::Save => "saving",
+            Op::Suspend => "suspend",
             Op::Console => "a console",
             Op::Screenshot => "a screenshot",
         }
@@ -198,7 +212,9 @@ mod tests {
     use super::*;
     use State::*;
 
-    const ALL: [State; 6] = [Stopped, Starting, Running, Paused, Stopping, Failed];
+    const ALL: [State; 7] = [
+        Stopped, Starting, Running, Paused, Stopping, Failed, Suspended,
+    ];
 
     #[test]
     fn the_table() {
@@ -217,18 +233,24 @@ mod tests {
                 (Starting, Paused),
                 (Starting, Stopping),
                 (Starting, Failed),
+                (Starting, Suspended),
                 (Running, Stopped),
                 (Running, Paused),
                 (Running, Stopping),
                 (Running, Failed),
+                (Running, Suspended),
                 (Paused, Stopped),
                 (Paused, Running),
                 (Paused, Stopping),
                 (Paused, Failed),
+                (Paused, Suspended),
                 (Stopping, Stopped),
                 (Stopping, Failed),
+                (Stopping, Suspended),
                 (Failed, Stopped),
                 (Failed, Starting),
+                (Suspended, Stopped),
+                (Suspended, Starting),
             ]
         );
     }
@@ -350,15 +372,16 @@ mod tests {
     #[test]
     fn operations_accept_what_they_need() {
         let id = Uuid::nil();
-        for op in [Op::Reboot, Op::Pause, Op::Resume, Op::Save] {
+        for op in [Op::Reboot, Op::Pause, Op::Resume, Op::Save, Op::Suspend] {
             assert!(op.check(&id, Running).is_ok() && op.check(&id, Paused).is_ok());
-            for s in [Stopped, Starting, Stopping, Failed] {
+            for s in [Stopped, Starting, Stopping, Failed, Suspended] {
                 let e = op.check(&id, s).unwrap_err();
                 assert_eq!(e.code().name(), "INVALID_STATE");
                 assert!(e.to_string().contains(s.as_str()), "{e}");
             }
         }
         assert!(Op::Start.check(&id, Failed).is_ok());
+        assert!(Op::Start.check(&id, Suspended).is_ok());
         assert!(Op::Start.check(&id, Running).is_err());
         assert!(Op::Console.check(&id, Starting).is_ok());
         assert!(Op::Console.check(&id, Stopped).is_err());

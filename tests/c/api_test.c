@@ -192,6 +192,16 @@ static void run_vm(const char *dir, const char *bootable) {
         if (!seen) usleep(200000);
     }
     CHECK(seen);
+    /* Asleep and awake: the state saved to the store, QEMU gone; a resume wakes it. */
+    EXPECT(vmpool_vm_suspend(store, NULL, NULL, NULL), VMPOOL_RESULT_NULL_POINTER);
+    EXPECT(vmpool_vm_suspend(store, uuid, "a\x01b", NULL), VMPOOL_RESULT_INVALID_ARGUMENT);
+    EXPECT(vmpool_vm_suspend(store, uuid, NULL, &out), VMPOOL_RESULT_OK);
+    CHECK(out && strstr(out, "\"state\":\"suspended\"") != NULL && strstr(out, "\"reason\":\"on request\"") != NULL);
+    vmpool_string_free(out);
+    EXPECT(vmpool_vm_suspend(store, uuid, "idle", NULL), VMPOOL_RESULT_INVALID_STATE);
+    EXPECT(vmpool_vm_resume(store, uuid, &out), VMPOOL_RESULT_OK);
+    CHECK(out && strstr(out, "\"state\":\"running\"") != NULL && strstr(out, "\"suspended\":null") != NULL);
+    vmpool_string_free(out);
     EXPECT(vmpool_vm_stop(store, uuid, 60, &out), VMPOOL_RESULT_OK);
     CHECK(out && strstr(out, "\"state\":\"stopped\"") != NULL);
     vmpool_string_free(out);

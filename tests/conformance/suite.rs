@@ -937,7 +937,8 @@ pub fn every_failpoint_kill_and_error(f: &dyn Fixture) {
     // guests in tests/it/lifecycle.rs (every_lifecycle_failpoint_kill_and_error),
     // tests/it/pools.rs (every_pool_failpoint_kill_and_error) and tests/it/homes.rs
     // (every_home_attach_failpoint_kill_and_error), which cover every one of them; the
-    // identity step's in tests/it/pools.rs (a_clone_whose_customization_fails_is_destroyed_and_counted).
+    // identity step's in tests/it/pools.rs (a_clone_whose_customization_fails_is_destroyed_and_counted),
+    // suspend's and wake's in tests/it/sessions.rs (every_suspend_failpoint_kill_and_error).
     let points: Vec<String> = failpoints_in_source()
         .into_iter()
         .filter(|p| {
@@ -948,6 +949,8 @@ pub fn every_failpoint_kill_and_error(f: &dyn Fixture) {
                 "template.",
                 "home_attach.",
                 "identity.",
+                "vm_suspend.",
+                "vm_resume.",
             ]
             .iter()
             .any(|pre| p.starts_with(pre))

@@ -21,6 +21,7 @@ mod qmp;
 mod result_codes;
 mod schema;
 mod security;
+mod sessions;
 mod zfs;
 mod zfs_sys_abi;
 mod zones;

@@ -54,7 +54,7 @@ INPUTS = {
 # entry point -> the dataclass its output becomes.
 OUTPUTS = {
     "vmpool_image_get": Image, "vmpool_image_list": Image, "vmpool_image_import": Image,
-    "vmpool_vm_get": Vm, "vmpool_vm_list": Vm, "vmpool_vm_create": Vm, "vmpool_vm_start": Vm,
+    "vmpool_vm_get": Vm, "vmpool_vm_list": Vm, "vmpool_vm_create": Vm, "vmpool_vm_start": Vm, "vmpool_vm_suspend": Vm,
     "vmpool_vm_update": Vm, "vmpool_vm_status": VmStatus, "vmpool_vm_console": Console,
     "vmpool_pool_get": Pool, "vmpool_pool_list": Pool, "vmpool_pool_create": Pool, "vmpool_pool_update": Pool,
     "vmpool_pool_acquire": Acquired, "vmpool_pool_refill": RefillReport,

@@ -241,6 +241,13 @@ def test_run_a_vm(tmp_path):
         while "VMPOOL-TEST-GUEST: ready" not in s.vm_log(vm) and time.time() < deadline:
             time.sleep(0.2)
         assert "VMPOOL-TEST-GUEST: boot_count=1" in s.vm_log(vm)
+        slept = s.suspend_vm(vm, reason="idle")
+        assert slept.state == "suspended" and slept.suspended["reason"] == "idle"
+        assert slept.suspended["bytes"] > 0 and s.vm_status(vm)["run"] is None
+        with pytest.raises(vmpool.InvalidArgument):
+            s.suspend_vm(vm, reason="a\0b")
+        woken = s.resume_vm(vm)
+        assert woken.state == "running" and woken.suspended is None
         png = tmp_path / "screen.png"
         s.screenshot(vm, png)
         assert png.read_bytes()[:4] == b"\x89PNG"

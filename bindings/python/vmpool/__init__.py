@@ -312,6 +312,7 @@ _vm_stop = _checked("vmpool_vm_stop", [_P, _S, _c.c_uint32, _OUT])
 _vm_kill = _checked("vmpool_vm_kill", [_P, _S, _OUT])
 _vm_reboot = _checked("vmpool_vm_reboot", [_P, _S, _OUT])
 _vm_pause = _checked("vmpool_vm_pause", [_P, _S, _OUT])
+_vm_suspend = _checked("vmpool_vm_suspend", [_P, _S, _S, _OUT])
 _vm_resume = _checked("vmpool_vm_resume", [_P, _S, _OUT])
 _vm_status = _checked("vmpool_vm_status", [_P, _S, _OUT])
 _vm_update = _checked("vmpool_vm_update", [_P, _S, _S, _OUT])
@@ -476,6 +477,8 @@ class Vm(_Record):
     caps: Caps = field(default_factory=Caps)
     pool: Optional[str] = None
     user: Optional[Dict[str, Any]] = None
+    #: While ``state`` is ``"suspended"``: ``at``, ``reason``, ``bytes`` of its saved state.
+    suspended: Optional[Dict[str, Any]] = None
     extra: Dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     _nested: ClassVar[Dict[str, Callable[[Any], Any]]] = {
@@ -585,6 +588,7 @@ class Pool(_Record):
     ready_marker: Optional[str] = None
     accel: Optional[str] = None
     home_gib: Optional[int] = None
+    idle_suspend_after_s: Optional[int] = None
     template: Optional[PoolTemplate] = None
     extra: Dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -643,6 +647,7 @@ class RefillReport(_Record):
     removed: int
     template_built: bool
     spares: int
+    suspended: int = 0
     errors: List[str] = field(default_factory=list)
     extra: Dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -657,7 +662,7 @@ _VM_UPDATE_KEYS = {"vcpus", "ram_mib", "disk_gib"}
 # vmpool_pool_update takes every create key except name; image_uuid is also said as image=.
 _POOL_UPDATE_KEYS = {"image_uuid", "vcpus", "ram_mib", "disk_gib", "spares", "max_vms", "max_per_owner",
                      "warmth", "on_release", "ready_marker", "ready_delay_s", "ready_timeout_s", "accel",
-                     "home_gib"}
+                     "home_gib", "idle_suspend_after_s"}
 _POOL_CREATE_KEYS = _POOL_UPDATE_KEYS - {"image_uuid", "vcpus", "ram_mib", "max_vms"}
 
 
@@ -859,7 +864,13 @@ class Store:
         return self._vm(vm, _vm_pause)
 
     def resume_vm(self, vm: Union[str, Vm]) -> Vm:
+        """Continue a paused VM, or wake a suspended one where it was."""
         return self._vm(vm, _vm_resume)
+
+    def suspend_vm(self, vm: Union[str, Vm], reason: Optional[str] = None) -> Vm:
+        """Put a VM to sleep: its memory and devices saved to the store, its QEMU ended
+        (state ``"suspended"``); a start or resume wakes it where it was."""
+        return self._vm(vm, _vm_suspend, _arg(reason, "reason"))
 
     def update_vm(self, vm: Union[str, Vm], **changes: int) -> Vm:
         """Change a stopped VM's ``vcpus``, ``ram_mib``, ``disk_gib`` (the disk only grows)."""
@@ -895,7 +906,7 @@ class Store:
                     **opts: Any) -> Pool:
         """Create a pool. Keywords: disk_gib, spares, max_per_owner, warmth ("disk", "paused",
         "template"), on_release ("destroy", "reset"), ready_marker, ready_delay_s,
-        ready_timeout_s, accel, home_gib (each owner's home volume); ``None`` leaves one out (its default). Spares are made by
+        ready_timeout_s, accel, home_gib (each owner's home volume), idle_suspend_after_s (suspend a desktop nobody looked at for that long); ``None`` leaves one out (its default). Spares are made by
         :meth:`refill`."""
         _refuse_unknown(opts, _POOL_CREATE_KEYS, "pool")
         payload: Dict[str, Any] = {"name": name, "image_uuid": image.uuid if isinstance(image, Image) else image,

@@ -62,6 +62,7 @@ module Vmpool
     attach_function :vmpool_vm_kill, %i[pointer string pointer], :uint32, blocking: true
     attach_function :vmpool_vm_reboot, %i[pointer string pointer], :uint32, blocking: true
     attach_function :vmpool_vm_pause, %i[pointer string pointer], :uint32, blocking: true
+    attach_function :vmpool_vm_suspend, %i[pointer string string pointer], :uint32, blocking: true
     attach_function :vmpool_vm_resume, %i[pointer string pointer], :uint32, blocking: true
     attach_function :vmpool_vm_status, %i[pointer string pointer], :uint32
     attach_function :vmpool_vm_update, %i[pointer string string pointer], :uint32, blocking: true
@@ -293,8 +294,14 @@ module Vmpool
       vm_call(uuid) { |h, u, out| Native.vmpool_vm_pause(h, u, out) }
     end
 
+    # Continue a paused VM, or wake a suspended one where it was.
     def resume_vm(uuid)
       vm_call(uuid) { |h, u, out| Native.vmpool_vm_resume(h, u, out) }
+    end
+
+    # Put a VM to sleep: memory and devices saved to the store, QEMU ended ("suspended").
+    def suspend_vm(uuid, reason: nil)
+      vm_call(uuid) { |h, u, out| Native.vmpool_vm_suspend(h, u, reason, out) }
     end
 
     # {vm: {...live state...}, run: {...} or nil, uptime_s:, serial_log:}
@@ -345,14 +352,15 @@ module Vmpool
     VM_UPDATE_KEYS = %i[vcpus ram_mib disk_gib].freeze
     # vmpool_pool_update takes every create key except name; image_uuid is also said as image:.
     POOL_UPDATE_KEYS = %i[image_uuid vcpus ram_mib disk_gib spares max_vms max_per_owner warmth on_release
-                          ready_marker ready_delay_s ready_timeout_s accel home_gib].freeze
+                          ready_marker ready_delay_s ready_timeout_s accel home_gib idle_suspend_after_s].freeze
     POOL_KEYS = (POOL_UPDATE_KEYS - [:image_uuid]).freeze # as earlier versions had it
     POOL_CREATE_KEYS = (POOL_UPDATE_KEYS - %i[image_uuid vcpus ram_mib max_vms]).freeze
 
     # Create a pool. +image+ is an image uuid or an image Hash. Keywords: disk_gib, spares,
     # max_per_owner, warmth ("disk", "paused" or "template"), on_release ("destroy" or
     # "reset"), ready_marker, ready_delay_s, ready_timeout_s, accel, home_gib (each owner's
-    # home volume); nil leaves one out (its default). Spares are made by #refill.
+    # home volume), idle_suspend_after_s (suspend a desktop nobody looked at for that long);
+    # nil leaves one out (its default). Spares are made by #refill.
     def create_pool(name:, image:, vcpus:, ram_mib:, max_vms:, **opts)
       refuse_unknown(opts, POOL_CREATE_KEYS, "pool")
       payload = { name: name, image_uuid: uuid_of(image),

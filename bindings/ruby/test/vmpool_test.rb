@@ -217,6 +217,13 @@ class VmpoolTest < Minitest::Test
       deadline = Time.now + 120
       sleep 0.2 until s.vm_log(vm).include?("VMPOOL-TEST-GUEST: ready") || Time.now > deadline
       assert_includes s.vm_log(vm), "VMPOOL-TEST-GUEST: boot_count=1"
+      slept = s.suspend_vm(vm, reason: "idle")
+      assert_equal "suspended", slept[:state]
+      assert_equal "idle", slept[:suspended][:reason]
+      assert_nil s.vm_status(vm)[:run]
+      woken = s.resume_vm(vm)
+      assert_equal "running", woken[:state]
+      assert_nil woken[:suspended]
       png = File.join(@dir, "screen.png")
       s.screenshot(vm, png)
       assert_equal "\x89PNG".b, File.binread(png, 4)

@@ -132,9 +132,16 @@ enum VmCmd {
     Pause {
         uuid: String,
     },
-    /// Continue a paused VM
+    /// Continue a paused VM, or wake a suspended one
     Resume {
         uuid: String,
+    },
+    /// Put a VM to sleep: memory and devices saved to the store, QEMU ended
+    Suspend {
+        uuid: String,
+        /// Recorded with the suspension
+        #[arg(long, default_value = "on request")]
+        reason: String,
     },
     /// A VM's live state and current run
     Status {
@@ -457,6 +464,11 @@ fn run(cli: Cli) -> vmpool::Result<()> {
             &store.resume_vm(uuid_arg("VM uuid", &uuid)?)?,
             json,
             "resume",
+        )?,
+        Cmd::Vm(VmCmd::Suspend { uuid, reason }) => vm_done(
+            &store.suspend_vm(uuid_arg("VM uuid", &uuid)?, &reason)?,
+            json,
+            "suspend",
         )?,
         Cmd::Vm(VmCmd::Status { uuid }) => {
             let st = store.vm_status(uuid_arg("VM uuid", &uuid)?)?;

@@ -252,12 +252,15 @@ fn refill(
                     ""
                 }
             );
+            if r.suspended > 0 {
+                l.push_str(&format!("; suspended {} idle desktop(s)", r.suspended));
+            }
             for e in &r.errors {
                 l.push_str(&format!("\n  error: {e}"));
             }
             l
         };
-        if !watch || r.created + r.removed + r.warmed > 0 || !r.errors.is_empty() {
+        if !watch || r.created + r.removed + r.warmed + r.suspended > 0 || !r.errors.is_empty() {
             bar.suspend(|| out(&line))?;
         }
         if !watch {

@@ -198,6 +198,16 @@ pub struct VmOut<'a> {
     caps: &'a crate::vm::Caps,
     pool: Option<&'a str>,
     user: Option<UserOut<'a>>,
+    suspended: Option<SuspendedOut<'a>>,
+}
+
+/// While a VM is `suspended`: when and why, and what its saved state takes on disk.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct SuspendedOut<'a> {
+    at: &'a str,
+    reason: &'a str,
+    bytes: u64,
 }
 
 /// Who a VM is for, as JSON: what the guest shows of them (never their password hash or keys).
@@ -240,6 +250,11 @@ impl<'a> From<&'a Vm> for VmOut<'a> {
                 locale: u.locale.as_deref(),
                 keyboard: u.keyboard.as_deref(),
                 timezone: u.timezone.as_deref(),
+            }),
+            suspended: v.suspended.as_ref().map(|x| SuspendedOut {
+                at: &x.at,
+                reason: &x.reason,
+                bytes: x.bytes,
             }),
         }
     }

@@ -45,6 +45,7 @@ pub(super) struct PoolPayload {
     ready_timeout_s: Option<i64>,
     accel: Option<Accel>,
     home_gib: Option<i64>,
+    idle_suspend_after_s: Option<i64>,
 }
 
 /// Parse a pool create payload (its values are checked by the store).
@@ -83,6 +84,10 @@ pub fn pool_spec(json: &str) -> Result<PoolSpec> {
         .home_gib
         .map(|d| non_negative("home_gib", d))
         .transpose()?;
+    s.idle_suspend_after_s = p
+        .idle_suspend_after_s
+        .map(|v| u32_of("idle_suspend_after_s", v))
+        .transpose()?;
     Ok(s)
 }
 
@@ -110,6 +115,8 @@ pub(super) struct PoolChanges {
     accel: Option<Option<Accel>>,
     #[serde(default, deserialize_with = "clearable")]
     home_gib: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "clearable")]
+    idle_suspend_after_s: Option<Option<i64>>,
 }
 
 /// Parse a pool update.
@@ -140,6 +147,10 @@ pub fn pool_update(json: &str) -> Result<PoolUpdate> {
         home_gib: c
             .home_gib
             .map(|d| d.map(|d| non_negative("home_gib", d)).transpose())
+            .transpose()?,
+        idle_suspend_after_s: c
+            .idle_suspend_after_s
+            .map(|v| v.map(|v| u32_of("idle_suspend_after_s", v)).transpose())
             .transpose()?,
     })
 }
@@ -239,6 +250,7 @@ pub struct PoolOut<'a> {
     ready_timeout_s: u32,
     accel: Option<Accel>,
     home_gib: Option<u64>,
+    idle_suspend_after_s: Option<u32>,
     created_at: &'a str,
     updated_at: &'a str,
     status: StatusOut<'a>,
@@ -264,6 +276,7 @@ impl<'a> From<&'a Pool> for PoolOut<'a> {
             ready_timeout_s: s.ready_timeout_s,
             accel: s.accel,
             home_gib: s.home_gib,
+            idle_suspend_after_s: s.idle_suspend_after_s,
             created_at: &p.created_at,
             updated_at: &p.updated_at,
             status: StatusOut {
@@ -338,6 +351,7 @@ pub struct RefillOut<'a> {
     warmed: u32,
     removed: u32,
     template_built: bool,
+    suspended: u32,
     spares: u32,
     errors: &'a [String],
 }
@@ -349,6 +363,7 @@ impl<'a> From<&'a RefillReport> for RefillOut<'a> {
             warmed: r.warmed,
             removed: r.removed,
             template_built: r.template_built,
+            suspended: r.suspended,
             spares: r.spares,
             errors: &r.errors,
         }

@@ -75,6 +75,7 @@ pub fn schema() -> Value {
             Some(("options_json", r::<StartIn>(&mut g))),
             Some(vm.clone()),
         ),
+        e("vmpool_vm_suspend", None, Some(vm.clone())),
         e(
             "vmpool_vm_update",
             Some(("update_json", r::<UpdateIn>(&mut g))),

@@ -169,9 +169,27 @@ pub struct VmRecord {
     /// The person it is for (given at create or acquire), applied in the guest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<crate::vm::user::GuestUser>,
+    /// Set from the moment its saved state is complete until a resume has loaded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspended: Option<Suspension>,
     /// Unknown fields, written back as read.
     #[serde(flatten)]
     pub extra: Extra,
+}
+
+/// When and why a VM was put to sleep, and what its saved state takes on disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Suspension {
+    /// RFC 3339 UTC.
+    pub at: String,
+    /// Who asked, in words (`"on request"`, `"idle"`, `"host stop"`).
+    pub reason: String,
+    /// Size of the saved state file.
+    pub bytes: u64,
+    /// It ran with a memory-template clone's devices (see `qemu::Launch::clone_layout`),
+    /// which its resume must have again.
+    #[serde(default)]
+    pub clone_layout: bool,
 }
 
 /// A pool's record (`pools/<name>.json`). See [`crate::pool::PoolSpec`] for the fields.
@@ -353,6 +371,7 @@ impl From<&VmRecord> for Vm {
             caps: r.caps.clone(),
             pool: r.pool.clone(),
             user: r.user.clone(),
+            suspended: r.suspended.clone(),
         }
     }
 }
@@ -388,6 +407,7 @@ impl From<&Vm> for VmRecord {
             restore: None,
             identity_pending: None,
             user: v.user.clone(),
+            suspended: v.suspended.clone(),
             extra: Extra::new(),
         }
     }

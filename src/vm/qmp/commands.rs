@@ -159,6 +159,11 @@ impl Qmp {
         )
     }
 
+    /// Cancel the outgoing migration in progress (a no-op when none is).
+    pub fn migrate_cancel(&mut self) -> Result<(), QmpError> {
+        self.run_unit("migrate_cancel", None)
+    }
+
     /// Where the current migration stands.
     pub fn query_migrate(&mut self) -> Result<MigrationStatus, QmpError> {
         let m = self.run("query-migrate", None)?;

@@ -12,6 +12,9 @@ pub enum Intent {
     Stop,
     /// SIGKILL at once.
     Kill,
+    /// `quit` after the guest's state was saved to go on later (`vm/suspend.rs`); the run
+    /// ends `suspended` if that state is complete.
+    Suspend,
 }
 
 impl Intent {
@@ -58,6 +61,7 @@ pub fn classify(
     };
     let (clean, reason) = match (intent, signal, status, shutdown) {
         (Some(Intent::Kill), _, _, _) => (true, "killed on request".to_owned()),
+        (Some(Intent::Suspend), _, _, _) => (true, "suspended".to_owned()),
         (Some(Intent::Stop), Some(9), _, _) => (
             true,
             "stopped on request (killed after the shutdown timeout)".to_owned(),

@@ -20,6 +20,7 @@
 //!    ([`exit::classify`]): a guest power-off or a stop asked for through vmpool is `stopped`;
 //!    anything else (a signal, a non-zero exit, out of memory) is `failed`, with the reason.
 
+pub mod clients;
 mod exit;
 mod locate;
 mod logs;
@@ -297,8 +298,24 @@ fn follow_events(
     catalog: PathBuf,
     vm: Uuid,
 ) {
+    // The run begins with nobody looking.
+    let mut clients = clients::Clients {
+        connected: 0,
+        changed_at: clients::now_s(),
+    };
+    if let Ok(d) = run.open() {
+        let _ = clients.write(&d);
+    }
     loop {
         match qmp.next_event(Duration::from_secs(3600)) {
+            Ok(Message::Event { name, .. }) if name.contains("CONNECTED") => {
+                if let Some(c) = clients.after(&name, clients::now_s()) {
+                    clients = c;
+                    if let Ok(d) = run.open() {
+                        let _ = clients.write(&d);
+                    }
+                }
+            }
             Ok(Message::Event { name, data, .. }) => match name.as_str() {
                 "SHUTDOWN" => {
                     let reason = data
@@ -600,7 +617,9 @@ fn supervise(run: &RunDir, launch: &LaunchFile, ready: &mut Option<File>) -> Res
     let _lc = lock::lock(&run.lock(), Mode::Exclusive)?;
     let c = Catalog::open(&launch.catalog)?;
     if let Some(mut r) = c.vm(&launch.vm)? {
-        let end = if exit.clean {
+        let end = if crate::vm::suspend::ends_suspended(&dir, &r, intent) {
+            State::Suspended
+        } else if exit.clean {
             State::Stopped
         } else {
             State::Failed

@@ -15,6 +15,19 @@ module ApplicationHelper
     tag.span(state, class: "state state-#{state}", data: { state: state })
   end
 
+  # " since 14:02 (idle)" for a suspended VM.
+  def asleep_since(vm)
+    s = vm[:suspended]
+    return "" unless s
+
+    at = begin
+      Time.iso8601(s[:at].to_s).localtime.strftime("%Y-%m-%d %H:%M")
+    rescue ArgumentError
+      s[:at]
+    end
+    " since #{at}#{" (#{s[:reason]})" if s[:reason].present?}"
+  end
+
   def live?(vm)
     %w[running paused].include?(vm[:state])
   end

@@ -70,6 +70,10 @@ module Desktop
   def acquire(user, pool, guest = nil)
     r = store.acquire(pool, owner: user.owner, console_ttl: Portal.config.console_ttl, user: guest)
     Portal::Refiller.poke(pool)
+    # Where an acquire spent its time, for whoever reads the log when one is slow.
+    steps = Array(r[:steps]).map { |s| "#{s[:step]} #{s[:ms].to_f.round(1)}" }.join(", ")
+    Rails.logger.info("acquire #{pool} for #{user.owner}: #{r[:path]} (#{r[:was]}) in " \
+                      "#{r[:total_ms].to_f.round(1)} ms [#{steps}]")
     r
   end
 

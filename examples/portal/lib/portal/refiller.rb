@@ -70,7 +70,12 @@ module Portal
           names.each do |name|
             break if @stopping
 
-            @last[name] = Portal.store.refill(name) { |_ready, _target, _working| @stopping ? :stop : true }
+            t0 = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+            r = @last[name] = Portal.store.refill(name) { |_ready, _target, _working| @stopping ? :stop : true }
+            if r[:created].to_i + r[:removed].to_i > 0 || r[:template_built] || r[:errors].to_a.any?
+              ms = ((Process.clock_gettime(Process::CLOCK_MONOTONIC) - t0) * 1000).round
+              Rails.logger.info("refill #{name}: #{r.inspect} in #{ms} ms")
+            end
           rescue Vmpool::NotFound
             @last.delete(name)
           rescue StandardError => e

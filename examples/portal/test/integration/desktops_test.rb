@@ -234,6 +234,21 @@ class DesktopsTest < ActionDispatch::IntegrationTest
     assert_raises(Vmpool::NotFound) { store.vm(@vm[:uuid]) }
   end
 
+  test "an asleep desktop says so to its owner, and Wake brings it back where it was" do
+    wait_for_serial(@vm[:uuid], "VMPOOL-TEST-GUEST: ready")
+    assert_equal "suspended", store.suspend_vm(@vm[:uuid], reason: "idle")[:state]
+    log_in(@alice)
+    get desktop_path(@vm[:uuid])
+    assert_select "#desktop-asleep", text: /asleep since .* \(idle\)/
+    wake = css_select("#start").first
+    assert_equal "Wake", wake["value"] || wake.text.strip
+    assert_nil css_select("#desktop").first["data-token"]
+    submit(:post, start_desktop_path(@vm[:uuid]), from: desktop_path(@vm[:uuid]))
+    assert_equal "running", store.vm(@vm[:uuid])[:state]
+    assert_nil store.vm(@vm[:uuid])[:suspended]
+    assert_equal 1, store.vm_log(@vm[:uuid]).scan("VMPOOL-TEST-GUEST: booted").size, "it booted again"
+  end
+
   test "a user with exactly one desktop lands on it at login" do
     log_in(@alice)
     assert_redirected_to desktop_path(@vm[:uuid])
