@@ -26,6 +26,7 @@ impl Store {
             if standing != Standing::Owned
                 || !matches!(live, State::Running | State::Paused)
                 || r.restore.is_some()
+                || r.suspended.is_some()
             {
                 continue;
             }
@@ -38,7 +39,12 @@ impl Store {
             if now.saturating_sub(since) < u64::from(after_s) {
                 continue;
             }
-            match self.suspend_vm(r.uuid, "idle") {
+            // Asked again under the VM's lock: an owner back in between keeps it.
+            let still = |d: &crate::safe_fs::Dir| {
+                clients::idle_since(d, now)
+                    .is_some_and(|s| clients::now_s().saturating_sub(s) >= u64::from(after_s))
+            };
+            match self.suspend_vm_if(r.uuid, "idle", still) {
                 Ok(_) => done += 1,
                 // Woken, stopped or changed meanwhile: nothing to do.
                 Err(crate::Error::InvalidState(_)) => {}

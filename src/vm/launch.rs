@@ -373,7 +373,15 @@ impl Store {
                 Ok(self.live(&r))
             }
             Err(e) => {
-                r.state = State::Starting.to(State::Failed, &uuid)?;
+                // A wake that could not start QEMU leaves the VM asleep: its state is whole.
+                r.state = State::Starting.to(
+                    if resuming {
+                        State::Suspended
+                    } else {
+                        State::Failed
+                    },
+                    &uuid,
+                )?;
                 r.last_exit = Some(LastExit {
                     at: crate::now_rfc3339(),
                     clean: false,

@@ -13,7 +13,7 @@ use crate::lock::{self, Mode};
 use crate::store::catalog::records::VmRecord;
 use crate::store::Store;
 use crate::vm::qemu::{self};
-use crate::vm::qmp::{Qmp, QmpError};
+use crate::vm::qmp::{Qmp, QmpError, RunStatus};
 use crate::vm::runtime::{self, RunDir, RunInfo};
 use crate::vm::state;
 use crate::vm::supervisor::{self, write_intent, Intent};
@@ -440,9 +440,16 @@ impl Store {
         r.state = live.to(State::Running, &uuid)?;
         self.catalog.put_vm(&r)?;
         if let Err(e) = q.cont() {
-            r.state = live;
-            r.suspended = suspended;
-            self.catalog.put_vm(&r)?;
+            // Only a guest that surely did not run goes back to waiting (a lost reply to
+            // `cont` may hide one that runs past its saved state).
+            if matches!(
+                q.query_status(),
+                Ok(RunStatus::InMigrate | RunStatus::Paused)
+            ) {
+                r.state = live;
+                r.suspended = suspended;
+                self.catalog.put_vm(&r)?;
+            }
             return Err(qmp_error(&uuid, "cont", e));
         }
         if suspended.is_some() {

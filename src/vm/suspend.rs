@@ -111,24 +111,54 @@ fn go_on(q: &mut Qmp, was_running: bool) {
     }
 }
 
+/// How long a suspend may take to write the state of a guest with `ram_mib` of RAM: a
+/// minute, and a second more per 64 MiB (a disk writes more than that per second).
+fn save_timeout(ram_mib: u64) -> std::time::Duration {
+    std::time::Duration::from_secs(60 + ram_mib / 64)
+}
+
+/// The largest state a guest with `ram_mib` of RAM writes: its RAM, device state and the
+/// stream's framing fit well in a quarter more and 64 MiB. A QEMU writing past it is not
+/// saving a guest (QEMU is not trusted), and is stopped before it fills the store.
+fn state_limit(ram_mib: u64) -> u64 {
+    (ram_mib << 20) / 4 * 5 + (64 << 20)
+}
+
 impl Store {
     /// Put a running (or paused) VM to sleep: save its memory and device state to the store
     /// and end its QEMU. `reason` is recorded (`on request`, `idle`, `host stop`). Returns
-    /// once QEMU has ended and the VM is `suspended`; on any error before the state was
-    /// complete, the guest goes on as it was and nothing is left.
+    /// once QEMU has ended and the VM is `suspended`; on any error before the VM was recorded
+    /// as suspending, the guest goes on as it was and nothing is left.
     pub fn suspend_vm(&self, uuid: Uuid, reason: &str) -> Result<Vm> {
+        self.suspend_vm_if(uuid, reason, |_| true)
+    }
+
+    /// `suspend_vm`, only if `still` (asked under the VM's lifecycle lock, with its run
+    /// directory) says so; otherwise `INVALID_STATE`. The idle policy asks whether the VM is
+    /// still idle: an owner who came back in between keeps their desktop.
+    pub(crate) fn suspend_vm_if(
+        &self,
+        uuid: Uuid,
+        reason: &str,
+        still: impl FnOnce(&Dir) -> bool,
+    ) -> Result<Vm> {
         check_reason(reason)?;
         let run = self.run_dir(&uuid);
         let info = {
             let _lc = self.lifecycle_lock(&run)?;
             self.settle_suspend_locked(&uuid, &run)?;
             let (mut r, live) = self.running(&uuid, &run, Op::Suspend)?;
-            if r.restore.is_some() {
+            if r.restore.is_some() || r.suspended.is_some() {
                 return Err(Error::InvalidState(format!(
-                    "VM {uuid} has not run yet (it waits for its memory template's state); there is nothing to save: stop it instead"
+                    "VM {uuid} has not run since its start (it waits for a saved state); there is nothing to save: wake it or stop it instead"
                 )));
             }
             let dir = run.open()?;
+            if !still(&dir) {
+                return Err(Error::InvalidState(format!(
+                    "VM {uuid} is in use again; not suspended"
+                )));
+            }
             let layout = clone_layout(&dir)?;
             dir.remove(SUSPEND_PARTIAL)?;
             dir.remove(SUSPEND_STATE)?;
@@ -141,13 +171,14 @@ impl Store {
             let saved = (|| {
                 q.stop()?;
                 q.set_ignore_shared(false)?;
+                q.set_max_bandwidth(u64::MAX >> 1)?;
                 let set = q.add_fd(file.as_fd())?;
                 q.migrate_to_fdset(set).inspect_err(|_| {
                     let _ = q.remove_fd(set);
                 })
             })()
             .map_err(|e| qmp_error(&uuid, what, e))
-            .and_then(|()| crate::pool::template::wait_migration(&uuid, &mut q, what))
+            .and_then(|()| self.wait_save(&r, &mut q, &file))
             .and_then(|()| {
                 fail_point!("vm_suspend.written");
                 file.sync_all().map_err(|e| Error::Io {
@@ -155,31 +186,105 @@ impl Store {
                     source: e,
                 })
             });
-            if let Err(e) = saved {
-                let _ = dir.remove(SUSPEND_PARTIAL);
-                go_on(&mut q, live == State::Running);
+            // Then the state takes its name and the record says so. Until the record is
+            // written, any failure undoes it all and the guest goes on.
+            let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
+            let marked = saved.and_then(|()| {
+                dir.rename(SUSPEND_PARTIAL, SUSPEND_STATE)?;
+                dir.sync()?;
+                fail_point!("vm_suspend.saved");
+                write_intent(&dir, Intent::Suspend)?;
+                r.suspended = Some(Suspension {
+                    at: crate::now_rfc3339(),
+                    reason: reason.to_owned(),
+                    bytes,
+                    clone_layout: layout,
+                });
+                r.state = live.to(State::Stopping, &uuid)?;
+                self.catalog.put_vm(&r)
+            });
+            if let Err(e) = marked {
+                for name in [SUSPEND_PARTIAL, SUSPEND_STATE] {
+                    let _ = dir.remove(name);
+                }
+                // A QEMU killed for writing too much is not continued.
+                if bytes <= state_limit(r.ram_mib) {
+                    let _ = dir.remove(crate::vm::supervisor::INTENT);
+                    go_on(&mut q, live == State::Running);
+                }
                 let _ = dir.remove(SUSPENDING);
                 return Err(e);
             }
-            let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
-            dir.rename(SUSPEND_PARTIAL, SUSPEND_STATE)?;
-            dir.sync()?;
-            fail_point!("vm_suspend.saved");
-            write_intent(&dir, Intent::Suspend)?;
-            r.suspended = Some(Suspension {
-                at: crate::now_rfc3339(),
-                reason: reason.to_owned(),
-                bytes,
-                clone_layout: layout,
-            });
-            r.state = live.to(State::Stopping, &uuid)?;
-            self.catalog.put_vm(&r)?;
             dir.remove(SUSPENDING)?;
             fail_point!("vm_suspend.recorded");
             let _ = q.quit();
             self.run_info(&r, &run)
         };
         self.end_run(uuid, &run, info, REAP_TIMEOUT, Intent::Suspend, "suspended")
+    }
+
+    /// Wait until QEMU has written the state into `file`; a QEMU writing more than its
+    /// guest's RAM can hold is killed (its run then ends `failed`, and nothing it wrote
+    /// stays).
+    fn wait_save(&self, r: &VmRecord, q: &mut Qmp, file: &std::fs::File) -> Result<()> {
+        let deadline = std::time::Instant::now() + save_timeout(r.ram_mib);
+        let limit = state_limit(r.ram_mib);
+        let mut pause = std::time::Duration::from_micros(500);
+        loop {
+            let written = file.metadata().map(|m| m.len()).unwrap_or(0);
+            if written > limit {
+                let _ = self.kill_vm_locked_qemu(r);
+                return Err(Error::Hypervisor(format!(
+                    "VM {}: QEMU wrote {written} bytes of state for {} MiB of RAM; it was killed",
+                    r.uuid, r.ram_mib
+                )));
+            }
+            match q
+                .query_migrate()
+                .map_err(|e| qmp_error(&r.uuid, "saving its state", e))?
+            {
+                MigrationStatus::Completed => return Ok(()),
+                MigrationStatus::Failed(why) => {
+                    return Err(Error::Hypervisor(format!(
+                        "VM {}: saving its state failed: {why}",
+                        r.uuid
+                    )))
+                }
+                MigrationStatus::Cancelled => {
+                    return Err(Error::Hypervisor(format!(
+                        "VM {}: saving its state was cancelled",
+                        r.uuid
+                    )))
+                }
+                MigrationStatus::InProgress(_) if std::time::Instant::now() > deadline => {
+                    return Err(Error::Timeout(format!(
+                        "VM {}: saving its state did not finish within {:?}",
+                        r.uuid,
+                        save_timeout(r.ram_mib)
+                    )))
+                }
+                MigrationStatus::InProgress(_) => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(std::time::Duration::from_millis(20));
+                }
+            }
+        }
+    }
+
+    /// SIGKILL the VM's QEMU (pid and start time checked) with the intent `kill`, under the
+    /// lifecycle lock the caller holds; its supervisor records the end once the lock is free.
+    fn kill_vm_locked_qemu(&self, r: &VmRecord) -> Result<()> {
+        let run = self.run_dir(&r.uuid);
+        write_intent(&run.open()?, Intent::Kill)?;
+        if let Some(i) = self
+            .run_info(r, &run)
+            .filter(|i| runtime::alive(i.qemu_pid, i.qemu_start))
+        {
+            // SAFETY: kill() has no memory-safety preconditions; the pid was checked to be
+            // this VM's QEMU (pid and start time) just now.
+            unsafe { libc::kill(i.qemu_pid as i32, libc::SIGKILL) };
+        }
+        Ok(())
     }
 
     /// Whether a start of the record's VM resumes it: it is suspended and its state is
@@ -209,7 +314,9 @@ impl Store {
         let state = dir
             .open(SUSPEND_STATE, Kind::File)?
             .ok_or_else(|| Error::not_found("saved state of VM", uuid.to_string()))?;
-        if s.clone_layout {
+        // A wake cut short and tried again finds what it did before: each step is skipped
+        // once done.
+        if s.clone_layout && !q.has_device("nic0").map_err(err)? {
             let mac = r.mac.clone().unwrap_or_else(|| crate::vm::mac_for(uuid));
             crate::vm::qemu::hotplug_nic(q, &mac, self.run.net).map_err(err)?;
         }
@@ -218,12 +325,18 @@ impl Store {
                 self.plug_home_into(q, *uuid, &h)?;
             }
         }
-        (|| {
-            q.set_ignore_shared(false)?;
-            let set = q.add_fd(state.as_fd())?;
-            q.migrate_incoming_from_fdset(set)
-        })()
-        .map_err(err)?;
+        let started = !matches!(
+            q.query_migrate().map_err(err)?,
+            MigrationStatus::InProgress(ref s) if s == "none"
+        );
+        if !started {
+            (|| {
+                q.set_ignore_shared(false)?;
+                let set = q.add_fd(state.as_fd())?;
+                q.migrate_incoming_from_fdset(set)
+            })()
+            .map_err(err)?;
+        }
         crate::pool::template::wait_migration(uuid, q, "loading its saved state")?;
         fail_point!("vm_resume.loaded");
         Ok(true)
@@ -260,6 +373,7 @@ impl Store {
             // the VM's; the guest goes on as it was.
             if !marked {
                 dir.remove(SUSPEND_STATE)?;
+                dir.remove(crate::vm::supervisor::INTENT)?;
                 if live.is_active() {
                     if let Ok(mut q) = self.qmp(uuid, run) {
                         go_on(&mut q, was == b"running");
@@ -397,20 +511,29 @@ impl Store {
             let settled = runtime::try_lock(&run.lock()).and_then(|held| {
                 let Some(lock) = held else { return Ok(()) };
                 let settled = self.settle_suspend_locked(&uuid, &run)?;
-                drop(lock);
-                let info = self.record(&uuid).map(|r| self.run_info(&r, &run))?;
+                let r = self.record(&uuid)?;
+                let info = self.run_info(&r, &run);
                 match settled {
                     Settled::Done => return Ok(()),
                     // A wake whose caller died (wakes hold the lock throughout): its QEMU
-                    // ends, the VM stays suspended (the supervisor records it).
+                    // ends, still under the lock (nobody may wake it meanwhile), and the VM
+                    // stays suspended (the supervisor records it once the lock is free).
                     Settled::Waiting => {
-                        self.kill_qemu(&uuid, &run, info.as_ref(), Intent::Suspend)?
+                        write_intent(&run.open()?, Intent::Suspend)?;
+                        if let Some(i) = info
+                            .as_ref()
+                            .filter(|i| runtime::alive(i.qemu_pid, i.qemu_start))
+                        {
+                            // SAFETY: kill() has no memory-safety preconditions; the pid was
+                            // checked to be this VM's QEMU (pid and start time) just now.
+                            unsafe { libc::kill(i.qemu_pid as i32, libc::SIGKILL) };
+                        }
                     }
-                    // Its QEMU was killed; the supervisor records the end now the lock is free.
-                    Settled::Ending => {
-                        self.wait_for_end(&run, info.as_ref(), REAP_TIMEOUT);
-                    }
+                    // Its QEMU was killed; the supervisor records the end once the lock is free.
+                    Settled::Ending => {}
                 }
+                drop(lock);
+                self.wait_for_end(&run, info.as_ref(), REAP_TIMEOUT);
                 self.finish_unsupervised(&uuid, &run, "suspended")
             });
             if let Err(e) = settled {

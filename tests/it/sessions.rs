@@ -225,11 +225,10 @@ fn a_suspend_or_wake_killed_at_any_moment_leaves_a_running_or_suspended_vm() {
         // while its supervisor came up leaves a run that is still `starting` for a moment
         // (its QEMU then waits for the state): the opens after that settle it.
         let deadline = Instant::now() + Duration::from_secs(20);
-        let (s, v) = loop {
-            let s = Store::open(Some(&e.uri)).unwrap();
-            let v = s.vm(a).unwrap();
+        let v = loop {
+            let v = Store::open(Some(&e.uri)).unwrap().vm(a).unwrap();
             if matches!(v.state, State::Running | State::Suspended) || Instant::now() > deadline {
-                break (s, v);
+                break v;
             }
             std::thread::sleep(Duration::from_millis(200));
         };

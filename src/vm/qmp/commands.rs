@@ -159,6 +159,15 @@ impl Qmp {
         )
     }
 
+    /// Migrate at most `bytes_per_s` (QEMU's default is 128 MiB/s, meant for a network: a
+    /// suspend to a local file should go as fast as the disk takes it).
+    pub fn set_max_bandwidth(&mut self, bytes_per_s: u64) -> Result<(), QmpError> {
+        self.run_unit(
+            "migrate-set-parameters",
+            Some(json!({ "max-bandwidth": bytes_per_s })),
+        )
+    }
+
     /// Cancel the outgoing migration in progress (a no-op when none is).
     pub fn migrate_cancel(&mut self) -> Result<(), QmpError> {
         self.run_unit("migrate_cancel", None)

@@ -599,9 +599,11 @@ fn supervise(run: &RunDir, launch: &LaunchFile, ready: &mut Option<File>) -> Res
     let status = child.wait()?;
     let _ = t_out.join();
     let _ = t_err.join();
-    let intent = read_intent(&dir);
     let oom = status.signal() == Some(libc::SIGKILL) && oom();
     destroy_zone();
+    // The intent is read under the lock: a holder may still be writing or withdrawing it.
+    let _lc = lock::lock(&run.lock(), Mode::Exclusive)?;
+    let intent = read_intent(&dir);
     let exit = classify(
         status.code(),
         status.signal(),
@@ -614,7 +616,6 @@ fn supervise(run: &RunDir, launch: &LaunchFile, ready: &mut Option<File>) -> Res
         oom,
     );
     eprintln!("vmpool-supervisor {}: {}", launch.vm, exit.reason);
-    let _lc = lock::lock(&run.lock(), Mode::Exclusive)?;
     let c = Catalog::open(&launch.catalog)?;
     if let Some(mut r) = c.vm(&launch.vm)? {
         let end = if crate::vm::suspend::ends_suspended(&dir, &r, intent) {
