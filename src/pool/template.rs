@@ -51,9 +51,22 @@ pub const STATE_FILE: &str = "state";
 
 /// Poll `query-migrate` until the migration completed (or failed: its error).
 pub(crate) fn wait_migration(uuid: &Uuid, q: &mut Qmp, what: &str) -> Result<()> {
-    let deadline = Instant::now() + MIGRATION_TIMEOUT;
+    wait_migration_with(uuid, q, what, MIGRATION_TIMEOUT, || Ok(()))
+}
+
+/// `wait_migration` with its own `timeout`, and `check` asked before each poll (an error
+/// from it ends the wait with that error).
+pub(crate) fn wait_migration_with(
+    uuid: &Uuid,
+    q: &mut Qmp,
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> Result<()>,
+) -> Result<()> {
+    let deadline = Instant::now() + timeout;
     let mut pause = Duration::from_micros(200);
     loop {
+        check()?;
         match q.query_migrate().map_err(|e| qmp_error(uuid, what, e))? {
             MigrationStatus::Completed => return Ok(()),
             MigrationStatus::Failed(why) => {
@@ -68,7 +81,7 @@ pub(crate) fn wait_migration(uuid: &Uuid, q: &mut Qmp, what: &str) -> Result<()>
             }
             MigrationStatus::InProgress(_) if Instant::now() > deadline => {
                 return Err(Error::Timeout(format!(
-                    "VM {uuid}: {what} did not finish within {MIGRATION_TIMEOUT:?}"
+                    "VM {uuid}: {what} did not finish within {timeout:?}"
                 )))
             }
             MigrationStatus::InProgress(_) => {

@@ -303,14 +303,7 @@ impl Store {
     ) -> Result<()> {
         {
             let _lc = self.lifecycle_lock(run)?;
-            write_intent(&run.open()?, intent)?;
-            if let Some(i) = info {
-                if runtime::alive(i.qemu_pid, i.qemu_start) {
-                    // SAFETY: kill() has no memory-safety preconditions; the pid was checked
-                    // to be this VM's QEMU (pid and start time) just now.
-                    unsafe { libc::kill(i.qemu_pid as i32, libc::SIGKILL) };
-                }
-            }
+            self.kill_qemu_locked(run, info, intent)?;
         }
         if self.wait_for_end(run, info, REAP_TIMEOUT) {
             Ok(())
@@ -319,6 +312,24 @@ impl Store {
                 "VM {uuid}: QEMU or its supervisor did not end within {REAP_TIMEOUT:?} of SIGKILL"
             )))
         }
+    }
+
+    /// Write `intent` and SIGKILL the run's QEMU if it is still that process (pid and start
+    /// time), under the VM's lifecycle lock, which the caller holds; the supervisor records
+    /// the end once the lock is free.
+    pub(crate) fn kill_qemu_locked(
+        &self,
+        run: &RunDir,
+        info: Option<&RunInfo>,
+        intent: Intent,
+    ) -> Result<()> {
+        write_intent(&run.open()?, intent)?;
+        if let Some(i) = info.filter(|i| runtime::alive(i.qemu_pid, i.qemu_start)) {
+            // SAFETY: kill() has no memory-safety preconditions; the pid was checked to be
+            // this VM's QEMU (pid and start time) just now.
+            unsafe { libc::kill(i.qemu_pid as i32, libc::SIGKILL) };
+        }
+        Ok(())
     }
 
     /// After a run ended: if no supervisor recorded it (it had died first), record it here.

@@ -227,64 +227,26 @@ impl Store {
     /// guest's RAM can hold is killed (its run then ends `failed`, and nothing it wrote
     /// stays).
     fn wait_save(&self, r: &VmRecord, q: &mut Qmp, file: &std::fs::File) -> Result<()> {
-        let deadline = std::time::Instant::now() + save_timeout(r.ram_mib);
         let limit = state_limit(r.ram_mib);
-        let mut pause = std::time::Duration::from_micros(500);
-        loop {
+        let oversize = || {
             let written = file.metadata().map(|m| m.len()).unwrap_or(0);
-            if written > limit {
-                let _ = self.kill_vm_locked_qemu(r);
-                return Err(Error::Hypervisor(format!(
-                    "VM {}: QEMU wrote {written} bytes of state for {} MiB of RAM; it was killed",
-                    r.uuid, r.ram_mib
-                )));
+            if written <= limit {
+                return Ok(());
             }
-            match q
-                .query_migrate()
-                .map_err(|e| qmp_error(&r.uuid, "saving its state", e))?
-            {
-                MigrationStatus::Completed => return Ok(()),
-                MigrationStatus::Failed(why) => {
-                    return Err(Error::Hypervisor(format!(
-                        "VM {}: saving its state failed: {why}",
-                        r.uuid
-                    )))
-                }
-                MigrationStatus::Cancelled => {
-                    return Err(Error::Hypervisor(format!(
-                        "VM {}: saving its state was cancelled",
-                        r.uuid
-                    )))
-                }
-                MigrationStatus::InProgress(_) if std::time::Instant::now() > deadline => {
-                    return Err(Error::Timeout(format!(
-                        "VM {}: saving its state did not finish within {:?}",
-                        r.uuid,
-                        save_timeout(r.ram_mib)
-                    )))
-                }
-                MigrationStatus::InProgress(_) => {
-                    std::thread::sleep(pause);
-                    pause = (pause * 2).min(std::time::Duration::from_millis(20));
-                }
-            }
-        }
-    }
-
-    /// SIGKILL the VM's QEMU (pid and start time checked) with the intent `kill`, under the
-    /// lifecycle lock the caller holds; its supervisor records the end once the lock is free.
-    fn kill_vm_locked_qemu(&self, r: &VmRecord) -> Result<()> {
-        let run = self.run_dir(&r.uuid);
-        write_intent(&run.open()?, Intent::Kill)?;
-        if let Some(i) = self
-            .run_info(r, &run)
-            .filter(|i| runtime::alive(i.qemu_pid, i.qemu_start))
-        {
-            // SAFETY: kill() has no memory-safety preconditions; the pid was checked to be
-            // this VM's QEMU (pid and start time) just now.
-            unsafe { libc::kill(i.qemu_pid as i32, libc::SIGKILL) };
-        }
-        Ok(())
+            let run = self.run_dir(&r.uuid);
+            let _ = self.kill_qemu_locked(&run, self.run_info(r, &run).as_ref(), Intent::Kill);
+            Err(Error::Hypervisor(format!(
+                "VM {}: QEMU wrote {written} bytes of state for {} MiB of RAM; it was killed",
+                r.uuid, r.ram_mib
+            )))
+        };
+        crate::pool::template::wait_migration_with(
+            &r.uuid,
+            q,
+            "saving its state",
+            save_timeout(r.ram_mib),
+            oversize,
+        )
     }
 
     /// Whether a start of the record's VM resumes it: it is suspended and its state is
@@ -391,19 +353,12 @@ impl Store {
         let info = self
             .run_info(&r, run)
             .filter(|i| runtime::alive(i.qemu_pid, i.qemu_start));
-        let kill_qemu = || {
-            if let Some(i) = &info {
-                // SAFETY: kill() has no memory-safety preconditions; the pid was checked to
-                // be this VM's QEMU (pid and start time) just now.
-                unsafe { libc::kill(i.qemu_pid as i32, libc::SIGKILL) };
-            }
-        };
         if live == State::Suspended {
             return Ok(Settled::Done);
         }
         if marked && r.state.is_active() && read_intent(&dir) == Some(Intent::Suspend) {
             // Saved and marked, the quit sent or about to be: end the run; it is suspended.
-            kill_qemu();
+            self.kill_qemu_locked(run, info.as_ref(), Intent::Suspend)?;
             if !runtime::lock_held(&run.supervisor_lock())? {
                 self.mark_suspended(&mut r, run)?;
                 return Ok(Settled::Done);
@@ -519,15 +474,7 @@ impl Store {
                     // ends, still under the lock (nobody may wake it meanwhile), and the VM
                     // stays suspended (the supervisor records it once the lock is free).
                     Settled::Waiting => {
-                        write_intent(&run.open()?, Intent::Suspend)?;
-                        if let Some(i) = info
-                            .as_ref()
-                            .filter(|i| runtime::alive(i.qemu_pid, i.qemu_start))
-                        {
-                            // SAFETY: kill() has no memory-safety preconditions; the pid was
-                            // checked to be this VM's QEMU (pid and start time) just now.
-                            unsafe { libc::kill(i.qemu_pid as i32, libc::SIGKILL) };
-                        }
+                        self.kill_qemu_locked(&run, info.as_ref(), Intent::Suspend)?
                     }
                     // Its QEMU was killed; the supervisor records the end once the lock is free.
                     Settled::Ending => {}

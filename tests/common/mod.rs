@@ -384,6 +384,17 @@ impl Drop for GuestStore {
     }
 }
 
+/// The failpoints (`fail_point!("name")`) of a source file of the crate (`src/...`), in order.
+pub fn failpoints_in(file: &str) -> Vec<String> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .split("fail_point!(\"")
+        .skip(1)
+        .map(|p| p.split('"').next().unwrap().to_owned())
+        .collect()
+}
+
 /// Run the CLI stopped at `point` by `action` (`kill` or `error`) and check it ended that way.
 pub fn ctl_failing_at(uri: &str, point: &str, action: &str, args: &[&str], stdin: Option<&str>) {
     use std::os::unix::process::ExitStatusExt;

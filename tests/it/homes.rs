@@ -288,17 +288,9 @@ fn acquires_and_releases_killed_at_random_never_lose_a_home_or_plug_it_twice() {
 /// acquire gives them their desktop with their home plugged in once, and the home stays.
 #[test]
 fn every_home_attach_failpoint_kill_and_error() {
-    let text = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/home/attach.rs"),
-    )
-    .unwrap();
-    let points: Vec<&str> = text
-        .split("fail_point!(\"")
-        .skip(1)
-        .map(|p| p.split('"').next().unwrap())
-        .collect();
+    let points = failpoints_in("src/home/attach.rs");
     assert!(points.len() >= 2, "{points:?}");
-    for point in points {
+    for point in &points {
         for action in ["kill", "error"] {
             let fp = format!("{point}={action}");
             let e = env();

@@ -568,16 +568,8 @@ fn remote_viewer_reaches_the_screen_with_the_ticket() {
 /// most one QEMU ever runs, and the VM can be started and stopped again.
 #[test]
 fn every_lifecycle_failpoint_kill_and_error() {
-    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/vm");
-    let mut points: Vec<String> = Vec::new();
-    for f in ["launch.rs", "lifecycle.rs"] {
-        let text = std::fs::read_to_string(src.join(f)).unwrap();
-        points.extend(
-            text.split("fail_point!(\"")
-                .skip(1)
-                .map(|p| p.split('"').next().unwrap().to_owned()),
-        );
-    }
+    let mut points = failpoints_in("src/vm/launch.rs");
+    points.extend(failpoints_in("src/vm/lifecycle.rs"));
     assert!(points.len() >= 3, "{points:?}");
     let e = env("");
     let mut cases = 0;

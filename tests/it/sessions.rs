@@ -320,15 +320,7 @@ fn a_desktop_nobody_looks_at_sleeps_at_the_next_refill_and_wakes_for_its_owner()
 /// and the same guest (one boot) counts on once woken.
 #[test]
 fn every_suspend_failpoint_kill_and_error() {
-    let text = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/vm/suspend.rs"),
-    )
-    .unwrap();
-    let points: Vec<&str> = text
-        .split("fail_point!(\"")
-        .skip(1)
-        .map(|p| p.split('"').next().unwrap())
-        .collect();
+    let points = failpoints_in("src/vm/suspend.rs");
     assert!(points.len() >= 4, "{points:?}");
     let e = guest_store("&clone=qcow2");
     let a = vm(&e, "faulty");
