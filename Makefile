@@ -8,6 +8,8 @@ CARGO     ?= cargo
 PREFIX    ?= /usr/local
 LIBDIR    ?= $(PREFIX)/lib
 INCLUDEDIR?= $(PREFIX)/include
+DOCDIR    ?= $(PREFIX)/share/doc/vmpool
+UNITDIR   ?= $(PREFIX)/lib/systemd/system
 DESTDIR   ?=
 VERSION   := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 MAJOR     := $(firstword $(subst ., ,$(VERSION)))
@@ -156,9 +158,12 @@ portal:
 test-zfs:
 	scripts/test-zfs
 
-## install       install libvmpool.so.$(MAJOR) (SONAME), libvmpool.a, vmpool.h, vmpool.pc, vmpoolctl
+## install       install libvmpool.so.$(MAJOR) (SONAME), libvmpool.a, vmpool.h, vmpool.pc, vmpoolctl,
+##               the vmpool.service unit (host start at boot, host stop at shutdown) and its documentation
 install: release
-	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PREFIX)/bin
+	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(UNITDIR) $(DESTDIR)$(DOCDIR)
+	install -m 0644 docs/sessions.md $(DESTDIR)$(DOCDIR)/sessions.md
+	sed -e 's|@PREFIX@|$(PREFIX)|; s|@DOCDIR@|$(DOCDIR)|' dist/vmpool.service.in > $(DESTDIR)$(UNITDIR)/vmpool.service
 	install -m 0755 $(REL_DIR)/libvmpool.so $(DESTDIR)$(LIBDIR)/libvmpool.so.$(VERSION)
 	ln -sf libvmpool.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libvmpool.so.$(MAJOR)
 	ln -sf libvmpool.so.$(MAJOR) $(DESTDIR)$(LIBDIR)/libvmpool.so

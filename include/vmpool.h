@@ -242,7 +242,7 @@ vmpool_result vmpool_image_delete(const vmpool_store *store, const char *uuid);
 // Keys of `options_json`: `accel`.
 // Keys written: `uuid`, `alias`, `owner`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`,
 // `created_at`, `state`, `disk_path`, `disk_format`, `disk_size_bytes`, `clone_method`,
-// `firmware`, `accel`, `mac`, `vmgenid`, `last_exit`, `caps`, `pool`, `user`, `suspended`.
+// `firmware`, `accel`, `mac`, `vmgenid`, `last_exit`, `caps`, `pool`, `user`, `suspended`, `autoboot`.
 vmpool_result vmpool_vm_start(const vmpool_store *store,
                               const char *uuid,
                               const char *options_json,
@@ -276,7 +276,7 @@ vmpool_result vmpool_vm_resume(const vmpool_store *store, const char *uuid, char
 //
 // Keys written: `uuid`, `alias`, `owner`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`,
 // `created_at`, `state`, `disk_path`, `disk_format`, `disk_size_bytes`, `clone_method`,
-// `firmware`, `accel`, `mac`, `vmgenid`, `last_exit`, `caps`, `pool`, `user`, `suspended`.
+// `firmware`, `accel`, `mac`, `vmgenid`, `last_exit`, `caps`, `pool`, `user`, `suspended`, `autoboot`.
 vmpool_result vmpool_vm_suspend(const vmpool_store *store,
                                 const char *uuid,
                                 const char *reason,
@@ -294,7 +294,7 @@ vmpool_result vmpool_vm_status(const vmpool_store *store, const char *uuid, char
 // Keys of `update_json`: `vcpus`, `ram_mib`, `disk_gib`.
 // Keys written: `uuid`, `alias`, `owner`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`,
 // `created_at`, `state`, `disk_path`, `disk_format`, `disk_size_bytes`, `clone_method`,
-// `firmware`, `accel`, `mac`, `vmgenid`, `last_exit`, `caps`, `pool`, `user`, `suspended`.
+// `firmware`, `accel`, `mac`, `vmgenid`, `last_exit`, `caps`, `pool`, `user`, `suspended`, `autoboot`.
 vmpool_result vmpool_vm_update(const vmpool_store *store,
                                const char *uuid,
                                const char *update_json,
@@ -328,7 +328,8 @@ vmpool_result vmpool_vm_screenshot(const vmpool_store *store,
 // Create a pool from a JSON payload: `{"name": "desk", "image_uuid": "...", "vcpus": 2,
 // "ram_mib": 2048, "max_vms": 50}` plus, optionally, `disk_gib`, `spares` (how many kept
 // ready; 0), `max_per_owner` (1), `warmth` (`"disk"`, `"paused"` or `"template"`),
-// `on_release` (`"destroy"` or `"reset"`), `ready_marker` (text on the guest's serial
+// `on_release` (`"destroy"` or `"reset"`), `on_logout` (`"keep"` or `"refresh"`: what an
+// owner's logout does with their desktop, see `vmpool_pool_logout`), `ready_marker` (text on the guest's serial
 // console that says it is ready), `ready_delay_s`, `ready_timeout_s` (300), `accel`, `home_gib` (each owner's home volume,
 // GiB: see `vmpool_home_create`), `idle_suspend_after_s` (suspend a handed-out desktop nobody
 // has looked at for that long; checked at each refill).
@@ -336,10 +337,10 @@ vmpool_result vmpool_vm_screenshot(const vmpool_store *store,
 // `*pool_json_out` (may be NULL) receives the pool.
 //
 // Keys of `payload_json`: `name`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`, `spares`,
-// `max_vms`, `max_per_owner`, `warmth`, `on_release`, `ready_marker`, `ready_delay_s`,
+// `max_vms`, `max_per_owner`, `warmth`, `on_release`, `on_logout`, `ready_marker`, `ready_delay_s`,
 // `ready_timeout_s`, `accel`, `home_gib`, `idle_suspend_after_s`.
 // Keys written: `name`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`, `spares`, `max_vms`,
-// `max_per_owner`, `warmth`, `on_release`, `ready_marker`, `ready_delay_s`, `ready_timeout_s`,
+// `max_per_owner`, `warmth`, `on_release`, `on_logout`, `ready_marker`, `ready_delay_s`, `ready_timeout_s`,
 // `accel`, `home_gib`, `idle_suspend_after_s`, `created_at`, `updated_at`, `status`, `template`.
 vmpool_result vmpool_pool_create(const vmpool_store *store,
                                  const char *payload_json,
@@ -348,7 +349,7 @@ vmpool_result vmpool_pool_create(const vmpool_store *store,
 // All pools as a JSON array, by name.
 //
 // Keys written (each element): `name`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`, `spares`,
-// `max_vms`, `max_per_owner`, `warmth`, `on_release`, `ready_marker`, `ready_delay_s`,
+// `max_vms`, `max_per_owner`, `warmth`, `on_release`, `on_logout`, `ready_marker`, `ready_delay_s`,
 // `ready_timeout_s`, `accel`, `home_gib`, `idle_suspend_after_s`, `created_at`, `updated_at`,
 // `status`, `template`.
 vmpool_result vmpool_pool_list(const vmpool_store *store, char **json_out);
@@ -356,9 +357,11 @@ vmpool_result vmpool_pool_list(const vmpool_store *store, char **json_out);
 // One pool as JSON; `VMPOOL_RESULT_NOT_FOUND` if there is none named `name`.
 //
 // Keys written: `name`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`, `spares`, `max_vms`,
-// `max_per_owner`, `warmth`, `on_release`, `ready_marker`, `ready_delay_s`, `ready_timeout_s`,
+// `max_per_owner`, `warmth`, `on_release`, `on_logout`, `ready_marker`, `ready_delay_s`, `ready_timeout_s`,
 // `accel`, `home_gib`, `idle_suspend_after_s`, `created_at`, `updated_at`, `status`, `template`.
-vmpool_result vmpool_pool_get(const vmpool_store *store, const char *name, char **json_out);
+vmpool_result vmpool_pool_get(const vmpool_store *store,
+                              const char *name,
+                              char **json_out);
 
 // Change a pool: `changes_json` has any of the create keys except `name` (`disk_gib`, `home_gib`,
 // `ready_marker` and `accel` may be `null`). VMs held by owners keep theirs; spares that no
@@ -366,10 +369,10 @@ vmpool_result vmpool_pool_get(const vmpool_store *store, const char *name, char 
 // pool.
 //
 // Keys of `changes_json`: `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`, `spares`, `max_vms`,
-// `max_per_owner`, `warmth`, `on_release`, `ready_marker`, `ready_delay_s`, `ready_timeout_s`,
+// `max_per_owner`, `warmth`, `on_release`, `on_logout`, `ready_marker`, `ready_delay_s`, `ready_timeout_s`,
 // `accel`, `home_gib`, `idle_suspend_after_s`.
 // Keys written: `name`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`, `spares`, `max_vms`,
-// `max_per_owner`, `warmth`, `on_release`, `ready_marker`, `ready_delay_s`, `ready_timeout_s`,
+// `max_per_owner`, `warmth`, `on_release`, `on_logout`, `ready_marker`, `ready_delay_s`, `ready_timeout_s`,
 // `accel`, `home_gib`, `idle_suspend_after_s`, `created_at`, `updated_at`, `status`, `template`.
 vmpool_result vmpool_pool_update(const vmpool_store *store,
                                  const char *name,
@@ -402,6 +405,14 @@ vmpool_result vmpool_pool_acquire(const vmpool_store *store,
 // with a fresh spare made in its place. `VMPOOL_RESULT_INVALID_ARGUMENT` for a VM not from a
 // pool.
 vmpool_result vmpool_pool_release(const vmpool_store *store, const char *vm_uuid);
+
+// The owner logged out (a portal's sign-out): each pool's `on_logout` says what becomes of
+// the desktops they hold there. `keep` leaves them as they are; `refresh` releases them (as
+// `vmpool_pool_release`), so their next acquire gets a fresh desktop. Their home volume stays
+// either way. `*json_out` receives `{"kept": [uuid...], "refreshed": [uuid...]}`.
+//
+// Keys written: `kept`, `refreshed`.
+vmpool_result vmpool_pool_logout(const vmpool_store *store, const char *owner, char **json_out);
 
 // Bring a pool's spares to its target at its warmth (building its memory template first
 // if it needs one). Idempotent; several processes may refill one pool at once. Blocks until
@@ -445,6 +456,25 @@ vmpool_result vmpool_store_info(const vmpool_store *store, char **json_out);
 // Keys written: `cleaned`, `errors`, `kept`.
 vmpool_result vmpool_store_recover(const vmpool_store *store, char **json_out);
 
+// After the host booted (the `vmpool.service` unit's `ExecStart`): recovery, then every VM
+// marked to run whose run ended with the host is started (a pool's desktop as its owner's
+// acquire would bring it back), VMs of no pool that `vmpool_host_stop` suspended wake, and
+// every pool is refilled; desktops asleep stay asleep until their owner's acquire. Blocks
+// until done. Errors of single VMs and pools are listed in the report; the call fails only
+// if the store cannot be read.
+//
+// Keys written: `recovered`, `started`, `woken`, `asleep`, `refilled`, `suspended`, `ended`,
+// `errors`.
+vmpool_result vmpool_host_start(const vmpool_store *store, char **json_out);
+
+// Before the host shuts down (the unit's `ExecStop`): every VM that runs is suspended to the
+// store (reason `"host stop"`), spares and VMs without a session of their own are ended.
+// Blocks until no QEMU of the store runs (but those it could not end: see `errors`).
+//
+// Keys written: `recovered`, `started`, `woken`, `asleep`, `refilled`, `suspended`, `ended`,
+// `errors`.
+vmpool_result vmpool_host_stop(const vmpool_store *store, char **json_out);
+
 // Create a VM from a JSON payload:
 // `{"alias": "...", "owner": "...", "image_uuid": "...", "vcpus": 2, "ram_mib": 2048,
 // "disk_gib": 20}` (`uuid` and `disk_gib` optional; unknown keys refused). The disk is a
@@ -459,7 +489,7 @@ vmpool_result vmpool_store_recover(const vmpool_store *store, char **json_out);
 // an `on_clone` program; each field checked, a bad one refused by name).
 // Keys written: `uuid`, `alias`, `owner`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`,
 // `created_at`, `state`, `disk_path`, `disk_format`, `disk_size_bytes`, `clone_method`,
-// `firmware`, `accel`, `mac`, `vmgenid`, `last_exit`, `caps`, `pool`, `user`, `suspended`.
+// `firmware`, `accel`, `mac`, `vmgenid`, `last_exit`, `caps`, `pool`, `user`, `suspended`, `autoboot`.
 vmpool_result vmpool_vm_create(const vmpool_store *store,
                                const char *payload_json,
                                char **vm_json_out);
@@ -468,15 +498,17 @@ vmpool_result vmpool_vm_create(const vmpool_store *store,
 //
 // Keys written: `uuid`, `alias`, `owner`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`,
 // `created_at`, `state`, `disk_path`, `disk_format`, `disk_size_bytes`, `clone_method`,
-// `firmware`, `accel`, `mac`, `vmgenid`, `last_exit`, `caps`, `pool`, `user`, `suspended`.
-vmpool_result vmpool_vm_get(const vmpool_store *store, const char *uuid, char **json_out);
+// `firmware`, `accel`, `mac`, `vmgenid`, `last_exit`, `caps`, `pool`, `user`, `suspended`, `autoboot`.
+vmpool_result vmpool_vm_get(const vmpool_store *store,
+                            const char *uuid,
+                            char **json_out);
 
 // VM records as a JSON array, oldest first: all of them, or only those whose owner is
 // `owner_or_null` when it is not NULL.
 //
 // Keys written (each element): `uuid`, `alias`, `owner`, `image_uuid`, `vcpus`, `ram_mib`,
 // `disk_gib`, `created_at`, `state`, `disk_path`, `disk_format`, `disk_size_bytes`,
-// `clone_method`, `firmware`, `accel`, `mac`, `vmgenid`, `last_exit`, `caps`, `pool`, `user`, `suspended`.
+// `clone_method`, `firmware`, `accel`, `mac`, `vmgenid`, `last_exit`, `caps`, `pool`, `user`, `suspended`, `autoboot`.
 vmpool_result vmpool_vm_list(const vmpool_store *store,
                              const char *owner_or_null,
                              char **json_out);

@@ -24,7 +24,8 @@ pub type vmpool_refill_cb = Option<
 /// Create a pool from a JSON payload: `{"name": "desk", "image_uuid": "...", "vcpus": 2,
 /// "ram_mib": 2048, "max_vms": 50}` plus, optionally, `disk_gib`, `spares` (how many kept
 /// ready; 0), `max_per_owner` (1), `warmth` (`"disk"`, `"paused"` or `"template"`),
-/// `on_release` (`"destroy"` or `"reset"`), `ready_marker` (text on the guest's serial
+/// `on_release` (`"destroy"` or `"reset"`), `on_logout` (`"keep"` or `"refresh"`: what an
+/// owner's logout does with their desktop, see `vmpool_pool_logout`), `ready_marker` (text on the guest's serial
 /// console that says it is ready), `ready_delay_s`, `ready_timeout_s` (300), `accel`, `home_gib` (each owner's home volume,
 /// GiB: see `vmpool_home_create`), `idle_suspend_after_s` (suspend a handed-out desktop nobody
 /// has looked at for that long; checked at each refill).
@@ -32,10 +33,10 @@ pub type vmpool_refill_cb = Option<
 /// `*pool_json_out` (may be NULL) receives the pool.
 ///
 /// Keys of `payload_json`: `name`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`, `spares`,
-/// `max_vms`, `max_per_owner`, `warmth`, `on_release`, `ready_marker`, `ready_delay_s`,
+/// `max_vms`, `max_per_owner`, `warmth`, `on_release`, `on_logout`, `ready_marker`, `ready_delay_s`,
 /// `ready_timeout_s`, `accel`, `home_gib`, `idle_suspend_after_s`.
 /// Keys written: `name`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`, `spares`, `max_vms`,
-/// `max_per_owner`, `warmth`, `on_release`, `ready_marker`, `ready_delay_s`, `ready_timeout_s`,
+/// `max_per_owner`, `warmth`, `on_release`, `on_logout`, `ready_marker`, `ready_delay_s`, `ready_timeout_s`,
 /// `accel`, `home_gib`, `idle_suspend_after_s`, `created_at`, `updated_at`, `status`, `template`.
 #[no_mangle]
 pub extern "C" fn vmpool_pool_create(
@@ -57,7 +58,7 @@ pub extern "C" fn vmpool_pool_create(
 /// All pools as a JSON array, by name.
 ///
 /// Keys written (each element): `name`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`, `spares`,
-/// `max_vms`, `max_per_owner`, `warmth`, `on_release`, `ready_marker`, `ready_delay_s`,
+/// `max_vms`, `max_per_owner`, `warmth`, `on_release`, `on_logout`, `ready_marker`, `ready_delay_s`,
 /// `ready_timeout_s`, `accel`, `home_gib`, `idle_suspend_after_s`, `created_at`, `updated_at`,
 /// `status`, `template`.
 #[no_mangle]
@@ -71,7 +72,7 @@ pub extern "C" fn vmpool_pool_list(
 /// One pool as JSON; `VMPOOL_RESULT_NOT_FOUND` if there is none named `name`.
 ///
 /// Keys written: `name`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`, `spares`, `max_vms`,
-/// `max_per_owner`, `warmth`, `on_release`, `ready_marker`, `ready_delay_s`, `ready_timeout_s`,
+/// `max_per_owner`, `warmth`, `on_release`, `on_logout`, `ready_marker`, `ready_delay_s`, `ready_timeout_s`,
 /// `accel`, `home_gib`, `idle_suspend_after_s`, `created_at`, `updated_at`, `status`, `template`.
 #[no_mangle]
 pub extern "C" fn vmpool_pool_get(
@@ -93,10 +94,10 @@ pub extern "C" fn vmpool_pool_get(
 /// pool.
 ///
 /// Keys of `changes_json`: `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`, `spares`, `max_vms`,
-/// `max_per_owner`, `warmth`, `on_release`, `ready_marker`, `ready_delay_s`, `ready_timeout_s`,
+/// `max_per_owner`, `warmth`, `on_release`, `on_logout`, `ready_marker`, `ready_delay_s`, `ready_timeout_s`,
 /// `accel`, `home_gib`, `idle_suspend_after_s`.
 /// Keys written: `name`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`, `spares`, `max_vms`,
-/// `max_per_owner`, `warmth`, `on_release`, `ready_marker`, `ready_delay_s`, `ready_timeout_s`,
+/// `max_per_owner`, `warmth`, `on_release`, `on_logout`, `ready_marker`, `ready_delay_s`, `ready_timeout_s`,
 /// `accel`, `home_gib`, `idle_suspend_after_s`, `created_at`, `updated_at`, `status`, `template`.
 #[no_mangle]
 pub extern "C" fn vmpool_pool_update(
@@ -173,6 +174,27 @@ pub extern "C" fn vmpool_pool_release(
         let s = store_ref(store)?;
         let u = validate::uuid("VM uuid", arg_str(vm_uuid, "vm_uuid", ID_MAX)?)?;
         Ok(s.inner.release(u)?)
+    })
+}
+
+/// The owner logged out (a portal's sign-out): each pool's `on_logout` says what becomes of
+/// the desktops they hold there. `keep` leaves them as they are; `refresh` releases them (as
+/// `vmpool_pool_release`), so their next acquire gets a fresh desktop. Their home volume stays
+/// either way. `*json_out` receives `{"kept": [uuid...], "refreshed": [uuid...]}`.
+///
+/// Keys written: `kept`, `refreshed`.
+#[no_mangle]
+pub extern "C" fn vmpool_pool_logout(
+    store: *const vmpool_store,
+    owner: *const c_char,
+    json_out: *mut *mut c_char,
+) -> vmpool_result {
+    ffi_call!({
+        let s = store_ref(store)?;
+        let owner = arg_str(owner, "owner", ID_MAX)?;
+        check_out(json_out, "json_out")?;
+        let r = s.inner.logout(owner)?;
+        put_string(json_out, wire::to_string(&wire::LogoutOut::from(&r))?)
     })
 }
 

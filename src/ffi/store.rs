@@ -103,3 +103,42 @@ pub extern "C" fn vmpool_store_recover(
         })
     })
 }
+
+/// After the host booted (the `vmpool.service` unit's `ExecStart`): recovery, then every VM
+/// marked to run whose run ended with the host is started (a pool's desktop as its owner's
+/// acquire would bring it back), VMs of no pool that `vmpool_host_stop` suspended wake, and
+/// every pool is refilled; desktops asleep stay asleep until their owner's acquire. Blocks
+/// until done. Errors of single VMs and pools are listed in the report; the call fails only
+/// if the store cannot be read.
+///
+/// Keys written: `recovered`, `started`, `woken`, `asleep`, `refilled`, `suspended`, `ended`,
+/// `errors`.
+#[no_mangle]
+pub extern "C" fn vmpool_host_start(
+    store: *const vmpool_store,
+    json_out: *mut *mut c_char,
+) -> vmpool_result {
+    ffi_call!({
+        query(store, json_out, |s| {
+            Ok(wire::to_string(&wire::HostOut::from(&s.host_start()?))?)
+        })
+    })
+}
+
+/// Before the host shuts down (the unit's `ExecStop`): every VM that runs is suspended to the
+/// store (reason `"host stop"`), spares and VMs without a session of their own are ended.
+/// Blocks until no QEMU of the store runs (but those it could not end: see `errors`).
+///
+/// Keys written: `recovered`, `started`, `woken`, `asleep`, `refilled`, `suspended`, `ended`,
+/// `errors`.
+#[no_mangle]
+pub extern "C" fn vmpool_host_stop(
+    store: *const vmpool_store,
+    json_out: *mut *mut c_char,
+) -> vmpool_result {
+    ffi_call!({
+        query(store, json_out, |s| {
+            Ok(wire::to_string(&wire::HostOut::from(&s.host_stop()?))?)
+        })
+    })
+}

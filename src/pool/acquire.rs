@@ -57,6 +57,7 @@ fn placeholder_vm() -> Vm {
         pool: None,
         user: None,
         suspended: None,
+        autoboot: false,
     }
 }
 
@@ -342,6 +343,22 @@ impl Store {
         out.vm = vm;
         out.total_ms = t0.elapsed().as_secs_f64() * 1000.0;
         Ok(out)
+    }
+
+    /// Bring an owner's desktop back to running as their acquire would (`host start`): its
+    /// QEMU started, its identity given if it never got one, its home plugged in.
+    pub(crate) fn bring_back(&self, u: Uuid) -> Result<Vm> {
+        let t0 = Instant::now();
+        let out = Acquired {
+            vm: placeholder_vm(),
+            path: AcquirePath::Redirect,
+            was: "running",
+            steps: Vec::new(),
+            total_ms: 0.0,
+            console: None,
+        };
+        self.hand_over(u, out, &AcquireOptions::default(), t0, t0)
+            .map(|a| a.vm)
     }
 
     /// Bring a VM to running from whatever state it is in; what it was.

@@ -13,9 +13,12 @@ pub(crate) mod acquire;
 pub mod claims;
 pub(crate) mod crud;
 pub(crate) mod idle;
+pub(crate) mod logout;
 pub(crate) mod plan;
 pub(crate) mod refill;
 pub(crate) mod template;
+
+pub use logout::LoggedOut;
 
 use crate::error::{Error, Result};
 use crate::validate::{self, Limits};
@@ -75,6 +78,29 @@ impl OnRelease {
     }
 }
 
+/// What the owner's logout (`Store::logout`) does with their desktop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum OnLogout {
+    /// A persistent desktop: it stays theirs, as it is (the idle policy may put it to sleep).
+    #[default]
+    Keep,
+    /// A fresh desktop each time (oVirt's stateless pools, Horizon's refresh at log-off): the
+    /// desktop is released (as `release`: destroyed, or reset), their home stays.
+    Refresh,
+}
+
+impl OnLogout {
+    /// `keep` or `refresh`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnLogout::Keep => "keep",
+            OnLogout::Refresh => "refresh",
+        }
+    }
+}
+
 fn one() -> u32 {
     1
 }
@@ -112,6 +138,9 @@ pub struct PoolSpec {
     /// What release does.
     #[serde(default)]
     pub on_release: OnRelease,
+    /// What the owner's logout does with their desktop.
+    #[serde(default)]
+    pub on_logout: OnLogout,
     /// Text the guest prints on its serial console when it is ready (spares of warmth
     /// `paused` are paused, and templates saved, once it appears).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -162,6 +191,7 @@ impl PoolSpec {
             max_per_owner: 1,
             warmth: Warmth::Disk,
             on_release: OnRelease::Destroy,
+            on_logout: OnLogout::Keep,
             ready_marker: None,
             ready_delay_s: 0,
             ready_timeout_s: ready_timeout(),
@@ -299,6 +329,8 @@ pub struct PoolUpdate {
     pub warmth: Option<Warmth>,
     #[allow(missing_docs)]
     pub on_release: Option<OnRelease>,
+    #[allow(missing_docs)]
+    pub on_logout: Option<OnLogout>,
     /// `Some(None)` removes the marker.
     pub ready_marker: Option<Option<String>>,
     #[allow(missing_docs)]
@@ -330,6 +362,7 @@ impl PoolUpdate {
             max_per_owner,
             warmth,
             on_release,
+            on_logout,
             ready_marker,
             ready_delay_s,
             ready_timeout_s,

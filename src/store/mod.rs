@@ -14,8 +14,11 @@
 //! ```
 
 pub mod catalog;
+pub mod host;
 pub mod journal;
 pub mod uri;
+
+pub use host::{HostReport, HOST_STOP_REASON};
 
 pub use crate::vm::launch::StartOptions;
 pub use crate::vm::lifecycle::{VmStatus, VmUpdate};

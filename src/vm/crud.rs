@@ -105,6 +105,7 @@ impl Store {
                 pool: member.map(|m| m.pool.clone()),
                 user: spec.user.clone(),
                 suspended: None,
+                autoboot: false,
             };
             fail_point!("vm_create.cloned");
             // Undo first: a write that fails after its rename leaves the record.

@@ -152,6 +152,8 @@ impl Store {
         let run = self.run_dir(&uuid);
         let _lc = self.lifecycle_lock(&run)?;
         self.settle_suspend_locked(&uuid, &run)?;
+        // The caller's intent, kept even if this start fails (vmadm's autoboot).
+        self.mark_autoboot(&uuid)?;
         let r = self.record(&uuid)?;
         if r.suspended.is_some() && self.live_state(&r, &run, true).0 == State::Paused {
             return self.resume_locked(uuid, &run);

@@ -215,12 +215,14 @@ impl Store {
 
     /// Shut a VM down: ACPI power button, then, if the guest has not powered off within
     /// `timeout`, kill QEMU. A VM that does not run is left as it is (no error).
+    /// The VM is no longer marked to run (`host start` leaves it).
     pub fn stop_vm(&self, uuid: Uuid, timeout: Duration) -> Result<Vm> {
         let run = self.run_dir(&uuid);
         let info = {
             let _lc = self.lifecycle_lock(&run)?;
             self.settle_suspend_locked(&uuid, &run)?;
             let mut r = self.record(&uuid)?;
+            self.unmark_autoboot(&mut r)?;
             let (live, _) = self.live_state(&r, &run, true);
             if live == State::Suspended {
                 self.discard_saved(&mut r, &run, "stopped while suspended")?;
@@ -271,13 +273,22 @@ impl Store {
     }
 
     /// Kill QEMU at once (SIGKILL), as pulling the plug. A VM that does not run is left as
-    /// it is.
+    /// it is. The VM is no longer marked to run (`host start` leaves it).
     pub fn kill_vm(&self, uuid: Uuid) -> Result<Vm> {
+        self.kill_vm_as(uuid, true)
+    }
+
+    /// `kill_vm`; `asked`: the caller's own kill, which unmarks the VM (a host stop that
+    /// could not suspend it keeps the mark, so the next host start boots it).
+    pub(crate) fn kill_vm_as(&self, uuid: Uuid, asked: bool) -> Result<Vm> {
         let run = self.run_dir(&uuid);
         let info = {
             let _lc = self.lifecycle_lock(&run)?;
             self.settle_suspend_locked(&uuid, &run)?;
             let mut r = self.record(&uuid)?;
+            if asked {
+                self.unmark_autoboot(&mut r)?;
+            }
             let (live, _) = self.live_state(&r, &run, true);
             if live == State::Suspended {
                 self.discard_saved(&mut r, &run, "killed while suspended")?;
@@ -328,6 +339,25 @@ impl Store {
             // SAFETY: kill() has no memory-safety preconditions; the pid was checked to be
             // this VM's QEMU (pid and start time) just now.
             unsafe { libc::kill(i.qemu_pid as i32, libc::SIGKILL) };
+        }
+        Ok(())
+    }
+
+    /// A stop or kill asked for: the record no longer says the VM is to run.
+    fn unmark_autoboot(&self, r: &mut VmRecord) -> Result<()> {
+        if r.autoboot {
+            r.autoboot = false;
+            self.catalog.put_vm(r)?;
+        }
+        Ok(())
+    }
+
+    /// Mark the VM to run (a start or wake asked for), under its lifecycle lock.
+    pub(crate) fn mark_autoboot(&self, uuid: &Uuid) -> Result<()> {
+        let mut r = self.record(uuid)?;
+        if !r.autoboot {
+            r.autoboot = true;
+            self.catalog.put_vm(&r)?;
         }
         Ok(())
     }
@@ -417,7 +447,12 @@ impl Store {
         if self.live_state(&r, &run, true).0 == State::Suspended {
             self.start_locked(uuid, &run, &Default::default(), None)?;
         }
-        self.resume_locked(uuid, &run)
+        let vm = self.resume_locked(uuid, &run)?;
+        self.mark_autoboot(&uuid)?;
+        Ok(Vm {
+            autoboot: true,
+            ..vm
+        })
     }
 
     /// `resume_vm` under the VM's lifecycle lock, which the caller holds.

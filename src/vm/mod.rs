@@ -338,6 +338,9 @@ pub struct Vm {
     pub user: Option<crate::vm::user::GuestUser>,
     /// While `suspended`: when and why it was put to sleep, and its saved state's size.
     pub suspended: Option<crate::store::catalog::records::Suspension>,
+    /// Marked to run (vmadm's `autoboot`): set by a start or wake, cleared by a stop or kill
+    /// asked for; `host start` starts such a VM if the host went down under it.
+    pub autoboot: bool,
 }
 
 #[cfg(test)]

@@ -201,6 +201,17 @@ static void run_vm(const char *dir, const char *bootable) {
     EXPECT(vmpool_vm_suspend(store, uuid, "idle", NULL), VMPOOL_RESULT_INVALID_STATE);
     EXPECT(vmpool_vm_resume(store, uuid, &out), VMPOOL_RESULT_OK);
     CHECK(out && strstr(out, "\"state\":\"running\"") != NULL && strstr(out, "\"suspended\":null") != NULL);
+    CHECK(strstr(out, "\"autoboot\":true") != NULL);
+    vmpool_string_free(out);
+    /* A host's reboot: stop suspends it, start wakes it (it belongs to no pool). */
+    EXPECT(vmpool_host_stop(NULL, &out), VMPOOL_RESULT_NULL_POINTER);
+    EXPECT(vmpool_host_stop(store, NULL), VMPOOL_RESULT_NULL_POINTER);
+    EXPECT(vmpool_host_stop(store, &out), VMPOOL_RESULT_OK);
+    CHECK(out && strstr(out, uuid) != NULL && strstr(out, "\"errors\":[]") != NULL);
+    vmpool_string_free(out);
+    EXPECT(vmpool_host_start(store, NULL), VMPOOL_RESULT_NULL_POINTER);
+    EXPECT(vmpool_host_start(store, &out), VMPOOL_RESULT_OK);
+    CHECK(out && strstr(out, "\"woken\":[\"") != NULL && strstr(out, "\"errors\":[]") != NULL);
     vmpool_string_free(out);
     EXPECT(vmpool_vm_stop(store, uuid, 60, &out), VMPOOL_RESULT_OK);
     CHECK(out && strstr(out, "\"state\":\"stopped\"") != NULL);

@@ -13,6 +13,7 @@ mod desktop;
 mod golden;
 mod hardening;
 mod homes;
+mod host;
 mod identity;
 mod lifecycle;
 mod pools;

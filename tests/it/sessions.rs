@@ -14,7 +14,7 @@ use vmpool::vm::State;
 use vmpool::Store;
 
 /// The guest's ticks so far, in order.
-fn ticks(e: &GuestStore, vm: &Uuid) -> Vec<u64> {
+pub(crate) fn ticks(e: &GuestStore, vm: &Uuid) -> Vec<u64> {
     guest_ticks(&e.log(vm))
 }
 
@@ -26,7 +26,7 @@ fn guest_ticks(log: &str) -> Vec<u64> {
 }
 
 /// Wait until the guest printed a tick above `after`; that tick.
-fn next_tick(e: &GuestStore, vm: &Uuid, after: u64) -> u64 {
+pub(crate) fn next_tick(e: &GuestStore, vm: &Uuid, after: u64) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Some(t) = ticks(e, vm).into_iter().find(|t| *t > after) {
@@ -48,7 +48,7 @@ fn qemu_pid(s: &Store, vm: Uuid) -> u32 {
     s.vm_status(vm).unwrap().run.expect("a run").qemu_pid
 }
 
-fn alive(pid: u32) -> bool {
+pub(crate) fn alive(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
@@ -60,7 +60,7 @@ fn saved_state(e: &GuestStore, vm: &Uuid) -> std::path::PathBuf {
     run_dir(e, vm).join("suspend.state")
 }
 
-fn vm(e: &GuestStore, alias: &str) -> Uuid {
+pub(crate) fn vm(e: &GuestStore, alias: &str) -> Uuid {
     e.s.create_vm(
         &vmpool::VmSpec::new(e.image.uuid)
             .alias(alias)
@@ -364,4 +364,63 @@ fn every_suspend_failpoint_kill_and_error() {
         "suspend fault injection: {} failpoints x 2 actions = {cases} cases, all running or woken",
         points.len()
     );
+}
+
+/// A pool's `on_logout`: `refresh` gives the owner a fresh desktop next time, with their home
+/// (the same volume) plugged into it; `keep` gives the same desktop, still running.
+#[test]
+fn a_logout_refreshes_or_keeps_the_desktop_and_the_home_stays() {
+    use vmpool::pool::OnLogout;
+    let e = guest_store("&clone=qcow2");
+    for (name, on) in [("keep", OnLogout::Keep), ("fresh", OnLogout::Refresh)] {
+        let mut p = PoolSpec::new(name, e.image.uuid);
+        p.ram_mib = 256;
+        p.max_vms = 2;
+        p.home_gib = Some(1);
+        p.on_logout = on;
+        e.s.create_pool(&p).unwrap();
+    }
+    let acquire = |pool: &str, owner: &str| {
+        e.s.acquire(pool, owner, &AcquireOptions::default())
+            .unwrap()
+    };
+    let fresh = acquire("fresh", "ann").vm.uuid;
+    let kept = acquire("keep", "bo").vm.uuid;
+    e.wait_log(&fresh, "VMPOOL-TEST-GUEST: tick=", 1);
+    e.wait_log(&kept, "VMPOOL-TEST-GUEST: tick=", 1);
+    let home = e.s.home("ann").unwrap();
+    assert_eq!(home.attached_to, Some(fresh));
+    // Bad input is refused by name, and changes nothing.
+    let bad = e.s.logout("../ann").unwrap_err();
+    assert_eq!(bad.code().name(), "INVALID_ARGUMENT");
+    assert_eq!(e.s.vm(fresh).unwrap().state, State::Running);
+    // Refresh: the desktop goes, the home stays hers and comes with the next one.
+    let out = e.s.logout("ann").unwrap();
+    assert_eq!((out.refreshed, out.kept), (vec![fresh], vec![]));
+    assert_eq!(
+        e.s.vm(fresh).unwrap_err().code().name(),
+        "NOT_FOUND",
+        "the refreshed desktop is gone"
+    );
+    let h = e.s.home("ann").unwrap();
+    assert_eq!((h.uuid, h.attached_to), (home.uuid, None));
+    let next = acquire("fresh", "ann");
+    assert_ne!(next.vm.uuid, fresh);
+    assert_eq!(next.path, AcquirePath::Created);
+    assert_eq!(e.s.home("ann").unwrap().attached_to, Some(next.vm.uuid));
+    let mut q =
+        vmpool::vm::qmp::Qmp::connect(&e.s.qmp_socket_path(next.vm.uuid), Duration::from_secs(10))
+            .unwrap();
+    assert!(
+        q.has_device("home").unwrap(),
+        "her home is in the new desktop"
+    );
+    drop(q);
+    // Keep: the same desktop, running on.
+    let last = *ticks(&e, &kept).last().unwrap();
+    let out = e.s.logout("bo").unwrap();
+    assert_eq!((out.kept, out.refreshed), (vec![kept], vec![]));
+    let back = acquire("keep", "bo");
+    assert_eq!((back.vm.uuid, back.path), (kept, AcquirePath::Redirect));
+    next_tick(&e, &kept, last);
 }

@@ -100,9 +100,12 @@ def test_vm_keys_are_passed_through_and_every_json_field_is_a_dataclass_field(st
 def test_pool_keys_are_passed_through_and_pools_are_dataclasses(store):
     s, image = store
     p = s.create_pool(name="p", image=image, vcpus=1, ram_mib=256, max_vms=3, disk_gib=2, spares=0,
-                      max_per_owner=2, warmth="paused", on_release="reset", ready_marker="ready",
-                      ready_delay_s=1, ready_timeout_s=30, accel="tcg", home_gib=1)
-    assert p.home_gib == 1
+                      max_per_owner=2, warmth="paused", on_release="reset", on_logout="refresh",
+                      ready_marker="ready", ready_delay_s=1, ready_timeout_s=30, accel="tcg", home_gib=1)
+    assert p.home_gib == 1 and p.on_logout == "refresh"
+    assert s.logout("nobody") == {"kept": [], "refreshed": []}
+    with pytest.raises(vmpool.InvalidArgument):
+        s.logout("../x")
     assert isinstance(p, Pool) and isinstance(p.status, PoolStatus) and p.template is None
     assert (p.disk_gib, p.max_per_owner, p.warmth, p.on_release, p.ready_marker, p.ready_delay_s,
             p.ready_timeout_s, p.accel) == (2, 2, "paused", "reset", "ready", 1, 30, "tcg")

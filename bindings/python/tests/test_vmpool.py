@@ -247,7 +247,13 @@ def test_run_a_vm(tmp_path):
         with pytest.raises(vmpool.InvalidArgument):
             s.suspend_vm(vm, reason="a\0b")
         woken = s.resume_vm(vm)
-        assert woken.state == "running" and woken.suspended is None
+        assert woken.state == "running" and woken.suspended is None and woken.autoboot
+        # A host's reboot: stop suspends it, start wakes it (it belongs to no pool).
+        down = s.host_stop()
+        assert down["suspended"] == [vm.uuid] and down["errors"] == []
+        assert s.vm(vm).suspended["reason"] == "host stop"
+        up = s.host_start()
+        assert up["woken"] == [vm.uuid] and up["errors"] == [] and s.vm(vm).state == "running"
         png = tmp_path / "screen.png"
         s.screenshot(vm, png)
         assert png.read_bytes()[:4] == b"\x89PNG"

@@ -299,6 +299,8 @@ _store_free = _fn("vmpool_store_free", [_P], None)
 _store_open = _checked("vmpool_store_open", [_S, _OUT])
 _store_info = _checked("vmpool_store_info", [_P, _OUT])
 _store_recover = _checked("vmpool_store_recover", [_P, _OUT])
+_host_start = _checked("vmpool_host_start", [_P, _OUT])
+_host_stop = _checked("vmpool_host_stop", [_P, _OUT])
 _image_import = _checked("vmpool_image_import_with_progress", [_P, _S, _S, PROGRESS_CB, _P, _OUT])
 _image_list = _checked("vmpool_image_list", [_P, _OUT])
 _image_get = _checked("vmpool_image_get", [_P, _S, _OUT])
@@ -326,6 +328,7 @@ _pool_update = _checked("vmpool_pool_update", [_P, _S, _S, _OUT])
 _pool_delete = _checked("vmpool_pool_delete", [_P, _S])
 _pool_acquire = _checked("vmpool_pool_acquire", [_P, _S, _S, _S, _OUT])
 _pool_release = _checked("vmpool_pool_release", [_P, _S])
+_pool_logout = _checked("vmpool_pool_logout", [_P, _S, _OUT])
 _pool_refill = _checked("vmpool_pool_refill", [_P, _S, _S, REFILL_CB, _P, _OUT])
 _home_create = _checked("vmpool_home_create", [_P, _S, _c.c_uint64, _OUT])
 _home_get = _checked("vmpool_home_get", [_P, _S, _OUT])
@@ -479,6 +482,8 @@ class Vm(_Record):
     user: Optional[Dict[str, Any]] = None
     #: While ``state`` is ``"suspended"``: ``at``, ``reason``, ``bytes`` of its saved state.
     suspended: Optional[Dict[str, Any]] = None
+    #: Marked to run: set by a start or wake, cleared by a stop or kill; ``host_start`` starts it.
+    autoboot: bool = False
     extra: Dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     _nested: ClassVar[Dict[str, Callable[[Any], Any]]] = {
@@ -589,6 +594,8 @@ class Pool(_Record):
     accel: Optional[str] = None
     home_gib: Optional[int] = None
     idle_suspend_after_s: Optional[int] = None
+    #: What an owner's :meth:`Store.logout` does with their desktop: ``"keep"`` or ``"refresh"``.
+    on_logout: str = "keep"
     template: Optional[PoolTemplate] = None
     extra: Dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -661,7 +668,7 @@ _IMPORT_KEYS = {"uuid", "name", "version", "os", "sha256", "format", "size_bytes
 _VM_UPDATE_KEYS = {"vcpus", "ram_mib", "disk_gib"}
 # vmpool_pool_update takes every create key except name; image_uuid is also said as image=.
 _POOL_UPDATE_KEYS = {"image_uuid", "vcpus", "ram_mib", "disk_gib", "spares", "max_vms", "max_per_owner",
-                     "warmth", "on_release", "ready_marker", "ready_delay_s", "ready_timeout_s", "accel",
+                     "warmth", "on_release", "on_logout", "ready_marker", "ready_delay_s", "ready_timeout_s", "accel",
                      "home_gib", "idle_suspend_after_s"}
 _POOL_CREATE_KEYS = _POOL_UPDATE_KEYS - {"image_uuid", "vcpus", "ram_mib", "max_vms"}
 
@@ -757,6 +764,22 @@ class Store:
         """Clean up after operations whose process died: ``{"cleaned", "errors", "kept"}``."""
         with self._use() as h:
             done: Dict[str, Any] = _json_out(lambda out: _store_recover(h, out))
+        return done
+
+    def host_start(self) -> Dict[str, Any]:
+        """After the host booted: recover, start the VMs marked to run, wake what
+        ``host_stop`` suspended (a pool's desktop waits for its owner), refill every pool.
+        ``{"recovered", "started", "woken", "asleep", "refilled", "suspended", "ended",
+        "errors"}``."""
+        with self._use() as h:
+            done: Dict[str, Any] = _json_out(lambda out: _host_start(h, out))
+        return done
+
+    def host_stop(self) -> Dict[str, Any]:
+        """Before the host shuts down: suspend every VM that runs, end the spares. The same
+        keys as ``host_start``."""
+        with self._use() as h:
+            done: Dict[str, Any] = _json_out(lambda out: _host_stop(h, out))
         return done
 
     def import_image(self, path: Union[str, "os.PathLike[str]"], *, progress: Optional[Callable[[int, int], bool]] = None,
@@ -905,7 +928,7 @@ class Store:
     def create_pool(self, *, name: str, image: Union[str, Image], vcpus: int, ram_mib: int, max_vms: int,
                     **opts: Any) -> Pool:
         """Create a pool. Keywords: disk_gib, spares, max_per_owner, warmth ("disk", "paused",
-        "template"), on_release ("destroy", "reset"), ready_marker, ready_delay_s,
+        "template"), on_release ("destroy", "reset"), on_logout ("keep", "refresh"), ready_marker, ready_delay_s,
         ready_timeout_s, accel, home_gib (each owner's home volume), idle_suspend_after_s (suspend a desktop nobody looked at for that long); ``None`` leaves one out (its default). Spares are made by
         :meth:`refill`."""
         _refuse_unknown(opts, _POOL_CREATE_KEYS, "pool")
@@ -967,6 +990,14 @@ class Store:
         u = _uuid(vm)
         with self._use() as h:
             _pool_release(h, u)
+
+    def logout(self, owner: str) -> Dict[str, Any]:
+        """The owner logged out: each pool's ``on_logout`` keeps their desktop or releases it
+        for a fresh one next time (their home stays). ``{"kept": [...], "refreshed": [...]}``."""
+        o = _arg(owner, "owner")
+        with self._use() as h:
+            done: Dict[str, Any] = _json_out(lambda out: _pool_logout(h, o, out))
+        return done
 
     def refill(self, pool: str, *, parallel: Optional[int] = None,
                progress: Optional[Callable[[int, int, int], bool]] = None) -> RefillReport:

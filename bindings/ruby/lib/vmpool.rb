@@ -49,6 +49,8 @@ module Vmpool
     attach_function :vmpool_store_free, [:pointer], :void
     attach_function :vmpool_store_info, %i[pointer pointer], :uint32
     attach_function :vmpool_store_recover, %i[pointer pointer], :uint32, blocking: true
+    attach_function :vmpool_host_start, %i[pointer pointer], :uint32, blocking: true
+    attach_function :vmpool_host_stop, %i[pointer pointer], :uint32, blocking: true
     attach_function :vmpool_image_import_with_progress, %i[pointer string string progress_cb pointer pointer], :uint32, blocking: true
     attach_function :vmpool_image_list, %i[pointer pointer], :uint32
     attach_function :vmpool_image_get, %i[pointer string pointer], :uint32
@@ -76,6 +78,7 @@ module Vmpool
     attach_function :vmpool_pool_delete, %i[pointer string], :uint32, blocking: true
     attach_function :vmpool_pool_acquire, %i[pointer string string string pointer], :uint32, blocking: true
     attach_function :vmpool_pool_release, %i[pointer string], :uint32, blocking: true
+    attach_function :vmpool_pool_logout, %i[pointer string pointer], :uint32, blocking: true
     attach_function :vmpool_pool_refill, %i[pointer string string refill_cb pointer pointer], :uint32, blocking: true
     attach_function :vmpool_home_create, %i[pointer string uint64 pointer], :uint32, blocking: true
     attach_function :vmpool_home_get, %i[pointer string pointer], :uint32
@@ -203,6 +206,18 @@ module Vmpool
 
     def recover
       use { |h| Vmpool.json_out { |out| Native.vmpool_store_recover(h, out) } }
+    end
+
+    # After the host booted: recover, start the VMs marked to run, wake what host_stop
+    # suspended (a pool's desktop waits for its owner), refill every pool. A Hash with
+    # :recovered, :started, :woken, :asleep, :refilled, :suspended, :ended, :errors.
+    def host_start
+      use { |h| Vmpool.json_out { |out| Native.vmpool_host_start(h, out) } }
+    end
+
+    # Before the host shuts down: suspend every VM that runs, end the spares (the same keys).
+    def host_stop
+      use { |h| Vmpool.json_out { |out| Native.vmpool_host_stop(h, out) } }
     end
 
     # Import a raw or qcow2 file as an image. Keywords: name, version, os, sha256, uuid,
@@ -352,13 +367,13 @@ module Vmpool
     VM_UPDATE_KEYS = %i[vcpus ram_mib disk_gib].freeze
     # vmpool_pool_update takes every create key except name; image_uuid is also said as image:.
     POOL_UPDATE_KEYS = %i[image_uuid vcpus ram_mib disk_gib spares max_vms max_per_owner warmth on_release
-                          ready_marker ready_delay_s ready_timeout_s accel home_gib idle_suspend_after_s].freeze
+                          on_logout ready_marker ready_delay_s ready_timeout_s accel home_gib idle_suspend_after_s].freeze
     POOL_KEYS = (POOL_UPDATE_KEYS - [:image_uuid]).freeze # as earlier versions had it
     POOL_CREATE_KEYS = (POOL_UPDATE_KEYS - %i[image_uuid vcpus ram_mib max_vms]).freeze
 
     # Create a pool. +image+ is an image uuid or an image Hash. Keywords: disk_gib, spares,
     # max_per_owner, warmth ("disk", "paused" or "template"), on_release ("destroy" or
-    # "reset"), ready_marker, ready_delay_s, ready_timeout_s, accel, home_gib (each owner's
+    # "reset"), on_logout ("keep" or "refresh"), ready_marker, ready_delay_s, ready_timeout_s, accel, home_gib (each owner's
     # home volume), idle_suspend_after_s (suspend a desktop nobody looked at for that long);
     # nil leaves one out (its default). Spares are made by #refill.
     def create_pool(name:, image:, vcpus:, ram_mib:, max_vms:, **opts)
@@ -412,6 +427,12 @@ module Vmpool
       uuid = uuid_of(uuid)
       use { |h| Vmpool.check!(Native.vmpool_pool_release(h, uuid)) }
       nil
+    end
+
+    # The owner logged out: each pool's on_logout keeps their desktop or releases it for a
+    # fresh one next time (their home stays). A Hash with :kept and :refreshed uuids.
+    def logout(owner)
+      use { |h| Vmpool.json_out { |out| Native.vmpool_pool_logout(h, owner, out) } }
     end
 
     # Bring the pool's spares to its target. With a block, it is called with (ready, target,

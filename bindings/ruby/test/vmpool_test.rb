@@ -224,6 +224,14 @@ class VmpoolTest < Minitest::Test
       woken = s.resume_vm(vm)
       assert_equal "running", woken[:state]
       assert_nil woken[:suspended]
+      assert woken[:autoboot]
+      # A host's reboot: stop suspends it, start wakes it (it belongs to no pool).
+      down = s.host_stop
+      assert_equal [[vm[:uuid]], []], down.values_at(:suspended, :errors)
+      assert_equal "host stop", s.vm(vm)[:suspended][:reason]
+      up = s.host_start
+      assert_equal [[vm[:uuid]], []], up.values_at(:woken, :errors)
+      assert_equal "running", s.vm(vm)[:state]
       png = File.join(@dir, "screen.png")
       s.screenshot(vm, png)
       assert_equal "\x89PNG".b, File.binread(png, 4)

@@ -5,6 +5,7 @@
 
 mod guest;
 mod home;
+mod host;
 mod pool;
 
 use clap::{Parser, Subcommand};
@@ -56,6 +57,9 @@ enum Cmd {
     /// The store itself
     #[command(subcommand)]
     Store(StoreCmd),
+    /// The store across a host's reboot: start (after the boot), stop (before the shutdown)
+    #[command(subcommand)]
+    Host(host::HostCmd),
 }
 
 #[derive(Subcommand)]
@@ -239,6 +243,7 @@ fn run(cli: Cli) -> vmpool::Result<()> {
         Cmd::Pool(c) => pool::run(&store, c, json)?,
         Cmd::Home(c) => home::run(&store, c, json)?,
         Cmd::Guest(c) => guest::run(&store, c, json)?,
+        Cmd::Host(c) => host::run(&store, c, json)?,
         Cmd::Store(StoreCmd::Info) => {
             let info = store.info();
             let w = wire::StoreInfoOut::from(&info);

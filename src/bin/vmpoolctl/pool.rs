@@ -62,6 +62,12 @@ pub enum PoolCmd {
         /// VM uuid
         uuid: String,
     },
+    /// The owner logged out: each pool's on_logout keeps their desktop or releases it for a fresh one
+    Logout {
+        /// Owner
+        #[arg(long)]
+        owner: String,
+    },
     /// Bring the pool's spares to its target; --watch keeps doing it until SIGTERM
     Refill {
         /// Pool name
@@ -193,6 +199,19 @@ pub fn run(store: &Store, cmd: PoolCmd, json: bool) -> vmpool::Result<()> {
             } else {
                 out(&format!("released VM {uuid}"))
             }
+        }
+        PoolCmd::Logout { owner } => {
+            let r = store.logout(&owner)?;
+            if json {
+                return out(&wire::to_string(&wire::LogoutOut::from(&r))?);
+            }
+            for u in &r.kept {
+                out(&format!("kept VM {u}"))?;
+            }
+            for u in &r.refreshed {
+                out(&format!("released VM {u} (a fresh desktop next time)"))?;
+            }
+            Ok(())
         }
         PoolCmd::Refill {
             name,

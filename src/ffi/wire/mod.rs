@@ -199,6 +199,7 @@ pub struct VmOut<'a> {
     pool: Option<&'a str>,
     user: Option<UserOut<'a>>,
     suspended: Option<SuspendedOut<'a>>,
+    autoboot: bool,
 }
 
 /// While a VM is `suspended`: when and why, and what its saved state takes on disk.
@@ -256,6 +257,7 @@ impl<'a> From<&'a Vm> for VmOut<'a> {
                 reason: &x.reason,
                 bytes: x.bytes,
             }),
+            autoboot: v.autoboot,
         }
     }
 }
@@ -381,6 +383,35 @@ impl<'a> From<&'a Recovery> for RecoveryOut<'a> {
             cleaned: &r.cleaned,
             errors: &r.errors,
             kept: &r.kept,
+        }
+    }
+}
+
+/// What a host start or stop did, as JSON (`vmpool_host_start`, `vmpool_host_stop`).
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct HostOut<'a> {
+    recovered: &'a [String],
+    started: &'a [uuid::Uuid],
+    woken: &'a [uuid::Uuid],
+    asleep: &'a [uuid::Uuid],
+    refilled: &'a [String],
+    suspended: &'a [uuid::Uuid],
+    ended: &'a [uuid::Uuid],
+    errors: &'a [String],
+}
+
+impl<'a> From<&'a crate::store::HostReport> for HostOut<'a> {
+    fn from(r: &'a crate::store::HostReport) -> Self {
+        HostOut {
+            recovered: &r.recovered,
+            started: &r.started,
+            woken: &r.woken,
+            asleep: &r.asleep,
+            refilled: &r.refilled,
+            suspended: &r.suspended,
+            ended: &r.ended,
+            errors: &r.errors,
         }
     }
 }

@@ -4,8 +4,8 @@
 use super::{non_negative, ConsoleOut, VmOut};
 use crate::error::{Error, Result};
 use crate::pool::{
-    AcquireOptions, Acquired, OnRelease, Pool, PoolSpec, PoolUpdate, RefillOptions, RefillReport,
-    Warmth,
+    AcquireOptions, Acquired, OnLogout, OnRelease, Pool, PoolSpec, PoolUpdate, RefillOptions,
+    RefillReport, Warmth,
 };
 use crate::validate;
 use crate::vm::Accel;
@@ -40,6 +40,7 @@ pub(super) struct PoolPayload {
     max_per_owner: Option<i64>,
     warmth: Option<Warmth>,
     on_release: Option<OnRelease>,
+    on_logout: Option<OnLogout>,
     ready_marker: Option<String>,
     ready_delay_s: Option<i64>,
     ready_timeout_s: Option<i64>,
@@ -71,6 +72,9 @@ pub fn pool_spec(json: &str) -> Result<PoolSpec> {
     }
     if let Some(v) = p.on_release {
         s.on_release = v;
+    }
+    if let Some(v) = p.on_logout {
+        s.on_logout = v;
     }
     s.ready_marker = p.ready_marker;
     if let Some(v) = p.ready_delay_s {
@@ -107,6 +111,7 @@ pub(super) struct PoolChanges {
     max_per_owner: Option<i64>,
     warmth: Option<Warmth>,
     on_release: Option<OnRelease>,
+    on_logout: Option<OnLogout>,
     #[serde(default, deserialize_with = "clearable")]
     ready_marker: Option<Option<String>>,
     ready_delay_s: Option<i64>,
@@ -140,6 +145,7 @@ pub fn pool_update(json: &str) -> Result<PoolUpdate> {
         max_per_owner: u32s("max_per_owner", c.max_per_owner)?,
         warmth: c.warmth,
         on_release: c.on_release,
+        on_logout: c.on_logout,
         ready_marker: c.ready_marker,
         ready_delay_s: u32s("ready_delay_s", c.ready_delay_s)?,
         ready_timeout_s: u32s("ready_timeout_s", c.ready_timeout_s)?,
@@ -245,6 +251,7 @@ pub struct PoolOut<'a> {
     max_per_owner: u32,
     warmth: Warmth,
     on_release: OnRelease,
+    on_logout: OnLogout,
     ready_marker: Option<&'a str>,
     ready_delay_s: u32,
     ready_timeout_s: u32,
@@ -271,6 +278,7 @@ impl<'a> From<&'a Pool> for PoolOut<'a> {
             max_per_owner: s.max_per_owner,
             warmth: s.warmth,
             on_release: s.on_release,
+            on_logout: s.on_logout,
             ready_marker: s.ready_marker.as_deref(),
             ready_delay_s: s.ready_delay_s,
             ready_timeout_s: s.ready_timeout_s,
@@ -307,6 +315,23 @@ pub fn pools(list: &[Pool]) -> Result<String> {
 struct StepOut {
     step: &'static str,
     ms: f64,
+}
+
+/// What `vmpool_pool_logout` returns.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct LogoutOut<'a> {
+    kept: &'a [uuid::Uuid],
+    refreshed: &'a [uuid::Uuid],
+}
+
+impl<'a> From<&'a crate::pool::LoggedOut> for LogoutOut<'a> {
+    fn from(r: &'a crate::pool::LoggedOut) -> Self {
+        LogoutOut {
+            kept: &r.kept,
+            refreshed: &r.refreshed,
+        }
+    }
 }
 
 /// What `vmpool_pool_acquire` returns.

@@ -5,11 +5,11 @@
 
 use super::homes::HomeOut;
 use super::pools::{
-    AcquireIn, AcquiredOut, PoolChanges, PoolOut, PoolPayload, RefillIn, RefillOut,
+    AcquireIn, AcquiredOut, LogoutOut, PoolChanges, PoolOut, PoolPayload, RefillIn, RefillOut,
 };
 use super::{
-    ConsoleOut, ImageOut, ImportManifest, RecoveryOut, StartIn, StoreInfoOut, UpdateIn, VmOut,
-    VmPayload, VmStatusOut,
+    ConsoleOut, HostOut, ImageOut, ImportManifest, RecoveryOut, StartIn, StoreInfoOut, UpdateIn,
+    VmOut, VmPayload, VmStatusOut,
 };
 use schemars::{JsonSchema, SchemaGenerator};
 use serde_json::{json, Map, Value};
@@ -51,6 +51,16 @@ pub fn schema() -> Value {
             "vmpool_store_recover",
             None,
             Some(r::<RecoveryOut<'static>>(&mut g)),
+        ),
+        e(
+            "vmpool_host_start",
+            None,
+            Some(r::<HostOut<'static>>(&mut g)),
+        ),
+        e(
+            "vmpool_host_stop",
+            None,
+            Some(r::<HostOut<'static>>(&mut g)),
         ),
         e(
             "vmpool_image_import",
@@ -111,6 +121,11 @@ pub fn schema() -> Value {
             "vmpool_pool_acquire",
             Some(("options_json", r::<AcquireIn>(&mut g))),
             Some(r::<AcquiredOut<'static>>(&mut g)),
+        ),
+        e(
+            "vmpool_pool_logout",
+            None,
+            Some(r::<LogoutOut<'static>>(&mut g)),
         ),
         e(
             "vmpool_home_create",

@@ -172,6 +172,10 @@ pub struct VmRecord {
     /// Set from the moment its saved state is complete until a resume has loaded it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suspended: Option<Suspension>,
+    /// Marked to run: set by a start or wake, cleared by a stop or kill asked for (absent in
+    /// older records: not marked).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub autoboot: bool,
     /// Unknown fields, written back as read.
     #[serde(flatten)]
     pub extra: Extra,
@@ -372,6 +376,7 @@ impl From<&VmRecord> for Vm {
             pool: r.pool.clone(),
             user: r.user.clone(),
             suspended: r.suspended.clone(),
+            autoboot: r.autoboot,
         }
     }
 }
@@ -408,6 +413,7 @@ impl From<&Vm> for VmRecord {
             identity_pending: None,
             user: v.user.clone(),
             suspended: v.suspended.clone(),
+            autoboot: v.autoboot,
             extra: Extra::new(),
         }
     }

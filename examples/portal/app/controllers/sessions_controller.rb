@@ -19,8 +19,17 @@ class SessionsController < ApplicationController
     redirect_to(back.presence || landing_path_for(user))
   end
 
+  # Each pool's on_logout says what becomes of the user's desktops: kept, or released for a
+  # fresh one next time (their home stays). A store that cannot be reached does not keep
+  # anyone signed in.
   def destroy
+    owner = current_user.owner
     sign_out
+    begin
+      Portal.store.logout(owner)
+    rescue Vmpool::Error => e
+      Rails.logger.warn("logout of #{owner}: #{e.message}")
+    end
     redirect_to login_path, notice: "Logged out."
   end
 

@@ -157,6 +157,26 @@ class PoolsTest < ActionDispatch::IntegrationTest
     assert_equal 0, store.pool(p[:name]).dig(:status, :owned)
   end
 
+  test "logging out keeps the desktop of a keep pool and refreshes that of a refresh pool" do
+    kept = make_pool(spares: 0, on_logout: "keep")
+    fresh = make_pool(spares: 0, on_logout: "refresh")
+    assert_equal %w[keep refresh], [kept[:on_logout], fresh[:on_logout]]
+    log_in(@alice)
+    acquire(kept[:name])
+    same = path.split("/").last
+    acquire(fresh[:name])
+    gone = path.split("/").last
+    log_out
+    assert_redirected_to login_path
+    assert_equal @alice.owner, store.vm(same)[:owner], "a keep pool's desktop stays hers"
+    assert_raises(Vmpool::NotFound) { store.vm(gone) }
+    log_in(@alice)
+    acquire(kept[:name])
+    assert_equal same, path.split("/").last
+    acquire(fresh[:name])
+    refute_equal gone, path.split("/").last
+  end
+
   test "an admin creates, edits, refills and deletes a pool" do
     log_in(@admin)
     get new_admin_pool_path

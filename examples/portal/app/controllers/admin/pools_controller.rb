@@ -3,7 +3,7 @@
 module Admin
   # Pools: the library's pools (stored in the store, not in the portal's database).
   class PoolsController < BaseController
-    FIELDS = %i[image_uuid vcpus ram_mib disk_gib spares max_vms max_per_owner warmth on_release
+    FIELDS = %i[image_uuid vcpus ram_mib disk_gib spares max_vms max_per_owner warmth on_release on_logout
                 ready_marker ready_delay_s ready_timeout_s accel idle_suspend_after_s].freeze
     INTEGER = %i[vcpus ram_mib disk_gib spares max_vms max_per_owner ready_delay_s ready_timeout_s
                  idle_suspend_after_s].freeze
@@ -29,7 +29,7 @@ module Admin
 
     def new
       @pool = { vcpus: 1, ram_mib: 256, disk_gib: 1, spares: 1, max_vms: 10, max_per_owner: 1, warmth: "paused",
-                on_release: "destroy", ready_marker: "", accel: "" }
+                on_release: "destroy", on_logout: "keep", ready_marker: "", accel: "" }
       @images = Portal.store.images
     end
 

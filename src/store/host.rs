@@ -1,0 +1,238 @@
+//! A host that reboots (`docs/sessions.md`): `host stop` before the shutdown puts every
+//! session to sleep, `host start` after the boot brings the store back. The `vmpool.service`
+//! unit runs them (`ExecStop`, `ExecStart`); a host that went down without `host stop` (a
+//! power cut, a kernel panic) comes back through `host start` too, minus the sessions'
+//! memory.
+//!
+//! - **Stop**: every desktop and VM that runs is suspended to the store (reason
+//!   [`HOST_STOP_REASON`]); spares, template builds and VMs still waiting for a state hold
+//!   no session and are ended (refill makes them again). A VM that cannot be suspended is
+//!   ended with its mark to run kept, so the next start boots it.
+//! - **Start**: recovery, then every VM marked to run (`autoboot`: set by a start or wake,
+//!   cleared by a stop or kill asked for) whose run ended with the host is started (a
+//!   pool's desktop the way its owner's acquire would bring it back: home plugged in,
+//!   identity given if it never got one); VMs of no pool that `host stop` suspended wake;
+//!   desktops asleep stay asleep until their owner's acquire; then every pool is refilled.
+//!
+//! Both are idempotent and safe beside other processes using the store: each VM is handled
+//! under its own lifecycle lock by the usual operations, so a VM changed meanwhile is left as
+//! that change made it.
+
+use crate::error::{Error, Result};
+use crate::pool::RefillOptions;
+use crate::store::catalog::records::VmRecord;
+use crate::store::Store;
+use crate::vm::launch::StartOptions;
+use crate::vm::State;
+use std::sync::atomic::AtomicBool;
+use std::sync::Mutex;
+use uuid::Uuid;
+
+/// The reason `host stop` records on what it suspends; `host start` wakes the VMs of no pool
+/// suspended for it (a pool's desktop waits for its owner).
+pub const HOST_STOP_REASON: &str = "host stop";
+
+/// VMs handled at once: a suspend writes the guest's RAM to the store and a start spawns a
+/// QEMU; more at once only queue on the disk and the CPUs.
+const PARALLEL: usize = 4;
+
+/// What `host_start` or `host_stop` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostReport {
+    /// What recovery cleaned up (start).
+    pub recovered: Vec<String>,
+    /// VMs started again: marked to run, their run ended with the host (start).
+    pub started: Vec<Uuid>,
+    /// VMs of no pool woken from `host stop`'s suspend (start).
+    pub woken: Vec<Uuid>,
+    /// Desktops left asleep until their owner comes back (start).
+    pub asleep: Vec<Uuid>,
+    /// Pools refilled (start).
+    pub refilled: Vec<String>,
+    /// VMs suspended (stop).
+    pub suspended: Vec<Uuid>,
+    /// VMs ended without a session to keep: spares, template builds, VMs waiting for a state
+    /// (stop), and VMs that could not be suspended (their errors say so).
+    pub ended: Vec<Uuid>,
+    /// What went wrong, one line each; everything else went on.
+    pub errors: Vec<String>,
+}
+
+/// One VM's part of a host start or stop.
+enum Job {
+    Start(Uuid),
+    BringBack(Uuid),
+    Wake(Uuid),
+    Suspend(Uuid),
+    End(Uuid),
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Whether a VM holds no session of its own: a pool's spare, a template build, a VM whose
+/// QEMU still waits for the state it starts from.
+fn sessionless(r: &VmRecord) -> bool {
+    r.template_build || (r.pool.is_some() && r.owner.is_empty()) || r.restore.is_some()
+}
+
+impl Store {
+    /// After the host booted: recover, start what was marked to run and went down with the
+    /// host, wake the VMs of no pool that `host_stop` suspended, refill every pool. Desktops
+    /// asleep stay asleep until their owner's acquire. Errors of single VMs and pools are in
+    /// the report; the call fails only if the store cannot be read.
+    pub fn host_start(&self) -> Result<HostReport> {
+        let mut report = HostReport::default();
+        let rec = self.recover()?;
+        report.recovered = rec.cleaned;
+        report.errors.extend(rec.errors);
+        let mut jobs = Vec::new();
+        for r in self.catalog.vms(None)? {
+            if sessionless(&r) {
+                continue;
+            }
+            match self.live(&r).state {
+                State::Suspended => {
+                    let by_host = r
+                        .suspended
+                        .as_ref()
+                        .is_some_and(|s| s.reason == HOST_STOP_REASON);
+                    if r.pool.is_none() && by_host {
+                        jobs.push(Job::Wake(r.uuid));
+                    } else {
+                        report.asleep.push(r.uuid);
+                    }
+                }
+                State::Stopped | State::Failed if r.autoboot => jobs.push(if r.pool.is_some() {
+                    Job::BringBack(r.uuid)
+                } else {
+                    Job::Start(r.uuid)
+                }),
+                _ => {}
+            }
+        }
+        let mut report = self.run_jobs(jobs, report);
+        let stop = AtomicBool::new(false);
+        let opts = RefillOptions { parallel: PARALLEL };
+        for p in self.catalog.pools()? {
+            if p.deleting {
+                continue;
+            }
+            let name = p.spec.name;
+            match self.refill(&name, &opts, &|_| {}, &stop) {
+                Ok(r) => {
+                    report
+                        .errors
+                        .extend(r.errors.into_iter().map(|e| format!("pool {name}: {e}")));
+                    report.refilled.push(name);
+                }
+                Err(e) => report.errors.push(format!("refilling pool {name}: {e}")),
+            }
+        }
+        Ok(report)
+    }
+
+    /// Before the host shuts down: suspend every VM that runs (its session comes back after
+    /// the boot), end the ones that hold no session. Returns once no QEMU of the store runs
+    /// but those it could not end (their errors are in the report).
+    pub fn host_stop(&self) -> Result<HostReport> {
+        let mut jobs = Vec::new();
+        for r in self.catalog.vms(None)? {
+            if !self.live(&r).state.is_active() {
+                continue;
+            }
+            // A wake under way (its QEMU waits for the saved state) ends suspended.
+            jobs.push(if sessionless(&r) || r.suspended.is_some() {
+                Job::End(r.uuid)
+            } else {
+                Job::Suspend(r.uuid)
+            });
+        }
+        Ok(self.run_jobs(jobs, HostReport::default()))
+    }
+
+    /// Run `jobs`, [`PARALLEL`] at a time, into `report`.
+    fn run_jobs(&self, jobs: Vec<Job>, report: HostReport) -> HostReport {
+        let queue = Mutex::new(jobs);
+        let report = Mutex::new(report);
+        std::thread::scope(|s| {
+            for _ in 0..PARALLEL {
+                s.spawn(|| loop {
+                    let Some(job) = lock(&queue).pop() else {
+                        break;
+                    };
+                    self.run_job(job, &report);
+                });
+            }
+        });
+        let mut r = report.into_inner().unwrap_or_else(|p| p.into_inner());
+        for list in [
+            &mut r.started,
+            &mut r.woken,
+            &mut r.asleep,
+            &mut r.suspended,
+            &mut r.ended,
+        ] {
+            list.sort();
+        }
+        r
+    }
+
+    fn run_job(&self, job: Job, report: &Mutex<HostReport>) {
+        match job {
+            Job::Start(u) => {
+                let accel = self.catalog.vm(&u).ok().flatten().and_then(|r| r.accel);
+                match self.start_vm(u, &StartOptions { accel }) {
+                    Ok(_) | Err(Error::AlreadyRunning(_)) => lock(report).started.push(u),
+                    Err(e) => lock(report).errors.push(format!("starting VM {u}: {e}")),
+                }
+            }
+            Job::BringBack(u) => match self.bring_back(u) {
+                Ok(_) => lock(report).started.push(u),
+                Err(e) => lock(report)
+                    .errors
+                    .push(format!("bringing back desktop {u}: {e}")),
+            },
+            Job::Wake(u) => match self.resume_vm(u) {
+                Ok(_) => lock(report).woken.push(u),
+                Err(e) => lock(report).errors.push(format!("waking VM {u}: {e}")),
+            },
+            Job::Suspend(u) => match self.suspend_vm(u, HOST_STOP_REASON) {
+                Ok(_) => lock(report).suspended.push(u),
+                Err(e) => {
+                    let runs = self
+                        .catalog
+                        .vm(&u)
+                        .ok()
+                        .flatten()
+                        .is_some_and(|r| self.live(&r).state.is_active());
+                    // Ended or changed meanwhile by someone else: theirs to say.
+                    if !runs && matches!(e, Error::InvalidState(_)) {
+                        return;
+                    }
+                    let mut r = lock(report);
+                    if !runs {
+                        r.errors.push(format!("suspending VM {u}: {e}"));
+                        return;
+                    }
+                    drop(r);
+                    // Whatever still runs (a guest still starting, a save that failed) ends,
+                    // marked to run as it was: the next host start boots it.
+                    let ended = self.kill_vm_as(u, false);
+                    let mut r = lock(report);
+                    r.errors
+                        .push(format!("suspending VM {u}: {e}; it was ended instead"));
+                    match ended {
+                        Ok(_) => r.ended.push(u),
+                        Err(e) => r.errors.push(format!("ending VM {u}: {e}")),
+                    }
+                }
+            },
+            Job::End(u) => match self.kill_vm_as(u, false) {
+                Ok(_) => lock(report).ended.push(u),
+                Err(e) => lock(report).errors.push(format!("ending VM {u}: {e}")),
+            },
+        }
+    }
+}
