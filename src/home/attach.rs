@@ -161,6 +161,24 @@ impl Store {
         plug(q).map_err(|e| crate::vm::lifecycle::qmp_error(&vm, "plugging in the home volume", e))
     }
 
+    /// Before `vm` is destroyed while it sleeps: the home's last writes may be in its saved
+    /// memory, so it wakes first (and `sync_home` then writes them out). An error leaves it
+    /// asleep, for the caller to keep.
+    pub(crate) fn wake_for_home(&self, vm: Uuid) -> Result<()> {
+        let rec = self.record(&vm)?;
+        let attached = self
+            .catalog
+            .home(&rec.owner)?
+            .is_some_and(|h| h.attached_to == Some(vm));
+        if attached
+            && self.image_tag(rec.image_uuid, ON_HOME_TAG).is_some()
+            && self.vm(vm)?.state == crate::vm::State::Suspended
+        {
+            self.resume_vm(vm)?;
+        }
+        Ok(())
+    }
+
     /// Before `vm` is destroyed: have its guest write the home's pages out (best effort: a
     /// guest that does not answer loses at most what ext4 had not committed).
     pub(crate) fn sync_home(&self, vm: Uuid) {

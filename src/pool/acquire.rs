@@ -91,7 +91,7 @@ impl Store {
             let (held, _) = self.held_by(&dir, name, owner, false)?;
             if let Some(u) = held.first() {
                 out.step("find", &mut since);
-                return self.hand_over(*u, out, opts, t0, since);
+                return self.hand_over(*u, out, opts, t0, since, false);
             }
         }
         loop {
@@ -113,13 +113,13 @@ impl Store {
                 }
                 Decision::Held(u) => {
                     out.step("find", &mut since);
-                    return self.hand_over(u, out, opts, t0, since);
+                    return self.hand_over(u, out, opts, t0, since, false);
                 }
                 Decision::Claimed(u, was) => {
                     out.step("claim", &mut since);
                     out.path = AcquirePath::Spare;
                     out.was = was;
-                    return self.hand_over(u, out, opts, t0, since);
+                    return self.hand_over(u, out, opts, t0, since, false);
                 }
                 Decision::Make(u, making) => {
                     let rec = self.pool_record(name)?;
@@ -136,7 +136,7 @@ impl Store {
                     out.step("create", &mut since);
                     out.path = AcquirePath::Created;
                     out.was = "disk";
-                    return self.hand_over(u, out, opts, t0, since);
+                    return self.hand_over(u, out, opts, t0, since, false);
                 }
             }
         }
@@ -262,7 +262,7 @@ impl Store {
     }
 
     /// Make the owner's VM run (start, resume, or load its template's state) and finish
-    /// the acquire.
+    /// the acquire. `only_marked`: see `make_running`.
     fn hand_over(
         &self,
         u: Uuid,
@@ -270,6 +270,7 @@ impl Store {
         opts: &AcquireOptions,
         t0: Instant,
         mut since: Instant,
+        only_marked: bool,
     ) -> Result<Acquired> {
         // A new owner's desktop carries their user from its first start: a VM booting from
         // disk reads it from the seed that start writes.
@@ -278,7 +279,10 @@ impl Store {
                 self.set_user(u, user)?;
             }
         }
-        let (mut vm, was) = self.make_running(u)?;
+        let (mut vm, was) = self.make_running(u, only_marked)?;
+        // A desktop handed out is to run: a host start brings it back if the host goes down.
+        self.mark_to_run(&u)?;
+        vm.autoboot = true;
         self.mark_seen(&u);
         if out.path == AcquirePath::Redirect {
             out.was = was;
@@ -311,7 +315,12 @@ impl Store {
         });
         if let Some(program) = program {
             let fresh = rec.identity_pending.is_some();
-            if let Err(e) = self.give_identity(u, &program, fresh) {
+            let given = self.give_identity(u, &program, fresh);
+            if let Err(e) = given {
+                // A host start reports it and leaves the desktop: its owner's acquire decides.
+                if only_marked {
+                    return Err(e);
+                }
                 eprintln!("vmpool: VM {u}: no identity of its own ({e}); destroying it");
                 let _ = self.kill_vm(u);
                 let _ = self.release(u);
@@ -357,12 +366,14 @@ impl Store {
             total_ms: 0.0,
             console: None,
         };
-        self.hand_over(u, out, &AcquireOptions::default(), t0, t0)
+        self.hand_over(u, out, &AcquireOptions::default(), t0, t0, true)
             .map(|a| a.vm)
     }
 
-    /// Bring a VM to running from whatever state it is in; what it was.
-    fn make_running(&self, u: Uuid) -> Result<(Vm, &'static str)> {
+    /// Bring a VM to running from whatever state it is in; what it was. `only_marked`: a
+    /// host start's, which starts it only if it is still marked to run (a stop asked for
+    /// since is left alone).
+    fn make_running(&self, u: Uuid, only_marked: bool) -> Result<(Vm, &'static str)> {
         let mut was = None;
         let deadline = Instant::now() + TRANSITION_WAIT;
         while Instant::now() < deadline {
@@ -401,8 +412,15 @@ impl Store {
                     } else {
                         "disk"
                     });
-                    match self.start_vm(u, &StartOptions { accel }) {
-                        Ok(_) | Err(Error::AlreadyRunning(_)) => {}
+                    match self
+                        .start_vm_if(u, &StartOptions { accel }, |r| !only_marked || r.autoboot)
+                    {
+                        Ok(Some(_)) | Err(Error::AlreadyRunning(_)) => {}
+                        Ok(None) => {
+                            return Err(Error::InvalidState(format!(
+                                "VM {u} was stopped meanwhile; left stopped"
+                            )))
+                        }
                         // Its last run's supervisor still records its end: a moment later.
                         Err(Error::Busy(_)) => std::thread::sleep(Duration::from_millis(10)),
                         Err(e) => return Err(e),
@@ -438,6 +456,7 @@ impl Store {
             )));
         }
         let rec = self.catalog.pool(&name)?.filter(|p| !p.deleting);
+        self.wake_for_home(u)?;
         self.sync_home(u);
         self.remove_vm_now(u)?;
         self.unclaim_home(&r.owner, u);
@@ -492,26 +511,17 @@ impl Store {
         let vm = self.make_pool_vm(rec, u, "");
         drop(making);
         vm?;
+        let opts = StartOptions {
+            accel: rec.spec.accel,
+        };
         match self.warmth_now(rec) {
             Warmth::Disk => dir.add_spare(&u),
             Warmth::Template => {
-                self.start_vm(
-                    u,
-                    &StartOptions {
-                        accel: rec.spec.accel,
-                    },
-                )?;
+                self.start_vm_if(u, &opts, |_| true)?;
                 dir.add_spare(&u)
             }
             // Booting and pausing it is refill's (it waits for the guest).
-            Warmth::Paused => self
-                .start_vm(
-                    u,
-                    &StartOptions {
-                        accel: rec.spec.accel,
-                    },
-                )
-                .map(drop),
+            Warmth::Paused => self.start_vm_if(u, &opts, |_| true).map(drop),
         }
     }
 }

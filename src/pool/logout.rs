@@ -3,7 +3,8 @@
 //! they are (the same desktop next time; the idle policy may put it to sleep), `refresh`
 //! releases them (the pool's `on_release`: destroyed, or destroyed with a fresh spare made at
 //! once), so the next acquire hands out a fresh one. An owner's home is never touched: it is
-//! attached to whichever desktop they get next.
+//! attached to whichever desktop they get next (a desktop asleep with it wakes first, so
+//! that its last writes, in the guest's saved memory, reach the home: see `release`).
 
 use crate::error::Result;
 use crate::pool::OnLogout;

@@ -243,7 +243,7 @@ impl Store {
                 Warmth::Template => {
                     match self.vm(u)?.state {
                         State::Stopped | State::Failed => {
-                            self.start_vm(u, &StartOptions { accel })?;
+                            self.start_vm_if(u, &StartOptions { accel }, |_| true)?;
                         }
                         State::Paused if r.restore.is_some() => {}
                         other => {
@@ -260,7 +260,7 @@ impl Store {
                     let state = self.vm(u)?.state;
                     let from = match state {
                         State::Stopped | State::Failed => {
-                            self.start_vm(u, &StartOptions { accel })?;
+                            self.start_vm_if(u, &StartOptions { accel }, |_| true)?;
                             log_from
                         }
                         // Booted by someone who died before pausing it: look at its whole log.

@@ -8,8 +8,9 @@
 //!   [`HOST_STOP_REASON`]); spares, template builds and VMs still waiting for a state hold
 //!   no session and are ended (refill makes them again). A VM that cannot be suspended is
 //!   ended with its mark to run kept, so the next start boots it.
-//! - **Start**: recovery, then every VM marked to run (`autoboot`: set by a start or wake,
-//!   cleared by a stop or kill asked for) whose run ended with the host is started (a
+//! - **Start**: recovery, then every VM marked to run (`autoboot`: set by a start that runs
+//!   it, a wake or a hand-out, cleared by a stop or kill asked for) that does not run is
+//!   started (a
 //!   pool's desktop the way its owner's acquire would bring it back: home plugged in,
 //!   identity given if it never got one); VMs of no pool that `host stop` suspended wake;
 //!   desktops asleep stay asleep until their owner's acquire; then every pool is refilled.
@@ -24,8 +25,10 @@ use crate::store::catalog::records::VmRecord;
 use crate::store::Store;
 use crate::vm::launch::StartOptions;
 use crate::vm::State;
+use std::collections::HashSet;
 use std::sync::atomic::AtomicBool;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 /// The reason `host stop` records on what it suspends; `host start` wakes the VMs of no pool
@@ -35,6 +38,14 @@ pub const HOST_STOP_REASON: &str = "host stop";
 /// VMs handled at once: a suspend writes the guest's RAM to the store and a start spawns a
 /// QEMU; more at once only queue on the disk and the CPUs.
 const PARALLEL: usize = 4;
+
+/// How many times host stop looks for VMs that run: VMs started meanwhile (a refill or an
+/// acquire of another process) are found by the next look.
+const STOP_ROUNDS: usize = 3;
+
+/// How long host stop waits out another process's change to a VM (a suspend or wake
+/// finishing, a start) before it ends the VM.
+const SETTLE_WAIT: Duration = Duration::from_secs(60);
 
 /// What `host_start` or `host_stop` did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -63,8 +74,7 @@ enum Job {
     Start(Uuid),
     BringBack(Uuid),
     Wake(Uuid),
-    Suspend(Uuid),
-    End(Uuid),
+    Stop(Uuid),
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -134,22 +144,92 @@ impl Store {
     }
 
     /// Before the host shuts down: suspend every VM that runs (its session comes back after
-    /// the boot), end the ones that hold no session. Returns once no QEMU of the store runs
-    /// but those it could not end (their errors are in the report).
+    /// the boot), end the ones that hold no session. Each VM is decided again under its own
+    /// lock at each step (another process may claim, wake, suspend or stop it meanwhile),
+    /// and VMs started meanwhile (a refill elsewhere) are found by a second look. Returns
+    /// once no QEMU of the store runs but those it could not end (their errors say so).
     pub fn host_stop(&self) -> Result<HostReport> {
-        let mut jobs = Vec::new();
-        for r in self.catalog.vms(None)? {
-            if !self.live(&r).state.is_active() {
-                continue;
+        let mut report = HostReport::default();
+        let mut seen = HashSet::new();
+        for _ in 0..STOP_ROUNDS {
+            let mut jobs = Vec::new();
+            for r in self.catalog.vms(None)? {
+                if self.live(&r).state.is_active() && seen.insert(r.uuid) {
+                    jobs.push(Job::Stop(r.uuid));
+                }
             }
-            // A wake under way (its QEMU waits for the saved state) ends suspended.
-            jobs.push(if sessionless(&r) || r.suspended.is_some() {
-                Job::End(r.uuid)
-            } else {
-                Job::Suspend(r.uuid)
-            });
+            if jobs.is_empty() {
+                break;
+            }
+            report = self.run_jobs(jobs, report);
         }
-        Ok(self.run_jobs(jobs, HostReport::default()))
+        Ok(report)
+    }
+
+    /// Host stop's part for one VM: suspended if it holds a session, ended if not; what
+    /// another process does to it meanwhile is waited out (a suspend or wake finishing, a
+    /// start) for up to [`SETTLE_WAIT`], then it is ended, still marked to run.
+    fn stop_one(&self, u: Uuid, report: &Mutex<HostReport>) {
+        let deadline = Instant::now() + SETTLE_WAIT;
+        loop {
+            let Ok(Some(r)) = self.catalog.vm(&u) else {
+                return;
+            };
+            let live = self.live(&r).state;
+            if !live.is_active() {
+                return;
+            }
+            let failed = if r.suspended.is_some() {
+                // A suspend finishing (its QEMU ending) or a wake: a live one is waited for
+                // on the lock, one whose process died is settled (running, or suspended).
+                self.settle_suspend(&u)
+                    .err()
+                    .map(|e| format!("settling VM {u}: {e}"))
+            } else if sessionless(&r) {
+                match self.kill_vm_if(u, false, |r| sessionless(r) && r.suspended.is_none()) {
+                    Ok(Some(_)) => return lock(report).ended.push(u),
+                    Ok(None) => None,
+                    Err(e) => Some(format!("ending VM {u}: {e}")),
+                }
+            } else if matches!(live, State::Running | State::Paused) {
+                match self.suspend_vm(u, HOST_STOP_REASON) {
+                    Ok(_) => return lock(report).suspended.push(u),
+                    // Changed meanwhile (claimed, stopped, being started): look again.
+                    Err(Error::InvalidState(_)) => None,
+                    // The save failed; the guest went on.
+                    Err(e) => Some(format!("suspending VM {u}: {e}")),
+                }
+            } else {
+                None
+            };
+            let failed = failed.or_else(|| {
+                (Instant::now() > deadline).then(|| {
+                    format!(
+                        "VM {u} stayed {} for {} s",
+                        live.as_str(),
+                        SETTLE_WAIT.as_secs()
+                    )
+                })
+            });
+            if let Some(why) = failed {
+                // Ended, still marked to run: the next host start boots it. Never a VM whose
+                // suspend is finishing (its state would be lost).
+                let ended = self.kill_vm_if(u, false, |r| r.suspended.is_none());
+                let mut rep = lock(report);
+                match ended {
+                    Ok(Some(_)) => {
+                        rep.errors.push(format!(
+                            "{why}; it was ended instead (the next host start boots it)"
+                        ));
+                        rep.ended.push(u);
+                    }
+                    Ok(None) => rep.errors.push(why),
+                    Err(e) => rep.errors.push(format!("{why}; ending it: {e}")),
+                }
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Run `jobs`, [`PARALLEL`] at a time, into `report`.
@@ -180,59 +260,42 @@ impl Store {
     }
 
     fn run_job(&self, job: Job, report: &Mutex<HostReport>) {
+        let opts = |u: &Uuid| StartOptions {
+            accel: self.catalog.vm(u).ok().flatten().and_then(|r| r.accel),
+        };
         match job {
-            Job::Start(u) => {
-                let accel = self.catalog.vm(&u).ok().flatten().and_then(|r| r.accel);
-                match self.start_vm(u, &StartOptions { accel }) {
-                    Ok(_) | Err(Error::AlreadyRunning(_)) => lock(report).started.push(u),
-                    Err(e) => lock(report).errors.push(format!("starting VM {u}: {e}")),
-                }
-            }
+            // Each start asks again under the VM's lock: a stop asked for meanwhile wins.
+            Job::Start(u) => match self.start_vm_if(u, &opts(&u), |r| r.autoboot) {
+                Ok(Some(_)) => lock(report).started.push(u),
+                Ok(None) | Err(Error::AlreadyRunning(_)) => {}
+                Err(e) => lock(report).errors.push(format!("starting VM {u}: {e}")),
+            },
             Job::BringBack(u) => match self.bring_back(u) {
                 Ok(_) => lock(report).started.push(u),
+                Err(Error::InvalidState(_)) if !self.marked(&u) => {}
                 Err(e) => lock(report)
                     .errors
                     .push(format!("bringing back desktop {u}: {e}")),
             },
-            Job::Wake(u) => match self.resume_vm(u) {
-                Ok(_) => lock(report).woken.push(u),
+            Job::Wake(u) => match self.start_vm_if(u, &opts(&u), |r| {
+                r.suspended
+                    .as_ref()
+                    .is_some_and(|s| s.reason == HOST_STOP_REASON)
+            }) {
+                Ok(Some(_)) => lock(report).woken.push(u),
+                Ok(None) => {}
                 Err(e) => lock(report).errors.push(format!("waking VM {u}: {e}")),
             },
-            Job::Suspend(u) => match self.suspend_vm(u, HOST_STOP_REASON) {
-                Ok(_) => lock(report).suspended.push(u),
-                Err(e) => {
-                    let runs = self
-                        .catalog
-                        .vm(&u)
-                        .ok()
-                        .flatten()
-                        .is_some_and(|r| self.live(&r).state.is_active());
-                    // Ended or changed meanwhile by someone else: theirs to say.
-                    if !runs && matches!(e, Error::InvalidState(_)) {
-                        return;
-                    }
-                    let mut r = lock(report);
-                    if !runs {
-                        r.errors.push(format!("suspending VM {u}: {e}"));
-                        return;
-                    }
-                    drop(r);
-                    // Whatever still runs (a guest still starting, a save that failed) ends,
-                    // marked to run as it was: the next host start boots it.
-                    let ended = self.kill_vm_as(u, false);
-                    let mut r = lock(report);
-                    r.errors
-                        .push(format!("suspending VM {u}: {e}; it was ended instead"));
-                    match ended {
-                        Ok(_) => r.ended.push(u),
-                        Err(e) => r.errors.push(format!("ending VM {u}: {e}")),
-                    }
-                }
-            },
-            Job::End(u) => match self.kill_vm_as(u, false) {
-                Ok(_) => lock(report).ended.push(u),
-                Err(e) => lock(report).errors.push(format!("ending VM {u}: {e}")),
-            },
+            Job::Stop(u) => self.stop_one(u, report),
         }
+    }
+
+    /// Whether the VM is (still) marked to run.
+    fn marked(&self, u: &Uuid) -> bool {
+        self.catalog
+            .vm(u)
+            .ok()
+            .flatten()
+            .is_some_and(|r| r.autoboot)
     }
 }

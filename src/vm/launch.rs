@@ -148,23 +148,58 @@ impl Store {
     /// template that has not run yet starts `paused`, its QEMU waiting for the template's
     /// state: `resume_vm` loads it and the guest goes on from where the template was. A
     /// suspended VM wakes: the call returns once its guest runs on from its saved state.
+    /// The VM is marked to run (vmadm's `autoboot`) once it runs.
     pub fn start_vm(&self, uuid: Uuid, opts: &StartOptions) -> Result<Vm> {
         let run = self.run_dir(&uuid);
         let _lc = self.lifecycle_lock(&run)?;
-        self.settle_suspend_locked(&uuid, &run)?;
-        // The caller's intent, kept even if this start fails (vmadm's autoboot).
-        self.mark_autoboot(&uuid)?;
-        let r = self.record(&uuid)?;
-        if r.suspended.is_some() && self.live_state(&r, &run, true).0 == State::Paused {
-            return self.resume_locked(uuid, &run);
+        let started = self.start_or_wake_locked(uuid, &run, opts, |_| true);
+        // The caller wants it running: marked once it runs, or if it ran already.
+        if matches!(started, Ok(_) | Err(Error::AlreadyRunning(_))) {
+            self.mark_autoboot(&uuid)?;
         }
-        let vm = self.start_locked(uuid, &run, opts, None)?;
+        let vm = started?.ok_or_else(|| Error::Internal(format!("VM {uuid}: no start")))?;
+        Ok(Vm {
+            autoboot: true,
+            ..vm
+        })
+    }
+
+    /// `start_vm` for vmpool's own starts (a pool's spares, a host start): the VM is not
+    /// marked to run by it, and it starts only if `cond`, asked under its lifecycle lock,
+    /// holds (`None` if not).
+    pub(crate) fn start_vm_if(
+        &self,
+        uuid: Uuid,
+        opts: &StartOptions,
+        cond: impl FnOnce(&VmRecord) -> bool,
+    ) -> Result<Option<Vm>> {
+        let run = self.run_dir(&uuid);
+        let _lc = self.lifecycle_lock(&run)?;
+        self.start_or_wake_locked(uuid, &run, opts, cond)
+    }
+
+    fn start_or_wake_locked(
+        &self,
+        uuid: Uuid,
+        run: &RunDir,
+        opts: &StartOptions,
+        cond: impl FnOnce(&VmRecord) -> bool,
+    ) -> Result<Option<Vm>> {
+        self.settle_suspend_locked(&uuid, run)?;
+        let r = self.record(&uuid)?;
+        if !cond(&r) {
+            return Ok(None);
+        }
+        if r.suspended.is_some() && self.live_state(&r, run, true).0 == State::Paused {
+            return self.resume_locked(uuid, run).map(Some);
+        }
+        let vm = self.start_locked(uuid, run, opts, None)?;
         // A wake is one step under the lock: nobody sees its QEMU waiting, and a QEMU left
         // waiting with the lock free is a wake whose caller died (`settle_suspends`).
         if vm.state == State::Paused && vm.suspended.is_some() {
-            return self.resume_locked(uuid, &run);
+            return self.resume_locked(uuid, run).map(Some);
         }
-        Ok(vm)
+        Ok(Some(vm))
     }
 
     /// `start_vm`; with `template_memory`, as a pool's template build: the guest's RAM in

@@ -275,26 +275,37 @@ impl Store {
     /// Kill QEMU at once (SIGKILL), as pulling the plug. A VM that does not run is left as
     /// it is. The VM is no longer marked to run (`host start` leaves it).
     pub fn kill_vm(&self, uuid: Uuid) -> Result<Vm> {
-        self.kill_vm_as(uuid, true)
+        self.kill_vm_if(uuid, true, |_| true)?
+            .ok_or_else(|| Error::Internal(format!("VM {uuid}: no kill")))
     }
 
-    /// `kill_vm`; `asked`: the caller's own kill, which unmarks the VM (a host stop that
-    /// could not suspend it keeps the mark, so the next host start boots it).
-    pub(crate) fn kill_vm_as(&self, uuid: Uuid, asked: bool) -> Result<Vm> {
+    /// `kill_vm`, only if `cond`, asked under the VM's lifecycle lock, holds (`None` if
+    /// not). `asked`: the caller's own kill, which unmarks the VM and throws a suspended
+    /// VM's saved state away; vmpool's own (a host stop's) does neither, so the next host
+    /// start boots it, and a suspended VM stays as it is.
+    pub(crate) fn kill_vm_if(
+        &self,
+        uuid: Uuid,
+        asked: bool,
+        cond: impl FnOnce(&VmRecord) -> bool,
+    ) -> Result<Option<Vm>> {
         let run = self.run_dir(&uuid);
         let info = {
             let _lc = self.lifecycle_lock(&run)?;
             self.settle_suspend_locked(&uuid, &run)?;
             let mut r = self.record(&uuid)?;
+            if !cond(&r) {
+                return Ok(None);
+            }
             if asked {
                 self.unmark_autoboot(&mut r)?;
             }
             let (live, _) = self.live_state(&r, &run, true);
-            if live == State::Suspended {
+            if live == State::Suspended && asked {
                 self.discard_saved(&mut r, &run, "killed while suspended")?;
             }
             if !live.is_active() {
-                return Ok(self.live(&r));
+                return Ok(Some(self.live(&r)));
             }
             r.state = live.to(State::Stopping, &uuid)?;
             self.catalog.put_vm(&r)?;
@@ -302,7 +313,7 @@ impl Store {
         };
         self.kill_qemu(&uuid, &run, info.as_ref(), Intent::Kill)?;
         self.finish_unsupervised(&uuid, &run, "killed on request")?;
-        self.vm(uuid)
+        self.vm(uuid).map(Some)
     }
 
     pub(crate) fn kill_qemu(
@@ -350,6 +361,12 @@ impl Store {
             self.catalog.put_vm(r)?;
         }
         Ok(())
+    }
+
+    /// Mark the VM to run, taking its lifecycle lock (a desktop handed out).
+    pub(crate) fn mark_to_run(&self, uuid: &Uuid) -> Result<()> {
+        let _lc = self.lifecycle_lock(&self.run_dir(uuid))?;
+        self.mark_autoboot(uuid)
     }
 
     /// Mark the VM to run (a start or wake asked for), under its lifecycle lock.

@@ -312,6 +312,14 @@ impl Store {
         }
     }
 
+    /// `settle_suspend_locked`, taking the VM's lifecycle lock (so a suspend or wake under
+    /// way in another process is waited for).
+    pub(crate) fn settle_suspend(&self, uuid: &Uuid) -> Result<()> {
+        let run = self.run_dir(uuid);
+        let _lc = self.lifecycle_lock(&run)?;
+        self.settle_suspend_locked(uuid, &run).map(drop)
+    }
+
     /// Settle a suspend or resume whose caller died (see the module's notes), under the
     /// VM's lifecycle lock. Nothing to do (the common case) costs three lookups.
     pub(crate) fn settle_suspend_locked(&self, uuid: &Uuid, run: &RunDir) -> Result<Settled> {
