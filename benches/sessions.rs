@@ -11,7 +11,7 @@ mod support;
 
 use std::fs::File;
 use std::os::fd::AsFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use support::{emit as emit_as, smoke, time};
@@ -97,7 +97,7 @@ fn main() {
         let dir = tmp.path().join(format!("bare{ram}"));
         std::fs::create_dir_all(&dir).unwrap();
         let serial = dir.join("serial.log");
-        let (mut qemu, mut q) = spawn(&bare_args(&other, &dir, false));
+        let (mut qemu, mut q) = spawn(&support::bare_args(&other, &dir, Some(&serial), false));
         wait_for(
             || std::fs::read_to_string(&serial).unwrap_or_default(),
             "VMPOOL-TEST-GUEST: ready",
@@ -120,7 +120,8 @@ fn main() {
             let _ = qemu.kill();
             let _ = qemu.wait();
             let (t, (child, conn)) = time(|| {
-                let (child, mut conn) = spawn(&bare_args(&other, &dir, true));
+                let (child, mut conn) =
+                    spawn(&support::bare_args(&other, &dir, Some(&serial), true));
                 let f = File::open(&state).unwrap();
                 let set = conn.add_fd(f.as_fd()).unwrap();
                 conn.migrate_incoming_from_fdset(set).unwrap();
@@ -164,61 +165,4 @@ fn spawn(args: &[String]) -> (Child, Qmp) {
         std::thread::sleep(Duration::from_millis(1));
     }
     (child, Qmp::connect(&sock, Duration::from_secs(30)).unwrap())
-}
-
-/// The VM's QEMU command line with its sockets in `dir` and its serial console in
-/// `dir/serial.log` (as benches/vms.rs makes it); `incoming`: waiting for a state.
-fn bare_args(vm: &vmpool::Vm, dir: &Path, incoming: bool) -> Vec<String> {
-    let launch = vmpool::vm::qemu::Launch {
-        uuid: uuid::Uuid::new_v4(),
-        name: "bare".into(),
-        vcpus: vm.vcpus,
-        ram_mib: vm.ram_mib,
-        accel: vmpool::vm::Accel::Tcg,
-        tcg_tb_mib: None,
-        disk: PathBuf::from(&vm.disk_path),
-        disk_format: vm.disk_format,
-        cache: vmpool::vm::qemu::Cache::None,
-        firmware: vmpool::vm::qemu::FirmwareFiles::Bios,
-        mac: vm.mac.clone(),
-        vmgenid: vm.vmgenid,
-        spice: vmpool::vm::config::SpiceAddr::Unix {
-            path: dir.join("spice.sock"),
-        },
-        net: vmpool::vm::config::NetMode::Isolated,
-        sandbox: true,
-        memory_file: None,
-        incoming_defer: incoming,
-        clone_layout: false,
-        prealloc: false,
-        seed: false,
-    };
-    let qmp = format!(
-        "socket,id=qmp,path={},server=on,wait=off",
-        dir.join("qmp.sock").display()
-    );
-    let serial = format!(
-        "file,id=serial0,path={},append=on",
-        dir.join("serial.log").display()
-    );
-    vmpool::vm::qemu::command_line(&launch)
-        .into_iter()
-        .map(|a| {
-            if a.starts_with("stdio,id=serial0") {
-                serial.clone()
-            } else if a.starts_with("socket,id=qmp,") {
-                qmp.clone()
-            } else if a.starts_with("socket,id=events,") {
-                "null,id=events".into()
-            } else if a.starts_with("socket,id=control,") {
-                "null,id=control".into()
-            } else if a.starts_with("socket,id=qga,") {
-                "null,id=qga".into()
-            } else if a == "disable-ticketing=off" {
-                format!("unix=on,addr={}", dir.join("spice.sock").display())
-            } else {
-                a
-            }
-        })
-        .collect()
 }

@@ -9,7 +9,6 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use support::{emit as emit_as, smaps_kib, smoke, time};
@@ -77,7 +76,7 @@ fn main() {
     for i in 0..runs {
         let dir = tmp.path().join(format!("bare{i}"));
         std::fs::create_dir_all(&dir).unwrap();
-        let args = bare_args(&s, &vm, &dir);
+        let args = support::bare_args(&vm, &dir, None, false);
         let (t, mut child) = time(|| {
             let child = Command::new("qemu-system-x86_64")
                 .args(&args)
@@ -191,60 +190,4 @@ fn main() {
     for v in &vms {
         s.kill_vm(*v).unwrap();
     }
-}
-
-/// The VM's QEMU command line with its sockets moved to `dir` (the bare alternative).
-fn bare_args(s: &Store, vm: &vmpool::Vm, dir: &Path) -> Vec<String> {
-    let launch = vmpool::vm::qemu::Launch {
-        uuid: uuid::Uuid::new_v4(),
-        name: "bare".into(),
-        vcpus: vm.vcpus,
-        ram_mib: vm.ram_mib,
-        accel: vmpool::vm::Accel::Tcg,
-        tcg_tb_mib: None,
-        disk: PathBuf::from(&vm.disk_path),
-        disk_format: vm.disk_format,
-        cache: vmpool::vm::qemu::Cache::None,
-        firmware: vmpool::vm::qemu::FirmwareFiles::Bios,
-        mac: vm.mac.clone(),
-        vmgenid: vm.vmgenid,
-        spice: vmpool::vm::config::SpiceAddr::Unix {
-            path: dir.join("spice.sock"),
-        },
-        net: vmpool::vm::config::NetMode::Isolated,
-        sandbox: true,
-        memory_file: None,
-        incoming_defer: false,
-        clone_layout: false,
-        prealloc: false,
-        seed: false,
-    };
-    let _ = s;
-    // A bare QEMU binds its own QMP socket by path (the supervisor hands vmpool's its
-    // sockets as descriptors) and has no other monitor to serve.
-    let qmp = format!(
-        "socket,id=qmp,path={},server=on,wait=off",
-        dir.join("qmp.sock").display()
-    );
-    vmpool::vm::qemu::command_line(&launch)
-        .into_iter()
-        .map(|a| {
-            if a.starts_with("stdio,id=serial0") {
-                "null,id=serial0".into()
-            } else if a.starts_with("socket,id=qmp,") {
-                qmp.clone()
-            } else if a.starts_with("socket,id=events,") {
-                "null,id=events".into()
-            } else if a.starts_with("socket,id=control,") {
-                "null,id=control".into()
-            } else if a.starts_with("socket,id=qga,") {
-                // The guest agent's port stays; nothing listens behind it.
-                "null,id=qga".into()
-            } else if a == "disable-ticketing=off" {
-                format!("unix=on,addr={}", dir.join("spice.sock").display())
-            } else {
-                a
-            }
-        })
-        .collect()
 }

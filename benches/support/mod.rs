@@ -2,7 +2,7 @@
 //! scripts/bench-report reads, timing, the test template, memory readings.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -98,4 +98,68 @@ pub fn guest_store(uri: &str) -> (vmpool::Store, vmpool::Image) {
         )
         .unwrap();
     (s, image)
+}
+
+/// The VM's QEMU command line for a bare QEMU, the benchmarks' alternative to vmpool's: its
+/// sockets bound by path in `dir` (the supervisor hands vmpool's QEMU descriptors), no other
+/// monitor to serve, its serial console in `serial` (or nowhere); `incoming`: waiting for a
+/// state (`-incoming defer`).
+pub fn bare_args(
+    vm: &vmpool::Vm,
+    dir: &Path,
+    serial: Option<&Path>,
+    incoming: bool,
+) -> Vec<String> {
+    let launch = vmpool::vm::qemu::Launch {
+        uuid: uuid::Uuid::new_v4(),
+        name: "bare".into(),
+        vcpus: vm.vcpus,
+        ram_mib: vm.ram_mib,
+        accel: vmpool::vm::Accel::Tcg,
+        tcg_tb_mib: None,
+        disk: PathBuf::from(&vm.disk_path),
+        disk_format: vm.disk_format,
+        cache: vmpool::vm::qemu::Cache::None,
+        firmware: vmpool::vm::qemu::FirmwareFiles::Bios,
+        mac: vm.mac.clone(),
+        vmgenid: vm.vmgenid,
+        spice: vmpool::vm::config::SpiceAddr::Unix {
+            path: dir.join("spice.sock"),
+        },
+        net: vmpool::vm::config::NetMode::Isolated,
+        sandbox: true,
+        memory_file: None,
+        incoming_defer: incoming,
+        clone_layout: false,
+        prealloc: false,
+        seed: false,
+    };
+    let qmp = format!(
+        "socket,id=qmp,path={},server=on,wait=off",
+        dir.join("qmp.sock").display()
+    );
+    let serial = serial.map_or("null,id=serial0".to_owned(), |p| {
+        format!("file,id=serial0,path={},append=on", p.display())
+    });
+    vmpool::vm::qemu::command_line(&launch)
+        .into_iter()
+        .map(|a| {
+            if a.starts_with("stdio,id=serial0") {
+                serial.clone()
+            } else if a.starts_with("socket,id=qmp,") {
+                qmp.clone()
+            } else if a.starts_with("socket,id=events,") {
+                "null,id=events".into()
+            } else if a.starts_with("socket,id=control,") {
+                "null,id=control".into()
+            } else if a.starts_with("socket,id=qga,") {
+                // The guest agent's port stays; nothing listens behind it.
+                "null,id=qga".into()
+            } else if a == "disable-ticketing=off" {
+                format!("unix=on,addr={}", dir.join("spice.sock").display())
+            } else {
+                a
+            }
+        })
+        .collect()
 }

@@ -33,6 +33,18 @@ enum Decision {
     Make(Uuid, MakingFile),
 }
 
+/// An acquire's result before it is known: a redirect to a running VM, no steps yet.
+fn redirect_out() -> Acquired {
+    Acquired {
+        vm: placeholder_vm(),
+        path: AcquirePath::Redirect,
+        was: "running",
+        steps: Vec::new(),
+        total_ms: 0.0,
+        console: None,
+    }
+}
+
 fn placeholder_vm() -> Vm {
     Vm {
         uuid: Uuid::nil(),
@@ -78,14 +90,7 @@ impl Store {
             self.home_free_for(owner, name)?;
         }
         let dir = self.pool_dir(name);
-        let mut out = Acquired {
-            vm: placeholder_vm(),
-            path: AcquirePath::Redirect,
-            was: "running",
-            steps: Vec::new(),
-            total_ms: 0.0,
-            console: None,
-        };
+        let mut out = redirect_out();
         // The common case at 3 a.m.: the owner comes back. No lock, a few small reads.
         if !opts.another {
             let (held, _) = self.held_by(&dir, name, owner, false)?;
@@ -358,14 +363,7 @@ impl Store {
     /// QEMU started, its identity given if it never got one, its home plugged in.
     pub(crate) fn bring_back(&self, u: Uuid) -> Result<Vm> {
         let t0 = Instant::now();
-        let out = Acquired {
-            vm: placeholder_vm(),
-            path: AcquirePath::Redirect,
-            was: "running",
-            steps: Vec::new(),
-            total_ms: 0.0,
-            console: None,
-        };
+        let out = redirect_out();
         self.hand_over(u, out, &AcquireOptions::default(), t0, t0, true)
             .map(|a| a.vm)
     }

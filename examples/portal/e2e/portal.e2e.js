@@ -8,7 +8,8 @@
 //   not fight over the console), a forged Host refused, a second user gets another VM and cannot
 //   open the first user's desktop, console URL or console socket, a user's console WebSockets
 //   capped, a password ciphertext one byte short accepted, tokens refused when foreign, bogus,
-//   expired or logged out, Ctrl-Alt-Del reaches the guest, stop/start/reset/delete, and the admin:
+//   expired or logged out, Ctrl-Alt-Del reaches the guest, stop/start, asleep and waking,
+//   reset/delete, and the admin:
 //   users, VMs (stop/delete any), image import with its progress bar, a new pool whose spares
 //   appear; a log-in flood throttled.
 // Screenshots go to $E2E_SHOTS (default target/portal/). Prints "N passed, N failed"; exit 1 on
@@ -364,6 +365,25 @@ async function main() {
       await shot(page, 'desktop-alice-stopped');
       await Promise.all([page.waitForNavigation(), page.click('#start')]);
       assert(L.store('vm', ctx.aliceVm).state === 'running', 'VM not running');
+      await L.firstFrame(page, 90000);
+    });
+    await check('asleep, the page says so; Wake shows it waking until it runs on', async () => {
+      const slept = L.store('suspend', ctx.aliceVm);
+      assert(slept.state === 'suspended', 'not suspended: ' + JSON.stringify(slept).slice(0, 200));
+      await page.goto(`${L.BASE}/desktops/${ctx.aliceVm}`);
+      assert(await page.locator('#desktop-asleep').count() === 1, 'no "asleep" notice');
+      await shot(page, 'desktop-alice-asleep');
+      // The click and what the page says then, in one task of the page: the wake's answer
+      // cannot come in between.
+      const [, said] = await Promise.all([
+        page.waitForNavigation({ timeout: 90000 }),
+        page.evaluate(() => {
+          document.getElementById('start').click();
+          return `${document.getElementById('desktop').dataset.state}: ${document.getElementById('desktop-asleep').textContent}`;
+        }),
+      ]);
+      assert(/^waking: This desktop is waking/.test(said), 'while it woke the page said: ' + said);
+      assert(L.store('vm', ctx.aliceVm).state === 'running', 'VM not running after the wake');
       await L.firstFrame(page, 90000);
     });
     // E2E_RESETS=20 repeats this check (a loop for a check that once failed in CI), each time,

@@ -3,7 +3,8 @@
 # What the browser tests ask the library directly (the same gem the portal uses, on the same
 # store, $VMPOOL_STORE): a VM's serial log, its record, a pool's status. One JSON value on stdout.
 #
-#   ruby e2e/store.rb vm-log UUID | vm UUID | vms [OWNER] | pool NAME | refill NAME | release UUID | cleanup
+#   ruby e2e/store.rb vm-log UUID | vm UUID | vms [OWNER] | pool NAME | refill NAME | release UUID | suspend UUID
+#                     | cleanup
 $LOAD_PATH.unshift(File.expand_path("../../../bindings/ruby/lib", __dir__))
 if ENV["VMPOOL_LIB"].to_s.empty?
   target = File.expand_path("../../../target", __dir__)
@@ -22,6 +23,7 @@ Vmpool::Store.open(ENV.fetch("VMPOOL_STORE")) do |s|
         when "pool" then s.pool(arg)
         when "refill" then s.refill(arg)
         when "release" then s.release(arg)
+        when "suspend" then s.suspend_vm(arg, reason: "e2e")
         when "cleanup" # every VM and pool of the (throwaway) store
           s.vms.select { |v| v[:pool] && !v[:owner].to_s.empty? }.each { |v| s.release(v[:uuid]) rescue nil }
           s.pools.each { |p| s.delete_pool(p[:name]) rescue nil }
