@@ -10,6 +10,13 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+/// An in-process mutex's guard, also when a thread panicked holding it: every data these
+/// mutexes guard (reports, queues, caches) stays whole between statements, so it is used as it
+/// is instead of spreading the panic.
+pub(crate) fn guard<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Shared (many readers / creators) or exclusive (one destroyer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {

@@ -23,9 +23,7 @@ enum Job {
     Warm(Uuid),
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+use crate::lock::guard as lock;
 
 impl Store {
     /// Bring the pool's spares to its target, at its warmth: make missing ones (at most

@@ -77,14 +77,19 @@ enum Job {
     Stop(Uuid),
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+use crate::lock::guard as lock;
 
 /// Whether a VM holds no session of its own: a pool's spare, a template build, a VM whose
 /// QEMU still waits for the state it starts from.
 fn sessionless(r: &VmRecord) -> bool {
     r.template_build || (r.pool.is_some() && r.owner.is_empty()) || r.restore.is_some()
+}
+
+/// Whether a VM sleeps because `host stop` put it to sleep.
+fn suspended_by_host(r: &VmRecord) -> bool {
+    r.suspended
+        .as_ref()
+        .is_some_and(|s| s.reason == HOST_STOP_REASON)
 }
 
 impl Store {
@@ -104,11 +109,7 @@ impl Store {
             }
             match self.live(&r).state {
                 State::Suspended => {
-                    let by_host = r
-                        .suspended
-                        .as_ref()
-                        .is_some_and(|s| s.reason == HOST_STOP_REASON);
-                    if r.pool.is_none() && by_host {
+                    if r.pool.is_none() && suspended_by_host(&r) {
                         jobs.push(Job::Wake(r.uuid));
                     } else {
                         report.asleep.push(r.uuid);
@@ -277,11 +278,7 @@ impl Store {
                     .errors
                     .push(format!("bringing back desktop {u}: {e}")),
             },
-            Job::Wake(u) => match self.start_vm_if(u, &opts(&u), |r| {
-                r.suspended
-                    .as_ref()
-                    .is_some_and(|s| s.reason == HOST_STOP_REASON)
-            }) {
+            Job::Wake(u) => match self.start_vm_if(u, &opts(&u), suspended_by_host) {
                 Ok(Some(_)) => lock(report).woken.push(u),
                 Ok(None) => {}
                 Err(e) => lock(report).errors.push(format!("waking VM {u}: {e}")),

@@ -62,9 +62,7 @@ static GROWN: Lazy<Mutex<HashMap<String, Option<()>>>> = Lazy::new(Default::defa
 /// Held while this process makes or checks a grown origin (one at a time; rare).
 static GROWING: Mutex<()> = Mutex::new(());
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+use crate::lock::guard as lock;
 
 /// A ZFS store's driver.
 #[derive(Debug)]
