@@ -182,7 +182,7 @@ bench: deps
 bench-smoke:
 	VMPOOL_BENCH_SMOKE=1 scripts/bench
 
-## fuzz-smoke    every fuzz target (fuzz/fuzz_targets/) for 60 s from the committed corpus (part of make test)
+## fuzz-smoke    every fuzz target (fuzz/fuzz_targets/) for 45 s, one per core at a time, from the committed corpus (part of make test)
 fuzz-smoke:
 	scripts/fuzz smoke
 

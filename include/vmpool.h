@@ -242,7 +242,7 @@ vmpool_result vmpool_image_delete(const vmpool_store *store, const char *uuid);
 // Keys of `options_json`: `accel`.
 // Keys written: `uuid`, `alias`, `owner`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`,
 // `created_at`, `state`, `disk_path`, `disk_format`, `disk_size_bytes`, `clone_method`,
-// `firmware`, `accel`, `mac`, `vmgenid`, `last_exit`, `caps`, `pool`, `user`, `suspended`, `autoboot`.
+// `firmware`, `accel`, `mac`, `vmgenid`, `last_exit`, `caps`, `pool`, `user`, `suspended`, `autoboot`, `session_ends_at`.
 vmpool_result vmpool_vm_start(const vmpool_store *store,
                               const char *uuid,
                               const char *options_json,
@@ -276,7 +276,7 @@ vmpool_result vmpool_vm_resume(const vmpool_store *store, const char *uuid, char
 //
 // Keys written: `uuid`, `alias`, `owner`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`,
 // `created_at`, `state`, `disk_path`, `disk_format`, `disk_size_bytes`, `clone_method`,
-// `firmware`, `accel`, `mac`, `vmgenid`, `last_exit`, `caps`, `pool`, `user`, `suspended`, `autoboot`.
+// `firmware`, `accel`, `mac`, `vmgenid`, `last_exit`, `caps`, `pool`, `user`, `suspended`, `autoboot`, `session_ends_at`.
 vmpool_result vmpool_vm_suspend(const vmpool_store *store,
                                 const char *uuid,
                                 const char *reason,
@@ -294,7 +294,7 @@ vmpool_result vmpool_vm_status(const vmpool_store *store, const char *uuid, char
 // Keys of `update_json`: `vcpus`, `ram_mib`, `disk_gib`.
 // Keys written: `uuid`, `alias`, `owner`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`,
 // `created_at`, `state`, `disk_path`, `disk_format`, `disk_size_bytes`, `clone_method`,
-// `firmware`, `accel`, `mac`, `vmgenid`, `last_exit`, `caps`, `pool`, `user`, `suspended`, `autoboot`.
+// `firmware`, `accel`, `mac`, `vmgenid`, `last_exit`, `caps`, `pool`, `user`, `suspended`, `autoboot`, `session_ends_at`.
 vmpool_result vmpool_vm_update(const vmpool_store *store,
                                const char *uuid,
                                const char *update_json,
@@ -332,16 +332,18 @@ vmpool_result vmpool_vm_screenshot(const vmpool_store *store,
 // owner's logout does with their desktop, see `vmpool_pool_logout`), `ready_marker` (text on the guest's serial
 // console that says it is ready), `ready_delay_s`, `ready_timeout_s` (300), `accel`, `home_gib` (each owner's home volume,
 // GiB: see `vmpool_home_create`), `idle_suspend_after_s` (suspend a handed-out desktop nobody
-// has looked at for that long; checked at each refill).
+// has looked at for that long; checked at each refill), `max_session_s` (the longest a desktop
+// stays with its owner in one go; then `on_logout` ends the session: keep suspends, refresh
+// releases; the VM's `session_ends_at` says when).
 // Unknown keys are refused. Spares are made by `vmpool_pool_refill`. On success
 // `*pool_json_out` (may be NULL) receives the pool.
 //
 // Keys of `payload_json`: `name`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`, `spares`,
 // `max_vms`, `max_per_owner`, `warmth`, `on_release`, `on_logout`, `ready_marker`, `ready_delay_s`,
-// `ready_timeout_s`, `accel`, `home_gib`, `idle_suspend_after_s`.
+// `ready_timeout_s`, `accel`, `home_gib`, `idle_suspend_after_s`, `max_session_s`.
 // Keys written: `name`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`, `spares`, `max_vms`,
 // `max_per_owner`, `warmth`, `on_release`, `on_logout`, `ready_marker`, `ready_delay_s`, `ready_timeout_s`,
-// `accel`, `home_gib`, `idle_suspend_after_s`, `created_at`, `updated_at`, `status`, `template`.
+// `accel`, `home_gib`, `idle_suspend_after_s`, `max_session_s`, `created_at`, `updated_at`, `status`, `template`.
 vmpool_result vmpool_pool_create(const vmpool_store *store,
                                  const char *payload_json,
                                  char **pool_json_out);
@@ -350,15 +352,16 @@ vmpool_result vmpool_pool_create(const vmpool_store *store,
 //
 // Keys written (each element): `name`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`, `spares`,
 // `max_vms`, `max_per_owner`, `warmth`, `on_release`, `on_logout`, `ready_marker`, `ready_delay_s`,
-// `ready_timeout_s`, `accel`, `home_gib`, `idle_suspend_after_s`, `created_at`, `updated_at`,
+// `ready_timeout_s`, `accel`, `home_gib`, `idle_suspend_after_s`, `max_session_s`, `created_at`, `updated_at`,
 // `status`, `template`.
-vmpool_result vmpool_pool_list(const vmpool_store *store, char **json_out);
+vmpool_result vmpool_pool_list(const vmpool_store *store,
+                               char **json_out);
 
 // One pool as JSON; `VMPOOL_RESULT_NOT_FOUND` if there is none named `name`.
 //
 // Keys written: `name`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`, `spares`, `max_vms`,
 // `max_per_owner`, `warmth`, `on_release`, `on_logout`, `ready_marker`, `ready_delay_s`, `ready_timeout_s`,
-// `accel`, `home_gib`, `idle_suspend_after_s`, `created_at`, `updated_at`, `status`, `template`.
+// `accel`, `home_gib`, `idle_suspend_after_s`, `max_session_s`, `created_at`, `updated_at`, `status`, `template`.
 vmpool_result vmpool_pool_get(const vmpool_store *store,
                               const char *name,
                               char **json_out);
@@ -370,10 +373,10 @@ vmpool_result vmpool_pool_get(const vmpool_store *store,
 //
 // Keys of `changes_json`: `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`, `spares`, `max_vms`,
 // `max_per_owner`, `warmth`, `on_release`, `on_logout`, `ready_marker`, `ready_delay_s`, `ready_timeout_s`,
-// `accel`, `home_gib`, `idle_suspend_after_s`.
+// `accel`, `home_gib`, `idle_suspend_after_s`, `max_session_s`.
 // Keys written: `name`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`, `spares`, `max_vms`,
 // `max_per_owner`, `warmth`, `on_release`, `on_logout`, `ready_marker`, `ready_delay_s`, `ready_timeout_s`,
-// `accel`, `home_gib`, `idle_suspend_after_s`, `created_at`, `updated_at`, `status`, `template`.
+// `accel`, `home_gib`, `idle_suspend_after_s`, `max_session_s`, `created_at`, `updated_at`, `status`, `template`.
 vmpool_result vmpool_pool_update(const vmpool_store *store,
                                  const char *name,
                                  const char *changes_json,
@@ -422,7 +425,7 @@ vmpool_result vmpool_pool_logout(const vmpool_store *store, const char *owner, c
 // there; the call still succeeds).
 //
 // Keys of `options_json`: `parallel`.
-// Keys written: `created`, `warmed`, `removed`, `template_built`, `suspended`, `spares`,
+// Keys written: `created`, `warmed`, `removed`, `template_built`, `suspended`, `sessions_ended`, `spares`,
 // `errors`.
 vmpool_result vmpool_pool_refill(const vmpool_store *store,
                                  const char *name,
@@ -489,7 +492,7 @@ vmpool_result vmpool_host_stop(const vmpool_store *store, char **json_out);
 // an `on_clone` program; each field checked, a bad one refused by name).
 // Keys written: `uuid`, `alias`, `owner`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`,
 // `created_at`, `state`, `disk_path`, `disk_format`, `disk_size_bytes`, `clone_method`,
-// `firmware`, `accel`, `mac`, `vmgenid`, `last_exit`, `caps`, `pool`, `user`, `suspended`, `autoboot`.
+// `firmware`, `accel`, `mac`, `vmgenid`, `last_exit`, `caps`, `pool`, `user`, `suspended`, `autoboot`, `session_ends_at`.
 vmpool_result vmpool_vm_create(const vmpool_store *store,
                                const char *payload_json,
                                char **vm_json_out);
@@ -498,7 +501,7 @@ vmpool_result vmpool_vm_create(const vmpool_store *store,
 //
 // Keys written: `uuid`, `alias`, `owner`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`,
 // `created_at`, `state`, `disk_path`, `disk_format`, `disk_size_bytes`, `clone_method`,
-// `firmware`, `accel`, `mac`, `vmgenid`, `last_exit`, `caps`, `pool`, `user`, `suspended`, `autoboot`.
+// `firmware`, `accel`, `mac`, `vmgenid`, `last_exit`, `caps`, `pool`, `user`, `suspended`, `autoboot`, `session_ends_at`.
 vmpool_result vmpool_vm_get(const vmpool_store *store,
                             const char *uuid,
                             char **json_out);
@@ -508,7 +511,7 @@ vmpool_result vmpool_vm_get(const vmpool_store *store,
 //
 // Keys written (each element): `uuid`, `alias`, `owner`, `image_uuid`, `vcpus`, `ram_mib`,
 // `disk_gib`, `created_at`, `state`, `disk_path`, `disk_format`, `disk_size_bytes`,
-// `clone_method`, `firmware`, `accel`, `mac`, `vmgenid`, `last_exit`, `caps`, `pool`, `user`, `suspended`, `autoboot`.
+// `clone_method`, `firmware`, `accel`, `mac`, `vmgenid`, `last_exit`, `caps`, `pool`, `user`, `suspended`, `autoboot`, `session_ends_at`.
 vmpool_result vmpool_vm_list(const vmpool_store *store,
                              const char *owner_or_null,
                              char **json_out);

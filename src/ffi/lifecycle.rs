@@ -41,7 +41,7 @@ fn vm_call(
 /// Keys of `options_json`: `accel`.
 /// Keys written: `uuid`, `alias`, `owner`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`,
 /// `created_at`, `state`, `disk_path`, `disk_format`, `disk_size_bytes`, `clone_method`,
-/// `firmware`, `accel`, `mac`, `vmgenid`, `last_exit`, `caps`, `pool`, `user`, `suspended`, `autoboot`.
+/// `firmware`, `accel`, `mac`, `vmgenid`, `last_exit`, `caps`, `pool`, `user`, `suspended`, `autoboot`, `session_ends_at`.
 #[no_mangle]
 pub extern "C" fn vmpool_vm_start(
     store: *const vmpool_store,
@@ -120,7 +120,7 @@ pub extern "C" fn vmpool_vm_resume(
 ///
 /// Keys written: `uuid`, `alias`, `owner`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`,
 /// `created_at`, `state`, `disk_path`, `disk_format`, `disk_size_bytes`, `clone_method`,
-/// `firmware`, `accel`, `mac`, `vmgenid`, `last_exit`, `caps`, `pool`, `user`, `suspended`, `autoboot`.
+/// `firmware`, `accel`, `mac`, `vmgenid`, `last_exit`, `caps`, `pool`, `user`, `suspended`, `autoboot`, `session_ends_at`.
 #[no_mangle]
 pub extern "C" fn vmpool_vm_suspend(
     store: *const vmpool_store,
@@ -159,7 +159,7 @@ pub extern "C" fn vmpool_vm_status(
 /// Keys of `update_json`: `vcpus`, `ram_mib`, `disk_gib`.
 /// Keys written: `uuid`, `alias`, `owner`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`,
 /// `created_at`, `state`, `disk_path`, `disk_format`, `disk_size_bytes`, `clone_method`,
-/// `firmware`, `accel`, `mac`, `vmgenid`, `last_exit`, `caps`, `pool`, `user`, `suspended`, `autoboot`.
+/// `firmware`, `accel`, `mac`, `vmgenid`, `last_exit`, `caps`, `pool`, `user`, `suspended`, `autoboot`, `session_ends_at`.
 #[no_mangle]
 pub extern "C" fn vmpool_vm_update(
     store: *const vmpool_store,

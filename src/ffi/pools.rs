@@ -28,16 +28,18 @@ pub type vmpool_refill_cb = Option<
 /// owner's logout does with their desktop, see `vmpool_pool_logout`), `ready_marker` (text on the guest's serial
 /// console that says it is ready), `ready_delay_s`, `ready_timeout_s` (300), `accel`, `home_gib` (each owner's home volume,
 /// GiB: see `vmpool_home_create`), `idle_suspend_after_s` (suspend a handed-out desktop nobody
-/// has looked at for that long; checked at each refill).
+/// has looked at for that long; checked at each refill), `max_session_s` (the longest a desktop
+/// stays with its owner in one go; then `on_logout` ends the session: keep suspends, refresh
+/// releases; the VM's `session_ends_at` says when).
 /// Unknown keys are refused. Spares are made by `vmpool_pool_refill`. On success
 /// `*pool_json_out` (may be NULL) receives the pool.
 ///
 /// Keys of `payload_json`: `name`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`, `spares`,
 /// `max_vms`, `max_per_owner`, `warmth`, `on_release`, `on_logout`, `ready_marker`, `ready_delay_s`,
-/// `ready_timeout_s`, `accel`, `home_gib`, `idle_suspend_after_s`.
+/// `ready_timeout_s`, `accel`, `home_gib`, `idle_suspend_after_s`, `max_session_s`.
 /// Keys written: `name`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`, `spares`, `max_vms`,
 /// `max_per_owner`, `warmth`, `on_release`, `on_logout`, `ready_marker`, `ready_delay_s`, `ready_timeout_s`,
-/// `accel`, `home_gib`, `idle_suspend_after_s`, `created_at`, `updated_at`, `status`, `template`.
+/// `accel`, `home_gib`, `idle_suspend_after_s`, `max_session_s`, `created_at`, `updated_at`, `status`, `template`.
 #[no_mangle]
 pub extern "C" fn vmpool_pool_create(
     store: *const vmpool_store,
@@ -59,7 +61,7 @@ pub extern "C" fn vmpool_pool_create(
 ///
 /// Keys written (each element): `name`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`, `spares`,
 /// `max_vms`, `max_per_owner`, `warmth`, `on_release`, `on_logout`, `ready_marker`, `ready_delay_s`,
-/// `ready_timeout_s`, `accel`, `home_gib`, `idle_suspend_after_s`, `created_at`, `updated_at`,
+/// `ready_timeout_s`, `accel`, `home_gib`, `idle_suspend_after_s`, `max_session_s`, `created_at`, `updated_at`,
 /// `status`, `template`.
 #[no_mangle]
 pub extern "C" fn vmpool_pool_list(
@@ -73,7 +75,7 @@ pub extern "C" fn vmpool_pool_list(
 ///
 /// Keys written: `name`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`, `spares`, `max_vms`,
 /// `max_per_owner`, `warmth`, `on_release`, `on_logout`, `ready_marker`, `ready_delay_s`, `ready_timeout_s`,
-/// `accel`, `home_gib`, `idle_suspend_after_s`, `created_at`, `updated_at`, `status`, `template`.
+/// `accel`, `home_gib`, `idle_suspend_after_s`, `max_session_s`, `created_at`, `updated_at`, `status`, `template`.
 #[no_mangle]
 pub extern "C" fn vmpool_pool_get(
     store: *const vmpool_store,
@@ -95,10 +97,10 @@ pub extern "C" fn vmpool_pool_get(
 ///
 /// Keys of `changes_json`: `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`, `spares`, `max_vms`,
 /// `max_per_owner`, `warmth`, `on_release`, `on_logout`, `ready_marker`, `ready_delay_s`, `ready_timeout_s`,
-/// `accel`, `home_gib`, `idle_suspend_after_s`.
+/// `accel`, `home_gib`, `idle_suspend_after_s`, `max_session_s`.
 /// Keys written: `name`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`, `spares`, `max_vms`,
 /// `max_per_owner`, `warmth`, `on_release`, `on_logout`, `ready_marker`, `ready_delay_s`, `ready_timeout_s`,
-/// `accel`, `home_gib`, `idle_suspend_after_s`, `created_at`, `updated_at`, `status`, `template`.
+/// `accel`, `home_gib`, `idle_suspend_after_s`, `max_session_s`, `created_at`, `updated_at`, `status`, `template`.
 #[no_mangle]
 pub extern "C" fn vmpool_pool_update(
     store: *const vmpool_store,
@@ -206,7 +208,7 @@ pub extern "C" fn vmpool_pool_logout(
 /// there; the call still succeeds).
 ///
 /// Keys of `options_json`: `parallel`.
-/// Keys written: `created`, `warmed`, `removed`, `template_built`, `suspended`, `spares`,
+/// Keys written: `created`, `warmed`, `removed`, `template_built`, `suspended`, `sessions_ended`, `spares`,
 /// `errors`.
 #[no_mangle]
 pub extern "C" fn vmpool_pool_refill(

@@ -20,7 +20,7 @@ use std::ffi::c_char;
 /// an `on_clone` program; each field checked, a bad one refused by name).
 /// Keys written: `uuid`, `alias`, `owner`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`,
 /// `created_at`, `state`, `disk_path`, `disk_format`, `disk_size_bytes`, `clone_method`,
-/// `firmware`, `accel`, `mac`, `vmgenid`, `last_exit`, `caps`, `pool`, `user`, `suspended`, `autoboot`.
+/// `firmware`, `accel`, `mac`, `vmgenid`, `last_exit`, `caps`, `pool`, `user`, `suspended`, `autoboot`, `session_ends_at`.
 #[no_mangle]
 pub extern "C" fn vmpool_vm_create(
     store: *const vmpool_store,
@@ -40,7 +40,7 @@ pub extern "C" fn vmpool_vm_create(
 ///
 /// Keys written: `uuid`, `alias`, `owner`, `image_uuid`, `vcpus`, `ram_mib`, `disk_gib`,
 /// `created_at`, `state`, `disk_path`, `disk_format`, `disk_size_bytes`, `clone_method`,
-/// `firmware`, `accel`, `mac`, `vmgenid`, `last_exit`, `caps`, `pool`, `user`, `suspended`, `autoboot`.
+/// `firmware`, `accel`, `mac`, `vmgenid`, `last_exit`, `caps`, `pool`, `user`, `suspended`, `autoboot`, `session_ends_at`.
 #[no_mangle]
 pub extern "C" fn vmpool_vm_get(
     store: *const vmpool_store,
@@ -60,7 +60,7 @@ pub extern "C" fn vmpool_vm_get(
 ///
 /// Keys written (each element): `uuid`, `alias`, `owner`, `image_uuid`, `vcpus`, `ram_mib`,
 /// `disk_gib`, `created_at`, `state`, `disk_path`, `disk_format`, `disk_size_bytes`,
-/// `clone_method`, `firmware`, `accel`, `mac`, `vmgenid`, `last_exit`, `caps`, `pool`, `user`, `suspended`, `autoboot`.
+/// `clone_method`, `firmware`, `accel`, `mac`, `vmgenid`, `last_exit`, `caps`, `pool`, `user`, `suspended`, `autoboot`, `session_ends_at`.
 #[no_mangle]
 pub extern "C" fn vmpool_vm_list(
     store: *const vmpool_store,

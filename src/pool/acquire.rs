@@ -70,6 +70,7 @@ fn placeholder_vm() -> Vm {
         user: None,
         suspended: None,
         autoboot: false,
+        session_ends_at: None,
     }
 }
 
@@ -285,9 +286,22 @@ impl Store {
             }
         }
         let (mut vm, was) = self.make_running(u, only_marked)?;
+        let spec = vm
+            .pool
+            .as_deref()
+            .and_then(|p| self.catalog.pool(p).ok().flatten())
+            .map(|p| p.spec);
         // A desktop handed out is to run: a host start brings it back if the host goes down.
-        self.mark_to_run(&u)?;
+        // The owner's session starts with the hand-out, or with the acquire that brought the
+        // desktop back to run; a redirect to one that runs goes on with its session.
+        let max_session = spec.as_ref().and_then(|s| s.max_session_s);
+        let starts = out.path != AcquirePath::Redirect
+            || !matches!(was, "running" | "booting" | "paused")
+            || (vm.session_ends_at.is_none() && max_session.is_some());
+        let ends = starts.then(|| max_session.map(crate::pool::session_limit::end_after));
+        let marked = self.mark_to_run(&u, ends)?;
         vm.autoboot = true;
+        vm.session_ends_at = marked.session_ends_at;
         self.mark_seen(&u);
         if out.path == AcquirePath::Redirect {
             out.was = was;
@@ -340,12 +354,7 @@ impl Store {
             vm = self.vm(u)?;
         }
         // The owner's home, in every desktop of theirs from a pool that has homes.
-        let home_gib = rec
-            .pool
-            .as_deref()
-            .and_then(|p| self.catalog.pool(p).ok().flatten())
-            .and_then(|p| p.spec.home_gib);
-        if let Some(gib) = home_gib {
+        if let Some(gib) = spec.and_then(|s| s.home_gib) {
             self.attach_home(u, gib << 30, !matches!(was, "disk" | "booting"))?;
             out.step("home", &mut since);
             vm = self.vm(u)?;

@@ -16,9 +16,11 @@ pub(crate) mod idle;
 pub(crate) mod logout;
 pub(crate) mod plan;
 pub(crate) mod refill;
+pub(crate) mod session_limit;
 pub(crate) mod template;
 
 pub use logout::LoggedOut;
+pub use session_limit::SESSION_END_REASON;
 
 use crate::error::{Error, Result};
 use crate::validate::{self, Limits};
@@ -165,6 +167,14 @@ pub struct PoolSpec {
     /// that time. Its owner's next acquire wakes it where it was. Checked at each refill.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_suspend_after_s: Option<u32>,
+    /// The longest a desktop stays with its owner in one go, seconds (`None`: no limit),
+    /// counted from the acquire that handed it out or brought it back to run. At the end
+    /// the pool ends the session by its `on_logout`: `keep` suspends the desktop (the next
+    /// acquire wakes it and starts a new session), `refresh` releases it. The end is fixed
+    /// when the session starts (`Vm::session_ends_at`), so a change applies from the next
+    /// session. Checked at each refill.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_session_s: Option<u32>,
 }
 
 /// Longest marker accepted.
@@ -175,6 +185,10 @@ pub const MAX_VMS_CEILING: u32 = 10_000;
 pub const IDLE_MIN_S: u32 = 1;
 /// Longest idle time before a suspend (30 days).
 pub const IDLE_MAX_S: u32 = 30 * 24 * 3600;
+/// Shortest session (a few seconds: tests; desktops use hours).
+pub const SESSION_MIN_S: u32 = 1;
+/// Longest session (a year).
+pub const SESSION_MAX_S: u32 = 366 * 24 * 3600;
 
 impl PoolSpec {
     /// A pool of `image_uuid` with 1 vCPU, 512 MiB, no spares, at most 10 VMs, one per owner,
@@ -198,6 +212,7 @@ impl PoolSpec {
             accel: None,
             home_gib: None,
             idle_suspend_after_s: None,
+            max_session_s: None,
         }
     }
 
@@ -223,6 +238,13 @@ impl PoolSpec {
             if !(IDLE_MIN_S..=IDLE_MAX_S).contains(&i) {
                 return Err(Error::invalid(format!(
                     "idle_suspend_after_s {i} is out of range {IDLE_MIN_S}..={IDLE_MAX_S} (null: never)"
+                )));
+            }
+        }
+        if let Some(m) = self.max_session_s {
+            if !(SESSION_MIN_S..=SESSION_MAX_S).contains(&m) {
+                return Err(Error::invalid(format!(
+                    "max_session_s {m} is out of range {SESSION_MIN_S}..={SESSION_MAX_S} (null: no limit)"
                 )));
             }
         }
@@ -343,6 +365,8 @@ pub struct PoolUpdate {
     pub home_gib: Option<Option<u64>>,
     /// `Some(None)`: never suspend idle desktops.
     pub idle_suspend_after_s: Option<Option<u32>>,
+    /// `Some(None)`: no session limit from the next session on.
+    pub max_session_s: Option<Option<u32>>,
 }
 
 impl PoolUpdate {
@@ -368,7 +392,8 @@ impl PoolUpdate {
             ready_timeout_s,
             accel,
             home_gib,
-            idle_suspend_after_s
+            idle_suspend_after_s,
+            max_session_s
         );
         s
     }
@@ -454,6 +479,9 @@ pub struct RefillReport {
     pub template_built: bool,
     /// Handed-out desktops suspended for being idle (`idle_suspend_after_s`).
     pub suspended: u32,
+    /// Handed-out desktops whose session reached the pool's `max_session_s` (suspended or
+    /// released, by `on_logout`).
+    pub sessions_ended: u32,
     /// Spares now.
     pub spares: u32,
     /// What went wrong with single spares (the rest went on).

@@ -65,6 +65,12 @@ impl Store {
             r.suspended = n;
             r.errors.extend(errors);
         }
+        if let Some(max) = rec.spec.max_session_s {
+            let (n, errors) = self.end_sessions(&rec, max);
+            let mut r = lock(&report);
+            r.sessions_ended = n;
+            r.errors.extend(errors);
+        }
         let mut rounds = 0;
         while !stop.load(Ordering::Relaxed) {
             rounds += 1;

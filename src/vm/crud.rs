@@ -106,6 +106,7 @@ impl Store {
                 user: spec.user.clone(),
                 suspended: None,
                 autoboot: false,
+                session_ends_at: None,
             };
             fail_point!("vm_create.cloned");
             // Undo first: a write that fails after its rename leaves the record.

@@ -378,6 +378,9 @@ impl Store {
             zone,
             seed,
         };
+        // An intent left by an earlier run goes now, not when the supervisor begins: a kill
+        // asked for while this start's supervisor is on its way (its caller died) must reach it.
+        rundir.remove(supervisor::INTENT)?;
         rundir.write_atomic(
             names::LAUNCH,
             &serde_json::to_vec_pretty(&file).map_err(|e| Error::json("the launch file", e))?,

@@ -323,11 +323,11 @@ impl Store {
         info: Option<&RunInfo>,
         intent: Intent,
     ) -> Result<()> {
-        {
+        let info = {
             let _lc = self.lifecycle_lock(run)?;
-            self.kill_qemu_locked(run, info, intent)?;
-        }
-        if self.wait_for_end(run, info, REAP_TIMEOUT) {
+            self.kill_qemu_locked(run, info, intent)?
+        };
+        if self.wait_for_end(run, info.as_ref(), REAP_TIMEOUT) {
             Ok(())
         } else {
             Err(Error::Timeout(format!(
@@ -338,35 +338,65 @@ impl Store {
 
     /// Write `intent` and SIGKILL the run's QEMU if it is still that process (pid and start
     /// time), under the VM's lifecycle lock, which the caller holds; the supervisor records
-    /// the end once the lock is free.
+    /// the end once the lock is free. Returns the run's facts as last seen.
+    ///
+    /// A start whose caller died leaves its supervisor starting QEMU with nobody to record
+    /// the run: its facts appear in `run.json` only once QEMU's monitor answers. So with no
+    /// facts given, they are looked for again *after* the intent is written; a supervisor
+    /// that writes them later reads the intent after writing them and ends QEMU itself
+    /// (`supervise`). One of the two always sees the other's write.
     pub(crate) fn kill_qemu_locked(
         &self,
         run: &RunDir,
         info: Option<&RunInfo>,
         intent: Intent,
-    ) -> Result<()> {
-        write_intent(&run.open()?, intent)?;
-        if let Some(i) = info.filter(|i| runtime::alive(i.qemu_pid, i.qemu_start)) {
+    ) -> Result<Option<RunInfo>> {
+        let dir = run.open()?;
+        write_intent(&dir, intent)?;
+        let info = info.cloned().or_else(|| {
+            dir.read(supervisor::RUN_INFO, 1 << 16)
+                .ok()
+                .flatten()
+                .and_then(|b| serde_json::from_slice::<RunInfo>(&b).ok())
+        });
+        if let Some(i) = info
+            .as_ref()
+            .filter(|i| runtime::alive(i.qemu_pid, i.qemu_start))
+        {
             // SAFETY: kill() has no memory-safety preconditions; the pid was checked to be
             // this VM's QEMU (pid and start time) just now.
             unsafe { libc::kill(i.qemu_pid as i32, libc::SIGKILL) };
         }
-        Ok(())
+        Ok(info)
     }
 
-    /// A stop or kill asked for: the record no longer says the VM is to run.
+    /// A stop or kill asked for: the record no longer says the VM is to run, and its
+    /// owner's session (if its pool limits sessions) is over.
     fn unmark_autoboot(&self, r: &mut VmRecord) -> Result<()> {
-        if r.autoboot {
+        if r.autoboot || r.session_ends_at.is_some() {
             r.autoboot = false;
+            r.session_ends_at = None;
             self.catalog.put_vm(r)?;
         }
         Ok(())
     }
 
     /// Mark the VM to run, taking its lifecycle lock (a desktop handed out).
-    pub(crate) fn mark_to_run(&self, uuid: &Uuid) -> Result<()> {
+    /// `session_ends_at`: `Some` sets when the owner's session ends (a session starts).
+    pub(crate) fn mark_to_run(
+        &self,
+        uuid: &Uuid,
+        session_ends_at: Option<Option<String>>,
+    ) -> Result<VmRecord> {
         let _lc = self.lifecycle_lock(&self.run_dir(uuid))?;
-        self.mark_autoboot(uuid)
+        let mut r = self.record(uuid)?;
+        let ends = session_ends_at.unwrap_or_else(|| r.session_ends_at.clone());
+        if !r.autoboot || r.session_ends_at != ends {
+            r.autoboot = true;
+            r.session_ends_at = ends;
+            self.catalog.put_vm(&r)?;
+        }
+        Ok(r)
     }
 
     /// Mark the VM to run (a start or wake asked for), under its lifecycle lock.

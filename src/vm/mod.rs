@@ -341,6 +341,9 @@ pub struct Vm {
     /// Marked to run (vmadm's `autoboot`): set by a start or wake, cleared by a stop or kill
     /// asked for; `host start` starts such a VM if the host went down under it.
     pub autoboot: bool,
+    /// When its pool ends its owner's session (`max_session_s`), RFC 3339, while it runs
+    /// for its owner; a portal warns before then.
+    pub session_ends_at: Option<String>,
 }
 
 #[cfg(test)]

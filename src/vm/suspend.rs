@@ -482,7 +482,7 @@ impl Store {
                     // ends, still under the lock (nobody may wake it meanwhile), and the VM
                     // stays suspended (the supervisor records it once the lock is free).
                     Settled::Waiting => {
-                        self.kill_qemu_locked(&run, info.as_ref(), Intent::Suspend)?
+                        self.kill_qemu_locked(&run, info.as_ref(), Intent::Suspend)?;
                     }
                     // Its QEMU was killed; the supervisor records the end once the lock is free.
                     Settled::Ending => {}

@@ -549,3 +549,59 @@ fn sigkill_at_random_moments_leaves_nothing_half_made() {
         "too few kills landed mid-operation ({killed})"
     );
 }
+
+/// A start whose caller is killed while its supervisor still waits for QEMU's monitor (a slow
+/// QEMU: a script that waits before it runs the real one), then a kill from another process:
+/// that kill finds no run to signal yet, and still ends it, because the supervisor reads the
+/// kill asked for once it has written the run's facts. Without that, QEMU ran on watched by
+/// nobody's record and the kill timed out waiting for it (a flake of the home workers' test).
+#[test]
+fn a_kill_reaches_a_start_whose_caller_died_before_qemu_answered() {
+    let tmp = scratch();
+    let real = std::env::var_os("VMPOOL_QEMU")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::split_paths(&std::env::var_os("PATH")?)
+                .map(|d| d.join("qemu-system-x86_64"))
+                .find(|p| p.is_file())
+        })
+        .expect("qemu-system-x86_64 on PATH");
+    let slow = tmp.path().join("slow-qemu");
+    std::fs::write(
+        &slow,
+        format!("#!/bin/sh\nsleep 4\nexec {} \"$@\"\n", real.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&slow, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let g = guest_store(&format!("&clone=qcow2&zone=off&qemu={}", slow.display()));
+    let v =
+        g.s.create_vm(
+            &vmpool::VmSpec::new(g.image.uuid)
+                .alias("slow")
+                .owner("t")
+                .ram_mib(256),
+        )
+        .unwrap();
+    let mut starter = Command::new(env!("CARGO_BIN_EXE_vmpoolctl"))
+        .args(["--store", &g.uri, "vm", "start", &v.uuid.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The supervisor is on its way (the record says starting); its QEMU sleeps for 4 s.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while g.s.vm(v.uuid).unwrap().state != vmpool::vm::State::Starting {
+        assert!(Instant::now() < deadline, "the start never began");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    starter.kill().unwrap();
+    assert_eq!(starter.wait().unwrap().signal(), Some(9));
+    let killed = g.s.kill_vm(v.uuid).unwrap();
+    assert!(!killed.state.is_active(), "{:?}", killed.state);
+    // Well past the moment the slow QEMU would have answered: nothing of it runs.
+    std::thread::sleep(Duration::from_secs(5));
+    let after = g.s.vm_status(v.uuid).unwrap();
+    assert!(!after.vm.state.is_active(), "{:?}", after.vm.state);
+    assert!(after.run.is_none(), "{:?}", after.run);
+}

@@ -8,7 +8,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
-use vmpool::pool::{AcquireOptions, AcquirePath, PoolSpec, Warmth};
+use vmpool::pool::{AcquireOptions, AcquirePath, OnLogout, PoolSpec, Warmth};
 use vmpool::store::StartOptions;
 use vmpool::vm::State;
 use vmpool::Store;
@@ -423,4 +423,103 @@ fn a_logout_refreshes_or_keeps_the_desktop_and_the_home_stays() {
     let back = acquire("keep", "bo");
     assert_eq!((back.vm.uuid, back.path), (kept, AcquirePath::Redirect));
     next_tick(&e, &kept, last);
+}
+
+/// A pool's session limit (`max_session_s`): each hand-out fixes when its session ends (the
+/// VM says so, for a portal's warning; a redirect keeps it), the first refill after the end
+/// ends it by the pool's `on_logout` (`keep`: asleep; woken by a start, as a portal's Wake
+/// button does, the same guest goes on and the next refill gives it a new session, which the
+/// owner's acquire then keeps; `refresh`: released, and the next acquire hands out another
+/// VM), and a limit out of range is refused with nothing made.
+#[test]
+fn a_session_ends_at_the_pools_limit_asleep_or_released_by_on_logout() {
+    let e = guest_store("&clone=qcow2");
+    let spec = |name: &str, on_logout| {
+        let mut p = PoolSpec::new(name, e.image.uuid);
+        p.ram_mib = 256;
+        p.max_vms = 2;
+        p.max_session_s = Some(10);
+        p.on_logout = on_logout;
+        p
+    };
+    let mut bad = spec("bad", OnLogout::Keep);
+    bad.max_session_s = Some(0);
+    let err = e.s.create_pool(&bad).unwrap_err();
+    assert_eq!(err.code(), Code::VMPOOL_RESULT_INVALID_ARGUMENT, "{err}");
+    assert!(err.to_string().contains("max_session_s"), "{err}");
+    assert!(e.s.pools().unwrap().is_empty());
+    e.s.create_pool(&spec("lab", OnLogout::Keep)).unwrap();
+    e.s.create_pool(&spec("class", OnLogout::Refresh)).unwrap();
+    let refill = |name| {
+        e.s.refill(name, &Default::default(), &|_| {}, &Default::default())
+            .unwrap()
+    };
+    let get = |name| {
+        e.s.acquire(name, "ann", &AcquireOptions::default())
+            .unwrap()
+    };
+    let ends = |v: &vmpool::Vm| {
+        humantime::parse_rfc3339(v.session_ends_at.as_deref().expect("a session end")).unwrap()
+    };
+    let t0 = std::time::SystemTime::now();
+    let kept = get("lab").vm;
+    let fresh = get("class").vm;
+    for v in [&kept, &fresh] {
+        // Whole seconds: the end is at most a second past t0 + 10 s (the acquire's own time).
+        let left = ends(v).duration_since(t0).unwrap();
+        assert!(
+            left > Duration::from_secs(7) && left <= Duration::from_secs(11),
+            "{left:?}"
+        );
+        assert_eq!(e.s.vm(v.uuid).unwrap().session_ends_at, v.session_ends_at);
+    }
+    // The owner back before the end: the same session.
+    assert_eq!(get("lab").vm.session_ends_at, kept.session_ends_at);
+    assert_eq!(
+        (refill("lab").sessions_ended, refill("class").sessions_ended),
+        (0, 0)
+    );
+    e.wait_log(&kept.uuid, "VMPOOL-TEST-GUEST: tick=", 1);
+    let end = ends(&kept).max(ends(&fresh));
+    std::thread::sleep(
+        end.duration_since(std::time::SystemTime::now())
+            .unwrap_or_default(),
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    // keep: asleep, for the reason the page shows, with no session.
+    assert_eq!(refill("lab").sessions_ended, 1);
+    let v = e.s.vm(kept.uuid).unwrap();
+    assert_eq!(v.state, State::Suspended);
+    assert_eq!(
+        v.suspended.unwrap().reason,
+        vmpool::pool::SESSION_END_REASON
+    );
+    assert_eq!(v.session_ends_at, None);
+    let last = *ticks(&e, &kept.uuid).last().unwrap();
+    let woken = e.s.start_vm(kept.uuid, &StartOptions::default()).unwrap();
+    assert_eq!(woken.state, State::Running);
+    assert_eq!(
+        woken.session_ends_at, None,
+        "the ended session's end is not this run's"
+    );
+    assert_eq!(refill("lab").sessions_ended, 0);
+    let again = e.s.vm(kept.uuid).unwrap();
+    assert_eq!(again.state, State::Running);
+    assert!(ends(&again) > ends(&kept), "a new session");
+    let back = get("lab");
+    assert_eq!((back.vm.uuid, back.was), (kept.uuid, "running"));
+    assert_eq!(back.vm.session_ends_at, again.session_ends_at);
+    next_tick(&e, &kept.uuid, last);
+    assert_eq!(
+        e.log(&kept.uuid)
+            .matches("VMPOOL-TEST-GUEST: booted")
+            .count(),
+        1
+    );
+    // refresh: released; the next acquire is another VM with a session of its own.
+    assert_eq!(refill("class").sessions_ended, 1);
+    assert!(e.s.vm(fresh.uuid).is_err(), "the released VM is gone");
+    let other = get("class").vm;
+    assert_ne!(other.uuid, fresh.uuid);
+    assert!(ends(&other) > ends(&fresh));
 }

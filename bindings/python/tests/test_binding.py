@@ -101,8 +101,10 @@ def test_pool_keys_are_passed_through_and_pools_are_dataclasses(store):
     s, image = store
     p = s.create_pool(name="p", image=image, vcpus=1, ram_mib=256, max_vms=3, disk_gib=2, spares=0,
                       max_per_owner=2, warmth="paused", on_release="reset", on_logout="refresh",
-                      ready_marker="ready", ready_delay_s=1, ready_timeout_s=30, accel="tcg", home_gib=1)
+                      ready_marker="ready", ready_delay_s=1, ready_timeout_s=30, accel="tcg", home_gib=1,
+                      idle_suspend_after_s=600, max_session_s=3600)
     assert p.home_gib == 1 and p.on_logout == "refresh"
+    assert (p.idle_suspend_after_s, p.max_session_s) == (600, 3600)
     assert s.logout("nobody") == {"kept": [], "refreshed": []}
     with pytest.raises(vmpool.InvalidArgument):
         s.logout("../x")
@@ -113,8 +115,11 @@ def test_pool_keys_are_passed_through_and_pools_are_dataclasses(store):
     assert s.pool("p") == p and s.pools() == [p]
     # None clears the clearable keys; image= and image_uuid= are both the image.
     q = s.update_pool("p", disk_gib=None, ready_marker=None, accel=None, image_uuid=image.uuid, spares=1,
-                      home_gib=None)
+                      home_gib=None, max_session_s=None)
     assert (q.disk_gib, q.ready_marker, q.accel, q.spares, q.home_gib) == (None, None, None, 1, None)
+    assert q.max_session_s is None
+    with pytest.raises(vmpool.InvalidArgument, match="max_session_s"):
+        s.update_pool("p", max_session_s=0)
     assert s.update_pool("p", image=image).image_uuid == image.uuid
     with pytest.raises(TypeError, match="name"):
         s.update_pool("p", name="q")

@@ -484,6 +484,8 @@ class Vm(_Record):
     suspended: Optional[Dict[str, Any]] = None
     #: Marked to run: set by a start or wake, cleared by a stop or kill; ``host_start`` starts it.
     autoboot: bool = False
+    #: While it runs for its owner in a pool with ``max_session_s``: when the pool ends the session (RFC 3339).
+    session_ends_at: Optional[str] = None
     extra: Dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     _nested: ClassVar[Dict[str, Callable[[Any], Any]]] = {
@@ -594,6 +596,8 @@ class Pool(_Record):
     accel: Optional[str] = None
     home_gib: Optional[int] = None
     idle_suspend_after_s: Optional[int] = None
+    #: The longest a desktop stays with its owner in one go, s; then ``on_logout`` ends the session.
+    max_session_s: Optional[int] = None
     #: What an owner's :meth:`Store.logout` does with their desktop: ``"keep"`` or ``"refresh"``.
     on_logout: str = "keep"
     template: Optional[PoolTemplate] = None
@@ -655,6 +659,7 @@ class RefillReport(_Record):
     template_built: bool
     spares: int
     suspended: int = 0
+    sessions_ended: int = 0
     errors: List[str] = field(default_factory=list)
     extra: Dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -669,7 +674,7 @@ _VM_UPDATE_KEYS = {"vcpus", "ram_mib", "disk_gib"}
 # vmpool_pool_update takes every create key except name; image_uuid is also said as image=.
 _POOL_UPDATE_KEYS = {"image_uuid", "vcpus", "ram_mib", "disk_gib", "spares", "max_vms", "max_per_owner",
                      "warmth", "on_release", "on_logout", "ready_marker", "ready_delay_s", "ready_timeout_s", "accel",
-                     "home_gib", "idle_suspend_after_s"}
+                     "home_gib", "idle_suspend_after_s", "max_session_s"}
 _POOL_CREATE_KEYS = _POOL_UPDATE_KEYS - {"image_uuid", "vcpus", "ram_mib", "max_vms"}
 
 
@@ -929,7 +934,8 @@ class Store:
                     **opts: Any) -> Pool:
         """Create a pool. Keywords: disk_gib, spares, max_per_owner, warmth ("disk", "paused",
         "template"), on_release ("destroy", "reset"), on_logout ("keep", "refresh"), ready_marker, ready_delay_s,
-        ready_timeout_s, accel, home_gib (each owner's home volume), idle_suspend_after_s (suspend a desktop nobody looked at for that long); ``None`` leaves one out (its default). Spares are made by
+        ready_timeout_s, accel, home_gib (each owner's home volume), idle_suspend_after_s (suspend a desktop nobody looked at for that long),
+        max_session_s (end a desktop's session after that long: on_logout keep suspends it, refresh releases it); ``None`` leaves one out (its default). Spares are made by
         :meth:`refill`."""
         _refuse_unknown(opts, _POOL_CREATE_KEYS, "pool")
         payload: Dict[str, Any] = {"name": name, "image_uuid": image.uuid if isinstance(image, Image) else image,

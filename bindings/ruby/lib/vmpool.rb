@@ -367,14 +367,17 @@ module Vmpool
     VM_UPDATE_KEYS = %i[vcpus ram_mib disk_gib].freeze
     # vmpool_pool_update takes every create key except name; image_uuid is also said as image:.
     POOL_UPDATE_KEYS = %i[image_uuid vcpus ram_mib disk_gib spares max_vms max_per_owner warmth on_release
-                          on_logout ready_marker ready_delay_s ready_timeout_s accel home_gib idle_suspend_after_s].freeze
+                          on_logout ready_marker ready_delay_s ready_timeout_s accel home_gib idle_suspend_after_s
+                          max_session_s].freeze
     POOL_KEYS = (POOL_UPDATE_KEYS - [:image_uuid]).freeze # as earlier versions had it
     POOL_CREATE_KEYS = (POOL_UPDATE_KEYS - %i[image_uuid vcpus ram_mib max_vms]).freeze
 
     # Create a pool. +image+ is an image uuid or an image Hash. Keywords: disk_gib, spares,
     # max_per_owner, warmth ("disk", "paused" or "template"), on_release ("destroy" or
     # "reset"), on_logout ("keep" or "refresh"), ready_marker, ready_delay_s, ready_timeout_s, accel, home_gib (each owner's
-    # home volume), idle_suspend_after_s (suspend a desktop nobody looked at for that long);
+    # home volume), idle_suspend_after_s (suspend a desktop nobody looked at for that long),
+    # max_session_s (end a desktop's session after that long: on_logout keep suspends it,
+    # refresh releases it);
     # nil leaves one out (its default). Spares are made by #refill.
     def create_pool(name:, image:, vcpus:, ram_mib:, max_vms:, **opts)
       refuse_unknown(opts, POOL_CREATE_KEYS, "pool")

@@ -72,15 +72,18 @@ class VmpoolBindingTest < Minitest::Test
   def test_every_pool_key_is_passed_through
     p = @store.create_pool(name: "p", image: @image, vcpus: 1, ram_mib: 256, max_vms: 3, disk_gib: 2, spares: 0,
                            max_per_owner: 2, warmth: "paused", on_release: "reset", on_logout: "refresh", ready_marker: "ready",
-                           ready_delay_s: 1, ready_timeout_s: 30, accel: "tcg", home_gib: 1)
-    assert_equal [2, 2, "paused", "reset", "refresh", "ready", 1, 30, "tcg", 1],
+                           ready_delay_s: 1, ready_timeout_s: 30, accel: "tcg", home_gib: 1,
+                           idle_suspend_after_s: 600, max_session_s: 3600)
+    assert_equal [2, 2, "paused", "reset", "refresh", "ready", 1, 30, "tcg", 1, 600, 3600],
                  p.values_at(:disk_gib, :max_per_owner, :warmth, :on_release, :on_logout, :ready_marker,
-                             :ready_delay_s, :ready_timeout_s, :accel, :home_gib)
+                             :ready_delay_s, :ready_timeout_s, :accel, :home_gib, :idle_suspend_after_s, :max_session_s)
+    assert_raises(Vmpool::InvalidArgument) { @store.update_pool("p", max_session_s: 0) }
     assert_equal({ kept: [], refreshed: [] }, @store.logout("nobody"))
     assert_raises(Vmpool::InvalidArgument) { @store.logout("../x") }
     # nil clears the clearable keys; image: (uuid or Hash) and image_uuid: are both the image.
-    q = @store.update_pool("p", disk_gib: nil, ready_marker: nil, accel: nil, image_uuid: @image[:uuid], spares: 1)
-    assert_equal [nil, nil, nil, 1], q.values_at(:disk_gib, :ready_marker, :accel, :spares)
+    q = @store.update_pool("p", disk_gib: nil, ready_marker: nil, accel: nil, image_uuid: @image[:uuid], spares: 1,
+                                max_session_s: nil)
+    assert_equal [nil, nil, nil, 1, nil], q.values_at(:disk_gib, :ready_marker, :accel, :spares, :max_session_s)
     assert_equal @image[:uuid], @store.update_pool("p", image: @image)[:image_uuid]
     assert_raises(::ArgumentError) { @store.update_pool("p", name: "q") }
     @store.delete_pool("p")

@@ -41,6 +41,8 @@ module Portal
     config.x.portal.session_ttl = Integer(env.fetch("PORTAL_SESSION_TTL", 8 * 3600))   # absolute, s
     config.x.portal.session_idle = Integer(env.fetch("PORTAL_SESSION_IDLE", 30 * 60)) # idle, s
     config.x.portal.console_ttl = Integer(env.fetch("PORTAL_CONSOLE_TTL", 120))       # SPICE ticket, s
+    # The desktop page warns this long before a pool's session limit (max_session_s) ends it.
+    config.x.portal.session_end_warning = Integer(env.fetch("PORTAL_SESSION_END_WARNING", 300)) # s
     config.x.portal.console_port = Integer(env.fetch("PORTAL_CONSOLE_PORT", 6080))
     config.x.portal.console_url = env["PORTAL_CONSOLE_URL"].presence # e.g. wss://host/console
     config.x.portal.console_cookie_bound = env.fetch("PORTAL_CONSOLE_COOKIE_BOUND", "1") == "1"

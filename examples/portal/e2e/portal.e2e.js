@@ -8,8 +8,8 @@
 //   not fight over the console), a forged Host refused, a second user gets another VM and cannot
 //   open the first user's desktop, console URL or console socket, a user's console WebSockets
 //   capped, a password ciphertext one byte short accepted, tokens refused when foreign, bogus,
-//   expired or logged out, Ctrl-Alt-Del reaches the guest, stop/start, asleep and waking,
-//   reset/delete, and the admin:
+//   expired or logged out, Ctrl-Alt-Del reaches the guest, stop/start, asleep and waking, a
+//   session limit counted down to its end, reset/delete, and the admin:
 //   users, VMs (stop/delete any), image import with its progress bar, a new pool whose spares
 //   appear; a log-in flood throttled.
 // Screenshots go to $E2E_SHOTS (default target/portal/). Prints "N passed, N failed"; exit 1 on
@@ -385,6 +385,31 @@ async function main() {
       assert(/^waking: This desktop is waking/.test(said), 'while it woke the page said: ' + said);
       assert(L.store('vm', ctx.aliceVm).state === 'running', 'VM not running after the wake');
       await L.firstFrame(page, 90000);
+    });
+    await check("a session limit: the page counts down to the end, then the desktop is asleep", async () => {
+      const set = L.store('session-limit', 'desktop=12');
+      assert(set.max_session_s === 12, 'limit not set: ' + JSON.stringify(set).slice(0, 200));
+      try {
+        // The session (and its end) starts with the next hand-out: "Get a desktop" again.
+        await page.goto(`${L.BASE}/`);
+        await Promise.all([L.awaitDesktop(page), page.click('#pools tr[data-pool="desktop"] .get-desktop')]);
+        assert(L.desktopUuid(page) === ctx.aliceVm, `got ${L.desktopUuid(page)}, had ${ctx.aliceVm}`);
+        assert(L.store('vm', ctx.aliceVm).session_ends_at, 'the VM has no session end');
+        await page.waitForFunction(() => {
+          const n = document.getElementById('session-ending');
+          return n && !n.hidden && /ends in 0:\d\d .*goes to sleep/.test(n.textContent);
+        }, null, { timeout: 5000 });
+        const said = await page.locator('#session-ending').textContent();
+        await shot(page, 'desktop-alice-session-ending');
+        // The portal's refill ends the session (a keep pool: asleep); the page loads again.
+        await page.waitForSelector('#desktop-asleep', { timeout: 60000 });
+        const asleep = (await page.locator('#desktop-asleep').textContent()).replace(/\s+/g, ' ');
+        assert(/\(session limit\)/.test(asleep), 'asleep notice: ' + asleep);
+        assert(L.store('vm', ctx.aliceVm).state === 'suspended', 'VM not suspended');
+        return `"${said.slice(0, 40)}…", then "${asleep.slice(0, 60)}…"`;
+      } finally {
+        L.store('session-limit', 'desktop=null');
+      }
     });
     // E2E_RESETS=20 repeats this check (a loop for a check that once failed in CI), each time,
     // like the single check, with a paused spare ready to be handed out.

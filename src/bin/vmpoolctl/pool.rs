@@ -274,12 +274,21 @@ fn refill(
             if r.suspended > 0 {
                 l.push_str(&format!("; suspended {} idle desktop(s)", r.suspended));
             }
+            if r.sessions_ended > 0 {
+                l.push_str(&format!(
+                    "; ended {} session(s) at the pool's limit",
+                    r.sessions_ended
+                ));
+            }
             for e in &r.errors {
                 l.push_str(&format!("\n  error: {e}"));
             }
             l
         };
-        if !watch || r.created + r.removed + r.warmed + r.suspended > 0 || !r.errors.is_empty() {
+        if !watch
+            || r.created + r.removed + r.warmed + r.suspended + r.sessions_ended > 0
+            || !r.errors.is_empty()
+        {
             bar.suspend(|| out(&line))?;
         }
         if !watch {

@@ -200,6 +200,7 @@ pub struct VmOut<'a> {
     user: Option<UserOut<'a>>,
     suspended: Option<SuspendedOut<'a>>,
     autoboot: bool,
+    session_ends_at: Option<&'a str>,
 }
 
 /// While a VM is `suspended`: when and why, and what its saved state takes on disk.
@@ -258,6 +259,7 @@ impl<'a> From<&'a Vm> for VmOut<'a> {
                 bytes: x.bytes,
             }),
             autoboot: v.autoboot,
+            session_ends_at: v.session_ends_at.as_deref(),
         }
     }
 }

@@ -47,6 +47,7 @@ pub(super) struct PoolPayload {
     accel: Option<Accel>,
     home_gib: Option<i64>,
     idle_suspend_after_s: Option<i64>,
+    max_session_s: Option<i64>,
 }
 
 /// Parse a pool create payload (its values are checked by the store).
@@ -92,6 +93,10 @@ pub fn pool_spec(json: &str) -> Result<PoolSpec> {
         .idle_suspend_after_s
         .map(|v| u32_of("idle_suspend_after_s", v))
         .transpose()?;
+    s.max_session_s = p
+        .max_session_s
+        .map(|v| u32_of("max_session_s", v))
+        .transpose()?;
     Ok(s)
 }
 
@@ -122,6 +127,8 @@ pub(super) struct PoolChanges {
     home_gib: Option<Option<i64>>,
     #[serde(default, deserialize_with = "clearable")]
     idle_suspend_after_s: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "clearable")]
+    max_session_s: Option<Option<i64>>,
 }
 
 /// Parse a pool update.
@@ -157,6 +164,10 @@ pub fn pool_update(json: &str) -> Result<PoolUpdate> {
         idle_suspend_after_s: c
             .idle_suspend_after_s
             .map(|v| v.map(|v| u32_of("idle_suspend_after_s", v)).transpose())
+            .transpose()?,
+        max_session_s: c
+            .max_session_s
+            .map(|v| v.map(|v| u32_of("max_session_s", v)).transpose())
             .transpose()?,
     })
 }
@@ -258,6 +269,7 @@ pub struct PoolOut<'a> {
     accel: Option<Accel>,
     home_gib: Option<u64>,
     idle_suspend_after_s: Option<u32>,
+    max_session_s: Option<u32>,
     created_at: &'a str,
     updated_at: &'a str,
     status: StatusOut<'a>,
@@ -285,6 +297,7 @@ impl<'a> From<&'a Pool> for PoolOut<'a> {
             accel: s.accel,
             home_gib: s.home_gib,
             idle_suspend_after_s: s.idle_suspend_after_s,
+            max_session_s: s.max_session_s,
             created_at: &p.created_at,
             updated_at: &p.updated_at,
             status: StatusOut {
@@ -377,6 +390,7 @@ pub struct RefillOut<'a> {
     removed: u32,
     template_built: bool,
     suspended: u32,
+    sessions_ended: u32,
     spares: u32,
     errors: &'a [String],
 }
@@ -389,6 +403,7 @@ impl<'a> From<&'a RefillReport> for RefillOut<'a> {
             removed: r.removed,
             template_built: r.template_built,
             suspended: r.suspended,
+            sessions_ended: r.sessions_ended,
             spares: r.spares,
             errors: &r.errors,
         }

@@ -176,6 +176,10 @@ pub struct VmRecord {
     /// older records: not marked).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub autoboot: bool,
+    /// When the pool ends its owner's session (the pool's `max_session_s`, fixed when the
+    /// session started: the hand-out, or the acquire that brought it back to run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_ends_at: Option<String>,
     /// Unknown fields, written back as read.
     #[serde(flatten)]
     pub extra: Extra,
@@ -377,6 +381,10 @@ impl From<&VmRecord> for Vm {
             user: r.user.clone(),
             suspended: r.suspended.clone(),
             autoboot: r.autoboot,
+            // Asleep, a desktop has no session; an end of an earlier run is no end.
+            session_ends_at: crate::pool::session_limit::current_end(r)
+                .filter(|_| r.suspended.is_none() && !r.owner.is_empty())
+                .map(str::to_owned),
         }
     }
 }
@@ -414,6 +422,7 @@ impl From<&Vm> for VmRecord {
             user: v.user.clone(),
             suspended: v.suspended.clone(),
             autoboot: v.autoboot,
+            session_ends_at: v.session_ends_at.clone(),
             extra: Extra::new(),
         }
     }

@@ -471,7 +471,6 @@ fn supervise(run: &RunDir, launch: &LaunchFile, ready: &mut Option<File>) -> Res
     };
     let _alive = lock::lock(&run.supervisor_lock(), Mode::Exclusive)?;
     let dir = Arc::new(run.open()?);
-    let _ = dir.remove(INTENT);
     let supervisor_pid = std::process::id();
     let sockets = Sockets::bind(launch).map_err(|e| fail(ready, e.to_string()))?;
     let zone = crate::zone::HostZone::default();
@@ -575,6 +574,12 @@ fn supervise(run: &RunDir, launch: &LaunchFile, ready: &mut Option<File>) -> Res
     };
     if let Ok(b) = serde_json::to_vec(&info) {
         let _ = dir.write_atomic(RUN_INFO, &b, PRIVATE);
+    }
+    // A stop or kill asked for before the facts above were there (the process that started
+    // us died, and someone else ended the VM) found no QEMU to signal: its intent, written
+    // before it looked for them, is here now (see `kill_qemu_locked`).
+    if matches!(read_intent(&dir), Some(Intent::Kill | Intent::Stop)) {
+        child.kill();
     }
     report(
         ready,

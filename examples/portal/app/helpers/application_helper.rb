@@ -16,6 +16,22 @@ module ApplicationHelper
   end
 
   # " since 14:02 (idle)" for a suspended VM.
+  # When the desktop's session ends (its pool's max_session_s), as Unix seconds; nil: no limit.
+  def session_ends_unix(vm)
+    Time.iso8601(vm[:session_ends_at].to_s).to_i if vm[:session_ends_at].present?
+  rescue ArgumentError
+    nil
+  end
+
+  # What the end of the session does with the desktop (its pool's on_logout), for the warning.
+  def session_end_policy(vm)
+    return nil unless vm[:pool]
+
+    Portal.store.pool(vm[:pool])[:on_logout]
+  rescue Vmpool::Error
+    nil
+  end
+
   def asleep_since(vm)
     s = vm[:suspended]
     return "" unless s

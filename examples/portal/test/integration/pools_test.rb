@@ -177,6 +177,28 @@ class PoolsTest < ActionDispatch::IntegrationTest
     refute_equal gone, path.split("/").last
   end
 
+  test "a desktop of a pool with a session limit says when its session ends, and what then becomes of it" do
+    limited = make_pool(spares: 0, on_logout: "refresh", max_session_s: 3600)
+    assert_equal 3600, limited[:max_session_s]
+    log_in(@alice)
+    t0 = Time.now.to_i
+    acquire(limited[:name])
+    vm = store.vm(path.split("/").last)
+    view = css_select("#desktop").first
+    ends = Integer(view["data-session-ends"])
+    assert_in_delta t0 + 3600, ends, 5
+    assert_equal Time.iso8601(vm[:session_ends_at]).to_i, ends
+    assert_equal "refresh", view["data-session-end-policy"]
+    assert_equal Portal.config.session_end_warning.to_s, view["data-session-warning"]
+    assert_select "#session-ending[hidden]"
+    assert_select "script[src='/js/session-end.js']"
+    # A pool without a limit: no end, no notice.
+    plain = make_pool(spares: 0)
+    acquire(plain[:name])
+    assert_nil css_select("#desktop").first["data-session-ends"]
+    assert_select "#session-ending", count: 0
+  end
+
   test "an admin creates, edits, refills and deletes a pool" do
     log_in(@admin)
     get new_admin_pool_path

@@ -4,9 +4,10 @@ module Admin
   # Pools: the library's pools (stored in the store, not in the portal's database).
   class PoolsController < BaseController
     FIELDS = %i[image_uuid vcpus ram_mib disk_gib spares max_vms max_per_owner warmth on_release on_logout
-                ready_marker ready_delay_s ready_timeout_s accel idle_suspend_after_s].freeze
+                ready_marker ready_delay_s ready_timeout_s accel idle_suspend_after_s
+                max_session_s].freeze
     INTEGER = %i[vcpus ram_mib disk_gib spares max_vms max_per_owner ready_delay_s ready_timeout_s
-                 idle_suspend_after_s].freeze
+                 idle_suspend_after_s max_session_s].freeze
 
     def index
       @pools = Portal.store.pools
