@@ -301,7 +301,7 @@ impl Store {
         let ends = starts.then(|| max_session.map(crate::pool::session_limit::end_after));
         let marked = self.mark_to_run(&u, ends)?;
         vm.autoboot = true;
-        vm.session_ends_at = marked.session_ends_at;
+        vm.session_ends_at = Vm::from(&marked).session_ends_at;
         self.mark_seen(&u);
         if out.path == AcquirePath::Redirect {
             out.was = was;

@@ -132,6 +132,25 @@ impl Store {
         Ok(out)
     }
 
+    /// The pool's desktops that run for their owners on their own (handed out, running or
+    /// paused, not asleep, not waiting for a template's state): what the idle policy and the
+    /// session limit look at. Read under the pool lock, which is let go before returning.
+    pub(crate) fn running_desktops(&self, rec: &PoolRecord) -> Result<Vec<VmRecord>> {
+        let dir = self.pool_dir(&rec.spec.name);
+        let _l = dir.lock()?;
+        Ok(self
+            .members(rec, &dir)?
+            .into_iter()
+            .filter(|(r, standing, live)| {
+                *standing == Standing::Owned
+                    && matches!(live, State::Running | State::Paused)
+                    && r.restore.is_none()
+                    && r.suspended.is_none()
+            })
+            .map(|(r, _, _)| r)
+            .collect())
+    }
+
     /// The VMs `owner` holds in the pool (checked against their records; stale entries
     /// dropped), and whether a live process is making one for them. Without the pool lock
     /// nothing is dropped.

@@ -4,32 +4,21 @@
 //! now (QEMU's SPICE events, followed by the supervisor), or a hand-out or console ticket
 //! within the time. Checked at each refill, which a portal runs every few seconds.
 
-use crate::pool::plan::Standing;
 use crate::store::catalog::records::PoolRecord;
 use crate::store::Store;
 use crate::vm::supervisor::clients;
-use crate::vm::State;
 
 impl Store {
     /// Suspend the pool's handed-out desktops idle for `after_s` seconds or more. Returns how
     /// many were suspended, and what went wrong with others (they keep running).
     pub(crate) fn suspend_idle(&self, rec: &PoolRecord, after_s: u32) -> (u32, Vec<String>) {
-        let dir = self.pool_dir(&rec.spec.name);
-        let members = match dir.lock().and_then(|_l| self.members(rec, &dir)) {
-            Ok(m) => m,
+        let desktops = match self.running_desktops(rec) {
+            Ok(d) => d,
             Err(e) => return (0, vec![format!("idle desktops: {e}")]),
         };
         let now = clients::now_s();
         let (mut done, mut errors) = (0, Vec::new());
-        for (r, standing, live) in members {
-            // Only desktops someone holds, running on their own (not waiting for a template).
-            if standing != Standing::Owned
-                || !matches!(live, State::Running | State::Paused)
-                || r.restore.is_some()
-                || r.suspended.is_some()
-            {
-                continue;
-            }
+        for r in desktops {
             let Ok(run) = self.run_dir(&r.uuid).open() else {
                 continue;
             };

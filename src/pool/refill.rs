@@ -65,8 +65,9 @@ impl Store {
             r.suspended = n;
             r.errors.extend(errors);
         }
-        if let Some(max) = rec.spec.max_session_s {
-            let (n, errors) = self.end_sessions(&rec, max);
+        // Sessions already given an end are ended at it, whatever the limit is now.
+        let (n, errors) = self.end_sessions(&rec, rec.spec.max_session_s);
+        {
             let mut r = lock(&report);
             r.sessions_ended = n;
             r.errors.extend(errors);

@@ -2,36 +2,28 @@
 //! long in one go. Its end (`session_ends_at` in the VM's record) is fixed when the session
 //! starts: at the hand-out, or when the acquire brings the desktop back to run (`hand_over`);
 //! a desktop that runs for its owner without one (woken or started by other calls than an
-//! acquire, or running when the pool got its limit) gets one at the next refill. An end that
-//! is not after the current run's start belongs to an earlier run: a new run is a new
-//! session. A portal reads the end to warn its user. At the end the pool ends the
+//! acquire, or running when the pool got its limit) gets one at the next refill. A start after
+//! the end drops it (`start_locked`): a desktop put to sleep at its end and woken by a plain
+//! start is not ended again at once. A stop and start before the end keeps it. The end is
+//! enforced whatever the pool's limit is now: a change applies from the next session. A
+//! portal reads the end to warn its user. At the end the pool ends the
 //! session the way the owner's logout would, except that `keep` also puts the desktop to sleep
 //! (otherwise nothing would end): `keep` suspends it, so its RAM is free and its owner's next
 //! acquire wakes it where it was, starting a new session; `refresh` releases it, so the next
 //! acquire hands out a fresh one (the home stays). Checked at each refill, like the idle policy.
 
-use crate::pool::plan::Standing;
 use crate::pool::OnLogout;
 use crate::store::catalog::records::{PoolRecord, VmRecord};
 use crate::store::Store;
-use crate::vm::State;
 use std::time::SystemTime;
 
 /// The reason a suspended desktop's record gives when its session reached the pool's limit.
 pub const SESSION_END_REASON: &str = "session limit";
 
-/// The end of the record's current session: its `session_ends_at`, unless that is of an
-/// earlier run (the run started at or after it).
-pub(crate) fn current_end(r: &VmRecord) -> Option<&str> {
-    let end = r.session_ends_at.as_deref()?;
-    let started = r
-        .run
-        .as_ref()
-        .and_then(|i| humantime::parse_rfc3339(&i.started_at).ok());
-    match (humantime::parse_rfc3339(end), started) {
-        (Ok(e), Some(s)) if s >= e => None,
-        _ => Some(end),
-    }
+/// Whether the record's session end has passed (an end that does not parse, written by
+/// hand, has: a limit is never silently lifted).
+pub(crate) fn passed(r: &VmRecord) -> bool {
+    over(r, SystemTime::now())
 }
 
 /// When a session of `max_s` seconds that starts now ends, RFC 3339.
@@ -40,35 +32,29 @@ pub(crate) fn end_after(max_s: u32) -> String {
     humantime::format_rfc3339_seconds(at).to_string()
 }
 
-/// Whether the record's current session is over at `now`. An end that does not parse (written
-/// by hand) counts as over: a limit is never silently lifted.
 fn over(r: &VmRecord, now: SystemTime) -> bool {
-    current_end(r).is_some_and(|s| humantime::parse_rfc3339(s).map_or(true, |t| t <= now))
+    r.session_ends_at
+        .as_deref()
+        .is_some_and(|s| humantime::parse_rfc3339(s).map_or(true, |t| t <= now))
 }
 
 impl Store {
     /// End the sessions of the pool's desktops whose `session_ends_at` has passed. Returns
     /// how many were ended, and what went wrong with others (they keep running; the next
     /// refill tries again).
-    pub(crate) fn end_sessions(&self, rec: &PoolRecord, max_s: u32) -> (u32, Vec<String>) {
-        let dir = self.pool_dir(&rec.spec.name);
-        let members = match dir.lock().and_then(|_l| self.members(rec, &dir)) {
-            Ok(m) => m,
+    pub(crate) fn end_sessions(&self, rec: &PoolRecord, max_s: Option<u32>) -> (u32, Vec<String>) {
+        let desktops = match self.running_desktops(rec) {
+            Ok(d) => d,
             Err(e) => return (0, vec![format!("session limits: {e}")]),
         };
         let (mut done, mut errors) = (0, Vec::new());
-        for (r, standing, live) in members {
-            if standing != Standing::Owned
-                || !matches!(live, State::Running | State::Paused)
-                || r.suspended.is_some()
-                || r.restore.is_some()
-            {
-                continue;
-            }
+        for r in desktops {
             let u = r.uuid;
-            if current_end(&r).is_none() {
-                if let Err(e) = self.begin_session(u, max_s) {
-                    errors.push(format!("starting the session of VM {u}: {e}"));
+            if r.session_ends_at.is_none() {
+                if let Some(max_s) = max_s {
+                    if let Err(e) = self.begin_session(u, max_s) {
+                        errors.push(format!("starting the session of VM {u}: {e}"));
+                    }
                 }
                 continue;
             }
@@ -106,7 +92,7 @@ impl Store {
     fn begin_session(&self, u: uuid::Uuid, max_s: u32) -> crate::Result<()> {
         let _lc = self.lifecycle_lock(&self.run_dir(&u))?;
         let mut r = self.record(&u)?;
-        if r.owner.is_empty() || !r.state.is_active() || current_end(&r).is_some() {
+        if r.owner.is_empty() || !r.state.is_active() || r.session_ends_at.is_some() {
             return Ok(());
         }
         r.session_ends_at = Some(end_after(max_s));

@@ -379,8 +379,15 @@ impl Store {
             seed,
         };
         // An intent left by an earlier run goes now, not when the supervisor begins: a kill
-        // asked for while this start's supervisor is on its way (its caller died) must reach it.
+        // asked for while this start's supervisor is on its way (its caller died) must reach
+        // it. So do the facts of an earlier run that ended unrecorded (a power cut): a kill
+        // must not take them for this run's (see `kill_qemu_locked`).
         rundir.remove(supervisor::INTENT)?;
+        rundir.remove(supervisor::RUN_INFO)?;
+        // A start after its session's end begins without one (the pool gives the next).
+        if crate::pool::session_limit::passed(&r) {
+            r.session_ends_at = None;
+        }
         rundir.write_atomic(
             names::LAUNCH,
             &serde_json::to_vec_pretty(&file).map_err(|e| Error::json("the launch file", e))?,

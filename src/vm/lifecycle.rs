@@ -341,10 +341,10 @@ impl Store {
     /// the end once the lock is free. Returns the run's facts as last seen.
     ///
     /// A start whose caller died leaves its supervisor starting QEMU with nobody to record
-    /// the run: its facts appear in `run.json` only once QEMU's monitor answers. So with no
-    /// facts given, they are looked for again *after* the intent is written; a supervisor
-    /// that writes them later reads the intent after writing them and ends QEMU itself
-    /// (`supervise`). One of the two always sees the other's write.
+    /// the run: its facts appear in `run.json` only once QEMU's monitor answers. So unless
+    /// the facts given are of a live QEMU, they are looked for again *after* the intent is
+    /// written; a supervisor that writes them later reads the intent after writing them and
+    /// ends QEMU itself (`supervise`). One of the two always sees the other's write.
     pub(crate) fn kill_qemu_locked(
         &self,
         run: &RunDir,
@@ -353,12 +353,16 @@ impl Store {
     ) -> Result<Option<RunInfo>> {
         let dir = run.open()?;
         write_intent(&dir, intent)?;
-        let info = info.cloned().or_else(|| {
-            dir.read(supervisor::RUN_INFO, 1 << 16)
+        let live = |i: &&RunInfo| runtime::alive(i.qemu_pid, i.qemu_start);
+        let info = match info.filter(live) {
+            Some(i) => Some(i.clone()),
+            None => dir
+                .read(supervisor::RUN_INFO, 1 << 16)
                 .ok()
                 .flatten()
                 .and_then(|b| serde_json::from_slice::<RunInfo>(&b).ok())
-        });
+                .or_else(|| info.cloned()),
+        };
         if let Some(i) = info
             .as_ref()
             .filter(|i| runtime::alive(i.qemu_pid, i.qemu_start))
@@ -370,12 +374,12 @@ impl Store {
         Ok(info)
     }
 
-    /// A stop or kill asked for: the record no longer says the VM is to run, and its
-    /// owner's session (if its pool limits sessions) is over.
+    /// A stop or kill asked for: the record no longer says the VM is to run. Its session's
+    /// end stays: a start before it goes on with the same session (a stop and start is no
+    /// way around a pool's limit).
     fn unmark_autoboot(&self, r: &mut VmRecord) -> Result<()> {
-        if r.autoboot || r.session_ends_at.is_some() {
+        if r.autoboot {
             r.autoboot = false;
-            r.session_ends_at = None;
             self.catalog.put_vm(r)?;
         }
         Ok(())

@@ -387,6 +387,10 @@ async function main() {
       await L.firstFrame(page, 90000);
     });
     await check("a session limit: the page counts down to the end, then the desktop is asleep", async () => {
+      // A limit is for every desktop of the pool that runs: the refill would give bob's one
+      // too (and end it) while he is away. His sleeps through this check and wakes after it.
+      assert(ctx.bobVm, 'bob has no desktop (see his section)');
+      assert(L.store('suspend', ctx.bobVm).state === 'suspended', "bob's desktop did not go to sleep");
       const set = L.store('session-limit', 'desktop=12');
       assert(set.max_session_s === 12, 'limit not set: ' + JSON.stringify(set).slice(0, 200));
       try {
@@ -409,6 +413,7 @@ async function main() {
         return `"${said.slice(0, 40)}…", then "${asleep.slice(0, 60)}…"`;
       } finally {
         L.store('session-limit', 'desktop=null');
+        L.store('start', ctx.bobVm);
       }
     });
     // E2E_RESETS=20 repeats this check (a loop for a check that once failed in CI), each time,

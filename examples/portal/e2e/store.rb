@@ -4,7 +4,7 @@
 # store, $VMPOOL_STORE): a VM's serial log, its record, a pool's status. One JSON value on stdout.
 #
 #   ruby e2e/store.rb vm-log UUID | vm UUID | vms [OWNER] | pool NAME | refill NAME | release UUID | suspend UUID
-#                     | session-limit POOL=SECONDS|POOL=null | cleanup
+#                     | start UUID | session-limit POOL=SECONDS|POOL=null | cleanup
 $LOAD_PATH.unshift(File.expand_path("../../../bindings/ruby/lib", __dir__))
 if ENV["VMPOOL_LIB"].to_s.empty?
   target = File.expand_path("../../../target", __dir__)
@@ -24,6 +24,7 @@ Vmpool::Store.open(ENV.fetch("VMPOOL_STORE")) do |s|
         when "refill" then s.refill(arg)
         when "release" then s.release(arg)
         when "suspend" then s.suspend_vm(arg, reason: "e2e")
+        when "start" then s.start_vm(arg)
         when "session-limit"
           pool, secs = arg.split("=", 2)
           s.update_pool(pool, max_session_s: secs == "null" ? nil : Integer(secs))

@@ -381,10 +381,12 @@ impl From<&VmRecord> for Vm {
             user: r.user.clone(),
             suspended: r.suspended.clone(),
             autoboot: r.autoboot,
-            // Asleep, a desktop has no session; an end of an earlier run is no end.
-            session_ends_at: crate::pool::session_limit::current_end(r)
-                .filter(|_| r.suspended.is_none() && !r.owner.is_empty())
-                .map(str::to_owned),
+            // Only a desktop that runs for its owner is in a session (asleep or stopped, the
+            // end is kept for the next start to judge, but is no end).
+            session_ends_at: r
+                .session_ends_at
+                .clone()
+                .filter(|_| r.suspended.is_none() && !r.owner.is_empty() && r.state.is_active()),
         }
     }
 }

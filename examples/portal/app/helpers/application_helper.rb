@@ -15,7 +15,6 @@ module ApplicationHelper
     tag.span(state, class: "state state-#{state}", data: { state: state })
   end
 
-  # " since 14:02 (idle)" for a suspended VM.
   # When the desktop's session ends (its pool's max_session_s), as Unix seconds; nil: no limit.
   def session_ends_unix(vm)
     Time.iso8601(vm[:session_ends_at].to_s).to_i if vm[:session_ends_at].present?
@@ -32,6 +31,7 @@ module ApplicationHelper
     nil
   end
 
+  # " since 14:02 (idle)" for a suspended VM.
   def asleep_since(vm)
     s = vm[:suspended]
     return "" unless s

@@ -2,7 +2,8 @@
 // data-session-warning seconds before the end, a notice counts down and says what the end does
 // (keep: the desktop goes to sleep as it is; refresh: it is replaced by a fresh one, the home
 // stays). Once the end has passed, the page asks for the desktop's state until the pool has
-// ended the session (its next refill), then loads again: "asleep", or the desktop list.
+// ended the session (its next refill), then loads again: "asleep", or the desktop list (a
+// desktop released is a 404 here).
 const view = document.getElementById('desktop');
 const note = document.getElementById('session-ending');
 const ends = Number(view && view.dataset.sessionEnds);
@@ -13,19 +14,27 @@ if (view && note && ends > 0) {
     : 'this desktop then goes to sleep as it is; wake it to go on';
   const at = new Date(ends * 1000).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
   const clock = (s) => `${Math.floor(s / 60)}:${String(s % 60).padStart(2, '0')}`;
-  let asking = false;
+  // After the end: ask for the desktop's state, less and less often (a portal without its
+  // refill thread never ends it), and load the page again once the session has ended.
+  let nextAsk = 0;
+  let wait = 1000;
   const ask = async () => {
-    if (asking) return;
-    asking = true;
+    if (Date.now() < nextAsk) return;
+    nextAsk = Infinity; // one request at a time
+    let ended = false;
     try {
       const r = await fetch(view.dataset.statusUrl, { headers: { Accept: 'application/json' }, credentials: 'same-origin' });
-      const s = r.ok ? await r.json() : null;
-      if (!s || s.state !== 'running') window.location.reload();
+      if (r.status === 404) ended = true; // released
+      else if (r.ok) ended = ['suspended', 'stopped', 'failed'].includes((await r.json()).state);
     } catch (_) {
-      // the next tick asks again
-    } finally {
-      asking = false;
+      // asked again later
     }
+    if (ended) {
+      window.location.reload();
+      return;
+    }
+    wait = Math.min(wait * 2, 30000);
+    nextAsk = Date.now() + wait;
   };
   const tick = () => {
     const left = Math.round(ends - Date.now() / 1000);
