@@ -6,11 +6,13 @@
 //! the end drops it (`start_locked`): a desktop put to sleep at its end and woken by a plain
 //! start is not ended again at once. A stop and start before the end keeps it. The end is
 //! enforced whatever the pool's limit is now: a change applies from the next session. A
-//! portal reads the end to warn its user. At the end the pool ends the
-//! session the way the owner's logout would, except that `keep` also puts the desktop to sleep
-//! (otherwise nothing would end): `keep` suspends it, so its RAM is free and its owner's next
-//! acquire wakes it where it was, starting a new session; `refresh` releases it, so the next
-//! acquire hands out a fresh one (the home stays). Checked at each refill, like the idle policy.
+//! portal reads the end to warn its user.
+//!
+//! At the end the pool ends the session the way the owner's logout would, except that `keep`
+//! also puts the desktop to sleep (otherwise nothing would end): `keep` suspends it, so its
+//! RAM is free and its owner's next acquire wakes it where it was, starting a new session;
+//! `refresh` releases it, so the next acquire hands out a fresh one (the home stays). Checked
+//! at each refill, like the idle policy.
 
 use crate::pool::OnLogout;
 use crate::store::catalog::records::{PoolRecord, VmRecord};
@@ -23,19 +25,16 @@ pub const SESSION_END_REASON: &str = "session limit";
 /// Whether the record's session end has passed (an end that does not parse, written by
 /// hand, has: a limit is never silently lifted).
 pub(crate) fn passed(r: &VmRecord) -> bool {
-    over(r, SystemTime::now())
+    let now = SystemTime::now();
+    r.session_ends_at
+        .as_deref()
+        .is_some_and(|s| humantime::parse_rfc3339(s).map_or(true, |t| t <= now))
 }
 
 /// When a session of `max_s` seconds that starts now ends, RFC 3339.
 pub(crate) fn end_after(max_s: u32) -> String {
     let at = SystemTime::now() + std::time::Duration::from_secs(u64::from(max_s));
     humantime::format_rfc3339_seconds(at).to_string()
-}
-
-fn over(r: &VmRecord, now: SystemTime) -> bool {
-    r.session_ends_at
-        .as_deref()
-        .is_some_and(|s| humantime::parse_rfc3339(s).map_or(true, |t| t <= now))
 }
 
 impl Store {
@@ -58,7 +57,7 @@ impl Store {
                 }
                 continue;
             }
-            if !over(&r, SystemTime::now()) {
+            if !passed(&r) {
                 continue;
             }
             // Asked again at the moment it happens: a stop, or a new session (the owner's
@@ -68,7 +67,7 @@ impl Store {
                     .vm(&u)
                     .ok()
                     .flatten()
-                    .is_some_and(|x| !x.owner.is_empty() && over(&x, SystemTime::now()))
+                    .is_some_and(|x| !x.owner.is_empty() && passed(&x))
             };
             let ended = match rec.spec.on_logout {
                 OnLogout::Keep => self

@@ -131,11 +131,7 @@ impl Store {
 
     /// The current run's facts: the record's, else what the supervisor wrote.
     pub(crate) fn run_info(&self, r: &VmRecord, run: &RunDir) -> Option<RunInfo> {
-        r.run.clone().or_else(|| {
-            std::fs::read(run.path().join(supervisor::RUN_INFO))
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok())
-        })
+        r.run.clone().or_else(|| written_run_info(run))
     }
 
     /// A record as callers see it: with its live state.
@@ -351,22 +347,13 @@ impl Store {
         info: Option<&RunInfo>,
         intent: Intent,
     ) -> Result<Option<RunInfo>> {
-        let dir = run.open()?;
-        write_intent(&dir, intent)?;
+        write_intent(&run.open()?, intent)?;
         let live = |i: &&RunInfo| runtime::alive(i.qemu_pid, i.qemu_start);
         let info = match info.filter(live) {
             Some(i) => Some(i.clone()),
-            None => dir
-                .read(supervisor::RUN_INFO, 1 << 16)
-                .ok()
-                .flatten()
-                .and_then(|b| serde_json::from_slice::<RunInfo>(&b).ok())
-                .or_else(|| info.cloned()),
+            None => written_run_info(run).or_else(|| info.cloned()),
         };
-        if let Some(i) = info
-            .as_ref()
-            .filter(|i| runtime::alive(i.qemu_pid, i.qemu_start))
-        {
+        if let Some(i) = info.as_ref().filter(live) {
             // SAFETY: kill() has no memory-safety preconditions; the pid was checked to be
             // this VM's QEMU (pid and start time) just now.
             unsafe { libc::kill(i.qemu_pid as i32, libc::SIGKILL) };
@@ -649,4 +636,15 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// The facts the run's supervisor wrote (`run.json`), read through the run directory's
+/// descriptor.
+fn written_run_info(run: &RunDir) -> Option<RunInfo> {
+    let b = run
+        .open()
+        .ok()?
+        .read(supervisor::RUN_INFO, 1 << 16)
+        .ok()??;
+    serde_json::from_slice(&b).ok()
 }
