@@ -288,6 +288,18 @@ vmpool_result vmpool_vm_suspend(const vmpool_store *store,
 // Keys written: `vm`, `run`, `uptime_s`, `serial_log`.
 vmpool_result vmpool_vm_status(const vmpool_store *store, const char *uuid, char **json_out);
 
+// What a VM uses now, as JSON: counters to take two samples of and divide (CPU time in
+// microseconds, bytes, requests), never rates, from zero with each QEMU (a start or a
+// wake). `cpu_time_us`, `uptime_s` and `memory` are
+// null and `disks` empty unless the VM runs. No lock is taken: a scraper may call it as
+// often as it likes.
+//
+// Keys written: `uuid`, `alias`, `owner`, `pool`, `state`, `vcpus`, `ram_mib`,
+// `sampled_at`, `uptime_s`, `cpu_time_us`, `memory` (`rss_bytes`, `pss_bytes`,
+// `private_bytes`, `zone_bytes`, `zone_peak_bytes`, `zone_limit_bytes`), `disks` (each
+// `id`, `rd_bytes`, `wr_bytes`, `rd_operations`, `wr_operations`).
+vmpool_result vmpool_vm_stats(const vmpool_store *store, const char *uuid, char **json_out);
+
 // Change a stopped VM: `update_json` is `{"vcpus": N, "ram_mib": N, "disk_gib": N}` (any of
 // them). The disk only grows. `VMPOOL_RESULT_INVALID_STATE` while the VM runs.
 //

@@ -153,6 +153,31 @@ pub extern "C" fn vmpool_vm_status(
     })
 }
 
+/// What a VM uses now, as JSON: counters to take two samples of and divide (CPU time in
+/// microseconds, bytes, requests), never rates, from zero with each QEMU (a start or a
+/// wake). `cpu_time_us`, `uptime_s` and `memory` are
+/// null and `disks` empty unless the VM runs. No lock is taken: a scraper may call it as
+/// often as it likes.
+///
+/// Keys written: `uuid`, `alias`, `owner`, `pool`, `state`, `vcpus`, `ram_mib`,
+/// `sampled_at`, `uptime_s`, `cpu_time_us`, `memory` (`rss_bytes`, `pss_bytes`,
+/// `private_bytes`, `zone_bytes`, `zone_peak_bytes`, `zone_limit_bytes`), `disks` (each
+/// `id`, `rd_bytes`, `wr_bytes`, `rd_operations`, `wr_operations`).
+#[no_mangle]
+pub extern "C" fn vmpool_vm_stats(
+    store: *const vmpool_store,
+    uuid: *const c_char,
+    json_out: *mut *mut c_char,
+) -> vmpool_result {
+    ffi_call!({
+        let s = store_ref(store)?;
+        let u = validate::uuid("VM uuid", arg_str(uuid, "uuid", ID_MAX)?)?;
+        check_out(json_out, "json_out")?;
+        let st = s.inner.vm_stats(u)?;
+        put_string(json_out, wire::to_string(&st)?)
+    })
+}
+
 /// Change a stopped VM: `update_json` is `{"vcpus": N, "ram_mib": N, "disk_gib": N}` (any of
 /// them). The disk only grows. `VMPOOL_RESULT_INVALID_STATE` while the VM runs.
 ///

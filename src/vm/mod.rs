@@ -16,6 +16,7 @@ pub mod runtime;
 pub(crate) mod screen;
 pub mod seed;
 pub mod state;
+pub mod stats;
 pub mod supervisor;
 pub(crate) mod suspend;
 pub mod uids;

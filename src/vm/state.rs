@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 /// Lifecycle state of a VM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum State {
     /// Not running (never started, or ended cleanly).

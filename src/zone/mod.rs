@@ -138,6 +138,21 @@ pub struct Booted {
     pub stderr: std::fs::File,
 }
 
+/// What a running zone uses, as its resource controls count it (every process in it: QEMU
+/// and nothing else). `None` where the platform does not count it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct ZoneUsage {
+    /// CPU time used since the zone was made, microseconds.
+    pub cpu_us: Option<u64>,
+    /// Memory charged now, bytes.
+    pub memory_bytes: Option<u64>,
+    /// The most memory ever charged, bytes.
+    pub memory_peak_bytes: Option<u64>,
+    /// The memory limit, bytes.
+    pub memory_limit_bytes: Option<u64>,
+}
+
 /// One VM's zone on this platform. The supervisor creates it, boots QEMU in it and destroys
 /// it when QEMU has ended.
 pub trait Zone {
@@ -155,6 +170,8 @@ pub trait Zone {
     ) -> Result<Booted>;
     /// Whether the kernel killed a process of the zone for lack of memory.
     fn oom_killed(&self, spec: &ZoneSpec) -> bool;
+    /// What VM `vm`'s zone uses now; `None` if it has none (it runs outside a zone, or not).
+    fn usage(&self, vm: &Uuid) -> Option<ZoneUsage>;
     /// Remove what `create` made; absent is fine.
     fn destroy(&self, spec: &ZoneSpec) -> Result<()>;
 }

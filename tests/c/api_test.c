@@ -173,6 +173,12 @@ static void run_vm(const char *dir, const char *bootable) {
     EXPECT(vmpool_vm_status(store, uuid, &out), VMPOOL_RESULT_OK);
     CHECK(out && strstr(out, "\"qemu_pid\":") != NULL);
     vmpool_string_free(out);
+    EXPECT(vmpool_vm_stats(store, uuid, &out), VMPOOL_RESULT_OK);
+    CHECK(out && strstr(out, "\"cpu_time_us\":") != NULL && strstr(out, "\"rss_bytes\":") != NULL);
+    vmpool_string_free(out);
+    EXPECT(vmpool_vm_stats(store, uuid, NULL), VMPOOL_RESULT_NULL_POINTER);
+    EXPECT(vmpool_vm_stats(NULL, uuid, &out), VMPOOL_RESULT_NULL_POINTER);
+    EXPECT(vmpool_vm_stats(store, "vm", &out), VMPOOL_RESULT_INVALID_ARGUMENT);
     EXPECT(vmpool_vm_console(store, uuid, 0, &out), VMPOOL_RESULT_INVALID_ARGUMENT);
     EXPECT(vmpool_vm_console(store, uuid, 600, NULL), VMPOOL_RESULT_NULL_POINTER);
     EXPECT(vmpool_vm_console(store, uuid, 600, &out), VMPOOL_RESULT_OK);

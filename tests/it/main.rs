@@ -16,6 +16,7 @@ mod homes;
 mod host;
 mod identity;
 mod lifecycle;
+mod observability;
 mod pools;
 mod qcow2_compat;
 mod qmp;

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import vmpool
-from vmpool import Acquired, Console, Image, Pool, RefillReport, Store, Vm, VmStatus
+from vmpool import Acquired, Console, Image, Pool, RefillReport, Store, Vm, VmStats, VmStatus
 
 SCHEMA = Path(__file__).resolve().parents[3] / "docs" / "vmpool.schema.json"
 
@@ -55,7 +55,7 @@ INPUTS = {
 OUTPUTS = {
     "vmpool_image_get": Image, "vmpool_image_list": Image, "vmpool_image_import": Image,
     "vmpool_vm_get": Vm, "vmpool_vm_list": Vm, "vmpool_vm_create": Vm, "vmpool_vm_start": Vm, "vmpool_vm_suspend": Vm,
-    "vmpool_vm_update": Vm, "vmpool_vm_status": VmStatus, "vmpool_vm_console": Console,
+    "vmpool_vm_update": Vm, "vmpool_vm_status": VmStatus, "vmpool_vm_stats": VmStats, "vmpool_vm_console": Console,
     "vmpool_pool_get": Pool, "vmpool_pool_list": Pool, "vmpool_pool_create": Pool, "vmpool_pool_update": Pool,
     "vmpool_pool_acquire": Acquired, "vmpool_pool_refill": RefillReport,
 }

@@ -258,9 +258,18 @@ def test_run_a_vm(tmp_path):
         s.screenshot(vm, png)
         assert png.read_bytes()[:4] == b"\x89PNG"
         assert s.vm_status(vm)["run"]["qemu_pid"] > 0
+        used = s.vm_stats(vm)
+        assert isinstance(used, vmpool.VmStats) and used.state == "running" and used.cpu_time_us > 0
+        assert used.memory.rss_bytes > 0 and used.memory.pss_bytes <= used.memory.rss_bytes
+        # Its QEMU was started by the wake: the counters began there (the guest's cache holds its files).
+        assert "disk0" in [d.id for d in used.disks] and used.uptime_s is not None
         stopped = s.stop_vm(vm, timeout=60)
         assert stopped.state == "stopped" and stopped.last_exit["clean"]
         assert s.update_vm(vm, vcpus=2).vcpus == 2
+        idle = s.vm_stats(vm)
+        assert idle.state == "stopped" and idle.cpu_time_us is None and idle.memory is None and idle.disks == []
+        with pytest.raises(vmpool.InvalidArgument):
+            s.vm_stats("not-a-uuid")
         s.delete_vm(vm)
 
 

@@ -28,6 +28,7 @@ from typing import Any, Callable, ClassVar, Dict, List, Optional, Set, Tuple, Ty
 
 __all__ = [
     "Store", "Image", "Vm", "Caps", "LastExit", "VmStatus", "Run", "SpiceAddr", "Console",
+    "VmStats", "MemoryStats", "DiskStats",
     "Pool", "PoolStatus", "PoolTemplate", "Acquired", "Step", "RefillReport", "Home",
     "VmpoolError", "ERRORS", "version", "library_candidates",
     "NullPointer", "InvalidUtf8", "StringTooLong", "InvalidJson", "InvalidArgument",
@@ -317,6 +318,7 @@ _vm_pause = _checked("vmpool_vm_pause", [_P, _S, _OUT])
 _vm_suspend = _checked("vmpool_vm_suspend", [_P, _S, _S, _OUT])
 _vm_resume = _checked("vmpool_vm_resume", [_P, _S, _OUT])
 _vm_status = _checked("vmpool_vm_status", [_P, _S, _OUT])
+_vm_stats = _checked("vmpool_vm_stats", [_P, _S, _OUT])
 _vm_update = _checked("vmpool_vm_update", [_P, _S, _S, _OUT])
 _vm_log = _checked("vmpool_vm_log", [_P, _S, _c.c_uint64, _OUT])
 _vm_console = _checked("vmpool_vm_console", [_P, _S, _c.c_uint32, _OUT])
@@ -530,6 +532,57 @@ class VmStatus(_Record):
     extra: Dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     _nested: ClassVar[Dict[str, Callable[[Any], Any]]] = {"vm": Vm.from_json, "run": Run.from_json}
+
+
+@dataclass(frozen=True)
+class MemoryStats(_Record):
+    """A running VM's memory, bytes: QEMU's ``rss_bytes``, ``pss_bytes`` (shared pages
+    counted once over all VMs), ``private_bytes``, and its zone's charge, peak and limit
+    (``None`` where it runs outside a zone)."""
+
+    rss_bytes: int
+    pss_bytes: int
+    private_bytes: int
+    zone_bytes: Optional[int] = None
+    zone_peak_bytes: Optional[int] = None
+    zone_limit_bytes: Optional[int] = None
+    extra: Dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class DiskStats(_Record):
+    """One drive's I/O counters as QEMU reports them (``id`` ``disk0`` is the VM's disk)."""
+
+    id: str
+    rd_bytes: int
+    wr_bytes: int
+    rd_operations: int
+    wr_operations: int
+    extra: Dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class VmStats(_Record):
+    """What a VM uses now: counters (``cpu_time_us``, bytes, requests) to sample twice and
+    divide, never rates. ``cpu_time_us``, ``uptime_s`` and ``memory`` are ``None`` and
+    ``disks`` empty unless it runs."""
+
+    uuid: str
+    alias: str
+    owner: str
+    state: str
+    vcpus: int
+    ram_mib: int
+    sampled_at: str
+    pool: Optional[str] = None
+    uptime_s: Optional[int] = None
+    cpu_time_us: Optional[int] = None
+    memory: Optional[MemoryStats] = None
+    disks: List[DiskStats] = field(default_factory=list)
+    extra: Dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    _nested: ClassVar[Dict[str, Callable[[Any], Any]]] = {
+        "memory": MemoryStats.from_json, "disks": lambda l: [DiskStats.from_json(d) for d in l]}
 
 
 @dataclass(frozen=True)
@@ -911,6 +964,13 @@ class Store:
         u = _uuid(vm)
         with self._use() as h:
             return VmStatus.from_json(_json_out(lambda out: _vm_status(h, u, out)))
+
+    def vm_stats(self, vm: Union[str, Vm]) -> VmStats:
+        """What the VM uses now (CPU time, memory, each drive's I/O): counters to sample
+        twice and divide. Takes no lock: call it as often as a scraper likes."""
+        u = _uuid(vm)
+        with self._use() as h:
+            return VmStats.from_json(_json_out(lambda out: _vm_stats(h, u, out)))
 
     def vm_log(self, vm: Union[str, Vm], *, max_bytes: int = 65536) -> str:
         """The end of the VM's serial console log."""

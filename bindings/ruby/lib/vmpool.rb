@@ -67,6 +67,7 @@ module Vmpool
     attach_function :vmpool_vm_suspend, %i[pointer string string pointer], :uint32, blocking: true
     attach_function :vmpool_vm_resume, %i[pointer string pointer], :uint32, blocking: true
     attach_function :vmpool_vm_status, %i[pointer string pointer], :uint32
+    attach_function :vmpool_vm_stats, %i[pointer string pointer], :uint32
     attach_function :vmpool_vm_update, %i[pointer string string pointer], :uint32, blocking: true
     attach_function :vmpool_vm_log, %i[pointer string uint64 pointer], :uint32
     attach_function :vmpool_vm_console, %i[pointer string uint32 pointer], :uint32, blocking: true
@@ -322,6 +323,12 @@ module Vmpool
     # {vm: {...live state...}, run: {...} or nil, uptime_s:, serial_log:}
     def vm_status(uuid)
       vm_call(uuid) { |h, u, out| Native.vmpool_vm_status(h, u, out) }
+    end
+
+    # What a VM uses now: {cpu_time_us:, memory: {rss_bytes:, pss_bytes:, ...}, disks: [...], ...},
+    # counters to sample twice and divide; nil/empty unless it runs. Takes no lock.
+    def vm_stats(uuid)
+      vm_call(uuid) { |h, u, out| Native.vmpool_vm_stats(h, u, out) }
     end
 
     # Change a stopped VM's vcpus, ram_mib, disk_gib (the disk only grows).

@@ -236,10 +236,18 @@ class VmpoolTest < Minitest::Test
       s.screenshot(vm, png)
       assert_equal "\x89PNG".b, File.binread(png, 4)
       assert s.vm_status(vm)[:run][:qemu_pid].positive?
+      used = s.vm_stats(vm)
+      assert_equal "running", used[:state]
+      assert used[:cpu_time_us].positive?
+      assert used[:memory][:pss_bytes].between?(1, used[:memory][:rss_bytes])
+      assert_includes used[:disks].map { |d| d[:id] }, "disk0"
       stopped = s.stop_vm(vm, timeout: 60)
       assert_equal "stopped", stopped[:state]
       assert stopped[:last_exit][:clean]
       assert_equal 2, s.update_vm(vm, vcpus: 2)[:vcpus]
+      idle = s.vm_stats(vm)
+      assert_equal ["stopped", nil, nil, []], idle.values_at(:state, :cpu_time_us, :memory, :disks)
+      assert_raises(Vmpool::InvalidArgument) { s.vm_stats("not-a-uuid") }
       s.delete_vm(vm)
     end
   end

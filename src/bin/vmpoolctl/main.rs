@@ -151,6 +151,10 @@ enum VmCmd {
     Status {
         uuid: String,
     },
+    /// What a VM uses now: CPU time, memory, each drive's I/O (counters)
+    Stats {
+        uuid: String,
+    },
     /// Change a stopped VM's CPUs, memory or disk (the disk only grows)
     Update {
         uuid: String,
@@ -478,6 +482,9 @@ fn run(cli: Cli) -> vmpool::Result<()> {
         Cmd::Vm(VmCmd::Status { uuid }) => {
             let st = store.vm_status(uuid_arg("VM uuid", &uuid)?)?;
             show(&wire::VmStatusOut::from(&st), json)?
+        }
+        Cmd::Vm(VmCmd::Stats { uuid }) => {
+            show(&store.vm_stats(uuid_arg("VM uuid", &uuid)?)?, json)?
         }
         Cmd::Vm(VmCmd::Update {
             uuid,

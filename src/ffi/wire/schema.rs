@@ -97,6 +97,11 @@ pub fn schema() -> Value {
             Some(r::<VmStatusOut<'static>>(&mut g)),
         ),
         e(
+            "vmpool_vm_stats",
+            None,
+            Some(r::<crate::vm::stats::VmStats>(&mut g)),
+        ),
+        e(
             "vmpool_vm_console",
             None,
             Some(r::<ConsoleOut<'static>>(&mut g)),

@@ -11,6 +11,72 @@ use std::time::Duration;
 /// How long one command may take (QEMU answers in milliseconds; this bounds a hung QEMU).
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// One drive's I/O counters as QEMU counts them (`query-blockstats`). QEMU may lie about
+/// them; they are reported, never acted on.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct BlockStats {
+    /// The drive's id (`disk0` for the VM's disk, `seed`, a home's device id).
+    pub id: String,
+    /// Bytes read by the guest.
+    pub rd_bytes: u64,
+    /// Bytes written by the guest.
+    pub wr_bytes: u64,
+    /// Read requests.
+    pub rd_operations: u64,
+    /// Write requests.
+    pub wr_operations: u64,
+}
+
+/// At most this many drives are taken from one reply (a VM has three).
+pub const BLOCKSTATS_MAX: usize = 16;
+
+/// `query-blockstats`'s reply as [`BlockStats`]: a drive is named by its `-drive` id, else
+/// the device's id in `/machine/peripheral/`, else its node's name; a name is kept only if it
+/// is short and plain, and an entry without one or with a counter that is no count is an error.
+pub(crate) fn parse_blockstats(v: &Value) -> Result<Vec<BlockStats>, QmpError> {
+    let list = v
+        .as_array()
+        .ok_or_else(|| protocol("query-blockstats did not return a list"))?;
+    let plain = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 64
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    };
+    let mut out = Vec::new();
+    for e in list.iter().take(BLOCKSTATS_MAX) {
+        let device = e.get("device").and_then(Value::as_str).unwrap_or("");
+        let qdev = e
+            .get("qdev")
+            .and_then(Value::as_str)
+            .and_then(|q| q.strip_prefix("/machine/peripheral/"))
+            .map(|q| q.split('/').next().unwrap_or(""))
+            .unwrap_or("");
+        let node = e.get("node-name").and_then(Value::as_str).unwrap_or("");
+        let id = [device, qdev, node]
+            .into_iter()
+            .find(|s| plain(s))
+            .ok_or_else(|| protocol("query-blockstats: a drive without a plain name"))?;
+        let stats = e
+            .get("stats")
+            .ok_or_else(|| protocol(format!("query-blockstats: drive {id} without stats")))?;
+        let n = |k: &str| {
+            stats.get(k).and_then(Value::as_u64).ok_or_else(|| {
+                protocol(format!("query-blockstats: drive {id}: {k} is not a count"))
+            })
+        };
+        out.push(BlockStats {
+            id: id.to_owned(),
+            rd_bytes: n("rd_bytes")?,
+            wr_bytes: n("wr_bytes")?,
+            rd_operations: n("rd_operations")?,
+            wr_operations: n("wr_operations")?,
+        });
+    }
+    Ok(out)
+}
+
 /// The guest's run state (`query-status`'s `status`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RunStatus {
@@ -302,6 +368,12 @@ impl Qmp {
                         "bus": bus, "id": id}),
             ),
         )
+    }
+
+    /// Each drive's I/O counters (`query-blockstats`).
+    pub fn query_blockstats(&mut self) -> Result<Vec<BlockStats>, QmpError> {
+        let v = self.run("query-blockstats", None)?;
+        parse_blockstats(&v)
     }
 
     /// Whether a device the user named `id` is plugged in (`/machine/peripheral/<id>`).

@@ -507,7 +507,9 @@ mod message;
 #[cfg(test)]
 mod tests;
 
-pub use commands::{Display, MigrationStatus, RunStatus, COMMAND_TIMEOUT};
+pub use commands::{
+    BlockStats, Display, MigrationStatus, RunStatus, BLOCKSTATS_MAX, COMMAND_TIMEOUT,
+};
 use message::protocol;
 #[cfg(test)]
 use message::snippet;

@@ -337,3 +337,55 @@ fn deadline_never_overflows() {
     assert!(d.remaining().is_some());
     assert!(Deadline::new(Duration::ZERO).remaining().is_none());
 }
+
+#[test]
+fn blockstats_from_a_reply_a_qemu_may_forge() {
+    use super::commands::parse_blockstats;
+    let drive = |device: &str, qdev: &str, node: &str, rd: Value| {
+        json!({"device": device, "qdev": qdev, "node-name": node,
+               "stats": {"rd_bytes": rd, "wr_bytes": 2, "rd_operations": 3, "wr_operations": 4}})
+    };
+    let got = parse_blockstats(&json!([
+        drive(
+            "disk0",
+            "/machine/peripheral-anon/device[1]/virtio-backend",
+            "#block1",
+            json!(1)
+        ),
+        drive(
+            "",
+            "/machine/peripheral/home-x/virtio-backend",
+            "home-node",
+            json!(5)
+        ),
+        drive("", "", "node_1", json!(u64::MAX)),
+    ]))
+    .unwrap();
+    let ids: Vec<_> = got.iter().map(|b| b.id.as_str()).collect();
+    assert_eq!(ids, ["disk0", "home-x", "node_1"]);
+    assert_eq!((got[0].rd_bytes, got[0].wr_operations), (1, 4));
+    assert_eq!(got[2].rd_bytes, u64::MAX);
+    // A counter that is no count, a name that is no plain name, no list: refused by name.
+    for bad in [
+        json!([drive("disk0", "", "", json!(-1))]),
+        json!([drive("disk0", "", "", json!("12"))]),
+        json!([drive("disk0", "", "", json!(1.5))]),
+        json!([drive("a b\u{1b}[2J", "", "", json!(1))]),
+        json!([drive(&"x".repeat(65), "", "", json!(1))]),
+        json!([{"device": "disk0"}]),
+        json!({"device": "disk0"}),
+    ] {
+        assert!(
+            matches!(parse_blockstats(&bad), Err(QmpError::Protocol(_))),
+            "{bad}"
+        );
+    }
+    // A flood of drives is cut at BLOCKSTATS_MAX.
+    let many: Vec<Value> = (0..1000)
+        .map(|i| drive(&format!("d{i}"), "", "", json!(1)))
+        .collect();
+    assert_eq!(
+        parse_blockstats(&Value::Array(many)).unwrap().len(),
+        super::BLOCKSTATS_MAX
+    );
+}

@@ -397,6 +397,12 @@ impl Zone for IllumosZone {
         false
     }
 
+    // A zone's usage is in its kstats (`zones:<id>:<name>` and `memory_cap`), read with
+    // libkstat; not built: nothing here can run it. The process's own figures still count.
+    fn usage(&self, _vm: &uuid::Uuid) -> Option<crate::zone::ZoneUsage> {
+        None
+    }
+
     fn destroy(&self, spec: &ZoneSpec) -> Result<()> {
         let zone = values::zone_name(&spec.vm);
         locked(|| {

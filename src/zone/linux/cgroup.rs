@@ -10,7 +10,7 @@
 //! | disk | `io.max` | `blkio.throttle.*_device` |
 
 use crate::error::{Error, IoContext, Result};
-use crate::zone::Limits;
+use crate::zone::{Limits, ZoneUsage};
 use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
@@ -277,6 +277,50 @@ impl Cgroup {
             .find_map(|l| l.strip_prefix("oom_kill "))
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0)
+    }
+
+    /// What the cgroup's processes use now, or `None` if it does not exist (the VM runs
+    /// outside a zone, or not at all). Each value the kernel does not offer stays `None`
+    /// (`memory.peak` came with Linux 5.19).
+    pub fn usage(&self) -> Option<ZoneUsage> {
+        // cgroupfs holds no links and its files are the kernel's, but a name is still opened
+        // without following one: the directory of a VM's cgroup may be delegated.
+        let read = |file: &str| -> Option<String> {
+            use std::io::Read;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut s = String::new();
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(self.dir_of(file).join(file))
+                .ok()?
+                .take(64 << 10)
+                .read_to_string(&mut s)
+                .ok()?;
+            Some(s)
+        };
+        let num = |file: &str| read(file).and_then(|s| s.trim().parse::<u64>().ok());
+        if self.is_v2() {
+            read("cgroup.procs")?;
+            Some(ZoneUsage {
+                cpu_us: read("cpu.stat").and_then(|s| {
+                    s.lines()
+                        .find_map(|l| l.strip_prefix("usage_usec "))
+                        .and_then(|v| v.trim().parse().ok())
+                }),
+                memory_bytes: num("memory.current"),
+                memory_peak_bytes: num("memory.peak"),
+                memory_limit_bytes: num("memory.max"),
+            })
+        } else {
+            read("memory.usage_in_bytes")?;
+            Some(ZoneUsage {
+                cpu_us: num("cpuacct.usage").map(|ns| ns / 1000),
+                memory_bytes: num("memory.usage_in_bytes"),
+                memory_peak_bytes: num("memory.max_usage_in_bytes"),
+                memory_limit_bytes: num("memory.limit_in_bytes"),
+            })
+        }
     }
 
     /// Remove it (its processes have ended; the kernel may take a moment to notice).

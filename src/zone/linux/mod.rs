@@ -92,6 +92,10 @@ impl Zone for LinuxZone {
         cgroup_of(spec).is_ok_and(|c| c.oom_kills() > 0)
     }
 
+    fn usage(&self, vm: &uuid::Uuid) -> Option<super::ZoneUsage> {
+        cgroup::Cgroup::new(cgroup::detect().ok()?, vm).usage()
+    }
+
     fn destroy(&self, spec: &ZoneSpec) -> Result<()> {
         cgroup_of(spec)?.remove()?;
         match crate::safe_fs::Dir::open_path(&spec.run_dir) {
