@@ -63,6 +63,10 @@ pub mod lock;
 ///
 /// cbindgen:ignore
 pub mod pool;
+/// Static probes (USDT) around operations, their steps and QMP calls: docs/probes.md.
+///
+/// cbindgen:ignore
+pub(crate) mod probes;
 /// Undo steps.
 ///
 /// cbindgen:ignore

@@ -86,6 +86,12 @@ impl Store {
     /// Make `owner`'s home volume, `size_bytes` (at least 64 MiB, at most the store's
     /// `max_disk_gib`; rounded up to MiB). `AlreadyExists` if they have one.
     pub fn create_home(&self, owner: &str, size_bytes: u64) -> Result<Home> {
+        crate::probes::op("home-create", owner, || {
+            self.create_home_op(owner, size_bytes)
+        })
+    }
+
+    fn create_home_op(&self, owner: &str, size_bytes: u64) -> Result<Home> {
         validate::name("owner", owner)?;
         let size = self.home_size(size_bytes)?;
         let _l = self.home_lock(owner)?;
@@ -204,6 +210,10 @@ impl Store {
 
     /// Delete `owner`'s home volume and everything on it; refused while a running VM has it.
     pub fn delete_home(&self, owner: &str) -> Result<()> {
+        crate::probes::op("home-delete", owner, || self.delete_home_op(owner))
+    }
+
+    fn delete_home_op(&self, owner: &str) -> Result<()> {
         validate::name("owner", owner)?;
         let _l = self.home_lock(owner)?;
         let r = self

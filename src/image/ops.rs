@@ -76,6 +76,17 @@ impl Store {
         req: &ImportRequest,
         progress: Option<Progress>,
     ) -> Result<Image> {
+        crate::probes::op("image-import", path.display(), || {
+            self.import_image_op(path, req, progress)
+        })
+    }
+
+    fn import_image_op(
+        &self,
+        path: &Path,
+        req: &ImportRequest,
+        progress: Option<Progress>,
+    ) -> Result<Image> {
         let stem = path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())

@@ -80,6 +80,12 @@ impl Store {
     /// (`POOL_EXHAUSTED` otherwise). Safe from any number of threads and processes at once:
     /// no VM goes to two owners, no owner gets more than the pool allows.
     pub fn acquire(&self, name: &str, owner: &str, opts: &AcquireOptions) -> Result<Acquired> {
+        crate::probes::op("pool-acquire", format_args!("{name}/{owner}"), || {
+            self.acquire_op(name, owner, opts)
+        })
+    }
+
+    fn acquire_op(&self, name: &str, owner: &str, opts: &AcquireOptions) -> Result<Acquired> {
         let t0 = Instant::now();
         let mut since = t0;
         validate::name("owner", owner)?;
@@ -448,6 +454,10 @@ impl Store {
     /// Give a VM back to its pool: destroyed, or (release `reset`) destroyed with a fresh
     /// spare made in its place at once.
     pub fn release(&self, u: Uuid) -> Result<()> {
+        crate::probes::op("pool-release", u, || self.release_op(u))
+    }
+
+    fn release_op(&self, u: Uuid) -> Result<()> {
         let r = self
             .catalog
             .vm(&u)?

@@ -502,6 +502,7 @@ pub struct RefillProgress {
 impl Acquired {
     pub(crate) fn step(&mut self, name: &'static str, since: &mut std::time::Instant) {
         let now = std::time::Instant::now();
+        crate::probes::step(name, now - *since);
         self.steps
             .push((name, (now - *since).as_secs_f64() * 1000.0));
         *since = now;

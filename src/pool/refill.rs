@@ -39,6 +39,18 @@ impl Store {
         progress: &(dyn Fn(RefillProgress) + Sync),
         stop: &AtomicBool,
     ) -> Result<RefillReport> {
+        crate::probes::op("pool-refill", name, || {
+            self.refill_op(name, opts, progress, stop)
+        })
+    }
+
+    fn refill_op(
+        &self,
+        name: &str,
+        opts: &RefillOptions,
+        progress: &(dyn Fn(RefillProgress) + Sync),
+        stop: &AtomicBool,
+    ) -> Result<RefillReport> {
         let parallel = opts.parallel.clamp(1, 64);
         let report = Mutex::new(RefillReport::default());
         let dir = self.pool_dir(name);
@@ -85,32 +97,38 @@ impl Store {
                 break;
             }
             let queue = Mutex::new(work);
+            let op = crate::probes::current();
             std::thread::scope(|s| {
                 for _ in 0..parallel {
-                    s.spawn(|| loop {
-                        if stop.load(Ordering::Relaxed) {
-                            break;
-                        }
-                        let Some(job) = lock(&queue).pop() else {
-                            break;
-                        };
-                        let res = match job {
-                            Job::Make(u, making) => {
-                                let made = self.make_pool_vm(&rec, u, "");
-                                drop(making);
-                                match made {
-                                    Ok(_) => {
-                                        lock(&report).created += 1;
-                                        self.warm(&rec, &dir, u, &report)
-                                    }
-                                    Err(e) => Err(e),
-                                }
+                    s.spawn(|| {
+                        crate::probes::within(op, || loop {
+                            if stop.load(Ordering::Relaxed) {
+                                break;
                             }
-                            Job::Warm(u) => self.warm(&rec, &dir, u, &report),
-                        };
-                        if let Err(e) = res {
-                            lock(&report).errors.push(format!("spare: {e}"));
-                        }
+                            let Some(job) = lock(&queue).pop() else {
+                                break;
+                            };
+                            let t0 = std::time::Instant::now();
+                            let res = match job {
+                                Job::Make(u, making) => {
+                                    let made = self.make_pool_vm(&rec, u, "");
+                                    drop(making);
+                                    match made {
+                                        Ok(_) => {
+                                            lock(&report).created += 1;
+                                            self.warm(&rec, &dir, u, &report)
+                                        }
+                                        Err(e) => Err(e),
+                                    }
+                                }
+                                Job::Warm(u) => self.warm(&rec, &dir, u, &report),
+                            };
+                            let outcome = if res.is_ok() { "spare" } else { "spare-failed" };
+                            crate::probes::step(outcome, t0.elapsed());
+                            if let Err(e) = res {
+                                lock(&report).errors.push(format!("spare: {e}"));
+                            }
+                        })
                     });
                 }
             });

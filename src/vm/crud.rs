@@ -26,6 +26,10 @@ impl Store {
     /// Create a VM: its disk is a copy-on-write clone of the image grown to `disk_gib`, and
     /// its record is written atomically next to it.
     pub fn create_vm(&self, spec: &VmSpec) -> Result<Vm> {
+        crate::probes::op("vm-create", &spec.alias, || self.create_vm_op(spec))
+    }
+
+    fn create_vm_op(&self, spec: &VmSpec) -> Result<Vm> {
         self.create_vm_in(spec, None)
     }
 
@@ -154,6 +158,10 @@ impl Store {
     /// (it disappears at once), its disk and its run directory. A disk that is not a clone of
     /// the VM's image (someone put another file there) is left untouched.
     pub fn delete_vm(&self, u: Uuid) -> Result<()> {
+        crate::probes::op("vm-delete", u, || self.delete_vm_op(u))
+    }
+
+    fn delete_vm_op(&self, u: Uuid) -> Result<()> {
         self.ensure_stopped(u, std::time::Duration::from_secs(30))?;
         let _shared = self.lock(Mode::Shared)?;
         // The record itself becomes the journal entry (a link: works on a full disk).

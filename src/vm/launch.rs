@@ -150,6 +150,10 @@ impl Store {
     /// suspended VM wakes: the call returns once its guest runs on from its saved state.
     /// The VM is marked to run (vmadm's `autoboot`) once it runs.
     pub fn start_vm(&self, uuid: Uuid, opts: &StartOptions) -> Result<Vm> {
+        crate::probes::op("vm-start", uuid, || self.start_vm_op(uuid, opts))
+    }
+
+    fn start_vm_op(&self, uuid: Uuid, opts: &StartOptions) -> Result<Vm> {
         let run = self.run_dir(&uuid);
         let _lc = self.lifecycle_lock(&run)?;
         let started = self.start_or_wake_locked(uuid, &run, opts, |_| true);

@@ -213,6 +213,10 @@ impl Store {
     /// `timeout`, kill QEMU. A VM that does not run is left as it is (no error).
     /// The VM is no longer marked to run (`host start` leaves it).
     pub fn stop_vm(&self, uuid: Uuid, timeout: Duration) -> Result<Vm> {
+        crate::probes::op("vm-stop", uuid, || self.stop_vm_op(uuid, timeout))
+    }
+
+    fn stop_vm_op(&self, uuid: Uuid, timeout: Duration) -> Result<Vm> {
         let run = self.run_dir(&uuid);
         let info = {
             let _lc = self.lifecycle_lock(&run)?;
@@ -271,6 +275,10 @@ impl Store {
     /// Kill QEMU at once (SIGKILL), as pulling the plug. A VM that does not run is left as
     /// it is. The VM is no longer marked to run (`host start` leaves it).
     pub fn kill_vm(&self, uuid: Uuid) -> Result<Vm> {
+        crate::probes::op("vm-kill", uuid, || self.kill_vm_op(uuid))
+    }
+
+    fn kill_vm_op(&self, uuid: Uuid) -> Result<Vm> {
         self.kill_vm_if(uuid, true, |_| true)?
             .ok_or_else(|| Error::Internal(format!("VM {uuid}: no kill")))
     }
@@ -478,6 +486,10 @@ impl Store {
     /// template's state gets it first: the guest goes on from where the template was paused.
     /// A suspended VM (or one whose QEMU waits for its saved state) wakes the same way.
     pub fn resume_vm(&self, uuid: Uuid) -> Result<Vm> {
+        crate::probes::op("vm-resume", uuid, || self.resume_vm_op(uuid))
+    }
+
+    fn resume_vm_op(&self, uuid: Uuid) -> Result<Vm> {
         let run = self.run_dir(&uuid);
         let _lc = self.lifecycle_lock(&run)?;
         self.settle_suspend_locked(&uuid, &run)?;

@@ -130,6 +130,10 @@ impl Store {
     /// once QEMU has ended and the VM is `suspended`; on any error before the VM was recorded
     /// as suspending, the guest goes on as it was and nothing is left.
     pub fn suspend_vm(&self, uuid: Uuid, reason: &str) -> Result<Vm> {
+        crate::probes::op("vm-suspend", uuid, || self.suspend_vm_op(uuid, reason))
+    }
+
+    fn suspend_vm_op(&self, uuid: Uuid, reason: &str) -> Result<Vm> {
         self.suspend_vm_if(uuid, reason, |_| true)
     }
 

@@ -18,6 +18,7 @@ mod identity;
 mod lifecycle;
 mod observability;
 mod pools;
+mod probes;
 mod qcow2_compat;
 mod qmp;
 mod result_codes;

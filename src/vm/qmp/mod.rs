@@ -289,6 +289,18 @@ impl Qmp {
         fds: &[RawFd],
         deadline: &Deadline,
     ) -> Result<Value, QmpError> {
+        crate::probes::qmp(command, || {
+            self.request_untraced(command, args, fds, deadline)
+        })
+    }
+
+    fn request_untraced(
+        &mut self,
+        command: &str,
+        args: Option<Value>,
+        fds: &[RawFd],
+        deadline: &Deadline,
+    ) -> Result<Value, QmpError> {
         if self.closed {
             return Err(QmpError::Closed);
         }
