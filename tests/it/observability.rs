@@ -78,7 +78,28 @@ fn a_busy_guest_moves_its_cpu_and_disk_counters_and_an_idle_one_does_not() {
         assert!(b.disks.iter().any(|d| d.id == "disk0"), "{:?}", b.disks);
     }
 
-    type_line(&g.s, busy, "busy 4");
+    type_line(&g.s, busy, "busy 6");
+    // While it spins, `vmpoolctl top` shows it first: the busiest desktop of the host.
+    let top = ctl(
+        &g.uri,
+        &["--json", "top", "--interval", "2", "--count", "1"],
+        &[],
+        None,
+    );
+    assert!(top.status.success(), "{top:?}");
+    let screen: serde_json::Value = serde_json::from_slice(&top.stdout).unwrap();
+    let vms = screen["vms"].as_array().unwrap();
+    let shown: Vec<&str> = vms.iter().map(|v| v["alias"].as_str().unwrap()).collect();
+    assert_eq!(shown, ["busy", "idle"], "{screen}");
+    let pct = |i: usize| vms[i]["cpu_pct"].as_f64().unwrap();
+    assert!(pct(0) > 25.0 && pct(0) > 4.0 * pct(1), "{screen}");
+    assert!(vms[0]["pss_bytes"].as_u64().unwrap() > 16 << 20, "{screen}");
+    let bad = ctl(&g.uri, &["top", "--interval", "0"], &[], None);
+    assert_eq!(
+        bad.status.code(),
+        Some(vmpool::ffi::result::vmpool_result::VMPOOL_RESULT_INVALID_ARGUMENT as i32),
+        "{bad:?}"
+    );
     wait_serial_log(
         &g.s,
         busy,
@@ -101,7 +122,7 @@ fn a_busy_guest_moves_its_cpu_and_disk_counters_and_an_idle_one_does_not() {
     eprintln!(
         "busy: cpu {cpu_busy} us, read {rd_busy} B, written {wr_busy} B; idle: cpu {cpu_idle} us, read {rd_idle} B, written {wr_idle} B"
     );
-    // The guest spun its one vCPU for 4 s of its own clock (less of the host's CPU when the
+    // The guest spun its one vCPU for 6 s of its own clock (less of the host's CPU when the
     // host is loaded, but far more than an idle guest's timer ticks).
     assert!(cpu_busy >= 1_000_000, "busy guest used {cpu_busy} us");
     assert!(

@@ -7,6 +7,7 @@ mod guest;
 mod home;
 mod host;
 mod pool;
+mod top;
 
 use clap::{Parser, Subcommand};
 use comfy_table::{presets, ContentArrangement, Table};
@@ -60,6 +61,8 @@ enum Cmd {
     /// The store across a host's reboot: start (after the boot), stop (before the shutdown)
     #[command(subcommand)]
     Host(host::HostCmd),
+    /// Every running VM, busiest first: CPU, memory, disk traffic, redrawn in place
+    Top(top::TopArgs),
 }
 
 #[derive(Subcommand)]
@@ -248,6 +251,7 @@ fn run(cli: Cli) -> vmpool::Result<()> {
         Cmd::Home(c) => home::run(&store, c, json)?,
         Cmd::Guest(c) => guest::run(&store, c, json)?,
         Cmd::Host(c) => host::run(&store, c, json)?,
+        Cmd::Top(a) => top::run(&store, a, json)?,
         Cmd::Store(StoreCmd::Info) => {
             let info = store.info();
             let w = wire::StoreInfoOut::from(&info);
