@@ -43,6 +43,9 @@ module Portal
     config.x.portal.console_ttl = Integer(env.fetch("PORTAL_CONSOLE_TTL", 120))       # SPICE ticket, s
     # The desktop page warns this long before a pool's session limit (max_session_s) ends it.
     config.x.portal.session_end_warning = Integer(env.fetch("PORTAL_SESSION_END_WARNING", 300)) # s
+    # /metrics for a Prometheus scraper: "Authorization: Bearer <this>" (at least 32 characters),
+    # besides an admin's session. Unset: admins only.
+    config.x.portal.metrics_token = env["PORTAL_METRICS_TOKEN"].presence
     config.x.portal.console_port = Integer(env.fetch("PORTAL_CONSOLE_PORT", 6080))
     config.x.portal.console_url = env["PORTAL_CONSOLE_URL"].presence # e.g. wss://host/console
     config.x.portal.console_cookie_bound = env.fetch("PORTAL_CONSOLE_COOKIE_BOUND", "1") == "1"

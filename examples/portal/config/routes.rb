@@ -6,6 +6,7 @@ Rails.application.routes.draw do
   get "login", to: "sessions#new"
   post "login", to: "sessions#create"
   delete "logout", to: "sessions#destroy"
+  get "metrics", to: "metrics#show", format: false
   get "signup", to: "users#new"
   post "signup", to: "users#create"
 
