@@ -154,13 +154,14 @@ pub extern "C" fn vmpool_vm_status(
 }
 
 /// What a VM uses now, as JSON: counters to take two samples of and divide (CPU time in
-/// microseconds, bytes, requests), never rates, from zero with each QEMU (a start or a
-/// wake). `cpu_time_us`, `uptime_s` and `memory` are
-/// null and `disks` empty unless the VM runs. No lock is taken: a scraper may call it as
-/// often as it likes.
+/// microseconds, bytes, requests), never rates; they restart when QEMU does (a start or a
+/// wake). `cpu_time_us`, `cpu_source` (`zone` or `process`: compare two samples only if
+/// it is the same), `uptime_s` and `memory` are null and `disks` empty unless the VM runs.
+/// It changes nothing and waits at most half a second for QEMU's monitor (then `disks` is
+/// empty): a scraper may call it often.
 ///
 /// Keys written: `uuid`, `alias`, `owner`, `pool`, `state`, `vcpus`, `ram_mib`,
-/// `sampled_at`, `uptime_s`, `cpu_time_us`, `memory` (`rss_bytes`, `pss_bytes`,
+/// `sampled_at`, `uptime_s`, `cpu_time_us`, `cpu_source`, `memory` (`rss_bytes`, `pss_bytes`,
 /// `private_bytes`, `zone_bytes`, `zone_peak_bytes`, `zone_limit_bytes`), `disks` (each
 /// `id`, `rd_bytes`, `wr_bytes`, `rd_operations`, `wr_operations`).
 #[no_mangle]

@@ -157,6 +157,11 @@ impl Store {
     /// A connection to the VM's QMP socket, through the checked descriptor of its sockets
     /// directory (`safe_fs`): a socket of ours (the supervisor's), never a link.
     pub(crate) fn qmp(&self, vm: &Uuid, run: &RunDir) -> Result<Qmp> {
+        self.qmp_within(vm, run, QMP_TIMEOUT)
+    }
+
+    /// [`Store::qmp`] with its handshake bounded by `timeout`.
+    pub(crate) fn qmp_within(&self, vm: &Uuid, run: &RunDir, timeout: Duration) -> Result<Qmp> {
         let dir = run.open_sockets()?.ok_or_else(|| {
             Error::InvalidState(format!("VM {vm} has no monitor socket (it does not run)"))
         })?;
@@ -164,7 +169,7 @@ impl Store {
             runtime::names::QMP_SOCKET,
             Some(crate::safe_fs::TrustRule::current().owner),
         )?;
-        Qmp::from_stream(stream, QMP_TIMEOUT, &format!("VM {vm}'s QMP socket"))
+        Qmp::from_stream(stream, timeout, &format!("VM {vm}'s QMP socket"))
             .map_err(|e| qmp_error(vm, "the connection", e))
     }
 

@@ -256,14 +256,22 @@ impl RunDir {
     }
 }
 
+/// The fields of a `/proc/PID/stat` line after the command name, from field 3 (the state)
+/// on. The name (field 2) is the process's own to choose: any bytes, valid UTF-8 or not,
+/// spaces and parentheses included; it ends at the last `)`, and what follows is the kernel's
+/// ASCII.
+pub(crate) fn stat_fields(raw: &[u8]) -> Option<Vec<&str>> {
+    let close = raw.iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(&raw[close + 1..]).ok()?;
+    Some(rest.split_whitespace().collect())
+}
+
 /// Start time of process `pid` in clock ticks since boot (`/proc/PID/stat` field 22), or
 /// `None` if there is no such process.
 pub fn start_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) is in parentheses and may contain spaces or ')'.
-    let after = &stat[stat.rfind(')')? + 1..];
-    // `after` starts at field 3 (state); field 22 is the 20th from there.
-    after.split_whitespace().nth(19)?.parse().ok()
+    let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    // Field 22 is the 20th from field 3.
+    stat_fields(&stat)?.get(19)?.parse().ok()
 }
 
 /// Whether the process `pid` that started at `ticks` still runs (and is not a zombie).
@@ -271,15 +279,14 @@ pub fn alive(pid: u32, ticks: u64) -> bool {
     if pid == 0 {
         return false;
     }
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+    let Ok(stat) = std::fs::read(format!("/proc/{pid}/stat")) else {
         return false;
     };
-    let Some(close) = stat.rfind(')') else {
+    let Some(f) = stat_fields(&stat) else {
         return false;
     };
-    let mut f = stat[close + 1..].split_whitespace();
-    let state = f.next().unwrap_or("");
-    let start = f.nth(18).and_then(|s| s.parse::<u64>().ok());
+    let state = f.first().copied().unwrap_or("");
+    let start = f.get(19).and_then(|s| s.parse::<u64>().ok());
     start == Some(ticks) && state != "Z" && state != "X"
 }
 
@@ -351,6 +358,17 @@ mod tests {
         assert!(!alive(me, t + 1), "another start time is another process");
         assert!(!alive(0, t));
         assert!(start_ticks(u32::MAX).is_none());
+    }
+
+    #[test]
+    fn a_command_name_of_any_bytes_is_skipped() {
+        // QEMU names itself: bytes that are not UTF-8, and what looks like more fields.
+        let mut line = b"42 (q\xff\xfe) 1 2 (x".to_vec();
+        line.extend_from_slice(b") S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 9 0 777 1000");
+        let f = stat_fields(&line).unwrap();
+        assert_eq!((f[0], f[19]), ("S", "777"));
+        assert!(stat_fields(b"no parenthesis").is_none());
+        assert!(stat_fields(b"1 (a) \xff").is_none());
     }
 
     #[test]

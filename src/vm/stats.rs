@@ -1,8 +1,8 @@
 //! What a VM uses now (issue 22's metrics): CPU time, memory, disk I/O. Counters only (CPU
 //! time, bytes, requests), never rates: a caller (`vmpoolctl top`, a Prometheus scraper, the
 //! portal) takes two samples and divides, so every reader gets the window it wants and no
-//! call waits to measure one. They count from zero with each QEMU (a start, a wake), as
-//! `uptime_s` does: a scraper sees the reset as Prometheus' counters expect.
+//! call waits to measure one. They restart when QEMU does (a start, a wake), as `uptime_s`
+//! does: a counter that went back is a reset, as Prometheus' counters expect.
 //!
 //! Three sources, each for what only it knows: QEMU's process (`/proc/PID`: CPU time, RSS,
 //! PSS), the zone's resource controls (the cgroup: CPU time and memory as charged, its peak
@@ -23,6 +23,9 @@ use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use uuid::Uuid;
+
+/// How long a sample waits for QEMU's monitor, for the connection and for the reply each.
+pub const QMP_STATS_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// A VM's resource use at one moment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -47,13 +50,27 @@ pub struct VmStats {
     /// Seconds since QEMU started, while it runs.
     pub uptime_s: Option<u64>,
     /// CPU time QEMU used (user and system, all its threads), microseconds, while it runs:
-    /// the zone's count when it has one, else the process's.
+    /// the zone's count when it has one, else the process's ([`VmStats::cpu_source`]).
     pub cpu_time_us: Option<u64>,
+    /// Where `cpu_time_us` comes from: `zone` (its cgroup) or `process` (`/proc`). Two
+    /// samples are compared only if they agree.
+    pub cpu_source: Option<CpuSource>,
     /// Memory, while it runs.
     pub memory: Option<MemoryStats>,
     /// Each drive's I/O counters, as QEMU reports them, while it runs (empty otherwise, or
     /// if QEMU did not answer).
     pub disks: Vec<BlockStats>,
+}
+
+/// Which count of CPU time a sample holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum CpuSource {
+    /// The zone's cgroup (`cpu.stat`'s `usage_usec`, or v1's `cpuacct.usage`).
+    Zone,
+    /// QEMU's process (`/proc/PID/stat`, in clock ticks).
+    Process,
 }
 
 /// A running VM's memory.
@@ -92,7 +109,7 @@ fn io(context: String, e: impl Into<std::io::Error>) -> Error {
 }
 
 /// Read at most 64 KiB of `name` under the open `/proc/PID` directory `dir`.
-fn read_at(dir: &OwnedFd, name: &str) -> std::io::Result<String> {
+fn read_at(dir: &OwnedFd, name: &str) -> std::io::Result<Vec<u8>> {
     use nix::fcntl::OFlag;
     let fd = nix::fcntl::openat(
         Some(dir.as_raw_fd()),
@@ -102,18 +119,17 @@ fn read_at(dir: &OwnedFd, name: &str) -> std::io::Result<String> {
     )?;
     // SAFETY: openat returned a new descriptor that nothing else owns.
     let f = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
-    let mut s = String::new();
-    f.take(64 << 10).read_to_string(&mut s)?;
+    let mut s = Vec::new();
+    f.take(64 << 10).read_to_end(&mut s)?;
     Ok(s)
 }
 
 /// The CPU time (fields 14 and 15, in clock ticks) and start time (field 22) of a
-/// `/proc/PID/stat` line. The command name (field 2) is QEMU's to choose and may hold spaces
-/// and parentheses, so fields are counted from the last `)`.
-pub(crate) fn parse_stat(stat: &str) -> Option<(u64, u64)> {
-    let after = &stat[stat.rfind(')')? + 1..];
-    let f: Vec<&str> = after.split_whitespace().collect();
-    // `after` starts at field 3: field N is f[N - 3].
+/// `/proc/PID/stat` line ([`runtime::stat_fields`](crate::vm::runtime::stat_fields): the
+/// command name is QEMU's to choose).
+pub(crate) fn parse_stat(stat: &[u8]) -> Option<(u64, u64)> {
+    let f = crate::vm::runtime::stat_fields(stat)?;
+    // `f` starts at field 3: field N is f[N - 3].
     let n = |i: usize| f.get(i - 3).and_then(|v| v.parse::<u64>().ok());
     Some((n(14)?.checked_add(n(15)?)?, n(22)?))
 }
@@ -171,7 +187,7 @@ pub(crate) fn proc_usage(pid: u32, start_ticks: u64) -> Result<Option<ProcUsage>
         Err(e) if gone(&e) => return Ok(None),
         Err(e) => return Err(io(format!("reading {path}/smaps_rollup"), e)),
     };
-    let (rss_bytes, pss_bytes, private_bytes) = parse_rollup(&rollup);
+    let (rss_bytes, pss_bytes, private_bytes) = parse_rollup(&String::from_utf8_lossy(&rollup));
     Ok(Some(ProcUsage {
         cpu_time_us: ticks.saturating_mul(1_000_000) / clock_ticks_per_s(),
         rss_bytes,
@@ -190,9 +206,15 @@ fn clock_ticks_per_s() -> u64 {
     }
 }
 
-/// CPU time and memory from the process's and the zone's figures.
-fn sample(proc: Option<ProcUsage>, zone: Option<ZoneUsage>) -> (Option<u64>, Option<MemoryStats>) {
-    let cpu = zone.and_then(|z| z.cpu_us).or(proc.map(|p| p.cpu_time_us));
+/// CPU time (and its source) and memory from the process's and the zone's figures.
+fn sample(
+    proc: Option<ProcUsage>,
+    zone: Option<ZoneUsage>,
+) -> (Option<(u64, CpuSource)>, Option<MemoryStats>) {
+    let cpu = zone
+        .and_then(|z| z.cpu_us)
+        .map(|c| (c, CpuSource::Zone))
+        .or(proc.map(|p| (p.cpu_time_us, CpuSource::Process)));
     let memory = proc.map(|p| MemoryStats {
         rss_bytes: p.rss_bytes,
         pss_bytes: p.pss_bytes,
@@ -206,8 +228,9 @@ fn sample(proc: Option<ProcUsage>, zone: Option<ZoneUsage>) -> (Option<u64>, Opt
 
 impl Store {
     /// What VM `uuid` uses now: CPU time, memory and each drive's I/O while it runs; its
-    /// state alone otherwise. Takes no lock and changes nothing: safe to call as often as a
-    /// scraper likes, also while another call starts or stops the VM (whose run it then
+    /// state alone otherwise. Changes nothing and waits for nothing (its live state is read
+    /// as `vm get` reads it, QEMU's monitor is given [`QMP_STATS_TIMEOUT`]), so a scraper may
+    /// call it often, also while another call starts or stops the VM (whose run it then
     /// reports as not running).
     pub fn vm_stats(&self, uuid: Uuid) -> Result<VmStats> {
         let r = self.record(&uuid)?;
@@ -230,6 +253,7 @@ impl Store {
             sampled_at: sampled_at.to_string(),
             uptime_s: None,
             cpu_time_us: None,
+            cpu_source: None,
             memory: None,
             disks: Vec::new(),
         };
@@ -239,16 +263,21 @@ impl Store {
         let Some(proc) = proc_usage(info.qemu_pid, info.qemu_start)? else {
             return Ok(out);
         };
-        let zone = crate::zone::HostZone::default().usage(&uuid);
-        (out.cpu_time_us, out.memory) = sample(Some(proc), zone);
+        let zone = crate::zone::HostZone::default().usage(&uuid, info.qemu_pid);
+        let (cpu, memory) = sample(Some(proc), zone);
+        (out.cpu_time_us, out.cpu_source, out.memory) =
+            (cpu.map(|c| c.0), cpu.map(|c| c.1), memory);
         out.uptime_s = humantime::parse_rfc3339(&info.started_at)
             .ok()
             .and_then(|t| t.elapsed().ok())
             .map(|d| d.as_secs());
-        // A guest paused or migrating still answers; one whose QEMU hangs costs the QMP
-        // deadline and shows no drives rather than failing the whole sample.
+        // QEMU's monitor takes one client at a time, and a suspend holds it while the state
+        // is saved: a sample waits at most QMP_STATS_TIMEOUT for it and then shows no drives,
+        // rather than keeping a scraper (or a Puma worker) waiting on a hung or busy QEMU.
         out.disks = self
-            .with_qmp(&uuid, &run, "query-blockstats", |q| q.query_blockstats())
+            .qmp_within(&uuid, &run, QMP_STATS_TIMEOUT)
+            .ok()
+            .and_then(|mut q| q.query_blockstats(QMP_STATS_TIMEOUT).ok())
             .unwrap_or_default();
         Ok(out)
     }
@@ -262,9 +291,13 @@ mod tests {
     fn stat_fields_counted_from_the_last_parenthesis() {
         // A command name QEMU chose to look like more fields.
         let line = "42 (qemu) 1 2 3 (x) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 9 0 777 1000 10 18446744073709551615";
-        assert_eq!(parse_stat(line), Some((300, 777)));
-        assert_eq!(parse_stat("42 (qemu) S 1"), None);
-        assert_eq!(parse_stat("no parenthesis"), None);
+        assert_eq!(parse_stat(line.as_bytes()), Some((300, 777)));
+        assert_eq!(parse_stat(b"42 (qemu) S 1"), None);
+        assert_eq!(parse_stat(b"no parenthesis"), None);
+        // A name that is no UTF-8 still leaves the kernel's fields readable.
+        let mut raw = b"42 (\xff\xfe)".to_vec();
+        raw.extend_from_slice(&line.as_bytes()[line.rfind(')').unwrap() + 1..]);
+        assert_eq!(parse_stat(&raw), Some((300, 777)));
     }
 
     #[test]
@@ -303,13 +336,13 @@ mod tests {
             memory_limit_bytes: None,
         };
         let (cpu, mem) = sample(Some(p), Some(z));
-        assert_eq!(cpu, Some(7));
+        assert_eq!(cpu, Some((7, CpuSource::Zone)));
         let mem = mem.unwrap();
         assert_eq!(
             (mem.rss_bytes, mem.zone_bytes, mem.zone_limit_bytes),
             (3, Some(9), None)
         );
-        assert_eq!(sample(Some(p), None).0, Some(5));
+        assert_eq!(sample(Some(p), None).0, Some((5, CpuSource::Process)));
         assert_eq!(sample(None, Some(z)).1, None);
     }
 }

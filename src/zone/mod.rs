@@ -170,8 +170,9 @@ pub trait Zone {
     ) -> Result<Booted>;
     /// Whether the kernel killed a process of the zone for lack of memory.
     fn oom_killed(&self, spec: &ZoneSpec) -> bool;
-    /// What VM `vm`'s zone uses now; `None` if it has none (it runs outside a zone, or not).
-    fn usage(&self, vm: &Uuid) -> Option<ZoneUsage>;
+    /// What VM `vm`'s zone uses now, if its QEMU `pid` runs in it; `None` otherwise (the VM
+    /// runs outside a zone, or not).
+    fn usage(&self, vm: &Uuid, pid: u32) -> Option<ZoneUsage>;
     /// Remove what `create` made; absent is fine.
     fn destroy(&self, spec: &ZoneSpec) -> Result<()>;
 }

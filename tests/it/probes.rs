@@ -17,7 +17,7 @@ use vmpool::VmSpec;
 /// One line per firing: the probe's letter, then its arguments.
 fn script(bin: &str) -> String {
     format!(
-        r#"usdt:{bin}:vmpool:op__start {{ printf("S %d %s %s\n", arg0, str(arg1), str(arg2)); }}
+        r#"usdt:{bin}:vmpool:op__start {{ printf("S %d %s %s %d\n", arg0, str(arg1), str(arg2), arg3); }}
 usdt:{bin}:vmpool:op__done {{ printf("D %d %s %s %d %d\n", arg0, str(arg1), str(arg2), arg3, arg4); }}
 usdt:{bin}:vmpool:step__done {{ printf("T %d %s %d\n", arg0, str(arg1), arg2); }}
 usdt:{bin}:vmpool:qmp__done {{ printf("Q %d %s %d %d\n", arg0, str(arg1), arg2, arg3); }}
@@ -30,13 +30,16 @@ struct Trace {
     lines: Arc<Mutex<Vec<String>>>,
     /// What bpftrace said on stderr (shown when it did not begin).
     errors: Arc<Mutex<Vec<String>>>,
+    /// The threads reading its stdout and stderr (they end at its exit).
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Trace {
     /// bpftrace with `args` (a program, `-e` text or a script file, on this process's
     /// executable: this test is the one process running it).
     fn attach(args: &[&str]) -> Trace {
-        // bpftrace detaches uprobes through tracefs (it cannot without it).
+        // bpftrace detaches uprobes through tracefs (it cannot without it). Left mounted, as
+        // systemd mounts it at boot on any ordinary host.
         if !std::path::Path::new("/sys/kernel/tracing/uprobe_events").exists() {
             let ok = Command::new("mount")
                 .args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"])
@@ -59,14 +62,17 @@ impl Trace {
                 for l in BufReader::new(from).lines().map_while(Result::ok) {
                     into.lock().unwrap().push(l);
                 }
-            });
+            })
         };
-        keep(Box::new(child.stdout.take().unwrap()), &lines);
-        keep(Box::new(child.stderr.take().unwrap()), &errors);
+        let readers = vec![
+            keep(Box::new(child.stdout.take().unwrap()), &lines),
+            keep(Box::new(child.stderr.take().unwrap()), &errors),
+        ];
         Trace {
             child,
             lines,
             errors,
+            readers,
         }
     }
 
@@ -107,7 +113,9 @@ impl Trace {
         // SAFETY: kill with a pid of our child and a constant signal.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         self.child.wait().unwrap();
-        std::thread::sleep(Duration::from_millis(200));
+        for r in std::mem::take(&mut self.readers) {
+            r.join().unwrap();
+        }
         self.lines()
     }
 }
@@ -133,8 +141,12 @@ fn fired<'a>(lines: &'a [String], letter: &str) -> Vec<Vec<&'a str>> {
 #[ignore = "attaches bpftrace (root) and starts QEMU (TCG): make test"]
 fn every_documented_probe_fires_with_its_arguments() {
     let g = guest_store("&clone=qcow2");
+    // A file of its own to import: other tests of this process import the test image too.
+    let file = g.tmp.path().join("probed.raw");
+    std::fs::copy(test_image(), &file).unwrap();
     let bin = std::env::current_exe().unwrap().display().to_string();
-    let trace = Trace::attach(&["-e", &script(&bin)]);
+    let me = std::process::id().to_string();
+    let trace = Trace::attach(&["-p", &me, "-e", &script(&bin)]);
     // The scripts examples/trace/ ships, on this process.
     let shipped = |name: &str| {
         let file = format!("{}/examples/trace/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -153,7 +165,7 @@ fn every_documented_probe_fires_with_its_arguments() {
 
     let img =
         g.s.import_image(
-            &test_image(),
+            &file,
             &vmpool::ImportRequest::default().name("probed"),
             None,
         )
@@ -170,7 +182,7 @@ fn every_documented_probe_fires_with_its_arguments() {
     g.s.start_vm(vm.uuid, &StartOptions::default()).unwrap();
     let mut p = PoolSpec::new("probed", img.uuid);
     p.warmth = Warmth::Disk;
-    p.spares = 0;
+    p.spares = 1;
     p.ram_mib = 256;
     g.s.create_pool(&p).unwrap();
     let refilled =
@@ -201,7 +213,11 @@ fn every_documented_probe_fires_with_its_arguments() {
     // a duration. (Other tests of this process fire too: they are told apart by subject.)
     let mut ids = BTreeMap::new();
     for (op, subject) in [
-        ("image-import", test_image().display().to_string()),
+        // A subject longer than 63 bytes is cut there (a deep scratch directory's path).
+        (
+            "image-import",
+            file.display().to_string().chars().take(63).collect(),
+        ),
         ("vm-create", "probed-vm".to_owned()),
         ("vm-start", vm.uuid.to_string()),
         ("pool-acquire", "probed/ann".to_owned()),
@@ -210,9 +226,10 @@ fn every_documented_probe_fires_with_its_arguments() {
     ] {
         let s: Vec<_> = starts
             .iter()
-            .filter(|f| f.len() == 3 && f[1] == op && f[2] == subject)
+            .filter(|f| f.len() == 4 && f[1] == op && f[2] == subject)
             .collect();
         assert_eq!(s.len(), 1, "{op} {subject}: {lines:#?}");
+        assert_eq!(s[0][3], "0", "{op} runs within no other operation");
         let id = s[0][0];
         let d: Vec<_> = dones.iter().filter(|f| f[0] == id).collect();
         assert_eq!(d.len(), 1, "{op} {subject}: {lines:#?}");
@@ -266,6 +283,7 @@ fn every_documented_probe_fires_with_its_arguments() {
     assert!(qmp_out.contains("longest single call"), "{qmp_out}");
     assert!(
         refill_out.contains("of pool probed begins")
+            && refill_out.contains(": spare in ")
             && refill_out.contains("of pool probed ends: code 0"),
         "{refill_out}"
     );

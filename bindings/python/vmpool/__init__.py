@@ -577,6 +577,8 @@ class VmStats(_Record):
     pool: Optional[str] = None
     uptime_s: Optional[int] = None
     cpu_time_us: Optional[int] = None
+    #: ``"zone"`` (its cgroup's count) or ``"process"`` (QEMU's): compare samples of one source only.
+    cpu_source: Optional[str] = None
     memory: Optional[MemoryStats] = None
     disks: List[DiskStats] = field(default_factory=list)
     extra: Dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -967,7 +969,7 @@ class Store:
 
     def vm_stats(self, vm: Union[str, Vm]) -> VmStats:
         """What the VM uses now (CPU time, memory, each drive's I/O): counters to sample
-        twice and divide. Takes no lock: call it as often as a scraper likes."""
+        twice and divide. Changes nothing and waits at most half a second for QEMU."""
         u = _uuid(vm)
         with self._use() as h:
             return VmStats.from_json(_json_out(lambda out: _vm_stats(h, u, out)))

@@ -67,7 +67,7 @@ module Vmpool
     attach_function :vmpool_vm_suspend, %i[pointer string string pointer], :uint32, blocking: true
     attach_function :vmpool_vm_resume, %i[pointer string pointer], :uint32, blocking: true
     attach_function :vmpool_vm_status, %i[pointer string pointer], :uint32
-    attach_function :vmpool_vm_stats, %i[pointer string pointer], :uint32
+    attach_function :vmpool_vm_stats, %i[pointer string pointer], :uint32, blocking: true
     attach_function :vmpool_vm_update, %i[pointer string string pointer], :uint32, blocking: true
     attach_function :vmpool_vm_log, %i[pointer string uint64 pointer], :uint32
     attach_function :vmpool_vm_console, %i[pointer string uint32 pointer], :uint32, blocking: true
@@ -326,7 +326,7 @@ module Vmpool
     end
 
     # What a VM uses now: {cpu_time_us:, memory: {rss_bytes:, pss_bytes:, ...}, disks: [...], ...},
-    # counters to sample twice and divide; nil/empty unless it runs. Takes no lock.
+    # counters to sample twice and divide; nil/empty unless it runs. Waits at most 0.5 s for QEMU.
     def vm_stats(uuid)
       vm_call(uuid) { |h, u, out| Native.vmpool_vm_stats(h, u, out) }
     end

@@ -70,6 +70,10 @@ fn rows(
         .iter()
         .filter_map(|(u, (s, t))| {
             let (p, pt) = before.get(u)?;
+            // Two counts of CPU time are not comparable (a zone's cgroup that appeared or went).
+            if s.cpu_source != p.cpu_source {
+                return None;
+            }
             let secs = t.duration_since(*pt).as_secs_f64().max(1e-3);
             let delta = |a: u64, b: u64| if a >= b { a - b } else { a } as f64;
             let cpu = delta(s.cpu_time_us?, p.cpu_time_us?);

@@ -370,9 +370,9 @@ impl Qmp {
         )
     }
 
-    /// Each drive's I/O counters (`query-blockstats`).
-    pub fn query_blockstats(&mut self) -> Result<Vec<BlockStats>, QmpError> {
-        let v = self.run("query-blockstats", None)?;
+    /// Each drive's I/O counters (`query-blockstats`), answered within `timeout`.
+    pub fn query_blockstats(&mut self, timeout: Duration) -> Result<Vec<BlockStats>, QmpError> {
+        let v = self.request("query-blockstats", None, &[], &Deadline::new(timeout))?;
         parse_blockstats(&v)
     }
 

@@ -399,7 +399,7 @@ impl Zone for IllumosZone {
 
     // A zone's usage is in its kstats (`zones:<id>:<name>` and `memory_cap`), read with
     // libkstat; not built: nothing here can run it. The process's own figures still count.
-    fn usage(&self, _vm: &uuid::Uuid) -> Option<crate::zone::ZoneUsage> {
+    fn usage(&self, _vm: &uuid::Uuid, _pid: u32) -> Option<crate::zone::ZoneUsage> {
         None
     }
 

@@ -279,12 +279,13 @@ impl Cgroup {
             .unwrap_or(0)
     }
 
-    /// What the cgroup's processes use now, or `None` if it does not exist (the VM runs
-    /// outside a zone, or not at all). Each value the kernel does not offer stays `None`
-    /// (`memory.peak` came with Linux 5.19).
-    pub fn usage(&self) -> Option<ZoneUsage> {
-        // cgroupfs holds no links and its files are the kernel's, but a name is still opened
-        // without following one: the directory of a VM's cgroup may be delegated.
+    /// What the cgroup's processes use now, if process `pid` (the run's QEMU) is in it: a
+    /// cgroup left by an earlier run, or one of a VM running outside a zone, is not this run's
+    /// and gives nothing. Each value the kernel does not offer stays `None` (`memory.peak`
+    /// came with Linux 5.19; v1's "no limit" is no limit).
+    pub fn usage(&self, pid: u32) -> Option<ZoneUsage> {
+        // cgroupfs holds no links and its files are the kernel's; O_NOFOLLOW still keeps a
+        // name from being followed anywhere else.
         let read = |file: &str| -> Option<String> {
             use std::io::Read;
             use std::os::unix::fs::OpenOptionsExt;
@@ -299,9 +300,12 @@ impl Cgroup {
                 .ok()?;
             Some(s)
         };
+        let pid = pid.to_string();
+        if !read("cgroup.procs")?.lines().any(|l| l.trim() == pid) {
+            return None;
+        }
         let num = |file: &str| read(file).and_then(|s| s.trim().parse::<u64>().ok());
         if self.is_v2() {
-            read("cgroup.procs")?;
             Some(ZoneUsage {
                 cpu_us: read("cpu.stat").and_then(|s| {
                     s.lines()
@@ -313,12 +317,12 @@ impl Cgroup {
                 memory_limit_bytes: num("memory.max"),
             })
         } else {
-            read("memory.usage_in_bytes")?;
             Some(ZoneUsage {
                 cpu_us: num("cpuacct.usage").map(|ns| ns / 1000),
                 memory_bytes: num("memory.usage_in_bytes"),
                 memory_peak_bytes: num("memory.max_usage_in_bytes"),
-                memory_limit_bytes: num("memory.limit_in_bytes"),
+                // v1 says "no limit" as the largest page-aligned count.
+                memory_limit_bytes: num("memory.limit_in_bytes").filter(|&b| b < 1 << 62),
             })
         }
     }

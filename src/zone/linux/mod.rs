@@ -92,8 +92,8 @@ impl Zone for LinuxZone {
         cgroup_of(spec).is_ok_and(|c| c.oom_kills() > 0)
     }
 
-    fn usage(&self, vm: &uuid::Uuid) -> Option<super::ZoneUsage> {
-        cgroup::Cgroup::new(cgroup::detect().ok()?, vm).usage()
+    fn usage(&self, vm: &uuid::Uuid, pid: u32) -> Option<super::ZoneUsage> {
+        cgroup::Cgroup::new(cgroup::detect().ok()?, vm).usage(pid)
     }
 
     fn destroy(&self, spec: &ZoneSpec) -> Result<()> {
