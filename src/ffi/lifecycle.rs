@@ -32,6 +32,20 @@ fn vm_call(
     Ok(())
 }
 
+/// The shape of the calls that report on a VM (status, stats): a checked store and uuid, a
+/// required output, and the report's JSON.
+fn vm_report(
+    store: *const vmpool_store,
+    uuid: *const c_char,
+    json_out: *mut *mut c_char,
+    report: impl FnOnce(&Store, Uuid) -> Result<String>,
+) -> CallResult<()> {
+    let s = store_ref(store)?;
+    let u = validate::uuid("VM uuid", arg_str(uuid, "uuid", ID_MAX)?)?;
+    check_out(json_out, "json_out")?;
+    put_string(json_out, report(&s.inner, u)?)
+}
+
 /// Start a VM: QEMU under its own supervisor, detached from the caller (it keeps running when
 /// the calling process exits, and any process using the store can control it). Returns once
 /// QEMU's monitor answers; the guest then boots. `options_json` may be NULL or
@@ -145,11 +159,9 @@ pub extern "C" fn vmpool_vm_status(
     json_out: *mut *mut c_char,
 ) -> vmpool_result {
     ffi_call!({
-        let s = store_ref(store)?;
-        let u = validate::uuid("VM uuid", arg_str(uuid, "uuid", ID_MAX)?)?;
-        check_out(json_out, "json_out")?;
-        let st = s.inner.vm_status(u)?;
-        put_string(json_out, wire::to_string(&wire::VmStatusOut::from(&st))?)
+        vm_report(store, uuid, json_out, |s, u| {
+            wire::to_string(&wire::VmStatusOut::from(&s.vm_status(u)?))
+        })
     })
 }
 
@@ -171,11 +183,9 @@ pub extern "C" fn vmpool_vm_stats(
     json_out: *mut *mut c_char,
 ) -> vmpool_result {
     ffi_call!({
-        let s = store_ref(store)?;
-        let u = validate::uuid("VM uuid", arg_str(uuid, "uuid", ID_MAX)?)?;
-        check_out(json_out, "json_out")?;
-        let st = s.inner.vm_stats(u)?;
-        put_string(json_out, wire::to_string(&st)?)
+        vm_report(store, uuid, json_out, |s, u| {
+            wire::to_string(&s.vm_stats(u)?)
+        })
     })
 }
 
