@@ -15,6 +15,16 @@ use std::ffi::c_char;
 use std::time::Duration;
 use uuid::Uuid;
 
+/// A call's checked store and VM uuid.
+fn vm_args(
+    store: *const vmpool_store,
+    uuid: *const c_char,
+) -> CallResult<(std::sync::Arc<vmpool_store>, Uuid)> {
+    let s = store_ref(store)?;
+    let u = validate::uuid("VM uuid", arg_str(uuid, "uuid", ID_MAX)?)?;
+    Ok((s, u))
+}
+
 /// The shape of every lifecycle call: a checked store and uuid, the operation, and the VM it
 /// returns handed out when the caller asked for it.
 fn vm_call(
@@ -23,8 +33,7 @@ fn vm_call(
     out: *mut *mut c_char,
     op: impl FnOnce(&Store, Uuid) -> Result<Vm>,
 ) -> CallResult<()> {
-    let s = store_ref(store)?;
-    let u = validate::uuid("VM uuid", arg_str(uuid, "uuid", ID_MAX)?)?;
+    let (s, u) = vm_args(store, uuid)?;
     let vm = op(&s.inner, u)?;
     if !out.is_null() {
         put_string(out, wire::to_string(&wire::VmOut::from(&vm))?)?;
@@ -40,8 +49,7 @@ fn vm_report(
     json_out: *mut *mut c_char,
     report: impl FnOnce(&Store, Uuid) -> Result<String>,
 ) -> CallResult<()> {
-    let s = store_ref(store)?;
-    let u = validate::uuid("VM uuid", arg_str(uuid, "uuid", ID_MAX)?)?;
+    let (s, u) = vm_args(store, uuid)?;
     check_out(json_out, "json_out")?;
     put_string(json_out, report(&s.inner, u)?)
 }

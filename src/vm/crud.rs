@@ -26,11 +26,7 @@ impl Store {
     /// Create a VM: its disk is a copy-on-write clone of the image grown to `disk_gib`, and
     /// its record is written atomically next to it.
     pub fn create_vm(&self, spec: &VmSpec) -> Result<Vm> {
-        crate::probes::op("vm-create", &spec.alias, || self.create_vm_op(spec))
-    }
-
-    fn create_vm_op(&self, spec: &VmSpec) -> Result<Vm> {
-        self.create_vm_in(spec, None)
+        crate::probes::op("vm-create", &spec.alias, || self.create_vm_in(spec, None))
     }
 
     /// `create_vm` for a pool (`member`): the record says which pool, and whether the VM

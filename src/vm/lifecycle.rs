@@ -573,12 +573,7 @@ impl Store {
         } else {
             None
         };
-        let uptime_s = run.as_ref().and_then(|i| {
-            humantime::parse_rfc3339(&i.started_at)
-                .ok()
-                .and_then(|t| t.elapsed().ok())
-                .map(|d| d.as_secs())
-        });
+        let uptime_s = run.as_ref().and_then(RunInfo::uptime_s);
         Ok(VmStatus {
             vm,
             run,

@@ -346,6 +346,17 @@ pub struct RunInfo {
     pub spice: crate::vm::config::SpiceAddr,
 }
 
+impl RunInfo {
+    /// Whole seconds since the run started (`None` if `started_at` does not parse or lies
+    /// ahead).
+    pub fn uptime_s(&self) -> Option<u64> {
+        humantime::parse_rfc3339(&self.started_at)
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .map(|d| d.as_secs())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -267,10 +267,7 @@ impl Store {
         let (cpu, memory) = sample(Some(proc), zone);
         (out.cpu_time_us, out.cpu_source, out.memory) =
             (cpu.map(|c| c.0), cpu.map(|c| c.1), memory);
-        out.uptime_s = humantime::parse_rfc3339(&info.started_at)
-            .ok()
-            .and_then(|t| t.elapsed().ok())
-            .map(|d| d.as_secs());
+        out.uptime_s = info.uptime_s();
         // QEMU's monitor takes one client at a time, and a suspend holds it while the state
         // is saved: a sample waits at most QMP_STATS_TIMEOUT for it and then shows no drives,
         // rather than keeping a scraper (or a Puma worker) waiting on a hung or busy QEMU.

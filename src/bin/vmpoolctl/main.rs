@@ -655,7 +655,7 @@ pub(crate) fn show<T: serde::Serialize>(v: &T, json: bool) -> vmpool::Result<()>
     }
 }
 
-fn human(b: u64) -> String {
+pub(crate) fn human(b: u64) -> String {
     indicatif::BinaryBytes(b).to_string()
 }
 

@@ -3,7 +3,7 @@
 //! counters, rates are the reader's), its memory and its disk traffic, redrawn in place on a
 //! terminal. `--json` prints one line per interval instead, for scripts.
 
-use super::{out, table};
+use super::{human, out, table};
 use clap::Args;
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -96,7 +96,7 @@ fn rows(
 }
 
 fn per_s(b: f64) -> String {
-    format!("{}/s", indicatif::BinaryBytes(b as u64))
+    format!("{}/s", human(b as u64))
 }
 
 pub fn run(store: &Store, a: TopArgs, json: bool) -> vmpool::Result<()> {
@@ -132,9 +132,8 @@ pub fn run(store: &Store, a: TopArgs, json: bool) -> vmpool::Result<()> {
                             r.owner.clone(),
                             r.pool.clone().unwrap_or_default(),
                             format!("{:.1}", r.cpu_pct),
-                            indicatif::BinaryBytes(r.pss_bytes).to_string(),
-                            r.zone_bytes
-                                .map_or("-".into(), |z| indicatif::BinaryBytes(z).to_string()),
+                            human(r.pss_bytes),
+                            r.zone_bytes.map_or("-".into(), human),
                             per_s(r.read_bytes_per_s),
                             per_s(r.written_bytes_per_s),
                         ]
